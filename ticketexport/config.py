@@ -1,0 +1,110 @@
+"""Settings read once from the environment into a frozen object."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import zoneinfo
+from collections.abc import Mapping
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A setting in the environment is missing or malformed."""
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be 1/0, true/false, yes/no or on/off, not {raw!r}")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if value < minimum or value != value:  # NaN compares unequal to itself
+        raise ConfigError(f"{name} must be at least {minimum:g}, not {raw!r}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {raw!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the processes need to know about their deployment."""
+
+    database_url: str | None
+    home: Path
+    storage_url: str
+    retention_hours: float
+    timezone: str
+    secret_key: str | None
+    host: str
+    port: int
+    cookie_secure: bool
+    trusted_proxy: str | None
+    export_max_rows_per_s: int
+    heartbeat_seconds: float
+    stall_seconds: float
+    worker_seen_seconds: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        home = Path(env.get("TICKETEXPORT_HOME") or "./.ticketexport").expanduser().resolve()
+        tz = (env.get("TICKETEXPORT_TIMEZONE") or "UTC").strip()
+        try:
+            zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"TICKETEXPORT_TIMEZONE {tz!r} is not a known IANA time zone") from None
+        storage_url = env.get("TICKETEXPORT_STORAGE_URL") or (home / "exports").as_uri()
+        if not storage_url.startswith(("file://", "s3://", "azure://")):
+            raise ConfigError(
+                "TICKETEXPORT_STORAGE_URL must start with file://, s3:// or azure://"
+            )
+        retention = _number(env, "TICKETEXPORT_RETENTION_HOURS", 72.0, minimum=0)
+        if retention <= 0:
+            raise ConfigError("TICKETEXPORT_RETENTION_HOURS must be greater than 0")
+        port = _int(env, "TICKETEXPORT_PORT", 8080, minimum=0)
+        if port > 65535:
+            raise ConfigError("TICKETEXPORT_PORT must be at most 65535")
+        return cls(
+            database_url=(env.get("DATABASE_URL") or None),
+            home=home,
+            storage_url=storage_url,
+            retention_hours=retention,
+            timezone=tz,
+            secret_key=(env.get("TICKETEXPORT_SECRET_KEY") or None),
+            host=env.get("TICKETEXPORT_HOST") or "127.0.0.1",
+            port=port,
+            cookie_secure=_bool(env, "TICKETEXPORT_COOKIE_SECURE", False),
+            trusted_proxy=(env.get("TICKETEXPORT_TRUSTED_PROXY") or None),
+            export_max_rows_per_s=_int(env, "TICKETEXPORT_EXPORT_MAX_ROWS_PER_S", 0),
+            heartbeat_seconds=_number(env, "TICKETEXPORT_HEARTBEAT_SECONDS", 10.0, minimum=0.1),
+            stall_seconds=_number(env, "TICKETEXPORT_STALL_SECONDS", 300.0, minimum=0.5),
+            worker_seen_seconds=_number(
+                env, "TICKETEXPORT_WORKER_SEEN_SECONDS", 60.0, minimum=0.5
+            ),
+        )

@@ -1,0 +1,167 @@
+"""Database access: connection URLs, the named-query file and the migrations runner."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, LiteralString, cast
+
+import psycopg
+from psycopg import sql
+
+from ticketexport.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SQL_DIR = ROOT / "sql"
+MIGRATIONS_DIR = SQL_DIR / "migrations"
+PROCRASTINATE_SCHEMA = ROOT / "procrastinate_schema.sql"
+PROCRASTINATE_VERSION = "procrastinate"
+
+# Any constant works as long as every migrator uses the same one.
+MIGRATION_LOCK_KEY = 0x7469636B6574  # "ticket"
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+@contextlib.contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """Yield the URL to use: DATABASE_URL, or the embedded server while the block runs."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    from ticketexport.embedded import embedded_database
+
+    with embedded_database(settings.home) as url:
+        yield url
+
+
+# Named queries -------------------------------------------------------------------------
+
+
+@functools.cache
+def queries() -> dict[str, LiteralString]:
+    """Every statement in sql/queries.sql, keyed by its `-- name:` header."""
+    result: dict[str, str] = {}
+    name: str | None = None
+    lines: list[str] = []
+    for line in (SQL_DIR / "queries.sql").read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", line)
+        if match:
+            if name is not None:
+                result[name] = "\n".join(lines).strip()
+            name, lines = match.group(1), []
+            if name in result:
+                raise ValueError(f"query {name!r} is defined twice in queries.sql")
+        elif name is not None and not (line.startswith("--") and not lines):
+            lines.append(line)
+    if name is not None:
+        result[name] = "\n".join(lines).strip()
+    # The file is part of the package, never user input, so its text is a literal.
+    return cast(dict[str, LiteralString], result)
+
+
+def q(name: str) -> sql.SQL:
+    """The named query as a composable SQL object."""
+    return sql.SQL(queries()[name])
+
+
+# Migrations ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    text: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+class MigrationError(RuntimeError):
+    """A migration could not be applied or the recorded history does not match the files."""
+
+
+def available_migrations() -> list[Migration]:
+    """procrastinate's schema first, then sql/migrations/NNNN_*.sql in order."""
+    found = [
+        Migration(
+            PROCRASTINATE_VERSION,
+            "procrastinate_schema.sql",
+            PROCRASTINATE_SCHEMA.read_text(encoding="utf-8"),
+        )
+    ]
+    seen: set[str] = set()
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise MigrationError(f"migration file {path.name!r} is not named NNNN_name.sql")
+        if match.group(1) in seen:
+            raise MigrationError(f"two migrations share the number {match.group(1)}")
+        seen.add(match.group(1))
+        found.append(Migration(match.group(1), path.name, path.read_text(encoding="utf-8")))
+    return found
+
+
+_CREATE_HISTORY = sql.SQL(
+    """
+    CREATE TABLE IF NOT EXISTS schema_migrations (
+        version text PRIMARY KEY,
+        name text NOT NULL,
+        checksum text NOT NULL,
+        applied_at timestamptz NOT NULL DEFAULT now()
+    )
+    """
+)
+
+
+def _applied(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return {}
+    rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
+    return {row[0]: row[1] for row in rows}
+
+
+def pending_migrations(conn: psycopg.Connection[Any]) -> list[Migration]:
+    """Migrations not yet applied; raises if an applied one was edited afterwards."""
+    applied = _applied(conn)
+    pending = []
+    for migration in available_migrations():
+        recorded = applied.get(migration.version)
+        if recorded is None:
+            pending.append(migration)
+        elif recorded != migration.checksum:
+            raise MigrationError(
+                f"migration {migration.name} changed after it was applied "
+                "(its checksum no longer matches schema_migrations)"
+            )
+    return pending
+
+
+def migrate(url: str) -> list[str]:
+    """Apply what is pending under an advisory lock; returns the names applied."""
+    applied_now: list[str] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        # Session-level lock: a second migrator waits here, then finds nothing pending.
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            conn.execute(_CREATE_HISTORY)
+            for migration in pending_migrations(conn):
+                with conn.transaction():
+                    conn.execute(sql.SQL(cast(LiteralString, migration.text)))
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum) "
+                        "VALUES (%s, %s, %s)",
+                        (migration.version, migration.name, migration.checksum),
+                    )
+                applied_now.append(migration.name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+    return applied_now
