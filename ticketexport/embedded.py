@@ -16,21 +16,21 @@ from urllib.parse import quote
 
 log = logging.getLogger(__name__)
 
+# platformdirs (used by pgserver) warns about a missing XDG_RUNTIME_DIR on servers; it is
+# harmless and would break the one-line output of CLI commands.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
 
 class EmbeddedError(RuntimeError):
     """The embedded server could not be started."""
 
 
 def _pgserver_url(data: Path) -> Iterator[str]:
-    with warnings.catch_warnings():
-        # platformdirs warns about a missing XDG_RUNTIME_DIR on servers; it is harmless
-        # and would break the one-line output of CLI commands.
-        warnings.simplefilter("ignore")
-        import pgserver
+    import pgserver
 
-        # "stop" shuts the server down when the last process that asked for it exits,
-        # so `serve` and `worker` started separately share one server safely.
-        server = pgserver.get_server(data, cleanup_mode="stop")
+    # "stop" shuts the server down when the last process that asked for it exits,
+    # so `serve` and `worker` started separately share one server safely.
+    server = pgserver.get_server(data, cleanup_mode="stop")
     try:
         yield str(server.get_uri())
     finally:
