@@ -29,7 +29,7 @@ def normalize_email(email: str) -> str:
 
 
 def split_name(name: str) -> tuple[str, str]:
-    """"First Last" → ("First", "Last"); a single word is a first name."""
+    """ "First Last" → ("First", "Last"); a single word is a first name."""
     parts = name.strip().split(None, 1)
     if not parts:
         raise AccountError("a name is required")
@@ -126,8 +126,7 @@ def set_user(
                 conn.execute("DELETE FROM web_sessions WHERE user_id = %s", (user_id,))
         for role_id in _role_ids(conn, add_roles):
             conn.execute(
-                "INSERT INTO user_roles (user_id, role_id) VALUES (%s, %s) "
-                "ON CONFLICT DO NOTHING",
+                "INSERT INTO user_roles (user_id, role_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
                 (user_id, role_id),
             )
         for role_id in _role_ids(conn, remove_roles):
@@ -164,7 +163,9 @@ def add_role(
     return int(row[0])
 
 
-def set_role(conn: psycopg.Connection[Any], developer_name: str, *, permissions: Permission) -> None:
+def set_role(
+    conn: psycopg.Connection[Any], developer_name: str, *, permissions: Permission
+) -> None:
     with conn.transaction():
         cur = conn.execute(
             "UPDATE roles SET permissions = %s WHERE developer_name = %s",

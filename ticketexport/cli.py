@@ -99,9 +99,7 @@ def _with_connection(settings: Settings, args: argparse.Namespace) -> int:
             if args.command == "seed":
                 from ticketexport import seed
 
-                report = seed.seed(
-                    conn, tickets=args.tickets, seed=args.seed, anchor=args.anchor
-                )
+                report = seed.seed(conn, tickets=args.tickets, seed=args.seed, anchor=args.anchor)
                 print(report.summary())
                 return 0
             if args.command == "user":

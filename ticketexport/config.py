@@ -78,12 +78,12 @@ class Settings:
         try:
             zoneinfo.ZoneInfo(tz)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"TICKETEXPORT_TIMEZONE {tz!r} is not a known IANA time zone") from None
+            raise ConfigError(
+                f"TICKETEXPORT_TIMEZONE {tz!r} is not a known IANA time zone"
+            ) from None
         storage_url = env.get("TICKETEXPORT_STORAGE_URL") or (home / "exports").as_uri()
         if not storage_url.startswith(("file://", "s3://", "azure://")):
-            raise ConfigError(
-                "TICKETEXPORT_STORAGE_URL must start with file://, s3:// or azure://"
-            )
+            raise ConfigError("TICKETEXPORT_STORAGE_URL must start with file://, s3:// or azure://")
         retention = _number(env, "TICKETEXPORT_RETENTION_HOURS", 72.0, minimum=0)
         if retention <= 0:
             raise ConfigError("TICKETEXPORT_RETENTION_HOURS must be greater than 0")
@@ -104,7 +104,5 @@ class Settings:
             export_max_rows_per_s=_int(env, "TICKETEXPORT_EXPORT_MAX_ROWS_PER_S", 0),
             heartbeat_seconds=_number(env, "TICKETEXPORT_HEARTBEAT_SECONDS", 10.0, minimum=0.1),
             stall_seconds=_number(env, "TICKETEXPORT_STALL_SECONDS", 300.0, minimum=0.5),
-            worker_seen_seconds=_number(
-                env, "TICKETEXPORT_WORKER_SEEN_SECONDS", 60.0, minimum=0.5
-            ),
+            worker_seen_seconds=_number(env, "TICKETEXPORT_WORKER_SEEN_SECONDS", 60.0, minimum=0.5),
         )

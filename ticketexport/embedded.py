@@ -26,11 +26,11 @@ class EmbeddedError(RuntimeError):
 
 
 def _pgserver_url(data: Path) -> Iterator[str]:
-    import pgserver
+    from pgserver.postgres_server import get_server
 
     # "stop" shuts the server down when the last process that asked for it exits,
     # so `serve` and `worker` started separately share one server safely.
-    server = pgserver.get_server(data, cleanup_mode="stop")
+    server = get_server(data, cleanup_mode="stop")
     try:
         yield str(server.get_uri())
     finally:
@@ -76,15 +76,28 @@ def _initdb_url(data: Path, bindir: Path) -> Iterator[str]:
             user,
             [
                 str(bindir / "initdb"),
-                "-D", str(data), "-U", "postgres", "--auth=trust",
-                "-E", "UTF8", "--locale=C.UTF-8",
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
             ],
         )
     _run_as(
         user,
         [
-            str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "server.log"),
-            "-o", f"-k {sockdir} -c listen_addresses=''", "start",
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(data / "server.log"),
+            "-o",
+            f"-k {sockdir} -c listen_addresses=''",
+            "start",
         ],
     )
     try:
