@@ -1,0 +1,99 @@
+"""Export lifecycle rules: statuses, transitions, error codes, progress and file names."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class Stage(enum.StrEnum):
+    COUNTING = "counting"
+    EXPORTING = "exporting"
+    STORING = "storing"
+
+
+# The only transitions the brief allows; the database trigger enforces the same table.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.QUEUED: frozenset({Status.RUNNING, Status.CANCELLED, Status.FAILED}),
+    Status.RUNNING: frozenset({Status.QUEUED, Status.COMPLETED, Status.FAILED, Status.CANCELLED}),
+    Status.COMPLETED: frozenset({Status.EXPIRED}),
+    Status.FAILED: frozenset(),
+    Status.CANCELLED: frozenset(),
+    Status.EXPIRED: frozenset(),
+}
+
+ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.EXPIRED})
+
+
+def can_transition(old: Status, new: Status) -> bool:
+    return new in TRANSITIONS[old]
+
+
+# Fixed, safe messages: details never reach the user, they go to the log.
+ERROR_MESSAGES: dict[str, str] = {
+    "permission_revoked": (
+        "The requester no longer has the Import / Export Tickets permission, "
+        "so the export was stopped."
+    ),
+    "requester_inactive": "The requester's account is no longer active, so the export was stopped.",
+    "view_unavailable": "The view this export was based on can no longer be read.",
+    "storage_unavailable": "The file could not be stored. Please retry the export.",
+    "database_unavailable": "The database was unavailable while exporting. Please retry.",
+    "expired_before_completion": ("The export did not finish before its retention period ended."),
+    "row_count_mismatch": "The export wrote a different number of rows than it counted.",
+    "stalled": "The export stopped making progress and was abandoned after its last attempt.",
+    "worker_lost": "The worker running this export stopped and no attempts remain.",
+    "internal": "The export failed because of an internal error. Please retry.",
+}
+
+
+def safe_message(code: str) -> str:
+    return ERROR_MESSAGES.get(code, ERROR_MESSAGES["internal"])
+
+
+def percent(rows_done: int, rows_total: int | None) -> int | None:
+    """Integer 0–100, None before the count; an empty export is 100% once counted."""
+    if rows_total is None:
+        return None
+    if rows_total <= 0:
+        return 100
+    return max(0, min(100, (rows_done * 100) // rows_total))
+
+
+_SLUG_DROP = re.compile(r"[^a-z0-9]+")
+
+
+def slugify(name: str, limit: int = 40) -> str:
+    """ASCII slug of a view name: accents folded, everything else collapsed to '-'."""
+    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    slug = _SLUG_DROP.sub("-", folded.lower()).strip("-")
+    slug = slug[:limit].rstrip("-")
+    return slug or "view"
+
+
+def file_name(view_name: str, as_of: dt.datetime, tz: dt.tzinfo) -> str:
+    """tickets-<slug ≤ 40>-<YYYYMMDD-HHMMSS>.csv, the stamp in the organisation's zone."""
+    stamp = as_of.astimezone(tz).strftime("%Y%m%d-%H%M%S")
+    return f"tickets-{slugify(view_name)}-{stamp}.csv"
+
+
+def fingerprint(request: Mapping[str, Any]) -> str:
+    """Stable digest of a frozen request, for the double-submit rule."""
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
