@@ -32,6 +32,25 @@ def with_dbname(url: str, dbname: str) -> str:
     return make_conninfo(**params)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point TICKETEXPORT_HOME at a fresh directory so no run touches ./.ticketexport.
+
+    A developer's own embedded server or stored files must never leak into a test, and a
+    server left behind by an interrupted run must never be joined by the next one.
+    """
+    home = tmp_path_factory.mktemp("ticketexport-home")
+    previous = os.environ.get("TICKETEXPORT_HOME")
+    os.environ["TICKETEXPORT_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if previous is None:
+            os.environ.pop("TICKETEXPORT_HOME", None)
+        else:
+            os.environ["TICKETEXPORT_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A maintenance URL (database `postgres`) on the server the suite runs against."""

@@ -14,6 +14,7 @@ import psycopg
 from ticketexport import accounts, db
 from ticketexport.config import ConfigError, Settings
 from ticketexport.domain.permissions import parse_permissions
+from ticketexport.embedded import EmbeddedError
 
 
 class CliError(Exception):
@@ -166,7 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return runtime.run(args.command, settings, concurrency=getattr(args, "concurrency", 2))
         return _with_connection(settings, args)
-    except (CliError, ConfigError, accounts.AccountError, ValueError) as exc:
+    except (
+        CliError,
+        ConfigError,
+        accounts.AccountError,
+        db.MigrationError,
+        EmbeddedError,
+        ValueError,
+    ) as exc:
         sys.stderr.write(f"ticketexport: error: {exc}\n")
         return 2
     except psycopg.OperationalError as exc:

@@ -152,16 +152,28 @@ def migrate(url: str) -> list[str]:
         # Session-level lock: a second migrator waits here, then finds nothing pending.
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         try:
+            # Checked up front: the files themselves are UTF-8 and would not even reach
+            # such a server intact. The client's encoding is not set for SQL_ASCII, so
+            # compare the name the server reports.
+            encoding = str(conn.info.parameter_status("server_encoding") or "unknown")
+            if encoding != "UTF8":
+                raise MigrationError(f"ticketexport needs a UTF8 database, this one is {encoding}")
             conn.execute(_CREATE_HISTORY)
             for migration in pending_migrations(conn):
-                with conn.transaction():
-                    # Migration files ship with the package; they are literals, not input.
-                    conn.execute(sql.SQL(migration.text))
-                    conn.execute(
-                        "INSERT INTO schema_migrations (version, name, checksum) "
-                        "VALUES (%s, %s, %s)",
-                        (migration.version, migration.name, migration.checksum),
-                    )
+                try:
+                    with conn.transaction():
+                        # Migration files ship with the package; they are literals, not input.
+                        conn.execute(sql.SQL(migration.text))
+                        conn.execute(
+                            "INSERT INTO schema_migrations (version, name, checksum) "
+                            "VALUES (%s, %s, %s)",
+                            (migration.version, migration.name, migration.checksum),
+                        )
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.Error as exc:
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    raise MigrationError(f"migration {migration.name} failed: {first}") from exc
                 applied_now.append(migration.name)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
