@@ -1,0 +1,181 @@
+"""The event hub against a real server: one LISTEN connection, fan-out, reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from ticketexport import accounts, events
+
+
+def _export(conn: psycopg.Connection[Any], requester: int) -> str:
+    now = dt.datetime.now(dt.UTC)
+    row = conn.execute(
+        "INSERT INTO export_jobs (requester_id, as_of, request, view_name, "
+        "request_fingerprint, expires_at) VALUES (%s, %s, '{}', 'All', 'x', %s) RETURNING id",
+        (requester, now, now + dt.timedelta(hours=72)),
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+@pytest.fixture
+def requester(conn: psycopg.Connection[Any]) -> int:
+    return accounts.add_user(conn, "watcher@example.com", name="Wa Tcher", password="pw")
+
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    async with AsyncConnectionPool(db_url, min_size=1, max_size=2, open=False) as p:
+        yield p
+
+
+class CountingFetch:
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self.inner = events.pool_fetcher(pool)
+        self.calls: list[list[str]] = []
+
+    async def __call__(self, ids: Sequence[str]) -> Mapping[str, events.State]:
+        self.calls.append(list(ids))
+        return await self.inner(ids)
+
+
+async def _progress(db_url: str, export_id: str, rows: int) -> None:
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        await conn.execute(
+            "UPDATE export_jobs SET rows_done = %s, rows_total = 1000 WHERE id = %s",
+            (rows, export_id),
+        )
+        await events.publish(conn, export_id)
+        await conn.commit()
+
+
+def _listeners(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+        "AND datname = current_database()",
+        (events.APPLICATION_NAME,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_fan_out_fetches_once_per_notification(
+    db_url: str, conn: psycopg.Connection[Any], requester: int, pool: AsyncConnectionPool[Any]
+) -> None:
+    watched, other = _export(conn, requester), _export(conn, requester)
+    fetch = CountingFetch(pool)
+    hub = events.EventHub(db_url, fetch)
+    await hub.start()
+    try:
+        subs = [hub.subscribe(watched) for _ in range(50)]
+        assert _listeners(conn) == 1
+        await _progress(db_url, other, 5)  # nobody watches it: no query at all
+        await _progress(db_url, watched, 10)
+        states = await asyncio.gather(*(s.next(within=5) for s in subs))
+        assert all(s is not None and s["rows_done"] == 10 for s in states)
+        assert fetch.calls == [[watched]]
+        assert _listeners(conn) == 1
+        for sub in subs:
+            sub.__exit__()
+        assert hub.subscriber_count() == 0
+    finally:
+        await hub.stop()
+
+
+async def test_slow_subscriber_gets_the_latest_state(
+    db_url: str, conn: psycopg.Connection[Any], requester: int, pool: AsyncConnectionPool[Any]
+) -> None:
+    export_id = _export(conn, requester)
+    hub = events.EventHub(db_url, events.pool_fetcher(pool))
+    await hub.start()
+    try:
+        with hub.subscribe(export_id) as sub:
+            for rows in (100, 200, 300):
+                await _progress(db_url, export_id, rows)
+            deadline = asyncio.get_running_loop().time() + 5
+            seen = []
+            while asyncio.get_running_loop().time() < deadline:
+                state = await sub.next(within=0.5)
+                if state is not None:
+                    seen.append(state["rows_done"])
+                    if state["rows_done"] == 300:
+                        break
+            assert seen[-1] == 300
+            assert seen == sorted(seen)
+    finally:
+        await hub.stop()
+
+
+async def test_reconnects_and_resynchronises_after_termination(
+    db_url: str, conn: psycopg.Connection[Any], requester: int, pool: AsyncConnectionPool[Any]
+) -> None:
+    export_id = _export(conn, requester)
+    fetch = CountingFetch(pool)
+    hub = events.EventHub(db_url, fetch, max_backoff=0.5)
+    await hub.start()
+    try:
+        with hub.subscribe(export_id) as sub:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s AND datname = current_database()",
+                (events.APPLICATION_NAME,),
+            )
+            # Changed while the hub is deaf: no notification reaches it.
+            conn.execute(
+                "UPDATE export_jobs SET rows_done = 7, rows_total = 10 WHERE id = %s", (export_id,)
+            )
+            state = await sub.next(within=10)
+            assert state is not None
+            assert state["rows_done"] == 7
+            assert hub.reconnects == 1
+            assert _listeners(conn) == 1
+            # and live delivery works again on the new connection
+            await _progress(db_url, export_id, 9)
+            state = await sub.next(within=5)
+            assert state is not None
+            assert state["rows_done"] == 9
+    finally:
+        await hub.stop()
+
+
+async def test_stop_wakes_every_subscriber(
+    db_url: str, conn: psycopg.Connection[Any], requester: int, pool: AsyncConnectionPool[Any]
+) -> None:
+    export_id = _export(conn, requester)
+    hub = events.EventHub(db_url, events.pool_fetcher(pool))
+    await hub.start()
+    sub = hub.subscribe(export_id)
+    waiter = asyncio.create_task(sub.next(within=60))
+    await asyncio.sleep(0.05)
+    await hub.stop()
+    assert await asyncio.wait_for(waiter, 2) is None
+    assert sub.closed
+    assert hub.subscribe(export_id).closed
+
+
+async def test_malformed_payload_is_ignored(
+    db_url: str, conn: psycopg.Connection[Any], requester: int, pool: AsyncConnectionPool[Any]
+) -> None:
+    export_id = _export(conn, requester)
+    fetch = CountingFetch(pool)
+    hub = events.EventHub(db_url, fetch)
+    await hub.start()
+    try:
+        with hub.subscribe(export_id) as sub:
+            conn.execute("SELECT pg_notify(%s, 'not-a-uuid')", (events.CHANNEL,))
+            conn.execute("SELECT pg_notify(%s, %s)", (events.CHANNEL, str(uuid.uuid4())))
+            await _progress(db_url, export_id, 3)
+            state = await sub.next(within=5)
+            assert state is not None
+            assert state["rows_done"] == 3
+            assert fetch.calls == [[export_id]]
+    finally:
+        await hub.stop()
