@@ -53,3 +53,63 @@ SELECT e.id::text AS id, e.status, e.stage, e.attempt, e.rows_done, e.rows_total
        e.error_code, e.error_message, e.requester_id, e.expires_at
 FROM export_jobs e
 WHERE e.id = ANY(%(ids)s::uuid[]);
+
+-- Views: saved views and the list page's lookups -------------------------------------
+
+-- name: views_saved_list
+-- The saved views a user sees: their own and the system-wide ones.
+SELECT id, name, owner_id
+FROM saved_views
+WHERE owner_id = %(user_id)s OR owner_id IS NULL
+ORDER BY owner_id IS NOT NULL, lower(name COLLATE ticketexport_text) COLLATE "C", id;
+
+-- name: views_saved_get
+-- One saved view with its definition, if the user may see it.
+SELECT id, name, owner_id, conditions_and, conditions_or, columns, sort
+FROM saved_views
+WHERE id = %(id)s AND (owner_id = %(user_id)s OR owner_id IS NULL);
+
+-- name: views_saved_insert
+-- A new saved view (owner NULL = system-wide).
+INSERT INTO saved_views (name, owner_id, created_by_id, conditions_and, conditions_or, columns, sort)
+VALUES (%(name)s, %(owner_id)s, %(created_by_id)s, %(conditions_and)s, %(conditions_or)s,
+        %(columns)s, %(sort)s)
+RETURNING id;
+
+-- name: views_saved_update
+-- Replace a saved view's definition and ownership.
+UPDATE saved_views
+SET name = %(name)s, owner_id = %(owner_id)s, conditions_and = %(conditions_and)s,
+    conditions_or = %(conditions_or)s, columns = %(columns)s, sort = %(sort)s, updated_at = now()
+WHERE id = %(id)s;
+
+-- name: views_saved_delete
+-- Delete one saved view.
+DELETE FROM saved_views WHERE id = %(id)s;
+
+-- name: views_statuses
+-- Ticket statuses for filters and the editor, in their display order.
+SELECT developer_name, label, status_type FROM ticket_statuses ORDER BY sort_order, id;
+
+-- name: views_priorities
+-- Ticket priorities, most important first.
+SELECT developer_name, label FROM ticket_priorities ORDER BY sort_order, id;
+
+-- name: views_users
+-- Staff for the assignee / created-by selects, by displayed name.
+SELECT id, CASE WHEN last_name = '' THEN first_name ELSE first_name || ' ' || last_name END
+FROM users
+ORDER BY lower(first_name COLLATE ticketexport_text) COLLATE "C",
+         lower(last_name COLLATE ticketexport_text) COLLATE "C", id;
+
+-- name: views_teams
+-- Teams for the team selects, by name.
+SELECT id, name FROM teams ORDER BY lower(name COLLATE ticketexport_text) COLLATE "C", id;
+
+-- name: views_known_users
+-- Which of these user ids exist.
+SELECT id FROM users WHERE id = ANY(%(ids)s::bigint[]);
+
+-- name: views_known_teams
+-- Which of these team ids exist.
+SELECT id FROM teams WHERE id = ANY(%(ids)s::bigint[]);

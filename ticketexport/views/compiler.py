@@ -1,0 +1,792 @@
+"""The one compiler from a view to SQL: the list page and the CSV export both run its SELECT.
+
+Semantics (tests/reference_views.py implements the same rules independently):
+
+- Text conditions compare the displayed value, NULL shown as '' (contact fields of a
+  ticket without contact are ''), lower-cased under the fixed C.UTF-8 collation. Negated
+  operators are the exact complement, so "does not equal X" includes empty values. Tags
+  match per tag: "contains x" holds when some tag contains x, its negation when none does;
+  "is empty" means no tags.
+- Numbers: "≠" includes empty values; <, ≤, >, ≥ never match an empty value.
+- Dates never match an empty value except through "is empty". Days are days in the
+  organisation's time zone; "within the past N" runs from now minus N to now inclusive
+  (hours are exact; days and months are calendar steps in that zone); weeks start on Monday.
+- People and teams: "is not" and "is none of" include tickets with nobody / no team.
+- Snoozed means snoozed_until > now. The built-in views whose rule includes "not snoozed"
+  (open, unassigned, my-tickets, created-by-me, team-tickets, following, overdue) let the
+  top-bar `snoozed=` replace that part of their rule; everywhere else `snoozed=` is ANDed.
+  `snoozed=any` therefore shows snoozed tickets in those views too. No `snoozed=` keeps the
+  view's own rule.
+- Search looks for the query (lower-cased) inside the lower-cased displayed text of the
+  view's visible searchable columns; with no searchable column visible nothing matches.
+- Sorting: text sorts on its first 60 displayed characters, lower-cased then as typed, in
+  code-point order (collation "C"), empty values last in both directions; dates, numbers
+  and people/team names put empty values last in both directions; status and priority sort
+  by their lookup's sort order. Every order ends with the ticket id, so it is total.
+  `sort=view` is the saved view's own levels; a built-in view has levels too (its default:
+  newest first, closed views by closing time), so `sort=view` is never an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from psycopg import sql
+
+from ticketexport.views import registry
+from ticketexport.views.model import (
+    Actor,
+    Condition,
+    ListRequest,
+    ResolvedView,
+    SortLevel,
+)
+
+KeyKind = Literal["ts", "int", "text", "bool"]
+Cast = Literal["text", "bigint", "bigint[]", "text[]", "timestamptz", "date", "integer"]
+
+TEXT_SORT_PREFIX = 60
+# Empty dates sort last in both directions by standing in for far-future / far-past instants
+# that a ticket never has (and Python's datetime can still represent in any zone).
+LATE = datetime.datetime(9998, 12, 31, tzinfo=datetime.UTC)
+EARLY = datetime.datetime(2, 1, 1, tzinfo=datetime.UTC)
+INT_LATE = 2**63 - 1
+INT_EARLY = -(2**63)
+
+_CASTS: dict[Cast, sql.SQL] = {
+    "text": sql.SQL("::text"),
+    "bigint": sql.SQL("::bigint"),
+    "bigint[]": sql.SQL("::bigint[]"),
+    "text[]": sql.SQL("::text[]"),
+    "timestamptz": sql.SQL("::timestamptz"),
+    "date": sql.SQL("::date"),
+    "integer": sql.SQL("::integer"),
+}
+
+CI = sql.SQL("COLLATE ticketexport_text")
+
+
+class Binder:
+    """Turns values into bound named placeholders, or into quoted literals for COPY."""
+
+    def __init__(self, *, inline: bool = False) -> None:
+        self.inline = inline
+        self.params: dict[str, Any] = {}
+
+    def __call__(self, value: Any, cast: Cast) -> sql.Composable:
+        if self.inline:
+            if isinstance(value, list):
+                # psycopg quotes array literals with their element types; the cast fixes the type
+                inner: sql.Composable = sql.SQL("ARRAY[{}]").format(
+                    sql.SQL(", ").join(sql.Literal(v) for v in value)
+                )
+                return sql.Composed([inner, _CASTS[cast]])
+            return sql.Composed([sql.Literal(value), _CASTS[cast]])
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return sql.Composed([sql.Placeholder(name), _CASTS[cast]])
+
+
+@dataclasses.dataclass(frozen=True)
+class SortKey:
+    expr: sql.Composable
+    descending: bool
+    kind: KeyKind
+
+
+@dataclasses.dataclass(frozen=True)
+class Compiled:
+    """A SELECT of display strings per column, then the ticket id, then the sort keys."""
+
+    statement: sql.Composed
+    params: dict[str, Any]
+    columns: tuple[registry.Column, ...]
+    key_kinds: tuple[KeyKind, ...]
+    key_desc: tuple[bool, ...]
+    signature: str
+
+
+def _person(alias: str) -> sql.Composable:
+    a = sql.Identifier(alias)
+    return sql.SQL(
+        "(CASE WHEN {a}.id IS NULL THEN '' WHEN {a}.last_name = '' THEN {a}.first_name "
+        "ELSE {a}.first_name || ' ' || {a}.last_name END)"
+    ).format(a=a)
+
+
+class _Context:
+    """Everything one compilation needs: the binder, the evaluation instant, zone, actor."""
+
+    def __init__(self, binder: Binder, now: datetime.datetime, tz: str, actor: Actor) -> None:
+        if now.tzinfo is None:
+            raise ValueError("the evaluation instant must be timezone-aware")
+        self.bind = binder
+        self.now = now
+        self.tz = tz
+        self.actor = actor
+        self.needs_tasks = False
+
+    def now_(self) -> sql.Composable:
+        return self.bind(self.now, "timestamptz")
+
+    def tz_(self) -> sql.Composable:
+        return self.bind(self.tz, "text")
+
+    def local_now(self) -> sql.Composable:
+        return sql.SQL("({} AT TIME ZONE {})").format(self.now_(), self.tz_())
+
+    def at_zone(self, local: sql.Composable) -> sql.Composable:
+        """A local wall-clock timestamp in the organisation's zone as an instant."""
+        return sql.SQL("(({}) AT TIME ZONE {})").format(local, self.tz_())
+
+    def snoozed(self) -> sql.Composable:
+        return sql.SQL("(t.snoozed_until IS NOT NULL AND t.snoozed_until > {})").format(self.now_())
+
+    def not_snoozed(self) -> sql.Composable:
+        return sql.SQL("(t.snoozed_until IS NULL OR t.snoozed_until <= {})").format(self.now_())
+
+    def timestamp_text(self, column: str) -> sql.Composable:
+        x = sql.SQL("t.{}").format(sql.Identifier(column))
+        tz = self.tz_()
+        # The offset is the zone's at that instant (DST included), whatever the session's is.
+        return sql.SQL(
+            "(CASE WHEN {x} IS NULL THEN '' ELSE "
+            "to_char({x} AT TIME ZONE {tz}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
+            "(CASE WHEN ({x} AT TIME ZONE {tz}) < ({x} AT TIME ZONE 'UTC') THEN '-' ELSE '+' END) "
+            "|| to_char(greatest(({x} AT TIME ZONE {tz}) - ({x} AT TIME ZONE 'UTC'), "
+            "({x} AT TIME ZONE 'UTC') - ({x} AT TIME ZONE {tz})), 'HH24:MI') END)"
+        ).format(x=x, tz=tz)
+
+
+# Display text of each column ------------------------------------------------------------
+
+_PLAIN_TEXT: dict[str, sql.Composable] = {
+    "id": sql.SQL("t.id::text"),
+    "title": sql.SQL("t.title"),
+    "description": sql.SQL("t.description"),
+    "status": sql.SQL("st.label"),
+    "priority": sql.SQL("pr.label"),
+    "language": sql.SQL("coalesce(t.language, '')"),
+    "category": sql.SQL("coalesce(t.category, '')"),
+    "sla_status": sql.SQL("coalesce(t.sla_status, '')"),
+    "assignee": _person("ua"),
+    "created_by": _person("uc"),
+    "contact": _person("ct"),
+    "team": sql.SQL("coalesce(tm.name, '')"),
+    "contact_id": sql.SQL("coalesce(t.contact_id::text, '')"),
+    "tags": sql.SQL("array_to_string(t.tags, ', ')"),
+}
+
+_TIMESTAMP_COLUMNS = ("created_at", "updated_at", "closed_at", "sla_due_at", "snoozed_until")
+_NOT_NULL_TIMESTAMPS = ("created_at", "updated_at")
+
+
+def display(column: str, ctx: _Context) -> sql.Composable:
+    """The SQL text expression for one column's displayed value ('' for empty)."""
+    if column in _PLAIN_TEXT:
+        return _PLAIN_TEXT[column]
+    if column in _TIMESTAMP_COLUMNS:
+        return ctx.timestamp_text(column)
+    if column == "snoozed":
+        return sql.SQL("(CASE WHEN {} THEN 'Yes' ELSE 'No' END)").format(ctx.snoozed())
+    if column == "tasks":
+        ctx.needs_tasks = True
+        return sql.SQL(
+            "(CASE WHEN tk.total = 0 THEN '' ELSE tk.closed::text || ' / ' || tk.total::text END)"
+        )
+    raise AssertionError(f"no formatter for column {column}")  # registry and compiler disagree
+
+
+# Conditions -----------------------------------------------------------------------------
+
+_TEXT_FIELDS: dict[str, sql.Composable] = {
+    "title": sql.SQL("t.title"),
+    "description": sql.SQL("t.description"),
+    "category": sql.SQL("coalesce(t.category, '')"),
+    "contact_name": _person("ct"),
+    "contact_email": sql.SQL("coalesce(ct.email, '')"),
+    "contact_organization": sql.SQL("coalesce(ct.organization, '')"),
+    "sla_status": sql.SQL("coalesce(t.sla_status, '')"),
+    "language": sql.SQL("coalesce(t.language, '')"),
+}
+
+_ID_FIELDS = {
+    "id": sql.SQL("t.id"),
+    "contact_id": sql.SQL("t.contact_id"),
+    "assignee": sql.SQL("t.assignee_id"),
+    "created_by": sql.SQL("t.created_by_id"),
+    "team": sql.SQL("t.team_id"),
+}
+
+_NEGATED_TEXT = {
+    "not_equals": "equals",
+    "not_contains": "contains",
+    "not_starts_with": "starts_with",
+    "not_ends_with": "ends_with",
+}
+
+
+def lowered(expr: sql.Composable) -> sql.Composable:
+    return sql.SQL("lower(({}) {})").format(expr, CI)
+
+
+def _text_match(op: str, value: sql.Composable, pattern: sql.Composable) -> sql.Composable:
+    lv, lp = lowered(value), lowered(pattern)
+    if op == "equals":
+        return sql.SQL("({} = {})").format(lv, lp)
+    if op == "contains":
+        return sql.SQL("(strpos({}, {}) > 0)").format(lv, lp)
+    if op == "starts_with":
+        return sql.SQL("(left({0}, length({1})) = {1})").format(lv, lp)
+    if op == "ends_with":
+        return sql.SQL("(right({0}, length({1})) = {1})").format(lv, lp)
+    raise AssertionError(op)
+
+
+def _text_condition(c: Condition, ctx: _Context) -> sql.Composable:
+    positive = _NEGATED_TEXT.get(c.operator, c.operator)
+    negate = positive != c.operator
+    if c.field == "tags":
+        if c.operator in ("is_empty", "is_not_empty"):
+            return sql.SQL("(cardinality(t.tags) {} 0)").format(
+                sql.SQL("=" if c.operator == "is_empty" else ">")
+            )
+        match = _text_match(positive, sql.SQL("tag"), ctx.bind(c.value, "text"))
+        exists = sql.SQL("EXISTS (SELECT 1 FROM unnest(t.tags) AS u(tag) WHERE {})").format(match)
+        return sql.SQL("(NOT {})").format(exists) if negate else exists
+    expr = _TEXT_FIELDS[c.field]
+    if c.operator == "is_empty":
+        return sql.SQL("({} = '')").format(expr)
+    if c.operator == "is_not_empty":
+        return sql.SQL("({} <> '')").format(expr)
+    match = _text_match(positive, expr, ctx.bind(c.value, "text"))
+    return sql.SQL("(NOT {})").format(match) if negate else match
+
+
+_NUMBER_OPS: dict[str, sql.SQL] = {
+    "eq": sql.SQL("="),
+    "lt": sql.SQL("<"),
+    "le": sql.SQL("<="),
+    "gt": sql.SQL(">"),
+    "ge": sql.SQL(">="),
+}
+
+
+def _number_condition(c: Condition, ctx: _Context) -> sql.Composable:
+    x = _ID_FIELDS[c.field]
+    if c.operator == "is_empty":
+        return sql.SQL("({} IS NULL)").format(x)
+    if c.operator == "is_not_empty":
+        return sql.SQL("({} IS NOT NULL)").format(x)
+    value = ctx.bind(c.value, "bigint")
+    if c.operator == "ne":
+        return sql.SQL("({} IS DISTINCT FROM {})").format(x, value)
+    return sql.SQL("({} {} {})").format(x, _NUMBER_OPS[c.operator], value)
+
+
+def _date_field(field: str) -> sql.Composable:
+    column = {"snoozed_until": "snoozed_until"}.get(field, field)
+    return sql.SQL("t.{}").format(sql.Identifier(column))
+
+
+def _day_start(day: datetime.date, ctx: _Context) -> sql.Composable:
+    return ctx.at_zone(sql.SQL("{}::timestamp").format(ctx.bind(day.isoformat(), "date")))
+
+
+def _between(x: sql.Composable, low: sql.Composable, high: sql.Composable) -> sql.Composable:
+    """Half-open [low, high)."""
+    return sql.SQL("({x} >= {low} AND {x} < {high})").format(x=x, low=low, high=high)
+
+
+_PRESET_RANGES: dict[str, tuple[str, str, str]] = {
+    # preset: (truncate to, start offset, end offset) in local wall-clock time
+    "today": ("day", "0 days", "1 day"),
+    "yesterday": ("day", "-1 day", "0 days"),
+    "this_week": ("week", "0 days", "7 days"),
+    "last_week": ("week", "-7 days", "0 days"),
+    "next_week": ("week", "7 days", "14 days"),
+    "this_month": ("month", "0 months", "1 month"),
+    "last_month": ("month", "-1 month", "0 months"),
+    "next_month": ("month", "1 month", "2 months"),
+}
+
+
+def _date_condition(c: Condition, ctx: _Context) -> sql.Composable:
+    x = _date_field(c.field)
+    op = c.operator
+    if op == "is_empty":
+        return sql.SQL("({} IS NULL)").format(x)
+    if op == "is_not_empty":
+        return sql.SQL("({} IS NOT NULL)").format(x)
+    if op in ("on", "before", "after", "on_or_before", "on_or_after"):
+        day = datetime.date.fromisoformat(c.value)
+        next_day = day + datetime.timedelta(days=1)
+        if op == "on":
+            return _between(x, _day_start(day, ctx), _day_start(next_day, ctx))
+        if op == "before":
+            return sql.SQL("({} < {})").format(x, _day_start(day, ctx))
+        if op == "after":
+            return sql.SQL("({} >= {})").format(x, _day_start(next_day, ctx))
+        if op == "on_or_before":
+            return sql.SQL("({} < {})").format(x, _day_start(next_day, ctx))
+        return sql.SQL("({} >= {})").format(x, _day_start(day, ctx))
+    if op in ("within_past", "within_next"):
+        amount, unit = c.value["amount"], c.value["unit"]
+        sign = -1 if op == "within_past" else 1
+        if unit == "hours":
+            other: sql.Composable = sql.SQL("({} + make_interval(hours => {}))").format(
+                ctx.now_(), ctx.bind(sign * amount, "integer")
+            )
+        else:
+            # Calendar days and months step in the organisation's zone, not the session's.
+            interval = sql.SQL(
+                "make_interval(days => {})" if unit == "days" else "make_interval(months => {})"
+            )
+            other = ctx.at_zone(
+                sql.SQL("{} + {}").format(
+                    ctx.local_now(), interval.format(ctx.bind(sign * amount, "integer"))
+                )
+            )
+        low, high = (other, ctx.now_()) if sign < 0 else (ctx.now_(), other)
+        return sql.SQL("({x} >= {low} AND {x} <= {high})").format(x=x, low=low, high=high)
+    if op == "preset":
+        unit, start, end = _PRESET_RANGES[c.value]
+        base = sql.SQL("date_trunc({}, {})").format(sql.Literal(unit), ctx.local_now())
+        return _between(
+            x,
+            ctx.at_zone(sql.SQL("{} + {}::interval").format(base, sql.Literal(start))),
+            ctx.at_zone(sql.SQL("{} + {}::interval").format(base, sql.Literal(end))),
+        )
+    raise AssertionError(op)
+
+
+def _membership(
+    x: sql.Composable, op: str, value: list[Any], cast: Cast, *, nullable: bool, ctx: _Context
+) -> sql.Composable:
+    array = ctx.bind(list(value), cast)
+    positive = sql.SQL("({} = ANY({}))").format(x, array)
+    if op in ("is", "any_of"):
+        return positive
+    if nullable:
+        return sql.SQL("({} IS NULL OR NOT {})").format(x, positive)
+    return sql.SQL("(NOT {})").format(positive)
+
+
+_BOOLEANS: dict[str, Callable[[_Context], sql.Composable]] = {
+    "sla_breached": lambda ctx: sql.SQL("t.sla_breached"),
+    "snoozed": lambda ctx: ctx.snoozed(),
+    "has_contact": lambda ctx: sql.SQL("(t.contact_id IS NOT NULL)"),
+    "has_tasks": lambda ctx: sql.SQL(
+        "EXISTS (SELECT 1 FROM ticket_tasks x WHERE x.ticket_id = t.id)"
+    ),
+    "has_open_tasks": lambda ctx: sql.SQL(
+        "EXISTS (SELECT 1 FROM ticket_tasks x WHERE x.ticket_id = t.id AND NOT x.is_closed)"
+    ),
+}
+
+
+def condition_sql(c: Condition, ctx: _Context) -> sql.Composable:
+    """One saved-view condition as a boolean SQL expression that is never NULL."""
+    field = registry.FIELDS[c.field]
+    kind = field.type
+    if kind is registry.FieldType.TEXT:
+        return _text_condition(c, ctx)
+    if kind is registry.FieldType.NUMBER:
+        return _number_condition(c, ctx)
+    if kind is registry.FieldType.DATE:
+        return _date_condition(c, ctx)
+    if kind is registry.FieldType.STATUS:
+        if c.operator == "type_is":
+            return sql.SQL("(st.status_type = {})").format(ctx.bind(c.value, "text"))
+        return _membership(
+            sql.SQL("st.developer_name"), c.operator, c.value, "text[]", nullable=False, ctx=ctx
+        )
+    if kind is registry.FieldType.PRIORITY:
+        if c.operator in ("more_important_than", "less_important_than"):
+            # An unknown reference priority makes the subquery NULL; coalesce keeps it false.
+            return sql.SQL(
+                "coalesce(pr.sort_order {} (SELECT p.sort_order FROM ticket_priorities p "
+                "WHERE p.developer_name = {}), false)"
+            ).format(
+                sql.SQL("<" if c.operator == "more_important_than" else ">"),
+                ctx.bind(c.value, "text"),
+            )
+        return _membership(
+            sql.SQL("pr.developer_name"), c.operator, c.value, "text[]", nullable=False, ctx=ctx
+        )
+    if kind in (registry.FieldType.PERSON, registry.FieldType.TEAM):
+        x = _ID_FIELDS[c.field]
+        if c.operator == "is_empty":
+            return sql.SQL("({} IS NULL)").format(x)
+        if c.operator == "is_not_empty":
+            return sql.SQL("({} IS NOT NULL)").format(x)
+        return _membership(x, c.operator, c.value, "bigint[]", nullable=True, ctx=ctx)
+    if kind is registry.FieldType.BOOLEAN:
+        expr = _BOOLEANS[c.field](ctx)
+        return expr if c.operator == "is_true" else sql.SQL("(NOT {})").format(expr)
+    raise AssertionError(kind)
+
+
+# Built-in views and top-bar filters -------------------------------------------------------
+
+_OPEN = sql.SQL("(st.status_type = 'open')")
+_CLOSED = sql.SQL("(st.status_type = 'closed')")
+
+# Built-in views whose rule contains "not snoozed" (the top-bar snoozed= replaces that part).
+NOT_SNOOZED_VIEWS = frozenset(
+    {"open", "unassigned", "my-tickets", "created-by-me", "team-tickets", "following", "overdue"}
+)
+
+
+def _builtin_rule(key: str, ctx: _Context) -> list[sql.Composable]:
+    me = ctx.bind(ctx.actor.user_id, "bigint")
+    rules: dict[str, list[sql.Composable]] = {
+        "all": [],
+        "open": [_OPEN],
+        "unassigned": [sql.SQL("(t.assignee_id IS NULL AND t.team_id IS NULL)"), _OPEN],
+        "my-tickets": [sql.SQL("(t.assignee_id = {})").format(me), _OPEN],
+        "created-by-me": [sql.SQL("(t.created_by_id = {})").format(me), _OPEN],
+        "team-tickets": [
+            sql.SQL(
+                "(t.team_id IN (SELECT m.team_id FROM team_memberships m WHERE m.user_id = {}))"
+            ).format(me),
+            _OPEN,
+        ],
+        "following": [
+            sql.SQL(
+                "(t.id IN (SELECT f.ticket_id FROM ticket_followers f WHERE f.user_id = {}))"
+            ).format(me),
+            _OPEN,
+        ],
+        "overdue": [_OPEN, sql.SQL("t.sla_breached")],
+        "snoozed": [ctx.snoozed()],
+        "closed": [_CLOSED],
+        "recently-closed": [
+            _CLOSED,
+            sql.SQL("(t.closed_at >= {} - interval '7 days')").format(ctx.now_()),
+        ],
+    }
+    return rules[key]
+
+
+def _filters(view: ResolvedView, filters: Mapping[str, str], ctx: _Context) -> list[sql.Composable]:
+    parts: list[sql.Composable] = []
+    snoozed = filters.get("snoozed")
+    if view.builtin in NOT_SNOOZED_VIEWS and snoozed is None:
+        parts.append(ctx.not_snoozed())
+    if snoozed == "exclude":
+        parts.append(ctx.not_snoozed())
+    elif snoozed == "only":
+        parts.append(ctx.snoozed())
+    if "status" in filters:
+        parts.append(
+            sql.SQL("(st.developer_name = {})").format(ctx.bind(filters["status"], "text"))
+        )
+    if "type" in filters:
+        parts.append(sql.SQL("(st.status_type = {})").format(ctx.bind(filters["type"], "text")))
+    if "priority" in filters:
+        parts.append(
+            sql.SQL("(pr.developer_name = {})").format(ctx.bind(filters["priority"], "text"))
+        )
+    for key, column in (
+        ("assignee", "assignee_id"),
+        ("team", "team_id"),
+        ("contact", "contact_id"),
+        ("created_by", "created_by_id"),
+    ):
+        if key in filters:
+            x = sql.SQL("t.{}").format(sql.Identifier(column))
+            if filters[key] == "none":
+                parts.append(sql.SQL("({} IS NULL)").format(x))
+            else:
+                parts.append(sql.SQL("({} = {})").format(x, ctx.bind(int(filters[key]), "bigint")))
+    return parts
+
+
+def _search(q: str, columns: tuple[str, ...], ctx: _Context) -> sql.Composable:
+    searchable = [c for c in columns if c in registry.SEARCHABLE_COLUMNS]
+    if not searchable:
+        return sql.SQL("false")
+    needle = lowered(ctx.bind(q, "text"))
+    return sql.SQL("({})").format(
+        sql.SQL(" OR ").join(
+            sql.SQL("strpos({}, {}) > 0").format(lowered(display(c, ctx)), needle)
+            for c in searchable
+        )
+    )
+
+
+def where_clause(view: ResolvedView, request: ListRequest, ctx: _Context) -> sql.Composable:
+    d = view.definition
+    parts: list[sql.Composable] = []
+    if view.builtin is not None:
+        parts.extend(_builtin_rule(view.builtin, ctx))
+    parts.extend(condition_sql(c, ctx) for c in d.conditions_and)
+    if d.conditions_or:
+        parts.append(
+            sql.SQL("({})").format(
+                sql.SQL(" OR ").join(condition_sql(c, ctx) for c in d.conditions_or)
+            )
+        )
+    parts.extend(_filters(view, request.filters, ctx))
+    if request.q:
+        parts.append(_search(request.q, d.columns, ctx))
+    if not parts:
+        return sql.SQL("true")
+    return sql.SQL(" AND ").join(parts)
+
+
+# Sorting --------------------------------------------------------------------------------
+
+_NAMED_SORTS: dict[str, tuple[SortLevel, ...]] = {
+    "newest": (SortLevel("created_at", True),),
+    "oldest": (SortLevel("created_at", False),),
+    "priority": (SortLevel("priority", False), SortLevel("created_at", True)),
+    "status": (SortLevel("status", False), SortLevel("created_at", True)),
+    "assignee": (SortLevel("assignee", False), SortLevel("created_at", True)),
+    "sla": (SortLevel("sla_due_at", False),),
+}
+
+
+def sort_levels(view: ResolvedView, sort: str | None) -> tuple[SortLevel, ...]:
+    """The levels of the chosen sort, ending with the ticket id (same direction as the last)."""
+    levels = view.definition.sort if sort in (None, "view") else _NAMED_SORTS[sort]
+    if levels[-1].column != "id" and all(level.column != "id" for level in levels):
+        levels = (*levels, SortLevel("id", levels[-1].descending))
+    return levels
+
+
+def _keys_for(level: SortLevel, ctx: _Context) -> list[SortKey]:
+    col, desc = level.column, level.descending
+    if col == "id":
+        return [SortKey(sql.SQL("t.id"), desc, "int")]
+    if col == "status":
+        return [SortKey(sql.SQL("st.sort_order"), desc, "int")]
+    if col == "priority":
+        return [SortKey(sql.SQL("pr.sort_order"), desc, "int")]
+    if col == "contact_id":
+        sentinel = INT_EARLY if desc else INT_LATE
+        return [
+            SortKey(
+                sql.SQL("coalesce(t.contact_id, {})").format(sql.Literal(sentinel)), desc, "int"
+            )
+        ]
+    if col in _NOT_NULL_TIMESTAMPS:
+        return [SortKey(sql.SQL("t.{}").format(sql.Identifier(col)), desc, "ts")]
+    if col in _TIMESTAMP_COLUMNS:
+        sentinel_ts = (EARLY if desc else LATE).isoformat()
+        return [
+            SortKey(
+                sql.SQL("coalesce(t.{}, {}::timestamptz)").format(
+                    sql.Identifier(col), sql.Literal(sentinel_ts)
+                ),
+                desc,
+                "ts",
+            )
+        ]
+    if col == "snoozed":
+        return [SortKey(ctx.snoozed(), desc, "bool")]
+    text = display(col, ctx)
+    return [
+        # empty values last in both directions: false (non-empty) sorts first ascending
+        SortKey(sql.SQL("(({}) = '')").format(text), False, "bool"),
+        SortKey(
+            sql.SQL('left({}, {}) COLLATE "C"').format(
+                lowered(text), sql.Literal(TEXT_SORT_PREFIX)
+            ),
+            desc,
+            "text",
+        ),
+        SortKey(
+            sql.SQL('left({}, {}) COLLATE "C"').format(text, sql.Literal(TEXT_SORT_PREFIX)),
+            desc,
+            "text",
+        ),
+    ]
+
+
+def sort_keys(levels: tuple[SortLevel, ...], ctx: _Context) -> list[SortKey]:
+    keys: list[SortKey] = []
+    for level in levels:
+        keys.extend(_keys_for(level, ctx))
+    return keys
+
+
+_KEY_CASTS: dict[KeyKind, Cast] = {
+    "ts": "timestamptz",
+    "int": "bigint",
+    "text": "text",
+    "bool": "text",
+}
+
+
+def _bind_key(key: SortKey, value: Any, ctx: _Context) -> sql.Composable:
+    if key.kind == "bool":
+        return sql.SQL("{}::boolean").format(sql.Literal(bool(value)))
+    bound = ctx.bind(value, _KEY_CASTS[key.kind])
+    if key.kind == "text":
+        return sql.SQL('({} COLLATE "C")').format(bound)
+    return bound
+
+
+def keyset_after(keys: list[SortKey], values: tuple[Any, ...], ctx: _Context) -> sql.Composable:
+    """Rows strictly after the row whose sort key values are `values`, in the keys' order."""
+    bound = [_bind_key(k, v, ctx) for k, v in zip(keys, values, strict=True)]
+    if len({k.descending for k in keys}) == 1:
+        # One direction: a row comparison, which a matching btree index answers as a range.
+        return sql.SQL("(({}) {} ({}))").format(
+            sql.SQL(", ").join(k.expr for k in keys),
+            sql.SQL("<" if keys[0].descending else ">"),
+            sql.SQL(", ").join(bound),
+        )
+    clause: sql.Composable | None = None
+    for key, value in reversed(list(zip(keys, bound, strict=True))):
+        beyond = sql.SQL("({} {} {})").format(
+            key.expr, sql.SQL("<" if key.descending else ">"), value
+        )
+        if clause is None:
+            clause = beyond
+        else:
+            clause = sql.SQL("({} OR ({} = {} AND {}))").format(beyond, key.expr, value, clause)
+    assert clause is not None  # there is always at least the id key
+    first, first_value = keys[0], bound[0]
+    # The redundant leading bound lets the planner use an index range on the first key.
+    return sql.SQL("({} {} {} AND {})").format(
+        first.expr, sql.SQL("<=" if first.descending else ">="), first_value, clause
+    )
+
+
+def _signature(view: ResolvedView, levels: tuple[SortLevel, ...]) -> str:
+    raw = json.dumps([view.key, [(s.column, s.descending) for s in levels]])
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _from(needs_tasks: bool) -> sql.Composable:
+    tasks = (
+        sql.SQL(
+            " LEFT JOIN LATERAL (SELECT count(*) AS total, count(*) FILTER (WHERE x.is_closed) "
+            "AS closed FROM ticket_tasks x WHERE x.ticket_id = t.id) tk ON true"
+        )
+        if needs_tasks
+        else sql.SQL("")
+    )
+    return sql.SQL(
+        "tickets t"
+        " JOIN ticket_statuses st ON st.id = t.status_id"
+        " JOIN ticket_priorities pr ON pr.id = t.priority_id"
+        " LEFT JOIN users ua ON ua.id = t.assignee_id"
+        " LEFT JOIN users uc ON uc.id = t.created_by_id"
+        " LEFT JOIN teams tm ON tm.id = t.team_id"
+        " LEFT JOIN contacts ct ON ct.id = t.contact_id"
+        "{}"
+    ).format(tasks)
+
+
+def compile_list(
+    view: ResolvedView,
+    request: ListRequest,
+    actor: Actor,
+    *,
+    now: datetime.datetime,
+    tz: str,
+    after: tuple[Any, ...] | None = None,
+    limit: int | None = None,
+    inline: bool = False,
+) -> Compiled:
+    """The list SELECT: display columns, ticket id, sort keys; keyset `after`, `limit` rows."""
+    ctx = _Context(Binder(inline=inline), now, tz, actor)
+    columns = view.definition.columns
+    shown_cols = [display(c, ctx) for c in columns]
+    levels = sort_levels(view, request.sort)
+    keys = sort_keys(levels, ctx)
+    where = where_clause(view, request, ctx)
+    if after is not None:
+        where = sql.SQL("{} AND {}").format(where, keyset_after(keys, after, ctx))
+    order = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(k.expr, sql.SQL("DESC" if k.descending else "ASC")) for k in keys
+    )
+    statement = sql.SQL(
+        "SELECT {cols}, t.id, {keys} FROM {src} WHERE {where} ORDER BY {order}{limit}"
+    ).format(
+        cols=sql.SQL(", ").join(shown_cols),
+        keys=sql.SQL(", ").join(k.expr for k in keys),
+        src=_from(ctx.needs_tasks),
+        where=where,
+        order=order,
+        limit=sql.SQL(" LIMIT {}").format(sql.Literal(limit)) if limit is not None else sql.SQL(""),
+    )
+    return Compiled(
+        statement=statement,
+        params=ctx.bind.params,
+        columns=tuple(registry.COLUMNS[c] for c in columns),
+        key_kinds=tuple(k.kind for k in keys),
+        key_desc=tuple(k.descending for k in keys),
+        signature=_signature(view, levels),
+    )
+
+
+def compile_count(
+    view: ResolvedView,
+    request: ListRequest,
+    actor: Actor,
+    *,
+    now: datetime.datetime,
+    tz: str,
+    cap: int = registry.COUNT_CAP,
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """Counts the view's rows, stopping at cap + 1 so a huge view stays cheap."""
+    ctx = _Context(Binder(), now, tz, actor)
+    where = where_clause(view, request, ctx)
+    statement = sql.SQL(
+        "SELECT count(*) FROM (SELECT 1 FROM {src} WHERE {where} LIMIT {cap}) AS limited"
+    ).format(src=_from(ctx.needs_tasks), where=where, cap=sql.Literal(cap + 1))
+    return statement, ctx.bind.params
+
+
+_FORMULA_START = sql.SQL("E'=+-@\\t\\r'")
+
+
+def export_query(
+    view: ResolvedView,
+    request: ListRequest,
+    actor: Actor,
+    as_of: datetime.datetime,
+    tz: str,
+) -> sql.Composed:
+    """A self-contained SELECT (values inlined as quoted literals, so COPY can run it) of the
+    view's formatted, untruncated columns in list order, labelled, with the CSV formula guard."""
+    compiled = compile_list(view, request, actor, now=as_of, tz=tz, inline=True)
+    order = sql.SQL(", ").join(
+        sql.SQL("v.{} {}").format(sql.Identifier(f"k{i}"), sql.SQL("DESC" if desc else "ASC"))
+        for i, desc in enumerate(compiled.key_desc)
+    )
+    return sql.SQL("SELECT {} FROM ({}) AS v ORDER BY {}").format(
+        sql.SQL(", ").join(
+            sql.SQL(
+                "CASE WHEN strpos({chars}, left(v.{c}, 1)) > 0 AND v.{c} <> '' "
+                "THEN '''' || v.{c} ELSE v.{c} END AS {label}"
+            ).format(
+                chars=_FORMULA_START,
+                c=sql.Identifier(f"c{i}"),
+                label=sql.Identifier(column.label),
+            )
+            for i, column in enumerate(compiled.columns)
+        ),
+        _aliased(compiled),
+        order,
+    )
+
+
+def _aliased(compiled: Compiled) -> sql.Composed:
+    """The compiled SELECT wrapped so its display columns are reachable as c0, c1, …"""
+    names = sql.SQL(", ").join(
+        [sql.Identifier(f"c{i}") for i in range(len(compiled.columns))]
+        + [sql.Identifier("ticket_id")]
+        + [sql.Identifier(f"k{i}") for i in range(len(compiled.key_kinds))]
+    )
+    return sql.SQL("SELECT * FROM ({}) AS s ({})").format(compiled.statement, names)

@@ -1,0 +1,262 @@
+"""The names a view is built from: fields, operators, columns, built-in views and sorts."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+
+class FieldType(enum.StrEnum):
+    """What kind of value a condition field holds; it decides the operators offered."""
+
+    TEXT = "text"
+    NUMBER = "number"
+    DATE = "date"
+    STATUS = "status"
+    PRIORITY = "priority"
+    PERSON = "person"
+    TEAM = "team"
+    BOOLEAN = "boolean"
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    key: str
+    label: str
+    type: FieldType
+
+
+@dataclasses.dataclass(frozen=True)
+class Operator:
+    """One comparison; value_kind tells the editor which input to render."""
+
+    key: str
+    label: str
+    value_kind: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    default: bool
+
+
+VALUE_KINDS = (
+    "none",
+    "text",
+    "number",
+    "date",
+    "relative",
+    "preset",
+    "ids",
+    "status_type",
+    "priority_ref",
+)
+
+FIELDS: dict[str, Field] = {
+    f.key: f
+    for f in (
+        Field("title", "Title", FieldType.TEXT),
+        Field("description", "Description", FieldType.TEXT),
+        Field("category", "Category", FieldType.TEXT),
+        Field("tags", "Tags", FieldType.TEXT),
+        Field("contact_name", "Contact name", FieldType.TEXT),
+        Field("contact_email", "Contact email", FieldType.TEXT),
+        Field("contact_organization", "Contact organisation", FieldType.TEXT),
+        Field("sla_status", "SLA status", FieldType.TEXT),
+        Field("language", "Language", FieldType.TEXT),
+        Field("id", "Ticket ID", FieldType.NUMBER),
+        Field("contact_id", "Contact ID", FieldType.NUMBER),
+        Field("created_at", "Created", FieldType.DATE),
+        Field("updated_at", "Last updated", FieldType.DATE),
+        Field("resolved_at", "Resolved", FieldType.DATE),
+        Field("closed_at", "Closed", FieldType.DATE),
+        Field("sla_due_at", "SLA due", FieldType.DATE),
+        Field("snoozed_until", "Snoozed until", FieldType.DATE),
+        Field("status", "Status", FieldType.STATUS),
+        Field("priority", "Priority", FieldType.PRIORITY),
+        Field("assignee", "Assignee", FieldType.PERSON),
+        Field("created_by", "Created by", FieldType.PERSON),
+        Field("team", "Team", FieldType.TEAM),
+        Field("sla_breached", "SLA breached", FieldType.BOOLEAN),
+        Field("snoozed", "Snoozed", FieldType.BOOLEAN),
+        Field("has_contact", "Has contact", FieldType.BOOLEAN),
+        Field("has_tasks", "Has tasks", FieldType.BOOLEAN),
+        Field("has_open_tasks", "Has open tasks", FieldType.BOOLEAN),
+    )
+}
+
+_EMPTY = (
+    Operator("is_empty", "is empty", "none"),
+    Operator("is_not_empty", "is not empty", "none"),
+)
+_MEMBERSHIP = (
+    Operator("is", "is", "ids"),
+    Operator("is_not", "is not", "ids"),
+    Operator("any_of", "is any of", "ids"),
+    Operator("none_of", "is none of", "ids"),
+)
+
+OPERATORS: dict[FieldType, tuple[Operator, ...]] = {
+    FieldType.TEXT: (
+        Operator("equals", "equals", "text"),
+        Operator("not_equals", "does not equal", "text"),
+        Operator("contains", "contains", "text"),
+        Operator("not_contains", "does not contain", "text"),
+        Operator("starts_with", "starts with", "text"),
+        Operator("not_starts_with", "does not start with", "text"),
+        Operator("ends_with", "ends with", "text"),
+        Operator("not_ends_with", "does not end with", "text"),
+        *_EMPTY,
+    ),
+    FieldType.NUMBER: (
+        Operator("eq", "=", "number"),
+        Operator("ne", "≠", "number"),
+        Operator("lt", "<", "number"),
+        Operator("le", "≤", "number"),
+        Operator("gt", ">", "number"),
+        Operator("ge", "≥", "number"),
+        *_EMPTY,
+    ),
+    FieldType.DATE: (
+        Operator("on", "is on", "date"),
+        Operator("before", "is before", "date"),
+        Operator("after", "is after", "date"),
+        Operator("on_or_before", "is on or before", "date"),
+        Operator("on_or_after", "is on or after", "date"),
+        Operator("within_past", "is within the past", "relative"),
+        Operator("within_next", "is within the next", "relative"),
+        Operator("preset", "is in", "preset"),
+        *_EMPTY,
+    ),
+    FieldType.STATUS: (*_MEMBERSHIP, Operator("type_is", "type is", "status_type")),
+    FieldType.PRIORITY: (
+        *_MEMBERSHIP,
+        Operator("more_important_than", "is more important than", "priority_ref"),
+        Operator("less_important_than", "is less important than", "priority_ref"),
+    ),
+    FieldType.PERSON: (*_MEMBERSHIP, *_EMPTY),
+    FieldType.TEAM: (*_MEMBERSHIP, *_EMPTY),
+    FieldType.BOOLEAN: (
+        Operator("is_true", "is true", "none"),
+        Operator("is_false", "is false", "none"),
+    ),
+}
+
+PRESETS: tuple[str, ...] = (
+    "today",
+    "yesterday",
+    "this_week",
+    "last_week",
+    "next_week",
+    "this_month",
+    "last_month",
+    "next_month",
+)
+
+RELATIVE_UNITS: tuple[str, ...] = ("hours", "days", "months")
+
+COLUMNS: dict[str, Column] = {
+    c.key: c
+    for c in (
+        Column("id", "Ticket ID", True),
+        Column("title", "Title", True),
+        Column("status", "Status", True),
+        Column("priority", "Priority", True),
+        Column("language", "Language", False),
+        Column("category", "Category", False),
+        Column("assignee", "Assignee", True),
+        Column("team", "Team", True),
+        Column("contact_id", "Contact ID", False),
+        Column("contact", "Contact", True),
+        Column("sla_status", "SLA Status", False),
+        Column("sla_due_at", "SLA Due", False),
+        Column("created_at", "Created", True),
+        Column("updated_at", "Last Updated", False),
+        Column("closed_at", "Closed", False),
+        Column("tags", "Tags", False),
+        Column("created_by", "Created By", False),
+        Column("description", "Description", False),
+        Column("snoozed", "Snoozed", False),
+        Column("snoozed_until", "Snoozed Until", False),
+        Column("tasks", "Tasks", False),
+    )
+}
+
+DEFAULT_COLUMNS: tuple[str, ...] = tuple(k for k, c in COLUMNS.items() if c.default)
+
+# Every column can be a sort level except Tasks, whose "closed / total" text has no
+# meaningful order.
+SORTABLE_COLUMNS: tuple[str, ...] = tuple(k for k in COLUMNS if k != "tasks")
+
+# Columns whose displayed text the search box looks at (dates, booleans, tasks and the
+# contact id are not searched, as the brief says).
+SEARCHABLE_COLUMNS: tuple[str, ...] = (
+    "id",
+    "title",
+    "status",
+    "priority",
+    "language",
+    "category",
+    "assignee",
+    "team",
+    "contact",
+    "sla_status",
+    "tags",
+    "created_by",
+    "description",
+)
+
+BUILTIN_VIEWS: dict[str, str] = {
+    "all": "All tickets",
+    "open": "Open",
+    "unassigned": "Unassigned",
+    "my-tickets": "My tickets",
+    "created-by-me": "Created by me",
+    "team-tickets": "My teams' tickets",
+    "following": "Following",
+    "overdue": "Overdue",
+    "snoozed": "Snoozed",
+    "closed": "Closed",
+    "recently-closed": "Recently closed",
+}
+
+SORTS: dict[str, str] = {
+    "newest": "Newest",
+    "oldest": "Oldest",
+    "priority": "Priority",
+    "status": "Status",
+    "assignee": "Assignee",
+    "sla": "SLA due",
+    "view": "View order",
+}
+
+FILTER_PARAMS: tuple[str, ...] = (
+    "status",
+    "type",
+    "priority",
+    "assignee",
+    "team",
+    "contact",
+    "created_by",
+    "snoozed",
+)
+
+PAGE_SIZE = 50
+COUNT_CAP = 10_000
+MAX_SEARCH = 200
+MAX_CONDITIONS = 50
+MAX_COLUMNS = 20
+MAX_SORT_LEVELS = 6
+MAX_TEXT_VALUE = 500
+MAX_IDS = 200
+MAX_RELATIVE = 1000
+
+
+def operator(field_type: FieldType, key: str) -> Operator | None:
+    """The operator with this key for this field type, if offered."""
+    for op in OPERATORS[field_type]:
+        if op.key == key:
+            return op
+    return None

@@ -1,0 +1,213 @@
+"""The list page's use case: validate the query, resolve the view, run one page and a count."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+
+from ticketexport.db import q
+from ticketexport.views import compiler, cursor, registry, saved
+from ticketexport.views.model import (
+    Actor,
+    ListRequest,
+    ResolvedView,
+    SortLevel,
+    ViewDefinition,
+    ViewInputError,
+    ViewNotFound,
+    check_text,
+    shown,
+)
+
+__all__ = [
+    "FilterOptions",
+    "ListPage",
+    "ListRequest",
+    "ResolvedView",
+    "ViewNotFound",
+    "builtin_view",
+    "count_text",
+    "filter_options",
+    "list_page",
+    "parse_list_request",
+    "resolve_view",
+]
+
+_ID = re.compile(r"^[1-9][0-9]{0,17}$")
+_DEV_NAME = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
+MAX_PARAM = 100
+
+_ALLOWED = frozenset({"view", "q", "sort", "page", *registry.FILTER_PARAMS})
+
+
+def _filter_value(key: str, value: str) -> str:
+    if key in ("status", "priority"):
+        if not _DEV_NAME.fullmatch(value):
+            raise ViewInputError(
+                f"{key}= must be a developer name like 'in_progress', not {shown(value)}"
+            )
+    elif key == "type":
+        if value not in ("open", "closed"):
+            raise ViewInputError(f"type= must be open or closed, not {shown(value)}")
+    elif key == "snoozed":
+        if value not in ("exclude", "only", "any"):
+            raise ViewInputError(f"snoozed= must be exclude, only or any, not {shown(value)}")
+    elif value != "none" and not _ID.fullmatch(value):
+        raise ViewInputError(f"{key}= must be an id or 'none', not {shown(value)}")
+    return value
+
+
+def parse_list_request(params: Mapping[str, str]) -> ListRequest:
+    """Validate every query parameter of GET /staff/tickets; ViewInputError names the problem."""
+    unknown = sorted(set(params) - _ALLOWED)
+    if unknown:
+        raise ViewInputError(f"unknown parameter {shown(unknown[0])}")
+    values: dict[str, str] = {}
+    for key, value in params.items():
+        limit = (
+            registry.MAX_SEARCH if key == "q" else cursor.MAX_CURSOR if key == "page" else MAX_PARAM
+        )
+        values[key] = check_text(value, f"parameter {key}=", max_length=limit, allow_empty=True)
+    view = values.get("view", "").strip() or "all"
+    if view not in registry.BUILTIN_VIEWS and not _ID.fullmatch(view):
+        raise ViewInputError(f"unknown view {shown(view)}")
+    sort = values.get("sort", "").strip() or None
+    if sort is not None and sort not in registry.SORTS:
+        raise ViewInputError(f"unknown sort {shown(sort)}; use one of {', '.join(registry.SORTS)}")
+    filters: dict[str, str] = {}
+    for key in registry.FILTER_PARAMS:
+        value = values.get(key, "").strip()
+        if value:
+            filters[key] = _filter_value(key, value)
+    page = values.get("page", "").strip() or None
+    if page is not None:
+        cursor.unpack(page)
+    return ListRequest(
+        view=view, q=values.get("q", "").strip(), sort=sort, filters=filters, page=page
+    )
+
+
+_BUILTIN_SORT: dict[str, tuple[SortLevel, ...]] = {
+    "closed": (SortLevel("closed_at", True),),
+    "recently-closed": (SortLevel("closed_at", True),),
+}
+
+
+def builtin_view(key: str) -> ResolvedView:
+    """A built-in view: default columns, its rule, its default sort (newest first, or by
+    closing time for the closed views)."""
+    label = registry.BUILTIN_VIEWS[key]
+    definition = ViewDefinition(
+        name=label,
+        conditions_and=(),
+        conditions_or=(),
+        columns=registry.DEFAULT_COLUMNS,
+        sort=_BUILTIN_SORT.get(key, (SortLevel("created_at", True),)),
+    )
+    return ResolvedView(key=key, name=label, definition=definition, saved_view_id=None, builtin=key)
+
+
+async def resolve_view(conn: psycopg.AsyncConnection[Any], key: str, actor: Actor) -> ResolvedView:
+    """A built-in view by key or a saved view by id (ViewNotFound when not visible)."""
+    if key in registry.BUILTIN_VIEWS:
+        return builtin_view(key)
+    if not _ID.fullmatch(key):
+        raise ViewInputError(f"unknown view {shown(key)}")
+    view = await saved.get_saved_view(conn, int(key), actor)
+    return ResolvedView(
+        key=key, name=view.name, definition=view.definition, saved_view_id=view.id, builtin=None
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterOptions:
+    statuses: list[tuple[str, str, str]]
+    priorities: list[tuple[str, str]]
+    users: list[tuple[int, str]]
+    teams: list[tuple[int, str]]
+
+
+async def filter_options(conn: psycopg.AsyncConnection[Any]) -> FilterOptions:
+    """Choices for the top-bar selects and the editor's multi-selects."""
+    statuses = await (await conn.execute(q("views_statuses"))).fetchall()
+    priorities = await (await conn.execute(q("views_priorities"))).fetchall()
+    users = await (await conn.execute(q("views_users"))).fetchall()
+    teams = await (await conn.execute(q("views_teams"))).fetchall()
+    return FilterOptions(
+        statuses=[(r[0], r[1], r[2]) for r in statuses],
+        priorities=[(r[0], r[1]) for r in priorities],
+        users=[(r[0], r[1]) for r in users],
+        teams=[(r[0], r[1]) for r in teams],
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ListPage:
+    view: ResolvedView
+    columns: list[registry.Column]
+    rows: list[list[str]]
+    ticket_ids: list[int]
+    next_cursor: str | None
+    count: int
+    count_text: str
+    request: ListRequest
+
+
+async def _check_lookups(conn: psycopg.AsyncConnection[Any], filters: Mapping[str, str]) -> None:
+    if "status" in filters:
+        rows = await (await conn.execute(q("views_statuses"))).fetchall()
+        if filters["status"] not in {r[0] for r in rows}:
+            raise ViewInputError(f"unknown status {shown(filters['status'])}")
+    if "priority" in filters:
+        rows = await (await conn.execute(q("views_priorities"))).fetchall()
+        if filters["priority"] not in {r[0] for r in rows}:
+            raise ViewInputError(f"unknown priority {shown(filters['priority'])}")
+
+
+def count_text(count: int) -> str:
+    return f"{registry.COUNT_CAP:,}+" if count > registry.COUNT_CAP else f"{count:,}"
+
+
+async def list_page(
+    conn: psycopg.AsyncConnection[Any],
+    request: ListRequest,
+    actor: Actor,
+    *,
+    now: datetime.datetime,
+    tz: str,
+) -> ListPage:
+    """One page (50 rows) of the view after the request's cursor, plus the capped count."""
+    view = await resolve_view(conn, request.view, actor)
+    await _check_lookups(conn, request.filters)
+    after = None
+    if request.page is not None:
+        shape = compiler.compile_list(view, request, actor, now=now, tz=tz)
+        after = cursor.decode(request.page, shape.signature, shape.key_kinds)
+    compiled = compiler.compile_list(
+        view, request, actor, now=now, tz=tz, after=after, limit=registry.PAGE_SIZE + 1
+    )
+    rows = await (await conn.execute(compiled.statement, compiled.params)).fetchall()
+    width = len(compiled.columns)
+    next_cursor = None
+    if len(rows) > registry.PAGE_SIZE:
+        rows = rows[: registry.PAGE_SIZE]
+        next_cursor = cursor.encode(compiled.signature, rows[-1][width + 1 :])
+    count_sql, count_params = compiler.compile_count(view, request, actor, now=now, tz=tz)
+    count_row = await (await conn.execute(count_sql, count_params)).fetchone()
+    count = int(count_row[0]) if count_row else 0
+    return ListPage(
+        view=view,
+        columns=list(compiled.columns),
+        rows=[list(row[:width]) for row in rows],
+        ticket_ids=[int(row[width]) for row in rows],
+        next_cursor=next_cursor,
+        count=count,
+        count_text=count_text(count),
+        request=request,
+    )
+
