@@ -7,6 +7,40 @@ SELECT id, email, first_name, last_name, password_hash, is_admin, is_active
 FROM users
 WHERE email = %(email)s;
 
+-- Web sessions (ticketexport.web) -----------------------------------------
+
+-- name: web_session_insert
+-- A new login session; id is the sha-256 of the cookie token.
+INSERT INTO web_sessions (id, user_id, csrf_token, expires_at, client_ip, user_agent)
+VALUES (%(id)s, %(user_id)s, %(csrf_token)s, now() + make_interval(secs => %(lifetime)s),
+        %(client_ip)s, %(user_agent)s);
+
+-- name: web_session_load
+-- The session plus its user and effective permissions (union over roles), in one query.
+SELECT s.csrf_token, s.last_seen_at, s.expires_at, now() AS db_now,
+       u.id, u.email, u.first_name, u.last_name, u.is_admin, u.is_active,
+       COALESCE(bit_or(r.permissions), 0) AS permissions
+FROM web_sessions s
+JOIN users u ON u.id = s.user_id
+LEFT JOIN user_roles ur ON ur.user_id = u.id
+LEFT JOIN roles r ON r.id = ur.role_id
+WHERE s.id = %(id)s
+GROUP BY s.id, u.id;
+
+-- name: web_session_touch
+-- Record activity so the idle timeout starts again.
+UPDATE web_sessions SET last_seen_at = now() WHERE id = %(id)s;
+
+-- name: web_session_delete
+-- End one session (logout, expiry, inactive user).
+DELETE FROM web_sessions WHERE id = %(id)s;
+
+-- name: web_sessions_purge_expired
+-- Drop a user's sessions past their absolute or idle lifetime, on each login.
+DELETE FROM web_sessions
+WHERE user_id = %(user_id)s
+  AND (expires_at <= now() OR last_seen_at <= now() - make_interval(secs => %(idle)s));
+
 -- Web sessions and audit (ticketexport.web) -----------------------------------------
 
 -- name: web_session_insert

@@ -1,0 +1,1 @@
+"""The staff web application: aiohttp app factory, sessions, CSRF and server-rendered pages."""

@@ -1,0 +1,95 @@
+"""The aiohttp application factory and the process entry point that serves it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+import psycopg_pool
+from aiohttp import web
+
+import ticketexport
+from ticketexport.config import Settings
+from ticketexport.web import auth, pages, saved_views, tickets
+from ticketexport.web.middleware import all_middlewares, on_response_prepare
+from ticketexport.web.state import LOGIN_KEY, POOL, SERVER_ERRORS, SETTINGS
+
+log = logging.getLogger(__name__)
+
+TEMPLATES_DIR = Path(ticketexport.__file__).resolve().parent.parent / "templates"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Forms are small; the largest is the view editor. A tighter cap than aiohttp's 1 MiB.
+MAX_BODY = 256 * 1024
+
+
+def _login_key(settings: Settings) -> bytes:
+    if settings.secret_key:
+        return hashlib.sha256(b"ticketexport-login:" + settings.secret_key.encode()).digest()
+    return secrets.token_bytes(32)
+
+
+def init_app(settings: Settings, pool: psycopg_pool.AsyncConnectionPool[Any]) -> web.Application:
+    """Build the web application; the caller owns (opens and closes) the pool."""
+    app = web.Application(middlewares=all_middlewares(), client_max_size=MAX_BODY)
+    app[SETTINGS] = settings
+    app[POOL] = pool
+    app[LOGIN_KEY] = _login_key(settings)
+    app[SERVER_ERRORS] = []
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        default_helpers=False,
+    )
+    env.globals["static"] = lambda name: str(app.router["static"].url_for(filename=name))
+    app.on_response_prepare.append(on_response_prepare)
+    router = app.router
+    router.add_get("/", pages.home)
+    router.add_get("/login", auth.login_get)
+    router.add_post("/login", auth.login_post)
+    router.add_post("/logout", auth.logout_post)
+    router.add_get("/staff", pages.home)
+    router.add_get("/staff/tickets", tickets.ticket_list)
+    router.add_get("/staff/views", saved_views.view_list)
+    router.add_get("/staff/views/new", saved_views.view_new)
+    router.add_post("/staff/views/new", saved_views.view_create)
+    router.add_get(r"/staff/views/{id:\d{1,18}}/edit", saved_views.view_edit)
+    router.add_post(r"/staff/views/{id:\d{1,18}}/edit", saved_views.view_update)
+    router.add_post(r"/staff/views/{id:\d{1,18}}/delete", saved_views.view_delete)
+    router.add_static("/static/", STATIC_DIR, name="static", append_version=True)
+    return app
+
+
+async def run_web(
+    settings: Settings, database_url: str, *, stop: asyncio.Event | None = None
+) -> None:
+    """Serve on settings.host:port until cancelled or `stop` is set."""
+    pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
+        database_url, min_size=1, max_size=10, open=False, name="web"
+    )
+    await pool.open(wait=True, timeout=30)
+    runner: web.AppRunner | None = None
+    try:
+        app = init_app(settings, pool)
+        # Our middleware writes a JSON access line with the request id instead.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        log.info("web listening", extra={"host": settings.host, "port": settings.port})
+        await (stop.wait() if stop is not None else asyncio.Event().wait())
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        with contextlib.suppress(Exception):
+            await pool.close()

@@ -1,0 +1,150 @@
+"""Middlewares: request id and access log, error pages, sign-in, CSRF; response headers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ticketexport import logs
+from ticketexport.web import auth
+from ticketexport.web.render import PageError, error_page
+from ticketexport.web.security import SECURITY_HEADERS, apply_cookies, client_ip
+from ticketexport.web.state import REQUEST_ID, SERVER_ERRORS, USER
+
+log = logging.getLogger("ticketexport.web")
+access_log = logging.getLogger("ticketexport.web.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Take a well-formed X-Request-ID or make one; log one JSON access line per request."""
+    incoming = request.headers.get("X-Request-ID", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else str(uuid.uuid4())
+    request[REQUEST_ID] = request_id
+    token = logs.bind(request_id=request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        # Redirects travel as exceptions; they carry the queued cookies too (login sets
+        # its session cookie on a 303).
+        status = exc.status
+        apply_cookies(request, exc)
+        raise
+    else:
+        status = response.status
+        # Cookies go on before prepare(): aiohttp writes Set-Cookie ahead of its signals.
+        apply_cookies(request, response)
+        return response
+    finally:
+        user = request.get(USER)
+        access_log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "client_ip": client_ip(request),
+                "user_id": user.id if user else None,
+            },
+        )
+        logs.unbind(token)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Expected failures become 4xx pages; anything unexpected stays a logged 500."""
+    try:
+        response = await handler(request)
+    except PageError as exc:
+        return error_page(request, exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        page = error_page(request, exc.status)
+        # Keep protocol headers such as Allow on 405, but not the exception's content type.
+        for name, value in exc.headers.items():
+            if name.lower() not in {"content-type", "content-length"}:
+                page.headers[name] = value
+        return page
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        request.app[SERVER_ERRORS].append(request.get(REQUEST_ID, ""))
+        return error_page(request, 500)
+    if response.status >= 500:
+        request.app[SERVER_ERRORS].append(request.get(REQUEST_ID, ""))
+    return response
+
+
+def _is_stream_or_download(path: str) -> bool:
+    return path.endswith(("/download", "/events"))
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Load the signed-in user; keep anonymous requests out of staff pages and POSTs."""
+    user = await auth.load_user(request)
+    if user is not None:
+        request[USER] = user
+    if user is None and _needs_user(request):
+        if request.method in ("GET", "HEAD") and not _is_stream_or_download(request.path):
+            raise web.HTTPSeeOther(auth.login_url(request))
+        raise PageError(401)
+    return await handler(request)
+
+
+def _needs_user(request: web.Request) -> bool:
+    if request.path == "/staff" or request.path.startswith("/staff/"):
+        return True
+    return request.method not in _SAFE_METHODS and request.path != "/login"
+
+
+@web.middleware
+async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every state-changing request carries the session's (or login form's) token."""
+    if request.method not in _SAFE_METHODS:
+        form = await request.post()
+        sent = form.get("csrf_token")
+        if not isinstance(sent, str):
+            sent = request.headers.get("X-CSRF-Token", "")
+        user = request.get(USER)
+        if user is not None:
+            ok = auth.tokens_equal(sent, user.csrf_token)
+        else:
+            ok = auth.login_token_valid(request, sent)
+        if not ok:
+            if user is None and request.path == "/login":
+                return await auth.login_form(
+                    request,
+                    error="Your sign-in form expired. Please try again.",
+                    status=403,
+                )
+            raise PageError(403, "The form's security token is missing or wrong. Reload the page.")
+    return await handler(request)
+
+
+async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Security headers on every response, error pages and static files included."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    request_id = request.get(REQUEST_ID)
+    if request_id:
+        response.headers["X-Request-ID"] = request_id
+
+
+def all_middlewares() -> list[Any]:
+    return [request_id_middleware, error_middleware, auth_middleware, csrf_middleware]

@@ -1,0 +1,76 @@
+"""Page rendering in the layout, and the error pages every failure ends on."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from ticketexport.web.state import REQUEST_ID, USER
+
+TITLES = {
+    400: "Bad request",
+    401: "Sign in required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    410: "Gone",
+    413: "Request too large",
+    500: "Something went wrong",
+}
+
+MESSAGES = {
+    400: "The request could not be understood.",
+    401: "Sign in to continue.",
+    403: "You are not allowed to do that.",
+    404: "There is nothing at this address, or you cannot see it.",
+    405: "This address does not accept that kind of request.",
+    413: "The request is too large.",
+    500: "An unexpected error occurred. It has been logged; please try again later.",
+}
+
+
+class PageError(Exception):
+    """An expected failure shown to the user as an error page with a safe message."""
+
+    def __init__(self, status: int, message: str | None = None) -> None:
+        super().__init__(message or MESSAGES.get(status, TITLES.get(status, "Error")))
+        self.status = status
+        self.message = message or MESSAGES.get(status, TITLES.get(status, "Error"))
+
+
+def page_context(request: web.Request) -> dict[str, Any]:
+    """What the layout needs on every page, error pages included."""
+    user = request.get(USER)
+    return {
+        "current_user": user,
+        "csrf_token": user.csrf_token if user else None,
+        "request_id": request.get(REQUEST_ID, ""),
+        "path": request.path,
+    }
+
+
+def render(
+    request: web.Request, template: str, context: Mapping[str, Any], *, status: int = 200
+) -> web.Response:
+    full = {**page_context(request), **context}
+    response = aiohttp_jinja2.render_template(template, request, full, status=status)
+    # Pages carry per-user data and CSRF tokens: no shared or back-button caching.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def error_page(request: web.Request, status: int, message: str | None = None) -> web.Response:
+    return render(
+        request,
+        "error.html",
+        {
+            "status": status,
+            "title": TITLES.get(status, "Error"),
+            "message": message or MESSAGES.get(status, TITLES.get(status, "Error")),
+        },
+        status=status,
+    )

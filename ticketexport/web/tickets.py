@@ -1,0 +1,80 @@
+"""The staff ticket list: views sidebar, search, sort pills, filters and keyset paging."""
+
+from __future__ import annotations
+
+import datetime as dt
+import urllib.parse
+from typing import Any
+
+from aiohttp import web
+
+from ticketexport.domain.permissions import Permission
+from ticketexport.views import registry, saved, service
+from ticketexport.views.model import ViewInputError, ViewNotFound
+from ticketexport.web.render import PageError, render
+from ticketexport.web.saved_views import actor_of
+from ticketexport.web.state import SETTINGS, USER, pool_of
+
+# The parameters that describe what is listed; `page` only says where.
+LIST_PARAMS = ("view", "q", "sort", *registry.FILTER_PARAMS)
+
+
+def _link(params: dict[str, str], **changes: str | None) -> str:
+    merged = {**params, **changes}
+    kept = {k: v for k, v in merged.items() if v not in (None, "")}
+    return "/staff/tickets" + ("?" + urllib.parse.urlencode(kept) if kept else "")
+
+
+async def ticket_list(request: web.Request) -> web.StreamResponse:
+    user = request[USER]
+    query = request.query
+    for key in query:
+        if len(query.getall(key)) > 1:
+            raise PageError(400, f"the parameter {key[:40]!r} is given more than once")
+    params = dict(query.items())
+    try:
+        list_request = service.parse_list_request(params)
+    except ViewInputError as exc:
+        raise PageError(400, str(exc)) from None
+    actor = actor_of(user)
+    settings = request.app[SETTINGS]
+    async with pool_of(request).connection() as conn:
+        try:
+            page = await service.list_page(
+                conn, list_request, actor, now=dt.datetime.now(dt.UTC), tz=settings.timezone
+            )
+        except ViewInputError as exc:
+            raise PageError(400, str(exc)) from None
+        except ViewNotFound:
+            raise PageError(404, "That saved view does not exist or you cannot see it.") from None
+        options = await service.filter_options(conn)
+        saved_views = await saved.list_saved_views(conn, actor)
+
+    current = {k: params[k] for k in LIST_PARAMS if params.get(k)}
+    view_key = page.view.key
+    # No sort= means the view's own order, which is what the "view" pill names.
+    active_sort = params.get("sort") or "view"
+    context: dict[str, Any] = {
+        "page": page,
+        "view_key": view_key,
+        "builtin_views": list(registry.BUILTIN_VIEWS.items()),
+        "saved_views": saved_views,
+        "q": params.get("q", ""),
+        "current": current,
+        "filters": {name: params.get(name, "") for name in registry.FILTER_PARAMS},
+        "options": options,
+        "sorts": [(key, label, _link(current, sort=key)) for key, label in registry.SORTS.items()],
+        "active_sort": active_sort,
+        "view_link": lambda key: _link({}, view=key),
+        "rows": list(zip(page.ticket_ids, page.rows, strict=True)),
+        "count_label": _count_label(page.count, page.count_text),
+        "next_url": _link(current, page=page.next_cursor) if page.next_cursor else None,
+        "first_url": _link(current) if params.get("page") else None,
+        "can_export": user.has(Permission.IMPORT_EXPORT_TICKETS),
+        "export_fields": list(current.items()),
+    }
+    return render(request, "tickets.html", context)
+
+
+def _count_label(count: int, count_text: str) -> str:
+    return f"{count_text} ticket" if count == 1 else f"{count_text} tickets"
