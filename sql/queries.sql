@@ -41,52 +41,18 @@ DELETE FROM web_sessions
 WHERE user_id = %(user_id)s
   AND (expires_at <= now() OR last_seen_at <= now() - make_interval(secs => %(idle)s));
 
--- Web sessions and audit (ticketexport.web) -----------------------------------------
-
--- name: web_session_insert
--- A new login session; id is the sha-256 of the cookie token.
-INSERT INTO web_sessions (id, user_id, csrf_token, expires_at, client_ip, user_agent)
-VALUES (%(id)s, %(user_id)s, %(csrf_token)s, now() + make_interval(secs => %(lifetime)s),
-        %(client_ip)s, %(user_agent)s);
-
--- name: web_session_load
--- The session plus its user and effective permissions (union over roles), in one query.
-SELECT s.csrf_token, s.last_seen_at, s.expires_at, now() AS db_now,
-       u.id, u.email, u.first_name, u.last_name, u.is_admin, u.is_active,
-       COALESCE(bit_or(r.permissions), 0) AS permissions
-FROM web_sessions s
-JOIN users u ON u.id = s.user_id
-LEFT JOIN user_roles ur ON ur.user_id = u.id
-LEFT JOIN roles r ON r.id = ur.role_id
-WHERE s.id = %(id)s
-GROUP BY s.id, u.id;
-
--- name: web_session_touch
--- Record activity so the idle timeout starts again.
-UPDATE web_sessions SET last_seen_at = now() WHERE id = %(id)s;
-
--- name: web_session_delete
--- End one session (logout, expiry, inactive user).
-DELETE FROM web_sessions WHERE id = %(id)s;
-
--- name: web_sessions_purge_expired
--- Drop a user's sessions past their absolute or idle lifetime, on each login.
-DELETE FROM web_sessions
-WHERE user_id = %(user_id)s
-  AND (expires_at <= now() OR last_seen_at <= now() - make_interval(secs => %(idle)s));
-
--- name: web_audit_insert
--- One audit row; actor may be unknown (failed login).
-INSERT INTO audit_log (actor_id, actor_email, action, client_ip, export_id, details)
-VALUES (%(actor_id)s, %(actor_email)s, %(action)s, %(client_ip)s, %(export_id)s,
-        %(details)s);
-
 -- name: export_states
 -- Current live state of several exports at once (event hub fan-out and resync).
 SELECT e.id::text AS id, e.status, e.stage, e.attempt, e.rows_done, e.rows_total,
        e.error_code, e.error_message, e.requester_id, e.expires_at
 FROM export_jobs e
 WHERE e.id = ANY(%(ids)s::uuid[]);
+
+-- name: audit_insert
+-- One audit row; called inside the transaction of the action it records.
+INSERT INTO audit_log (actor_id, actor_email, action, client_ip, export_id, details)
+VALUES (%(actor_id)s, %(actor_email)s, %(action)s, %(client_ip)s::inet, %(export_id)s::uuid,
+        %(details)s);
 
 -- Views: saved views and the list page's lookups -------------------------------------
 
@@ -147,3 +113,528 @@ SELECT id FROM users WHERE id = ANY(%(ids)s::bigint[]);
 -- name: views_known_teams
 -- Which of these team ids exist.
 SELECT id FROM teams WHERE id = ANY(%(ids)s::bigint[]);
+
+-- Exports (ticketexport.exports) ------------------------------------------------------
+
+-- name: user_role_names
+-- A user's role developer names, frozen into an export request.
+SELECT r.developer_name
+FROM user_roles ur JOIN roles r ON r.id = ur.role_id
+WHERE ur.user_id = %(user_id)s
+ORDER BY r.developer_name COLLATE "C";
+
+-- name: export_request_lock
+-- Serialises one user's export requests so the double-submit check cannot race.
+SELECT pg_advisory_xact_lock(hashtextextended('ticketexport.export-request', %(user_id)s));
+
+-- name: export_find_duplicate
+-- The same user's identical request still queued or running from the last few seconds.
+SELECT id FROM export_jobs
+WHERE requester_id = %(user_id)s
+  AND request_fingerprint = %(fingerprint)s
+  AND status IN ('queued', 'running')
+  AND requested_at > now() - make_interval(secs => %(seconds)s)
+ORDER BY requested_at DESC
+LIMIT 1;
+
+-- name: export_insert
+-- A new export, as of the click (the transaction's start), expiring after retention.
+INSERT INTO export_jobs (requester_id, requested_at, as_of, request, view_name,
+                         request_fingerprint, expires_at, retry_of_id)
+VALUES (%(requester_id)s, now(), now(), %(request)s, %(view_name)s, %(fingerprint)s,
+        now() + %(retention)s, %(retry_of)s::uuid)
+RETURNING id, requested_at;
+
+-- name: export_defer_job
+-- Defers the worker job in the caller's transaction (procrastinate's own defer function).
+SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[
+    ROW(%(queue)s, %(task)s, 0, NULL, NULL, %(args)s, NULL)::procrastinate_job_to_defer_v1
+])) AS id;
+
+-- name: export_set_job_id
+-- Links the export to its current procrastinate job.
+UPDATE export_jobs SET procrastinate_job_id = %(job_id)s WHERE id = %(id)s;
+
+-- name: export_get
+-- One export with its requester and file.
+SELECT e.*, u.email AS requester_email,
+       u.first_name || CASE WHEN u.last_name = '' THEN '' ELSE ' ' || u.last_name END
+           AS requester_name,
+       m.file_name, m.size_bytes, m.content_type, m.storage_backend, m.object_key, m.sha256
+FROM export_jobs e
+JOIN users u ON u.id = e.requester_id
+LEFT JOIN media_items m ON m.id = e.media_item_id
+WHERE e.id = %(id)s::uuid;
+
+-- name: export_cancel
+-- Cancels a queued or running export; no row when it already finished.
+UPDATE export_jobs
+SET status = 'cancelled', stage = NULL, finished_at = now(), cancel_requested_at = now()
+WHERE id = %(id)s::uuid AND status IN ('queued', 'running')
+RETURNING id;
+
+-- name: procrastinate_abort_job
+-- Cancels a waiting job, or asks the worker running it to abort (it is notified at once).
+SELECT procrastinate_cancel_job_v1(%(job_id)s, true, false);
+
+-- name: export_cancel_backends
+-- Cancels any statement still running on an export's COPY connection.
+SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = %(app)s;
+
+-- Export worker (ticketexport.exports.worker); every write is guarded by status and attempt
+-- so a superseded attempt can never overwrite a newer one.
+
+-- name: export_lock
+-- The export row, locked for the claim.
+SELECT e.*, now() AS db_now FROM export_jobs e WHERE e.id = %(id)s::uuid FOR UPDATE;
+
+-- name: export_requeue
+-- running → queued with a new attempt (the previous try of the job died).
+UPDATE export_jobs
+SET status = 'queued', attempt = attempt + 1, stage = NULL, rows_done = 0,
+    rows_total = NULL, heartbeat_at = NULL
+WHERE id = %(id)s::uuid AND status = 'running';
+
+-- name: export_start
+-- queued → running for this worker's job.
+UPDATE export_jobs
+SET status = 'running', stage = NULL, rows_done = 0, rows_total = NULL,
+    started_at = COALESCE(started_at, now()), heartbeat_at = now(), progress_at = now(),
+    procrastinate_job_id = COALESCE(%(job_id)s, procrastinate_job_id)
+WHERE id = %(id)s::uuid AND status = 'queued'
+RETURNING id, attempt, as_of, request, requester_id, expires_at;
+
+-- name: export_fail_unclaimed
+-- queued → failed before any attempt ran (e.g. expired while waiting).
+UPDATE export_jobs
+SET status = 'failed', stage = NULL, error_code = %(code)s, error_message = %(message)s,
+    finished_at = now()
+WHERE id = %(id)s::uuid AND status = 'queued'
+RETURNING requester_id;
+
+-- name: export_counted
+-- The exact total, counted at the start of the attempt.
+UPDATE export_jobs SET rows_total = %(total)s, progress_at = now(), heartbeat_at = now()
+WHERE id = %(id)s::uuid AND status = 'running' AND attempt = %(attempt)s
+RETURNING id;
+
+-- name: export_stage
+-- Stage change within the running attempt.
+UPDATE export_jobs SET stage = %(stage)s, progress_at = now(), heartbeat_at = now()
+WHERE id = %(id)s::uuid AND status = 'running' AND attempt = %(attempt)s
+RETURNING id;
+
+-- name: export_progress
+-- Rows written so far.
+UPDATE export_jobs SET rows_done = %(rows)s, progress_at = now(), heartbeat_at = now()
+WHERE id = %(id)s::uuid AND status = 'running' AND attempt = %(attempt)s
+RETURNING id;
+
+-- name: export_heartbeat
+-- The attempt is alive; no row means it was cancelled or superseded.
+UPDATE export_jobs SET heartbeat_at = now()
+WHERE id = %(id)s::uuid AND status = 'running' AND attempt = %(attempt)s
+RETURNING id;
+
+-- name: media_item_insert
+-- The stored file's record.
+INSERT INTO media_items (kind, file_name, size_bytes, content_type, storage_backend,
+                         object_key, sha256)
+VALUES ('ticket_export', %(file_name)s, %(size)s, %(content_type)s, %(backend)s, %(key)s,
+        %(sha256)s)
+RETURNING id;
+
+-- name: export_complete
+-- running → completed with its file.
+UPDATE export_jobs
+SET status = 'completed', stage = NULL, finished_at = now(), media_item_id = %(media_id)s,
+    progress_at = now()
+WHERE id = %(id)s::uuid AND status = 'running' AND attempt = %(attempt)s
+RETURNING requester_id;
+
+-- name: export_fail
+-- → failed with a fixed code and safe message (only the current attempt may do this).
+UPDATE export_jobs
+SET status = 'failed', stage = NULL, error_code = %(code)s, error_message = %(message)s,
+    finished_at = now()
+WHERE id = %(id)s::uuid AND status IN ('queued', 'running') AND attempt = %(attempt)s
+RETURNING requester_id;
+
+-- name: user_access
+-- Whether a user is active and their effective permissions now.
+SELECT u.is_active, u.is_admin, COALESCE(bit_or(r.permissions), 0) AS permissions
+FROM users u
+LEFT JOIN user_roles ur ON ur.user_id = u.id
+LEFT JOIN roles r ON r.id = ur.role_id
+WHERE u.id = %(user_id)s
+GROUP BY u.id;
+
+-- Demo seed (ticketexport.seed) ------------------------------------------------------
+-- Bulk rows are generated inside PostgreSQL: every value is a pure function of a row
+-- number and the seed's salts through hashint8extended, which PostgreSQL keeps stable
+-- across versions because hash partitioning depends on it. `OFFSET 0` keeps each layer a
+-- separate projection so every hash is computed once per row, not once per reference.
+
+-- name: seed_lock
+-- Serialise concurrent seeds of one database until the transaction ends.
+SELECT pg_advisory_xact_lock(7593862114001);
+
+-- name: seed_existing
+-- What would make seeding unsafe: any ticket, team or contact already present.
+SELECT EXISTS (SELECT 1 FROM tickets) AS has_tickets,
+       EXISTS (SELECT 1 FROM teams) AS has_teams,
+       EXISTS (SELECT 1 FROM contacts) AS has_contacts;
+
+-- name: seed_statuses
+-- The status lookup, most prominent first.
+SELECT id, developer_name, status_type FROM ticket_statuses ORDER BY sort_order, id;
+
+-- name: seed_priorities
+-- The priority lookup, most important first.
+SELECT id, developer_name FROM ticket_priorities ORDER BY sort_order, id;
+
+-- name: seed_role_insert
+-- A demo role, unless the deployment already has one by that name.
+INSERT INTO roles (developer_name, label, permissions)
+VALUES (%(developer_name)s, %(label)s, %(permissions)s)
+ON CONFLICT (developer_name) DO NOTHING;
+
+-- name: seed_effective_permissions
+-- Admin flag and effective permissions (union over roles) of the given users.
+SELECT u.email, u.is_admin, COALESCE(bit_or(r.permissions), 0) AS permissions
+FROM users u
+LEFT JOIN user_roles ur ON ur.user_id = u.id
+LEFT JOIN roles r ON r.id = ur.role_id
+WHERE u.email = ANY (%(emails)s::text[])
+GROUP BY u.id
+ORDER BY u.email COLLATE "C";
+
+-- name: seed_user_details
+-- Deterministic timestamps and activity flags for seeded users (add_user stamps now()).
+UPDATE users u
+SET created_at = v.created_at, updated_at = v.created_at, is_active = v.is_active
+FROM unnest(%(ids)s::bigint[], %(created_at)s::timestamptz[], %(active)s::boolean[])
+     AS v (id, created_at, is_active)
+WHERE u.id = v.id;
+
+-- name: seed_teams
+-- Teams with explicit ids 1..n in the given order.
+INSERT INTO teams (id, name)
+SELECT ord, name FROM unnest(%(names)s::text[]) WITH ORDINALITY AS t (name, ord);
+
+-- name: seed_memberships
+-- Team memberships as parallel arrays.
+INSERT INTO team_memberships (team_id, user_id)
+SELECT * FROM unnest(%(team_ids)s::bigint[], %(user_ids)s::bigint[]);
+
+-- name: seed_copy_contacts
+-- Contacts arrive through COPY with explicit ids.
+COPY contacts (id, first_name, last_name, email, organization, created_at) FROM STDIN;
+
+-- name: seed_foreign_keys
+-- Foreign keys on the bulk tables, so the seed can validate them once after loading
+-- instead of once per row.
+SELECT n.nspname AS schema_name, c.relname AS table_name, k.conname,
+       pg_get_constraintdef(k.oid) AS definition
+FROM pg_constraint k
+JOIN pg_class c ON c.oid = k.conrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE k.contype = 'f' AND k.conrelid = ANY (%(tables)s::regclass[])
+ORDER BY c.relname, k.conname;
+
+-- name: seed_secondary_indexes
+-- Indexes on the bulk tables that back no constraint, with the exact definitions the
+-- migrations created, so the seed can rebuild them in one sort each after loading.
+SELECT n.nspname AS schema_name, ic.relname AS index_name,
+       pg_get_indexdef(i.indexrelid) AS definition
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = ic.relnamespace
+WHERE i.indrelid = ANY (%(tables)s::regclass[])
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+ORDER BY ic.relname;
+
+-- name: seed_tickets
+-- Tickets 1..n; the hash of the ticket number (or of its predecessor, for the planted
+-- created_at ties) decides every column.
+INSERT INTO tickets (
+    id, title, description, status_id, priority_id, language, category, team_id,
+    assignee_id, created_by_id, contact_id, tags, created_at, updated_at, resolved_at,
+    closed_at, sla_due_at, sla_breached, sla_status, snoozed_until
+)
+SELECT
+    id, title, description, status_id, priority_id, language, category, team_id,
+    assignee_id, created_by_id, contact_id, tags, created_at, updated_at, resolved_at,
+    closed_at, sla_due_at, sla_breached,
+    CASE
+        WHEN sla_due_at IS NULL THEN NULL
+        WHEN is_open AND snoozed_until > %(anchor)s THEN 'Paused'
+        WHEN sla_breached THEN 'Breached'
+        WHEN NOT is_open THEN 'Met'
+        WHEN sla_due_at < %(anchor)s + interval '4 hours' THEN 'At risk'
+        ELSE 'On track'
+    END,
+    snoozed_until
+FROM (
+    SELECT
+        *,
+        COALESCE(
+            CASE WHEN is_open THEN sla_due_at < %(anchor)s
+                 ELSE COALESCE(resolved_at, closed_at) > sla_due_at END,
+            false
+        ) AS sla_breached
+    FROM (
+        SELECT
+            i AS id,
+            is_open,
+            (%(titles)s::text[])[1 + mod(h5 & 2097151, cardinality(%(titles)s::text[]))]
+                || (%(title_suffixes)s::text[])[
+                    1 + mod((h5 >> 21) & 2097151, cardinality(%(title_suffixes)s::text[]))]
+                AS title,
+            (%(descriptions)s::text[])[
+                    1 + mod(h5 >> 42, cardinality(%(descriptions)s::text[]))]
+                || (%(signatures)s::text[])[
+                    1 + mod(h6 >> 42, cardinality(%(signatures)s::text[]))]
+                AS description,
+            CASE WHEN is_open
+                 THEN (%(open_status_ids)s::smallint[])[
+                     1 + mod((h2 >> 21) & 2097151, cardinality(%(open_status_ids)s::smallint[]))]
+                 ELSE (%(closed_status_ids)s::smallint[])[ck]
+            END AS status_id,
+            (%(priority_ids)s::smallint[])[pk] AS priority_id,
+            (%(languages)s::text[])[
+                1 + mod((h4 >> 21) & 2097151, cardinality(%(languages)s::text[]))] AS language,
+            (%(categories)s::text[])[
+                1 + mod(h9 & 2097151, cardinality(%(categories)s::text[]))] AS category,
+            (%(team_ids)s::bigint[])[tk] AS team_id,
+            CASE
+                WHEN mod(h7 & 2097151, 100) < 12 THEN NULL
+                WHEN tk IS NULL THEN (%(staff_ids)s::bigint[])[
+                    1 + mod((h7 >> 21) & 2097151, cardinality(%(staff_ids)s::bigint[]))]
+                ELSE (%(team_members)s::bigint[])[
+                    (%(team_member_offsets)s::int[])[tk]
+                    + mod((h7 >> 21) & 2097151, (%(team_member_counts)s::int[])[tk])]
+            END AS assignee_id,
+            CASE WHEN mod((h9 >> 21) & 2097151, 100) < 25 THEN NULL
+                 ELSE (%(staff_ids)s::bigint[])[
+                     1 + mod(h7 >> 42, cardinality(%(staff_ids)s::bigint[]))]
+            END AS created_by_id,
+            CASE WHEN mod(h8 & 2097151, 100) < 8 THEN NULL
+                 ELSE (%(contact_ids)s::bigint[])[
+                     1 + mod((h8 >> 21) & 2097151, cardinality(%(contact_ids)s::bigint[]))]
+            END AS contact_id,
+            string_to_array(
+                (%(tag_sets)s::text[])[1 + mod(h8 >> 42, cardinality(%(tag_sets)s::text[]))],
+                '|'
+            ) AS tags,
+            %(anchor)s - make_interval(secs => c) AS created_at,
+            %(anchor)s - make_interval(secs => CASE WHEN is_open THEN mod(h3, c + 1)
+                                                    ELSE closed_offset END) AS updated_at,
+            CASE WHEN is_open OR (grace > 0 AND mod(h9 >> 42, 10) = 0) THEN NULL
+                 ELSE %(anchor)s - make_interval(secs => c - dur) END AS resolved_at,
+            CASE WHEN is_open THEN NULL
+                 ELSE %(anchor)s - make_interval(secs => closed_offset) END AS closed_at,
+            CASE WHEN mod(h4 >> 42, 100) < 8 THEN NULL
+                 ELSE %(anchor)s - make_interval(
+                     secs => c - 3600 * (%(priority_sla_hours)s::int[])[pk]) END
+                AS sla_due_at,
+            CASE
+                WHEN NOT is_open THEN NULL
+                WHEN mod(h10 >> 42, 100) < 6
+                    THEN %(anchor)s + make_interval(secs => 86400 + mod(h11, 1728000))
+                WHEN mod(h10 >> 42, 100) < 10
+                    THEN %(anchor)s - make_interval(secs => mod(h11, c + 1))
+            END AS snoozed_until
+        FROM (
+            SELECT
+                *,
+                c - least(c, dur + CASE WHEN grace > 0
+                                        THEN mod((h10 >> 21) & 2097151, grace) ELSE 0 END)
+                    AS closed_offset
+            FROM (
+                SELECT
+                    *,
+                    mod(h2 & 2097151, 1000) < CASE
+                        WHEN c < 3 * 86400 THEN 850
+                        WHEN c < 14 * 86400 THEN 600
+                        WHEN c < 60 * 86400 THEN 300
+                        WHEN c < 180 * 86400 THEN 100
+                        ELSE 50
+                    END AS is_open,
+                    1 + mod((h2 >> 21) & 2097151, cardinality(%(closed_status_ids)s::smallint[]))
+                        AS ck,
+                    1 + mod(h4 & 2097151, cardinality(%(priority_ids)s::smallint[])) AS pk,
+                    CASE WHEN mod(h6 & 2097151, 100) < 10 THEN NULL
+                         ELSE 1 + mod((h6 >> 21) & 2097151, cardinality(%(team_ids)s::bigint[]))
+                    END AS tk,
+                    -- time to resolve: up to ten days, most of them short
+                    least(c, 300 + mod(h10 & 2097151, 864000) * mod(h10 & 2097151, 864000) / 864000)
+                        AS dur,
+                    (%(closed_grace)s::int[])[
+                        1 + mod((h2 >> 21) & 2097151,
+                                cardinality(%(closed_status_ids)s::smallint[]))] AS grace
+                FROM (
+                    SELECT
+                        *,
+                        least(63072000, greatest(60, CASE
+                            -- about 3 in 100 tickets land within an hour of a midnight
+                            WHEN mod((h1 >> 21) & 2097151, 100) < 3
+                                THEN (c0 / 86400) * 86400 + mod(h1 >> 42, 7200) - 3600
+                            ELSE c0
+                        END)) AS c
+                    FROM (
+                        SELECT
+                            *,
+                            -- seconds before the anchor: ticket numbers rise with time,
+                            -- jittered by up to six hours either way
+                            3600 + ((%(n)s::bigint - j) * 63064800) / %(n)s::bigint
+                                + mod(h1 & 2097151, 43200) - 21600 AS c0
+                        FROM (
+                            SELECT
+                                i, j,
+                                hashint8extended(j, s[1]) & 9223372036854775807 AS h1,
+                                hashint8extended(i, s[2]) & 9223372036854775807 AS h2,
+                                hashint8extended(i, s[3]) & 9223372036854775807 AS h3,
+                                hashint8extended(i, s[4]) & 9223372036854775807 AS h4,
+                                hashint8extended(i, s[5]) & 9223372036854775807 AS h5,
+                                hashint8extended(i, s[6]) & 9223372036854775807 AS h6,
+                                hashint8extended(i, s[7]) & 9223372036854775807 AS h7,
+                                hashint8extended(i, s[8]) & 9223372036854775807 AS h8,
+                                hashint8extended(i, s[9]) & 9223372036854775807 AS h9,
+                                hashint8extended(i, s[10]) & 9223372036854775807 AS h10,
+                                hashint8extended(i, s[11]) & 9223372036854775807 AS h11
+                            FROM (
+                                SELECT
+                                    i,
+                                    -- every 47th ticket shares its predecessor's created_at
+                                    CASE WHEN i > 1 AND mod(i, 47) = 0 THEN i - 1 ELSE i END
+                                        AS j,
+                                    %(salts)s::bigint[] AS s
+                                FROM generate_series(1::bigint, %(n)s::bigint) AS i
+                            ) AS numbered
+                            OFFSET 0
+                        ) AS hashed
+                    ) AS spread
+                    OFFSET 0
+                ) AS aged
+                OFFSET 0
+            ) AS decided
+            OFFSET 0
+        ) AS timed
+        OFFSET 0
+    ) AS shaped
+) AS final;
+
+-- name: seed_tasks
+-- Tasks per ticket (0 to 5), mostly done on closed tickets; ids follow ticket and position.
+INSERT INTO ticket_tasks (ticket_id, title, is_closed, position, created_at)
+SELECT
+    t.id,
+    (%(task_titles)s::text[])[1 + mod(th & 2097151, cardinality(%(task_titles)s::text[]))],
+    mod((th >> 21) & 2097151, 100)
+        < CASE WHEN t.status_id = ANY (%(closed_status_ids)s::smallint[]) THEN 95 ELSE 35 END,
+    k,
+    least(%(anchor)s::timestamptz, t.created_at + make_interval(mins => 17 * k))
+FROM (
+    SELECT id, status_id, created_at,
+           hashint8extended(id, %(salt)s) & 9223372036854775807 AS h
+    FROM tickets
+    OFFSET 0
+) AS t
+CROSS JOIN LATERAL generate_series(
+    1, (%(task_counts)s::int[])[1 + mod(t.h, cardinality(%(task_counts)s::int[]))]) AS k
+CROSS JOIN LATERAL (
+    SELECT hashint8extended(t.id * 8 + k, %(salt)s) & 9223372036854775807 AS th
+) AS per_task
+ORDER BY t.id, k;
+
+-- name: seed_followers
+-- 0 to 3 distinct followers per ticket: start + k * step modulo the staff count, with
+-- 2 * step below the count so the picks cannot collide.
+INSERT INTO ticket_followers (ticket_id, user_id)
+SELECT t.i, (%(staff_ids)s::bigint[])[1 + mod(t.first + k * t.step, t.staff)]
+FROM (
+    SELECT
+        i,
+        h,
+        cardinality(%(staff_ids)s::bigint[]) AS staff,
+        mod((h >> 21) & 2097151, cardinality(%(staff_ids)s::bigint[])) AS first,
+        1 + mod(h >> 42, greatest(1, (cardinality(%(staff_ids)s::bigint[]) - 1) / 2)) AS step
+    FROM (
+        SELECT i, hashint8extended(i, %(salt)s) & 9223372036854775807 AS h
+        FROM generate_series(1::bigint, %(n)s::bigint) AS i
+    ) AS hashed
+    OFFSET 0
+) AS t
+CROSS JOIN LATERAL generate_series(
+    0, (%(follower_counts)s::int[])[1 + mod(t.h & 2097151,
+                                            cardinality(%(follower_counts)s::int[]))] - 1) AS k;
+
+-- name: seed_reset_sequence
+-- Move an identity sequence past ids the seed inserted explicitly ({table} is composed).
+SELECT setval(pg_get_serial_sequence(%(table)s, 'id'), COALESCE(max(id), 1), max(id) IS NOT NULL)
+FROM {table};
+
+-- Export maintenance (ticketexport.exports.maintenance) ---------------------------------
+
+-- name: maintenance_stuck_running
+-- Running attempts whose worker stopped heartbeating, or whose progress stalled.
+SELECT e.id, e.attempt, e.rows_done, e.procrastinate_job_id,
+       CASE WHEN e.heartbeat_at IS NULL
+                 OR e.heartbeat_at < now() - make_interval(secs => %(heartbeat)s)
+            THEN 'worker_lost' ELSE 'stalled' END AS reason
+FROM export_jobs e
+WHERE e.status = 'running'
+  AND e.expires_at > now()
+  AND (e.heartbeat_at IS NULL
+       OR e.heartbeat_at < now() - make_interval(secs => %(heartbeat)s)
+       OR e.progress_at < now() - make_interval(secs => %(stall)s))
+ORDER BY e.requested_at
+FOR UPDATE SKIP LOCKED;
+
+-- name: procrastinate_finish_stale_job
+-- Marks a job whose worker is gone as failed, so it is not left 'doing' forever.
+UPDATE procrastinate_jobs SET status = 'failed'
+WHERE id = %(job_id)s AND status = 'doing';
+
+-- name: maintenance_expire_unfinished
+-- Queued or running exports whose retention ended first fail.
+UPDATE export_jobs
+SET status = 'failed', stage = NULL, error_code = %(code)s, error_message = %(message)s,
+    finished_at = now()
+WHERE id IN (SELECT id FROM export_jobs
+             WHERE status IN ('queued', 'running') AND expires_at <= now()
+             FOR UPDATE SKIP LOCKED)
+RETURNING id, attempt, procrastinate_job_id;
+
+-- name: maintenance_due_for_expiry
+-- Completed exports past their expiry, with the object to delete.
+SELECT e.id, m.object_key
+FROM export_jobs e JOIN media_items m ON m.id = e.media_item_id
+WHERE e.status = 'completed' AND e.expires_at <= now()
+ORDER BY e.expires_at
+LIMIT 500;
+
+-- name: export_expire
+-- completed → expired once its file is gone.
+UPDATE export_jobs SET status = 'expired'
+WHERE id = %(id)s::uuid AND status = 'completed' AND expires_at <= now()
+RETURNING id;
+
+-- name: maintenance_fail_orphaned_queued
+-- Queued exports whose procrastinate job finished or vanished without running them.
+UPDATE export_jobs e
+SET status = 'failed', error_code = %(code)s, error_message = %(message)s, finished_at = now()
+WHERE e.id IN (
+    SELECT x.id FROM export_jobs x
+    LEFT JOIN procrastinate_jobs j ON j.id = x.procrastinate_job_id
+    WHERE x.status = 'queued'
+      AND x.requested_at < now() - interval '5 seconds'
+      AND (j.id IS NULL OR j.status NOT IN ('todo', 'doing'))
+    FOR UPDATE OF x SKIP LOCKED)
+RETURNING e.id;
+
+-- name: maintenance_running_attempts
+-- Which of these exports are running, and in which attempt.
+SELECT id, attempt FROM export_jobs
+WHERE id = ANY(%(ids)s::uuid[]) AND status = 'running';

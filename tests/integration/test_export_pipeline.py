@@ -1,0 +1,301 @@
+"""The export pipeline in-process: request → job row → worker run → stored CSV = the list."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import create_database, drop_database, scratch_database
+from psycopg_pool import AsyncConnectionPool
+
+from ticketexport import seed
+from ticketexport.config import Settings
+from ticketexport.domain.permissions import Permission
+from ticketexport.exports import maintenance, service
+from ticketexport.exports.worker import BOM, Deps, ExportRun
+from ticketexport.storage.local import LocalStorage
+from ticketexport.views import service as view_service
+from ticketexport.views.model import ListRequest
+
+ANCHOR = dt.date(2026, 6, 1)
+
+
+@pytest.fixture(scope="module")
+def seeded_template(server_url: str, template_db: str) -> Iterator[str]:
+    """A migrated database with 400 seeded tickets, used as the template for each test."""
+    name = f"te_seeded_{template_db[-12:]}"
+    url = create_database(server_url, name, template_db)
+    with psycopg.connect(url, autocommit=True) as conn:
+        seed.seed(conn, tickets=400, seed=7, anchor=ANCHOR)
+    try:
+        yield name
+    finally:
+        drop_database(server_url, name)
+
+
+@pytest.fixture
+def seeded_url(server_url: str, seeded_template: str) -> Iterator[str]:
+    with scratch_database(server_url, seeded_template) as url:
+        yield url
+
+
+@pytest.fixture
+async def deps(seeded_url: str, tmp_path: Path) -> AsyncIterator[Deps]:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": seeded_url,
+            "TICKETEXPORT_HOME": str(tmp_path),
+            "TICKETEXPORT_HEARTBEAT_SECONDS": "0.2",
+            "TICKETEXPORT_STALL_SECONDS": "3",
+        }
+    )
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        seeded_url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
+    )
+    async with pool:
+        yield Deps(
+            settings=settings,
+            database_url=seeded_url,
+            pool=pool,
+            storage=LocalStorage(tmp_path / "exports"),
+        )
+
+
+def _user(url: str, email: str) -> service.Requester:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT u.id, u.email, u.is_admin, COALESCE(bit_or(r.permissions), 0) "
+            "FROM users u LEFT JOIN user_roles ur ON ur.user_id = u.id "
+            "LEFT JOIN roles r ON r.id = ur.role_id WHERE u.email = %s GROUP BY u.id",
+            (email,),
+        ).fetchone()
+    assert row is not None
+    return service.Requester(
+        id=row[0], email=row[1], is_admin=row[2], permissions=Permission(row[3])
+    )
+
+
+def _admin(url: str) -> service.Requester:
+    login = next(d for d in seed.DEMO_LOGINS if d.is_admin and d.can_export)
+    return _user(url, login.email)
+
+
+async def _list_all(
+    deps: Deps, request: ListRequest, user: service.Requester, now: dt.datetime
+) -> tuple[list[str], list[list[str]]]:
+    rows: list[list[str]] = []
+    page: str | None = None
+    async with deps.pool.connection() as conn:
+        while True:
+            current = ListRequest(
+                view=request.view,
+                q=request.q,
+                sort=request.sort,
+                filters=request.filters,
+                page=page,
+            )
+            result = await view_service.list_page(conn, current, user.actor, now=now, tz="UTC")
+            rows.extend(result.rows)
+            if result.next_cursor is None:
+                return [c.label for c in result.columns], rows
+            page = result.next_cursor
+
+
+async def _read(deps: Deps, key: str) -> bytes:
+    assert isinstance(deps.storage, LocalStorage)
+    return b"".join([chunk async for chunk in deps.storage.read(key)])
+
+
+async def _export_row(deps: Deps, export_id: str) -> dict[str, Any]:
+    async with deps.pool.connection() as conn:
+        row = await service.load_export(conn, export_id)
+    assert row is not None
+    return row
+
+
+@pytest.mark.parametrize(
+    ("view", "sort", "filters", "q"),
+    [
+        ("all", None, {}, ""),
+        ("open", "priority", {}, ""),
+        ("all", "assignee", {"type": "closed"}, ""),
+        ("all", "sla", {}, "a"),
+    ],
+)
+async def test_export_equals_the_list(
+    deps: Deps, seeded_url: str, view: str, sort: str | None, filters: dict[str, str], q: str
+) -> None:
+    user = _admin(seeded_url)
+    request = ListRequest(view=view, q=q, sort=sort, filters=filters, page=None)
+    requested = await service.request_export(
+        deps.pool, user, request, timezone="UTC", retention_hours=72, client_ip="127.0.0.1"
+    )
+    assert not requested.deduplicated
+    export = await _export_row(deps, requested.export_id)
+    assert export["status"] == "queued"
+    job_id = export["procrastinate_job_id"]
+    assert job_id is not None
+
+    await ExportRun(deps, requested.export_id, job_id).run()
+
+    export = await _export_row(deps, requested.export_id)
+    assert export["status"] == "completed", export["error_code"]
+    data = await _read(deps, export["object_key"])
+    assert data.startswith(BOM)
+    assert export["size_bytes"] == len(data)
+    parsed = list(csv.reader(io.StringIO(data[len(BOM) :].decode("utf-8"), newline="")))
+    labels, listed = await _list_all(deps, request, user, export["as_of"])
+    assert parsed[0] == labels
+    # The list shows raw values; the file guards formula-like cells with a leading quote.
+    guarded = [
+        ["'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v for v in row] for row in listed
+    ]
+    assert parsed[1:] == guarded
+    assert export["rows_done"] == export["rows_total"] == len(listed)
+    assert export["file_name"].startswith("tickets-")
+
+
+async def test_double_submit_returns_the_first(deps: Deps, seeded_url: str) -> None:
+    user = _admin(seeded_url)
+    request = ListRequest(view="open", q="x", sort=None, filters={}, page=None)
+    first = await service.request_export(
+        deps.pool, user, request, timezone="UTC", retention_hours=72, client_ip=None
+    )
+    second = await service.request_export(
+        deps.pool, user, request, timezone="UTC", retention_hours=72, client_ip=None
+    )
+    assert second.deduplicated
+    assert second.export_id == first.export_id
+    other = ListRequest(view="open", q="y", sort=None, filters={}, page=None)
+    third = await service.request_export(
+        deps.pool, user, other, timezone="UTC", retention_hours=72, client_ip=None
+    )
+    assert third.export_id != first.export_id
+
+
+async def test_permission_revoked_before_the_job_runs(deps: Deps, seeded_url: str) -> None:
+    login = next(d for d in seed.DEMO_LOGINS if not d.is_admin and d.can_export)
+    user = _user(seeded_url, login.email)
+    request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
+    requested = await service.request_export(
+        deps.pool, user, request, timezone="UTC", retention_hours=72, client_ip=None
+    )
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM user_roles WHERE user_id = %s", (user.id,))
+    export = await _export_row(deps, requested.export_id)
+    await ExportRun(deps, requested.export_id, export["procrastinate_job_id"]).run()
+    export = await _export_row(deps, requested.export_id)
+    assert export["status"] == "failed"
+    assert export["error_code"] == "permission_revoked"
+    assert "Import / Export Tickets" in export["error_message"]
+    assert export["media_item_id"] is None
+    assert not list((Path(deps.settings.home) / "exports").rglob("*.csv*"))
+
+
+async def test_request_without_permission_is_denied_and_creates_nothing(
+    deps: Deps, seeded_url: str
+) -> None:
+    login = next(d for d in seed.DEMO_LOGINS if d.is_admin and not d.can_export)
+    user = _user(seeded_url, login.email)
+    request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
+    with pytest.raises(service.ExportDenied):
+        await service.request_export(
+            deps.pool, user, request, timezone="UTC", retention_hours=72, client_ip="10.0.0.1"
+        )
+    with psycopg.connect(seeded_url) as conn:
+        assert conn.execute("SELECT count(*) FROM export_jobs").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM procrastinate_jobs").fetchone() == (0,)
+        denial = conn.execute(
+            "SELECT actor_id, client_ip::text, details FROM audit_log "
+            "WHERE action = 'export.denied'"
+        ).fetchone()
+    assert denial == (user.id, "10.0.0.1/32", {"action": "request", "reason": "missing_permission"})
+
+
+async def test_cancel_then_retry(deps: Deps, seeded_url: str) -> None:
+    user = _admin(seeded_url)
+    request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
+    requested = await service.request_export(
+        deps.pool, user, request, timezone="UTC", retention_hours=72, client_ip=None
+    )
+    await service.cancel_export(deps.pool, user, requested.export_id, client_ip=None)
+    export = await _export_row(deps, requested.export_id)
+    assert export["status"] == "cancelled"
+    with pytest.raises(service.ExportConflict):
+        await service.cancel_export(deps.pool, user, requested.export_id, client_ip=None)
+    with psycopg.connect(seeded_url) as conn:
+        job = conn.execute(
+            "SELECT status FROM procrastinate_jobs WHERE id = %s",
+            (export["procrastinate_job_id"],),
+        ).fetchone()
+    assert job == ("cancelled",)
+    # the cancelled job, if a worker picks it up anyway, does nothing
+    await ExportRun(deps, requested.export_id, export["procrastinate_job_id"]).run()
+    assert (await _export_row(deps, requested.export_id))["status"] == "cancelled"
+
+    retried = await service.retry_export(
+        deps.pool, user, requested.export_id, retention_hours=72, client_ip=None
+    )
+    new = await _export_row(deps, retried.export_id)
+    assert new["retry_of_id"] is not None
+    assert str(new["retry_of_id"]) == requested.export_id
+    assert new["request"]["view"] == export["request"]["view"]
+    assert new["as_of"] >= export["as_of"]
+    await ExportRun(deps, retried.export_id, new["procrastinate_job_id"]).run()
+    assert (await _export_row(deps, retried.export_id))["status"] == "completed"
+
+
+async def test_other_staff_cannot_see_an_export(deps: Deps, seeded_url: str) -> None:
+    owner = _admin(seeded_url)
+    login = next(d for d in seed.DEMO_LOGINS if not d.is_admin and not d.can_export)
+    stranger = _user(seeded_url, login.email)
+    request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
+    requested = await service.request_export(
+        deps.pool, owner, request, timezone="UTC", retention_hours=72, client_ip=None
+    )
+    async with deps.pool.connection() as conn:
+        with pytest.raises(service.ExportNotFound):
+            await service.visible_export(conn, stranger, requested.export_id)
+        with pytest.raises(service.ExportNotFound):
+            await service.visible_export(conn, stranger, "not-a-uuid")
+    with pytest.raises(service.ExportNotFound):
+        await service.cancel_export(deps.pool, stranger, requested.export_id, client_ip=None)
+
+
+async def test_maintenance_requeues_a_lost_attempt_and_sweeps_its_upload(
+    deps: Deps, seeded_url: str
+) -> None:
+    user = _admin(seeded_url)
+    request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
+    requested = await service.request_export(
+        deps.pool, user, request, timezone="UTC", retention_hours=72, client_ip=None
+    )
+    export_id = requested.export_id
+    # A worker claimed it, wrote half a file and died without a trace.
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE export_jobs SET status = 'running', heartbeat_at = now() - interval '1 hour', "
+            "progress_at = now() - interval '1 hour', rows_done = 10, rows_total = 400 "
+            "WHERE id = %s",
+            (export_id,),
+        )
+    partial = Path(deps.settings.home) / "exports" / "exports" / export_id / "1"
+    partial.mkdir(parents=True)
+    (partial / "tickets-all.csv.deadbeef.part").write_bytes(b"half")
+
+    report = await maintenance.run_maintenance(deps)
+    assert report.requeued == 1
+    assert report.orphans_removed == 1
+    assert not list(partial.iterdir())
+    export = await _export_row(deps, export_id)
+    assert (export["status"], export["attempt"], export["rows_done"]) == ("queued", 2, 0)
+    await ExportRun(deps, export_id, export["procrastinate_job_id"]).run()
+    export = await _export_row(deps, export_id)
+    assert (export["status"], export["attempt"]) == ("completed", 2)
+    assert "/2/" in export["object_key"]

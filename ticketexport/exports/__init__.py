@@ -1,0 +1,1 @@
+"""Export use cases (request, retry, cancel, download), the worker task and maintenance."""

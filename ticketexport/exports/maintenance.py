@@ -1,0 +1,252 @@
+"""Periodic maintenance: rescue crashed or stalled exports, expire files, sweep orphans."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import procrastinate
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from ticketexport import audit, events
+from ticketexport.db import q
+from ticketexport.domain import exports as rules
+from ticketexport.exports.service import QUEUE, TASK_NAME, copy_application_name
+from ticketexport.exports.worker import MAX_ATTEMPTS, Deps
+from ticketexport.storage import StorageError
+
+log = logging.getLogger(__name__)
+
+MAINTENANCE_QUEUE = "maintenance"
+
+
+@dataclasses.dataclass
+class Report:
+    requeued: int = 0
+    failed: int = 0
+    expired: int = 0
+    orphans_removed: int = 0
+
+
+def heartbeat_timeout(deps: Deps) -> float:
+    """A running attempt whose heartbeat is older than this has lost its worker."""
+    return max(deps.settings.heartbeat_seconds * 3, 2.0)
+
+
+def cron_for(seconds: float) -> str:
+    """Every `seconds` (1–59) as a six-field cron (croniter's seconds field comes last)."""
+    step = max(1, min(59, round(seconds)))
+    return f"* * * * * */{step}"
+
+
+async def run_maintenance(deps: Deps) -> Report:
+    """One pass; safe to run from many workers at once (rows are claimed SKIP LOCKED)."""
+    report = Report()
+    await _rescue(deps, report)
+    await _expire_unfinished(deps, report)
+    await _expire_completed(deps, report)
+    await _fail_orphaned_queued(deps, report)
+    await _sweep_uploads(deps, report)
+    return report
+
+
+async def _rescue(deps: Deps, report: Report) -> None:
+    async with deps.pool.connection() as conn, conn.transaction():
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(
+            q("maintenance_stuck_running"),
+            {"heartbeat": heartbeat_timeout(deps), "stall": deps.settings.stall_seconds},
+        )
+        for export in await cur.fetchall():
+            export_id = str(export["id"])
+            reason = export["reason"]
+            # Whatever the old attempt is still doing in the database, it stops now.
+            await cur.execute(
+                q("export_cancel_backends"), {"app": copy_application_name(export_id)}
+            )
+            if export["procrastinate_job_id"] is not None:
+                await cur.execute(
+                    q("procrastinate_finish_stale_job"),
+                    {"job_id": export["procrastinate_job_id"]},
+                )
+            if export["attempt"] < MAX_ATTEMPTS:
+                await cur.execute(q("export_requeue"), {"id": export_id})
+                await cur.execute(
+                    q("export_defer_job"),
+                    {"queue": QUEUE, "task": TASK_NAME, "args": Jsonb({"export_id": export_id})},
+                )
+                job = await cur.fetchone()
+                assert job is not None
+                await cur.execute(q("export_set_job_id"), {"id": export_id, "job_id": job["id"]})
+                action, details = (
+                    "export.requeued",
+                    {
+                        "reason": reason,
+                        "attempt": export["attempt"] + 1,
+                        "rows_done": export["rows_done"],
+                        "procrastinate_job_id": job["id"],
+                    },
+                )
+                report.requeued += 1
+            else:
+                await cur.execute(
+                    q("export_fail"),
+                    {
+                        "id": export_id,
+                        "attempt": export["attempt"],
+                        "code": reason,
+                        "message": rules.safe_message(reason),
+                    },
+                )
+                action, details = (
+                    "export.failed",
+                    {"error_code": reason, "attempt": export["attempt"]},
+                )
+                report.failed += 1
+            await audit.record(
+                conn,
+                action,
+                actor_id=None,
+                actor_email=None,
+                export_id=export_id,
+                details={**details, "by": "maintenance"},
+            )
+            await events.publish(conn, export_id)
+            log.warning(
+                "rescued a %s export", reason, extra={"export_id": export_id, "action": action}
+            )
+
+
+async def _expire_unfinished(deps: Deps, report: Report) -> None:
+    code = "expired_before_completion"
+    async with deps.pool.connection() as conn, conn.transaction():
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(
+            q("maintenance_expire_unfinished"), {"code": code, "message": rules.safe_message(code)}
+        )
+        for export in await cur.fetchall():
+            export_id = str(export["id"])
+            await cur.execute(
+                q("export_cancel_backends"), {"app": copy_application_name(export_id)}
+            )
+            if export["procrastinate_job_id"] is not None:
+                await cur.execute(
+                    q("procrastinate_abort_job"), {"job_id": export["procrastinate_job_id"]}
+                )
+            await audit.record(
+                conn,
+                "export.failed",
+                actor_id=None,
+                actor_email=None,
+                export_id=export_id,
+                details={"error_code": code, "attempt": export["attempt"], "by": "maintenance"},
+            )
+            await events.publish(conn, export_id)
+            report.failed += 1
+
+
+async def _expire_completed(deps: Deps, report: Report) -> None:
+    async with deps.pool.connection() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(q("maintenance_due_for_expiry"))
+        due = await cur.fetchall()
+    for export in due:
+        export_id = str(export["id"])
+        try:
+            await deps.storage.delete(export["object_key"])
+        except (StorageError, OSError):
+            log.exception("could not delete an expired export file", extra={"export_id": export_id})
+            continue
+        async with deps.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(q("export_expire"), {"id": export_id})
+            if await cur.fetchone() is None:
+                continue
+            await audit.record(
+                conn,
+                "export.expired",
+                actor_id=None,
+                actor_email=None,
+                export_id=export_id,
+                details={"object_key": export["object_key"], "by": "maintenance"},
+            )
+            await events.publish(conn, export_id)
+        report.expired += 1
+
+
+async def _fail_orphaned_queued(deps: Deps, report: Report) -> None:
+    """Queued exports whose job ended without running them (it failed before the claim)."""
+    code = "internal"
+    async with deps.pool.connection() as conn, conn.transaction():
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(
+            q("maintenance_fail_orphaned_queued"),
+            {"code": code, "message": rules.safe_message(code)},
+        )
+        for export in await cur.fetchall():
+            await audit.record(
+                conn,
+                "export.failed",
+                actor_id=None,
+                actor_email=None,
+                export_id=str(export["id"]),
+                details={"error_code": code, "reason": "job_lost", "by": "maintenance"},
+            )
+            await events.publish(conn, str(export["id"]))
+            report.failed += 1
+
+
+async def _sweep_uploads(deps: Deps, report: Report) -> None:
+    """Unfinished uploads that no running attempt owns are removed."""
+    try:
+        pending = await deps.storage.pending_uploads("exports/")
+    except (StorageError, OSError):
+        log.exception("could not list unfinished uploads")
+        return
+    if not pending:
+        return
+    owners: dict[str, tuple[str, int]] = {}
+    for key in pending:
+        parts = key.split("/")
+        if len(parts) >= 3 and parts[2].isdigit():
+            owners[key] = (parts[1], int(parts[2]))
+    async with deps.pool.connection() as conn:
+        cur = await conn.execute(
+            q("maintenance_running_attempts"),
+            {"ids": sorted({owner[0] for owner in owners.values()})},
+        )
+        running = {(str(row[0]), int(row[1])) for row in await cur.fetchall()}
+    for key in pending:
+        if owners.get(key) in running:
+            continue
+        try:
+            await deps.storage.delete(key)
+            report.orphans_removed += 1
+        except (StorageError, OSError):
+            log.exception("could not remove an orphan upload", extra={"object_key": key})
+
+
+def register(app: procrastinate.App, deps_interval: float) -> None:
+    """Adds the periodic maintenance task to `app`, every `deps_interval` seconds."""
+
+    @app.periodic(cron=cron_for(deps_interval), periodic_id="export-maintenance")
+    @app.task(
+        name="ticketexport:maintenance",
+        queue=MAINTENANCE_QUEUE,
+        pass_context=True,
+        queueing_lock="ticketexport-maintenance",
+    )
+    async def maintenance(context: procrastinate.JobContext, timestamp: int) -> None:
+        deps: Deps = context.additional_context["deps"]
+        try:
+            report = await run_maintenance(deps)
+        except (psycopg.OperationalError, OSError):
+            log.warning("maintenance skipped: database unavailable")
+            return
+        if report != Report():
+            log.info("maintenance", extra=dataclasses.asdict(report))
+        # Our own periodic runs would otherwise pile up in procrastinate_jobs.
+        await context.app.job_manager.delete_old_jobs(
+            nb_hours=1, queue=MAINTENANCE_QUEUE, include_failed=True, include_cancelled=True
+        )

@@ -1,0 +1,449 @@
+"""The export job: COPY (SELECT …) TO STDOUT streamed straight into storage."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+import zoneinfo
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import procrastinate
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from ticketexport import audit, events
+from ticketexport.config import Settings
+from ticketexport.db import q
+from ticketexport.domain import exports as rules
+from ticketexport.domain.exports import Stage, Status
+from ticketexport.domain.permissions import Permission, can_export
+from ticketexport.exports.service import copy_application_name
+from ticketexport.storage import Storage, StorageError
+from ticketexport.views import model as view_model
+from ticketexport.views import service as view_service
+from ticketexport.views.compiler import export_query
+
+log = logging.getLogger(__name__)
+
+BOM = b"\xef\xbb\xbf"
+CONTENT_TYPE = "text/csv; charset=utf-8"
+# Progress is written (and announced) at most this often.
+PROGRESS_INTERVAL = 0.5
+# Rows are gathered into blocks of about this size before they go to storage.
+BLOCK_BYTES = 1024 * 1024
+# Attempts of one export, automatic retries after a crash or outage included.
+MAX_ATTEMPTS = 3
+
+blueprint = procrastinate.Blueprint()
+
+
+@dataclasses.dataclass(frozen=True)
+class Deps:
+    """What a running export needs, built once per worker process."""
+
+    settings: Settings
+    database_url: str
+    pool: AsyncConnectionPool[Any]
+    storage: Storage
+
+
+class ExportFailed(Exception):
+    """Ends the export as failed with a fixed, safe error code."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
+
+
+class Transient(Exception):
+    """The database or storage went away; the attempt may succeed if run again."""
+
+    def __init__(self, code: str, cause: BaseException) -> None:
+        super().__init__(f"{code}: {type(cause).__name__}: {cause}")
+        self.code = code
+
+
+class Superseded(Exception):
+    """The row is no longer this attempt's to write (cancelled, re-queued, expired)."""
+
+
+def _object_key(export_id: str, attempt: int, file_name: str) -> str:
+    return f"exports/{export_id}/{attempt}/{file_name}"
+
+
+@blueprint.task(
+    name="export_tickets",
+    queue="exports",
+    pass_context=True,
+    retry=procrastinate.RetryStrategy(
+        max_attempts=MAX_ATTEMPTS - 1,
+        exponential_wait=1,
+        retry_exceptions={Transient},
+    ),
+)
+async def export_tickets(context: procrastinate.JobContext, export_id: str) -> None:
+    deps: Deps = context.additional_context["deps"]
+    job_id = context.job.id
+    await ExportRun(deps, export_id, job_id).run()
+
+
+class ExportRun:
+    """One attempt at one export, from claim to the stored file."""
+
+    def __init__(self, deps: Deps, export_id: str, job_id: int | None) -> None:
+        self.deps = deps
+        self.export_id = export_id
+        self.job_id = job_id
+        self.attempt = 0
+        self.rows = 0
+        self.total: int | None = None
+        self.started = time.monotonic()
+        self.log_extra: dict[str, Any] = {"export_id": export_id, "job_id": job_id}
+
+    # --- row updates ----------------------------------------------------------------
+
+    async def _update(self, name: str, **params: Any) -> dict[str, Any] | None:
+        """Run a guarded update (only while this attempt owns the row) and announce it."""
+        async with self.deps.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(q(name), {"id": self.export_id, "attempt": self.attempt, **params})
+            row: dict[str, Any] | None = await cur.fetchone()
+            if row is not None:
+                await events.publish(conn, self.export_id)
+            return row
+
+    async def _claim(self) -> dict[str, Any] | None:
+        """queued → running (after a crash: running → queued → running, attempt + 1)."""
+        async with self.deps.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(q("export_lock"), {"id": self.export_id})
+            export = await cur.fetchone()
+            if export is None or export["status"] not in (Status.QUEUED, Status.RUNNING):
+                return None
+            if self.job_id is not None and export["procrastinate_job_id"] not in (
+                None,
+                self.job_id,
+            ):
+                # Maintenance handed this export to a newer job; this one is stale.
+                return None
+            if export["status"] == Status.RUNNING:
+                if export["attempt"] >= MAX_ATTEMPTS:
+                    await cur.execute(
+                        q("export_fail"),
+                        {
+                            "id": self.export_id,
+                            "attempt": export["attempt"],
+                            "code": "worker_lost",
+                            "message": rules.safe_message("worker_lost"),
+                        },
+                    )
+                    await events.publish(conn, self.export_id)
+                    return None
+                # A previous try of this job died mid-way: that attempt is over.
+                await cur.execute(q("export_requeue"), {"id": self.export_id})
+            if export["expires_at"] <= export["db_now"]:
+                await cur.execute(
+                    q("export_fail_unclaimed"),
+                    {
+                        "id": self.export_id,
+                        "code": "expired_before_completion",
+                        "message": rules.safe_message("expired_before_completion"),
+                    },
+                )
+                await events.publish(conn, self.export_id)
+                return None
+            await cur.execute(q("export_start"), {"id": self.export_id, "job_id": self.job_id})
+            started: dict[str, Any] | None = await cur.fetchone()
+            assert started is not None
+            await events.publish(conn, self.export_id)
+            return started
+
+    # --- the run ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        export = await self._claim()
+        if export is None:
+            log.info("export has nothing to do", extra=self.log_extra)
+            return
+        self.attempt = int(export["attempt"])
+        self.log_extra["attempt"] = self.attempt
+        log.info("export started", extra=self.log_extra)
+        heartbeat = asyncio.create_task(self._heartbeat(asyncio.current_task()))
+        key: str | None = None
+        try:
+            frozen = export["request"]
+            await self._check_requester(frozen)
+            query = self._query(frozen, export["as_of"])
+            tz = zoneinfo.ZoneInfo(frozen["timezone"])
+            file_name = rules.file_name(frozen["view"]["name"], export["as_of"], tz)
+            key = _object_key(self.export_id, self.attempt, file_name)
+            await self._copy_to_storage(query, key, file_name)
+        except Superseded:
+            log.info("export superseded; stopping", extra=self.log_extra)
+            await self._discard(key)
+        except ExportFailed as exc:
+            log.warning("export failed: %s", exc, extra={**self.log_extra, "error_code": exc.code})
+            await self._discard(key)
+            await self._fail(exc.code)
+        except Transient as exc:
+            await self._discard(key)
+            if self.attempt >= MAX_ATTEMPTS:
+                log.exception("export failed after its last attempt", extra=self.log_extra)
+                await self._fail(exc.code)
+                return
+            log.warning("export hit a transient error; will retry: %s", exc, extra=self.log_extra)
+            raise
+        except asyncio.CancelledError:
+            # Aborted (cancel) or shutting down: never leave a file behind.
+            await asyncio.shield(self._discard(key))
+            raise
+        except Exception:
+            log.exception("export failed unexpectedly", extra=self.log_extra)
+            await self._discard(key)
+            await self._fail("internal")
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _check_requester(self, frozen: Mapping[str, Any]) -> None:
+        async with self.deps.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(q("user_access"), {"user_id": frozen["requester"]["id"]})
+            user = await cur.fetchone()
+        if user is None or not user["is_active"]:
+            raise ExportFailed("permission_revoked", "requester inactive or gone")
+        if not can_export(Permission(int(user["permissions"]))):
+            raise ExportFailed("permission_revoked", "requester lost permission 512")
+
+    def _query(self, frozen: Mapping[str, Any], as_of: Any) -> sql.Composable:
+        view = frozen["view"]
+        try:
+            definition = view_model.parse_definition(view["definition"])
+            resolved = view_service.ResolvedView(
+                key=view["key"],
+                name=view["name"],
+                definition=definition,
+                saved_view_id=view["saved_view_id"],
+                builtin=view["builtin"],
+            )
+            request = view_service.ListRequest(
+                view=view["key"],
+                q=frozen["q"],
+                sort=frozen["sort"],
+                filters=frozen["filters"],
+                page=None,
+            )
+            actor = view_model.Actor(
+                user_id=int(frozen["actor"]["id"]),
+                is_admin=bool(frozen["actor"]["is_admin"]),
+                permissions=int(frozen["actor"]["permissions"]),
+            )
+        except (KeyError, TypeError, view_model.ViewInputError) as exc:
+            raise ExportFailed("view_unavailable", repr(exc)) from exc
+        return export_query(resolved, request, actor, as_of, frozen["timezone"])
+
+    async def _copy_to_storage(self, query: sql.Composable, key: str, file_name: str) -> None:
+        storage = self.deps.storage
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.deps.database_url,
+                autocommit=True,
+                application_name=copy_application_name(self.export_id),
+            )
+        except psycopg.OperationalError as exc:
+            raise Transient("database_unavailable", exc) from exc
+        try:
+            # Leftovers of an earlier attempt that died mid-upload go first.
+            await storage.delete(key)
+            await self._stage(Stage.COUNTING)
+            try:
+                cur = await conn.execute(
+                    sql.SQL("SELECT count(*) FROM ({}) AS export_rows").format(query)
+                )
+                counted = await cur.fetchone()
+            except psycopg.OperationalError as exc:
+                raise Transient("database_unavailable", exc) from exc
+            assert counted is not None
+            self.total = int(counted[0])
+            if await self._update("export_counted", total=self.total) is None:
+                raise Superseded
+            await self._stage(Stage.EXPORTING)
+            try:
+                stored = await storage.put_stream(
+                    key, self._stream(conn, query), content_type=CONTENT_TYPE
+                )
+            except StorageError as exc:
+                raise Transient("storage_unavailable", exc) from exc
+            except psycopg.OperationalError as exc:
+                raise Transient("database_unavailable", exc) from exc
+            except OSError as exc:
+                raise Transient("storage_unavailable", exc) from exc
+        finally:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await conn.close()
+        if self.rows != self.total:
+            await storage.delete(key)
+            raise ExportFailed("row_count_mismatch", f"counted {self.total}, wrote {self.rows}")
+        await self._stage(Stage.STORING)
+        await self._complete(key, file_name, stored.size, stored.sha256)
+
+    async def _stream(
+        self, conn: psycopg.AsyncConnection[Any], query: sql.Composable
+    ) -> AsyncIterator[bytes]:
+        """The BOM, then COPY's CSV in blocks; counts rows and reports progress on the way."""
+        yield BOM
+        rate = self.deps.settings.export_max_rows_per_s
+        copy_sql = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(query)
+        block = bytearray()
+        header_seen = False
+        last_progress = time.monotonic()
+        throttle_start = last_progress
+        async with conn.cursor().copy(copy_sql) as copy:
+            # libpq hands COPY data over one row per message: one chunk is one row.
+            async for chunk in copy:
+                block += chunk
+                if header_seen:
+                    self.rows += 1
+                else:
+                    header_seen = True
+                if len(block) >= BLOCK_BYTES:
+                    yield bytes(block)
+                    block.clear()
+                if rate > 0:
+                    ahead = self.rows / rate - (time.monotonic() - throttle_start)
+                    if ahead > 0.05:
+                        if block:
+                            yield bytes(block)
+                            block.clear()
+                        await asyncio.sleep(ahead)
+                now = time.monotonic()
+                if now - last_progress >= PROGRESS_INTERVAL:
+                    last_progress = now
+                    await self._progress()
+        if block:
+            yield bytes(block)
+        await self._progress()
+
+    async def _progress(self) -> None:
+        if await self._update("export_progress", rows=self.rows) is None:
+            raise Superseded
+
+    async def _stage(self, stage: Stage) -> None:
+        if await self._update("export_stage", stage=stage.value) is None:
+            raise Superseded
+
+    async def _heartbeat(self, main: asyncio.Task[Any] | None) -> None:
+        """Marks the attempt alive; stops the run when the row is no longer ours."""
+        interval = self.deps.settings.heartbeat_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                alive = await self._update_quiet("export_heartbeat")
+            except (psycopg.Error, OSError):
+                log.warning("heartbeat failed", extra=self.log_extra)
+                continue
+            if not alive and main is not None:
+                log.info("export no longer running here; cancelling", extra=self.log_extra)
+                main.cancel()
+                return
+
+    async def _update_quiet(self, name: str) -> bool:
+        async with self.deps.pool.connection() as conn:
+            cur = await conn.execute(q(name), {"id": self.export_id, "attempt": self.attempt})
+            return await cur.fetchone() is not None
+
+    async def _complete(self, key: str, file_name: str, size: int, sha256: str) -> None:
+        async with self.deps.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                q("media_item_insert"),
+                {
+                    "file_name": file_name,
+                    "size": size,
+                    "content_type": CONTENT_TYPE,
+                    "backend": self.deps.storage.backend,
+                    "key": key,
+                    "sha256": sha256,
+                },
+            )
+            media = await cur.fetchone()
+            assert media is not None
+            await cur.execute(
+                q("export_complete"),
+                {"id": self.export_id, "attempt": self.attempt, "media_id": media["id"]},
+            )
+            done = await cur.fetchone()
+            if done is None:
+                # Cancelled while storing: roll back the media row, then drop the file.
+                raise Superseded
+            duration = time.monotonic() - self.started
+            await audit.record(
+                conn,
+                "export.completed",
+                actor_id=done["requester_id"],
+                actor_email=None,
+                export_id=self.export_id,
+                details={
+                    "rows": self.rows,
+                    "bytes": size,
+                    "sha256": sha256,
+                    "attempt": self.attempt,
+                    "duration_s": round(duration, 3),
+                    "job_id": self.job_id,
+                },
+            )
+            await events.publish(conn, self.export_id)
+        log.info(
+            "export completed",
+            extra={**self.log_extra, "rows": self.rows, "bytes": size},
+        )
+
+    async def _fail(self, code: str) -> None:
+        try:
+            async with self.deps.pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(
+                    q("export_fail"),
+                    {
+                        "id": self.export_id,
+                        "attempt": self.attempt,
+                        "code": code,
+                        "message": rules.safe_message(code),
+                    },
+                )
+                failed = await cur.fetchone()
+                if failed is None:
+                    return
+                await audit.record(
+                    conn,
+                    "export.failed",
+                    actor_id=failed["requester_id"],
+                    actor_email=None,
+                    export_id=self.export_id,
+                    details={
+                        "error_code": code,
+                        "rows": self.rows,
+                        "attempt": self.attempt,
+                        "duration_s": round(time.monotonic() - self.started, 3),
+                        "job_id": self.job_id,
+                    },
+                )
+                await events.publish(conn, self.export_id)
+        except (psycopg.Error, OSError):
+            # The database is gone too; maintenance fails the row once it is back.
+            log.exception("could not record the export failure", extra=self.log_extra)
+
+    async def _discard(self, key: str | None) -> None:
+        if key is None:
+            return
+        try:
+            await self.deps.storage.delete(key)
+        except (StorageError, OSError):
+            log.exception("could not remove a partial export file", extra=self.log_extra)

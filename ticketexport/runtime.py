@@ -1,0 +1,170 @@
+"""Long-running processes: `serve` (web), `worker` (jobs) and `demo` (both, zero-config)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from ticketexport import db
+from ticketexport.config import Settings
+
+log = logging.getLogger(__name__)
+
+DEMO_TICKETS = 20_000
+
+
+class StartupError(Exception):
+    """A start-up problem reported to the operator as one line."""
+
+
+def _check_migrated(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        pending = db.pending_migrations(conn)
+    if pending:
+        raise StartupError(
+            f"the database has {len(pending)} pending migration(s); "
+            "run `ticketexport migrate` first"
+        )
+
+
+def _demo_secret(home: Path) -> str:
+    """The demo keeps one generated key under its home so sessions survive restarts."""
+    path = home / "secret_key"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    home.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+def _seed_if_empty(url: str) -> None:
+    from ticketexport import seed
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT EXISTS (SELECT 1 FROM tickets)").fetchone()
+        if row is not None and not row[0]:
+            print(f"seeding {DEMO_TICKETS:,} demo tickets…", flush=True)
+            seed.seed(conn, tickets=DEMO_TICKETS, seed=1, anchor=None)
+
+
+async def _worker(settings: Settings, url: str, concurrency: int, *, signals: bool) -> None:
+    from psycopg_pool import AsyncConnectionPool
+
+    from ticketexport.exports.worker import Deps
+    from ticketexport.jobs import build_app
+    from ticketexport.storage import from_url
+
+    app = build_app(url, settings)
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        url, min_size=1, max_size=concurrency + 2, open=False, kwargs={"autocommit": True}
+    )
+    deps = Deps(
+        settings=settings, database_url=url, pool=pool, storage=from_url(settings.storage_url)
+    )
+    async with pool, app.open_async():
+        await app.run_worker_async(
+            concurrency=concurrency,
+            install_signal_handlers=signals,
+            additional_context={"deps": deps},
+            update_heartbeat_interval=settings.heartbeat_seconds,
+            stalled_worker_timeout=max(
+                settings.worker_seen_seconds, settings.heartbeat_seconds * 3
+            ),
+        )
+
+
+async def _web(settings: Settings, url: str, stop: asyncio.Event) -> None:
+    from ticketexport.web.app import run_web
+
+    await run_web(settings, url, stop=stop)
+
+
+async def _demo(settings: Settings, url: str, concurrency: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    web = asyncio.create_task(_web(settings, url, stop))
+    worker = asyncio.create_task(_worker(settings, url, concurrency, signals=False))
+    stopper = asyncio.create_task(stop.wait())
+    tasks: list[asyncio.Task[Any]] = [web, worker, stopper]
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    # Cancelling the worker task is procrastinate's documented graceful stop.
+    worker.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    for task in done:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
+
+
+def run(command: str, settings: Settings, *, concurrency: int = 2) -> int:
+    """Run one of the long-running commands until it is stopped."""
+    from ticketexport.logs import configure_logging
+
+    configure_logging()
+    try:
+        if command == "worker":
+            with db.database_url(settings) as url:
+                _check_migrated(url)
+                asyncio.run(_worker(settings, url, concurrency, signals=True))
+            return 0
+        if command == "serve":
+            if not settings.secret_key:
+                raise StartupError("TICKETEXPORT_SECRET_KEY must be set for `serve`")
+            with db.database_url(settings) as url:
+                _check_migrated(url)
+                asyncio.run(_serve(settings, url))
+            return 0
+        if command == "demo":
+            return _run_demo(settings, concurrency)
+    except StartupError as exc:
+        sys.stderr.write(f"ticketexport: error: {exc}\n")
+        return 2
+    raise ValueError(f"unknown command {command!r}")
+
+
+async def _serve(settings: Settings, url: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await _web(settings, url, stop)
+
+
+def _run_demo(settings: Settings, concurrency: int) -> int:
+    import dataclasses
+
+    if not settings.secret_key:
+        settings = dataclasses.replace(settings, secret_key=_demo_secret(settings.home))
+    with db.database_url(settings) as url:
+        applied = db.migrate(url)
+        if applied:
+            print("migrated: " + ", ".join(applied), flush=True)
+        _seed_if_empty(url)
+        from ticketexport.seed import DEMO_LOGINS
+
+        wildcard = {"127.0.0.1", "0.0.0.0", "::"}  # noqa: S104 - only compared, never bound
+        shown_host = "localhost" if settings.host in wildcard else settings.host
+        print(f"\nticketexport demo: http://{shown_host}:{settings.port}/staff/tickets", flush=True)
+        print("demo logins (email / password):", flush=True)
+        for login in DEMO_LOGINS:
+            print(f"  {login.email:<28} {login.password:<20} {login.can}", flush=True)
+        print("press Ctrl+C to stop\n", flush=True)
+        asyncio.run(_demo(settings, url, concurrency))
+    return 0
