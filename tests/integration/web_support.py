@@ -1,0 +1,118 @@
+"""Shared helpers for the web integration tests: a running app, users, tickets, forms."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import html
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import psycopg
+import psycopg_pool
+import pytest
+import pytest_asyncio
+from aiohttp import web as aioweb
+from aiohttp.test_utils import TestClient, TestServer
+
+from ticketexport import accounts
+from ticketexport.config import Settings
+from ticketexport.domain.permissions import Permission
+from ticketexport.web.app import init_app
+from ticketexport.web.state import SERVER_ERRORS
+
+PASSWORD = "correct horse battery"
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def settings_for(db_url: str, **overrides: Any) -> Settings:
+    base = Settings.from_env({"DATABASE_URL": db_url})
+    return dataclasses.replace(base, **overrides)
+
+
+def make_user(
+    conn: psycopg.Connection[Any],
+    email: str,
+    *,
+    permissions: int = 0,
+    admin: bool = False,
+    name: str = "Test User",
+) -> int:
+    """A user holding exactly `permissions` through a role of their own."""
+    roles = []
+    if permissions:
+        role = "r_" + re.sub(r"[^a-z0-9]", "_", email.lower())[:40]
+        accounts.add_role(conn, role, label=role, permissions=Permission(permissions))
+        roles.append(role)
+    return accounts.add_user(conn, email, name=name, password=PASSWORD, admin=admin, roles=roles)
+
+
+def insert_tickets(conn: psycopg.Connection[Any], count: int, *, title: str = "Ticket") -> None:
+    conn.execute(
+        "INSERT INTO tickets (title, status_id, priority_id, created_at, updated_at) "
+        "SELECT %s || ' ' || g, 1 + g %% 2, 1 + g %% 4, "
+        "  now() - make_interval(mins => g), now() - make_interval(mins => g) "
+        "FROM generate_series(1, %s) AS g",
+        (title, count),
+    )
+
+
+def csrf_in(page: str) -> str:
+    match = _CSRF.search(page)
+    assert match, "the page carries no csrf_token input"
+    return html.unescape(match.group(1))
+
+
+class Web:
+    """A test client bound to one running app, with login and form helpers."""
+
+    def __init__(self, client: TestClient[Any, Any], pool: psycopg_pool.AsyncConnectionPool[Any]):
+        self.client = client
+        self.pool = pool
+
+    @property
+    def app(self) -> Any:
+        return self.client.server.app
+
+    async def login(self, email: str, password: str = PASSWORD, next_: str = "") -> Any:
+        page = await self.client.get("/login")
+        token = csrf_in(await page.text())
+        return await self.client.post(
+            "/login",
+            data={"email": email, "password": password, "csrf_token": token, "next": next_},
+            allow_redirects=False,
+        )
+
+    async def csrf(self, path: str = "/staff/views") -> str:
+        response = await self.client.get(path)
+        return csrf_in(await response.text())
+
+    async def logout_cookies(self) -> None:
+        self.client.session.cookie_jar.clear()
+
+
+@contextlib.asynccontextmanager
+async def running(
+    db_url: str,
+    *,
+    setup: Callable[[aioweb.Application], None] | None = None,
+    **overrides: Any,
+) -> AsyncIterator[Web]:
+    """The real app against `db_url`; fails the test if it served any 500."""
+    async with psycopg_pool.AsyncConnectionPool(db_url, min_size=1, max_size=4) as pool:
+        app = init_app(settings_for(db_url, **overrides), pool)
+        if setup is not None:
+            setup(app)
+        async with TestClient(TestServer(app)) as client:
+            yield Web(client, pool)
+            errors = list(app[SERVER_ERRORS])
+    if errors:
+        pytest.fail(f"the app served {len(errors)} response(s) with status 500: {errors}")
+
+
+@pytest_asyncio.fixture
+async def web(db_url: str) -> AsyncIterator[Web]:
+    """The app with default settings against a fresh migrated database."""
+    async with running(db_url) as client:
+        yield client
