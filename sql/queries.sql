@@ -638,3 +638,60 @@ RETURNING e.id;
 -- Which of these exports are running, and in which attempt.
 SELECT id, attempt FROM export_jobs
 WHERE id = ANY(%(ids)s::uuid[]) AND status = 'running';
+
+-- Export pages (ticketexport.web.exports) ----------------------------------------------
+
+-- name: export_list
+-- One page of exports, newest first; user_id NULL lists everyone's.
+SELECT e.id, e.status, e.stage, e.attempt, e.rows_done, e.rows_total, e.error_code,
+       e.error_message, e.requested_at, e.expires_at, e.view_name, e.requester_id,
+       u.email AS requester_email, m.file_name, m.size_bytes
+FROM export_jobs e
+JOIN users u ON u.id = e.requester_id
+LEFT JOIN media_items m ON m.id = e.media_item_id
+WHERE (%(user_id)s::bigint IS NULL OR e.requester_id = %(user_id)s::bigint)
+  AND (%(before_time)s::timestamptz IS NULL
+       OR (e.requested_at, e.id) < (%(before_time)s::timestamptz, %(before_id)s::uuid))
+ORDER BY e.requested_at DESC, e.id DESC
+LIMIT %(limit)s;
+
+-- name: live_workers
+-- Workers whose heartbeat is recent.
+SELECT count(*) FROM procrastinate_workers
+WHERE last_heartbeat > now() - make_interval(secs => %(seconds)s);
+
+-- name: export_claim_auto_download
+-- The requester's one automatic download; no row when it already happened.
+UPDATE export_jobs SET auto_downloaded_at = now()
+WHERE id = %(id)s::uuid AND requester_id = %(user_id)s AND auto_downloaded_at IS NULL
+RETURNING id;
+
+-- Operations (ticketexport.web.ops) ----------------------------------------------------
+
+-- name: metrics_exports_by_status
+-- Export counts by status.
+SELECT status, count(*) AS n FROM export_jobs GROUP BY status;
+
+-- name: metrics_export_totals
+-- Rows, bytes and a duration histogram over exports that completed (expired ones included).
+SELECT count(*) AS completed,
+       COALESCE(sum(e.rows_done), 0)::bigint AS rows,
+       COALESCE(sum(m.size_bytes), 0)::bigint AS bytes,
+       COALESCE(sum(extract(epoch FROM e.finished_at - e.started_at)), 0)::float8
+           AS duration_sum,
+       ARRAY(SELECT (SELECT count(*) FROM export_jobs x
+                     WHERE x.status IN ('completed', 'expired')
+                       AND x.media_item_id IS NOT NULL
+                       AND extract(epoch FROM x.finished_at - x.started_at) <= t.b)
+             FROM unnest(%(buckets)s::float8[]) WITH ORDINALITY AS t (b, n)
+             ORDER BY t.n) AS bucket_counts
+FROM export_jobs e
+JOIN media_items m ON m.id = e.media_item_id
+WHERE e.status IN ('completed', 'expired');
+
+-- name: metrics_queue
+-- Waiting export jobs and live workers.
+SELECT (SELECT count(*) FROM procrastinate_jobs
+        WHERE queue_name = 'exports' AND status = 'todo') AS exports_waiting,
+       (SELECT count(*) FROM procrastinate_workers
+        WHERE last_heartbeat > now() - make_interval(secs => %(seconds)s)) AS live_workers;

@@ -219,7 +219,7 @@ async def request_export(
         raise ExportDenied("Exporting requires the Import / Export Tickets permission.")
     try:
         async with pool.connection() as conn, conn.transaction():
-            resolved = await view_service.resolve_view(conn, request.view, user.actor)
+            resolved = await view_service.check_request(conn, request, user.actor)
             roles = await _roles(conn, user.id)
             frozen = frozen_request(resolved, request, user, roles, timezone)
             return await _insert_and_defer(
@@ -232,6 +232,9 @@ async def request_export(
             )
     except view_model.ViewNotFound:
         await _deny(pool, user, "request", "view_not_found", client_ip)
+        raise
+    except view_model.ViewInputError as exc:
+        await _deny(pool, user, "request", f"invalid: {exc}"[:200], client_ip)
         raise
 
 

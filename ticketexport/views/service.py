@@ -31,6 +31,7 @@ __all__ = [
     "ResolvedView",
     "ViewNotFound",
     "builtin_view",
+    "check_request",
     "count_text",
     "filter_options",
     "list_page",
@@ -169,6 +170,15 @@ async def _check_lookups(conn: psycopg.AsyncConnection[Any], filters: Mapping[st
             raise ViewInputError(f"unknown priority {shown(filters['priority'])}")
 
 
+async def check_request(
+    conn: psycopg.AsyncConnection[Any], request: ListRequest, actor: Actor
+) -> ResolvedView:
+    """Resolve the view and check the filter values without listing (an export's request)."""
+    view = await resolve_view(conn, request.view, actor)
+    await _check_lookups(conn, request.filters)
+    return view
+
+
 def count_text(count: int) -> str:
     return f"{registry.COUNT_CAP:,}+" if count > registry.COUNT_CAP else f"{count:,}"
 
@@ -210,4 +220,3 @@ async def list_page(
         count_text=count_text(count),
         request=request,
     )
-

@@ -16,8 +16,10 @@ import psycopg_pool
 from aiohttp import web
 
 import ticketexport
+from ticketexport import events
 from ticketexport.config import Settings
-from ticketexport.web import auth, pages, saved_views, tickets
+from ticketexport.storage import from_url as storage_from_url
+from ticketexport.web import auth, exports, ops, pages, saved_views, tickets
 from ticketexport.web.middleware import all_middlewares, on_response_prepare
 from ticketexport.web.state import LOGIN_KEY, POOL, SERVER_ERRORS, SETTINGS
 
@@ -53,6 +55,15 @@ def init_app(settings: Settings, pool: psycopg_pool.AsyncConnectionPool[Any]) ->
     )
     env.globals["static"] = lambda name: str(app.router["static"].url_for(filename=name))
     app.on_response_prepare.append(on_response_prepare)
+    # One LISTEN connection per web process, shared by every open event stream.
+    if not isinstance(pool.conninfo, str):
+        raise TypeError("the web pool needs a plain connection string for the event listener")
+    hub = events.EventHub(pool.conninfo, events.pool_fetcher(pool))
+    app[exports.HUB] = hub
+    app[exports.STORAGE] = storage_from_url(settings.storage_url)
+    app.on_startup.append(lambda _app: hub.start())
+    # Before aiohttp waits for open handlers: wakes every event stream so it ends now.
+    app.on_shutdown.append(lambda _app: hub.stop())
     router = app.router
     router.add_get("/", pages.home)
     router.add_get("/login", auth.login_get)
@@ -66,6 +77,8 @@ def init_app(settings: Settings, pool: psycopg_pool.AsyncConnectionPool[Any]) ->
     router.add_get(r"/staff/views/{id:\d{1,18}}/edit", saved_views.view_edit)
     router.add_post(r"/staff/views/{id:\d{1,18}}/edit", saved_views.view_update)
     router.add_post(r"/staff/views/{id:\d{1,18}}/delete", saved_views.view_delete)
+    exports.add_routes(app)
+    ops.add_routes(app)
     router.add_static("/static/", STATIC_DIR, name="static", append_version=True)
     return app
 

@@ -52,6 +52,8 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         access_log.info(
             "request",
             extra={
+                # Also bound in the context; repeated so the record stands on its own.
+                "request_id": request_id,
                 "method": request.method,
                 "path": request.path,
                 "status": status,
@@ -85,7 +87,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.exception("unhandled error serving %s %s", request.method, request.path)
         request.app[SERVER_ERRORS].append(request.get(REQUEST_ID, ""))
         return error_page(request, 500)
-    if response.status >= 500:
+    # 503 from /healthz or /metrics is a deliberate answer, not a failure to count.
+    if response.status == 500:
         request.app[SERVER_ERRORS].append(request.get(REQUEST_ID, ""))
     return response
 

@@ -1,0 +1,341 @@
+"""Export routes over HTTP: the access matrix, the flow to a download, events, ops."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest
+import pytest_asyncio
+from psycopg_pool import AsyncConnectionPool
+from web_support import Web, csrf_in, insert_tickets, make_user, running
+
+from ticketexport.config import Settings
+from ticketexport.exports.worker import BOM, Deps, ExportRun
+from ticketexport.storage import from_url
+
+EXPORT = 512
+ADMIN_EXPORT = "admin.export@example.com"
+ADMIN_ONLY = "admin.only@example.com"
+STAFF_EXPORT = "staff.export@example.com"
+STAFF_ONLY = "staff.only@example.com"
+OTHER_EXPORT = "other.export@example.com"
+
+
+@pytest.fixture
+def people(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    insert_tickets(conn, 120, title='Printer, "jammed"')
+    conn.execute("UPDATE tickets SET title = '=cmd|calc' WHERE id = 3")
+    return {
+        ADMIN_EXPORT: make_user(conn, ADMIN_EXPORT, permissions=EXPORT, admin=True),
+        ADMIN_ONLY: make_user(conn, ADMIN_ONLY, admin=True),
+        STAFF_EXPORT: make_user(conn, STAFF_EXPORT, permissions=EXPORT),
+        STAFF_ONLY: make_user(conn, STAFF_ONLY),
+        OTHER_EXPORT: make_user(conn, OTHER_EXPORT, permissions=EXPORT),
+    }
+
+
+@pytest_asyncio.fixture
+async def web(db_url: str, people: dict[str, int]) -> AsyncIterator[Web]:
+    async with running(db_url, heartbeat_seconds=0.2) as client:
+        yield client
+
+
+async def _request_export(web: Web, **fields: str) -> str:
+    token = await web.csrf("/staff/tickets")
+    response = await web.client.post(
+        "/staff/tickets/export",
+        data={"csrf_token": token, "view": "all", **fields},
+        allow_redirects=False,
+    )
+    assert response.status == 303, await response.text()
+    location = response.headers["Location"]
+    match = re.fullmatch(r"/staff/exports/([0-9a-f-]{36})", location)
+    assert match, location
+    return match.group(1)
+
+
+async def _run_worker(db_url: str, export_id: str) -> None:
+    settings = Settings.from_env({"DATABASE_URL": db_url, "TICKETEXPORT_HEARTBEAT_SECONDS": "0.2"})
+    async with AsyncConnectionPool(
+        db_url, min_size=1, max_size=3, open=False, kwargs={"autocommit": True}
+    ) as pool:
+        deps = Deps(
+            settings=settings,
+            database_url=db_url,
+            pool=pool,
+            storage=from_url(settings.storage_url),
+        )
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT procrastinate_job_id FROM export_jobs WHERE id = %s", (export_id,)
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        await ExportRun(deps, export_id, row[0]).run()
+
+
+def _events(text: str) -> list[dict[str, Any]]:
+    found = []
+    for block in text.split("\n\n"):
+        lines = block.splitlines()
+        if "event: export" in lines:
+            data = next(line[len("data: ") :] for line in lines if line.startswith("data: "))
+            ident = next(line[len("id: ") :] for line in lines if line.startswith("id: "))
+            payload = json.loads(data)
+            payload["_event_id"] = ident
+            found.append(payload)
+    return found
+
+
+async def test_full_flow_to_download(web: Web, db_url: str) -> None:
+    assert (await web.login(ADMIN_EXPORT)).status == 303
+    export_id = await _request_export(web, sort="oldest")
+    page = await web.client.get(f"/staff/exports/{export_id}")
+    body = await page.text()
+    assert page.status == 200
+    assert f'data-events-url="/staff/exports/{export_id}/events"' in body
+    assert 'data-auto-download="true"' in body
+    assert "queued" in body
+
+    await _run_worker(db_url, export_id)
+
+    events = await web.client.get(f"/staff/exports/{export_id}/events")
+    assert events.headers["Content-Type"].startswith("text/event-stream")
+    received = _events(await events.text())
+    assert len(received) == 1  # a terminal state is sent once and the stream ends
+    state = received[0]
+    assert set(state) - {"_event_id"} == {
+        "id",
+        "status",
+        "stage",
+        "attempt",
+        "rows",
+        "total",
+        "percent",
+        "error",
+        "download_url",
+    }
+    assert state["status"] == "completed"
+    assert (state["rows"], state["total"], state["percent"]) == (120, 120, 100)
+    assert state["download_url"] == f"/staff/exports/{export_id}/download"
+    again = await web.client.get(
+        f"/staff/exports/{export_id}/events", headers={"Last-Event-ID": state["_event_id"]}
+    )
+    assert _events(await again.text()) == []
+
+    first = await web.client.get(state["download_url"] + "?auto=1")
+    assert first.status == 200
+    assert first.headers["Content-Type"] == "text/csv; charset=utf-8"
+    disposition = first.headers["Content-Disposition"]
+    assert disposition.startswith('attachment; filename="tickets-all-tickets-')
+    assert "filename*=UTF-8''tickets-all-tickets-" in disposition
+    data = await first.read()
+    assert data.startswith(BOM)
+    rows = list(csv.reader(io.StringIO(data[3:].decode(), newline="")))
+    assert rows[0][:2] == ["Ticket ID", "Title"]
+    # oldest first: the seeded ticket g was created g minutes ago
+    assert [r[0] for r in rows[1:]] == [str(i) for i in range(120, 0, -1)]
+    assert rows[1:][120 - 3][:2] == ["3", "'=cmd|calc"]
+    # the automatic download happens once; a second tab gets nothing
+    second = await web.client.get(state["download_url"] + "?auto=1")
+    assert second.status == 204
+    # a plain download (the button) still works, with ranges
+    ranged = await web.client.get(state["download_url"], headers={"Range": "bytes=0-2"})
+    assert ranged.status == 206
+    assert await ranged.read() == BOM
+    assert ranged.headers["Content-Range"] == f"bytes 0-2/{len(data)}"
+    tail = await web.client.get(state["download_url"], headers={"Range": "bytes=-5"})
+    assert await tail.read() == data[-5:]
+    bad = await web.client.get(state["download_url"], headers={"Range": f"bytes={len(data)}-"})
+    assert bad.status == 416
+
+    with psycopg.connect(db_url) as conn:
+        audits = conn.execute(
+            "SELECT action, details FROM audit_log WHERE export_id = %s ORDER BY id",
+            (export_id,),
+        ).fetchall()
+    actions = [a for a, _ in audits]
+    assert actions[:2] == ["export.requested", "export.completed"]
+    assert actions.count("export.downloaded") == 3  # auto, range, suffix range
+    completed = dict(audits)["export.completed"]
+    assert completed["rows"] == 120
+    assert completed["bytes"] == len(data)
+
+
+async def test_export_list_and_status_for_each_role(web: Web, db_url: str) -> None:
+    await web.login(STAFF_EXPORT)
+    export_id = await _request_export(web)
+    mine = await web.client.get("/staff/exports")
+    assert export_id in await mine.text()
+    assert (await web.client.get("/staff/exports?all=1")).status == 403
+    await _run_worker(db_url, export_id)
+    status = await web.client.get(f"/staff/exports/{export_id}")
+    text = await status.text()
+    assert (
+        "Downloading requires an administrator with the Import / Export Tickets permission" in text
+    )
+    assert 'data-auto-download="false"' in text
+    denied = await web.client.get(f"/staff/exports/{export_id}/download")
+    assert denied.status == 403
+
+    # another staff member does not learn the export exists
+    await web.logout_cookies()
+    await web.login(OTHER_EXPORT)
+    for path in ("", "/events", "/download"):
+        assert (await web.client.get(f"/staff/exports/{export_id}{path}")).status == 404
+    token = await web.csrf("/staff/exports")
+    for action in ("retry", "cancel"):
+        response = await web.client.post(
+            f"/staff/exports/{export_id}/{action}", data={"csrf_token": token}
+        )
+        assert response.status == 404
+    assert export_id not in await (await web.client.get("/staff/exports")).text()
+
+    # an admin with the permission sees and downloads it, and lists everyone's
+    await web.logout_cookies()
+    await web.login(ADMIN_EXPORT)
+    everyone = await web.client.get("/staff/exports?all=1")
+    assert export_id in await everyone.text()
+    download = await web.client.get(f"/staff/exports/{export_id}/download")
+    assert download.status == 200
+    # an admin without the permission is neither its requester nor allowed to see it
+    await web.logout_cookies()
+    await web.login(ADMIN_ONLY)
+    assert (await web.client.get(f"/staff/exports/{export_id}/download")).status == 404
+
+
+async def test_request_denied_without_permission(web: Web, db_url: str) -> None:
+    for email in (ADMIN_ONLY, STAFF_ONLY):
+        await web.logout_cookies()
+        await web.login(email)
+        page = await web.client.get("/staff/tickets")
+        assert "Export to CSV" not in await page.text()
+        token = csrf_in(await page.text())
+        response = await web.client.post(
+            "/staff/tickets/export",
+            data={"csrf_token": token, "view": "all"},
+            allow_redirects=False,
+        )
+        assert response.status == 403
+        assert "Import / Export Tickets" in await response.text()
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM export_jobs").fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM audit_log WHERE action = 'export.denied'"
+        ).fetchone() == (2,)
+
+
+async def test_bad_export_requests_are_4xx(web: Web) -> None:
+    await web.login(ADMIN_EXPORT)
+    token = await web.csrf("/staff/tickets")
+    cases = [
+        ({"view": "nope"}, 400),
+        ({"view": "99999"}, 404),
+        ({"view": "all", "sort": "sideways"}, 400),
+        ({"view": "all", "status": "no_such_status"}, 400),
+        ({"view": "all", "q": "x" * 201}, 400),
+        ({"view": "all", "bogus": "1"}, 400),
+        ({"view": "all", "q": "a\x00b"}, 400),
+    ]
+    for fields, expected in cases:
+        response = await web.client.post(
+            "/staff/tickets/export", data={"csrf_token": token, **fields}, allow_redirects=False
+        )
+        assert response.status == expected, (fields, await response.text())
+    missing_csrf = await web.client.post("/staff/tickets/export", data={"view": "all"})
+    assert missing_csrf.status == 403
+    assert (await web.client.get("/staff/exports/not-a-uuid")).status == 404
+    assert (await web.client.get("/staff/exports?before=garbage")).status == 400
+
+
+async def test_logged_out_answers(web: Web, people: dict[str, int]) -> None:
+    await web.login(ADMIN_EXPORT)
+    export_id = await _request_export(web)
+    await web.logout_cookies()
+    base = f"/staff/exports/{export_id}"
+    for path in ("/staff/exports", base):
+        response = await web.client.get(path, allow_redirects=False)
+        assert response.status == 303
+        assert response.headers["Location"].startswith("/login?next=")
+    for path in (f"{base}/download", f"{base}/events"):
+        assert (await web.client.get(path, allow_redirects=False)).status == 401
+    for path in ("/staff/tickets/export", f"{base}/retry", f"{base}/cancel"):
+        assert (await web.client.post(path, allow_redirects=False)).status == 401
+
+
+async def test_cancel_retry_and_expiry(web: Web, db_url: str) -> None:
+    await web.login(ADMIN_EXPORT)
+    export_id = await _request_export(web, q="Printer")
+    token = await web.csrf(f"/staff/exports/{export_id}")
+    cancelled = await web.client.post(
+        f"/staff/exports/{export_id}/cancel", data={"csrf_token": token}, allow_redirects=False
+    )
+    assert cancelled.status == 303
+    again = await web.client.post(
+        f"/staff/exports/{export_id}/cancel", data={"csrf_token": token}, allow_redirects=False
+    )
+    assert again.status == 409
+    retried = await web.client.post(
+        f"/staff/exports/{export_id}/retry", data={"csrf_token": token}, allow_redirects=False
+    )
+    assert retried.status == 303
+    new_id = retried.headers["Location"].rsplit("/", 1)[1]
+    assert new_id != export_id
+    await _run_worker(db_url, new_id)
+    # retention over: 410 at once, before any cleanup
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE export_jobs SET requested_at = requested_at - interval '73 hours', "
+            "as_of = as_of - interval '73 hours', expires_at = now() - interval '1 second' "
+            "WHERE id = %s",
+            (new_id,),
+        )
+    assert (await web.client.get(f"/staff/exports/{new_id}/download")).status == 410
+    page = await web.client.get(f"/staff/exports/{new_id}")
+    assert "has expired" in await page.text()
+
+
+async def test_healthz_and_metrics(web: Web, db_url: str) -> None:
+    health = await web.client.get("/healthz")
+    assert health.status == 503  # no worker has been seen
+    assert (await health.json())["worker"] == "none seen recently"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now())")
+    health = await web.client.get("/healthz")
+    assert health.status == 200
+    assert (await health.json())["status"] == "ok"
+
+    def metric(text: str, name: str) -> float:
+        match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        assert match, name
+        return float(match.group(1))
+
+    before = await (await web.client.get("/metrics")).text()
+    assert metric(before, 'ticketexport_exports{status="completed"}') == 0
+    assert metric(before, "ticketexport_live_workers") == 1
+    await web.login(ADMIN_EXPORT)
+    export_id = await _request_export(web)
+    queued = await (await web.client.get("/metrics")).text()
+    assert metric(queued, 'ticketexport_queue_depth{queue="exports"}') == 1
+    assert metric(queued, 'ticketexport_exports{status="queued"}') == 1
+    await _run_worker(db_url, export_id)
+    after = await (await web.client.get("/metrics")).text()
+    assert metric(after, 'ticketexport_exports{status="completed"}') == 1
+    assert metric(after, "ticketexport_export_rows_total") == 120
+    assert metric(after, "ticketexport_export_bytes_total") > 0
+    assert metric(after, "ticketexport_export_duration_seconds_count") == 1
+
+
+async def test_healthz_reports_a_pending_migration(db_url: str, people: dict[str, int]) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM schema_migrations WHERE version = '0001'")
+    async with running(db_url) as web:
+        health = await web.client.get("/healthz")
+        assert health.status == 503
+        assert (await health.json())["migrations"] == "1 pending"
