@@ -759,7 +759,10 @@ def export_query(
     tz: str,
 ) -> sql.Composed:
     """A self-contained SELECT (values inlined as quoted literals, so COPY can run it) of the
-    view's formatted, untruncated columns in list order, labelled, with the CSV formula guard."""
+    view's formatted, untruncated columns in list order, labelled, with the CSV formula guard.
+
+    Empty values come out as NULL so COPY's CSV writes an empty cell, not a quoted "".
+    """
     compiled = compile_list(view, request, actor, now=as_of, tz=tz, inline=True)
     order = sql.SQL(", ").join(
         sql.SQL("v.{} {}").format(sql.Identifier(f"k{i}"), sql.SQL("DESC" if desc else "ASC"))
@@ -768,8 +771,8 @@ def export_query(
     return sql.SQL("SELECT {} FROM ({}) AS v ORDER BY {}").format(
         sql.SQL(", ").join(
             sql.SQL(
-                "CASE WHEN strpos({chars}, left(v.{c}, 1)) > 0 AND v.{c} <> '' "
-                "THEN '''' || v.{c} ELSE v.{c} END AS {label}"
+                "NULLIF(CASE WHEN strpos({chars}, left(v.{c}, 1)) > 0 AND v.{c} <> '' "
+                "THEN '''' || v.{c} ELSE v.{c} END, '') AS {label}"
             ).format(
                 chars=_FORMULA_START,
                 c=sql.Identifier(f"c{i}"),
