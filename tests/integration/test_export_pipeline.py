@@ -299,3 +299,30 @@ async def test_maintenance_requeues_a_lost_attempt_and_sweeps_its_upload(
     export = await _export_row(deps, export_id)
     assert (export["status"], export["attempt"]) == ("completed", 2)
     assert "/2/" in export["object_key"]
+
+
+async def test_dba_views_show_exports_with_their_jobs(deps: Deps, seeded_url: str) -> None:
+    user = _admin(seeded_url)
+    request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
+    done = await service.request_export(
+        deps.pool, user, request, timezone="UTC", retention_hours=72, client_ip=None
+    )
+    waiting = await service.request_export(
+        deps.pool,
+        user,
+        ListRequest(view="open", q="", sort=None, filters={}, page=None),
+        timezone="UTC",
+        retention_hours=72,
+        client_ip=None,
+    )
+    export = await _export_row(deps, done.export_id)
+    await ExportRun(deps, done.export_id, export["procrastinate_job_id"]).run()
+    with psycopg.connect(seeded_url) as conn:
+        overview = conn.execute(
+            "SELECT status, requester_email, rows_done, rows_total, percent, job_status, "
+            "sha256 IS NOT NULL, rows_per_second > 0 FROM export_overview WHERE export_id = %s",
+            (done.export_id,),
+        ).fetchone()
+        active = conn.execute("SELECT export_id::text FROM export_active").fetchall()
+    assert overview == ("completed", user.email, 400, 400, 100, "todo", True, True)
+    assert active == [(waiting.export_id,)]
