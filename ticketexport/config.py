@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import zoneinfo
 from collections.abc import Mapping
@@ -33,7 +34,8 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, not {raw!r}") from None
-    if value < minimum or value != value:  # NaN compares unequal to itself
+    # NaN and infinity pass a plain comparison yet make no sense as hours or seconds.
+    if not math.isfinite(value) or value < minimum:
         raise ConfigError(f"{name} must be at least {minimum:g}, not {raw!r}")
     return value
 
@@ -77,7 +79,8 @@ class Settings:
         tz = (env.get("TICKETEXPORT_TIMEZONE") or "UTC").strip()
         try:
             zoneinfo.ZoneInfo(tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        # A directory name such as "America" surfaces as an OSError, not as not-found.
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             raise ConfigError(
                 f"TICKETEXPORT_TIMEZONE {tz!r} is not a known IANA time zone"
             ) from None

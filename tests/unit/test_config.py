@@ -1,0 +1,199 @@
+"""Settings.from_env: defaults, accepted spellings and clear errors for malformed values."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from ticketexport.config import ConfigError, Settings
+
+
+def settings(**env: str) -> Settings:
+    return Settings.from_env({"TICKETEXPORT_HOME": "/srv/te", **env})
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert s.database_url is None
+    assert s.home == (Path.cwd() / ".ticketexport").resolve()
+    assert s.storage_url == (s.home / "exports").as_uri()
+    assert s.retention_hours == 72.0
+    assert s.timezone == "UTC"
+    assert s.secret_key is None
+    assert (s.host, s.port) == ("127.0.0.1", 8080)
+    assert s.cookie_secure is False
+    assert s.trusted_proxy is None
+    assert s.export_max_rows_per_s == 0
+    assert s.heartbeat_seconds == 10.0
+    assert s.stall_seconds == 300.0
+    assert s.worker_seen_seconds == 60.0
+
+
+def test_every_setting_is_read() -> None:
+    s = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://u@db/te",
+            "TICKETEXPORT_HOME": "/srv/te",
+            "TICKETEXPORT_STORAGE_URL": "s3://bucket/exports?endpoint_url=http://127.0.0.1:8333",
+            "TICKETEXPORT_RETENTION_HOURS": "1.5",
+            "TICKETEXPORT_TIMEZONE": "Europe/Berlin",
+            "TICKETEXPORT_SECRET_KEY": "k" * 32,
+            "TICKETEXPORT_HOST": "0.0.0.0",  # noqa: S104 - a value, nothing binds
+            "TICKETEXPORT_PORT": "9000",
+            "TICKETEXPORT_COOKIE_SECURE": "yes",
+            "TICKETEXPORT_TRUSTED_PROXY": "10.0.0.1",
+            "TICKETEXPORT_EXPORT_MAX_ROWS_PER_S": "500",
+            "TICKETEXPORT_HEARTBEAT_SECONDS": "0.5",
+            "TICKETEXPORT_STALL_SECONDS": "3",
+            "TICKETEXPORT_WORKER_SEEN_SECONDS": "2",
+        }
+    )
+    assert s == Settings(
+        database_url="postgresql://u@db/te",
+        home=Path("/srv/te"),
+        storage_url="s3://bucket/exports?endpoint_url=http://127.0.0.1:8333",
+        retention_hours=1.5,
+        timezone="Europe/Berlin",
+        secret_key="k" * 32,
+        host="0.0.0.0",  # noqa: S104 - the operator's choice, read back verbatim
+        port=9000,
+        cookie_secure=True,
+        trusted_proxy="10.0.0.1",
+        export_max_rows_per_s=500,
+        heartbeat_seconds=0.5,
+        stall_seconds=3.0,
+        worker_seen_seconds=2.0,
+    )
+
+
+def test_settings_are_frozen() -> None:
+    s = settings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.port = 1  # type: ignore[misc]
+
+
+def test_empty_values_mean_the_default() -> None:
+    s = settings(
+        DATABASE_URL="",
+        TICKETEXPORT_TIMEZONE="",
+        TICKETEXPORT_PORT="",
+        TICKETEXPORT_COOKIE_SECURE=" ",
+        TICKETEXPORT_RETENTION_HOURS="",
+        TICKETEXPORT_SECRET_KEY="",
+    )
+    assert s.database_url is None
+    assert s.timezone == "UTC"
+    assert s.port == 8080
+    assert s.cookie_secure is False
+    assert s.retention_hours == 72.0
+    assert s.secret_key is None
+
+
+def test_storage_defaults_under_the_home() -> None:
+    assert settings().storage_url == "file:///srv/te/exports"
+
+
+@pytest.mark.parametrize("url", ["file:///var/exports", "s3://b/p", "azure://container/prefix"])
+def test_storage_schemes_accepted(url: str) -> None:
+    assert settings(TICKETEXPORT_STORAGE_URL=url).storage_url == url
+
+
+@pytest.mark.parametrize("url", ["ftp://x/y", "/var/exports", "S3:/b", "http://bucket"])
+def test_unknown_storage_schemes_are_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="TICKETEXPORT_STORAGE_URL"):
+        settings(TICKETEXPORT_STORAGE_URL=url)
+
+
+@pytest.mark.parametrize("tz", ["America/New_York", "Asia/Kolkata", "UTC", "Etc/GMT+5"])
+def test_iana_time_zones_accepted(tz: str) -> None:
+    assert settings(TICKETEXPORT_TIMEZONE=tz).timezone == tz
+
+
+@pytest.mark.parametrize(
+    "tz", ["Mars/Olympus", "CEST+2", "America", "../../etc/passwd", "/etc/localtime", "UTC\x00"]
+)
+def test_bad_time_zones_are_refused(tz: str) -> None:
+    with pytest.raises(ConfigError, match="TICKETEXPORT_TIMEZONE"):
+        settings(TICKETEXPORT_TIMEZONE=tz)
+
+
+@pytest.mark.parametrize("port", ["0", "1", "65535"])
+def test_ports_in_range_accepted(port: str) -> None:
+    assert settings(TICKETEXPORT_PORT=port).port == int(port)
+
+
+@pytest.mark.parametrize("port", ["-1", "65536", "http", "80.5", "1e3"])
+def test_bad_ports_are_refused(port: str) -> None:
+    with pytest.raises(ConfigError, match="TICKETEXPORT_PORT"):
+        settings(TICKETEXPORT_PORT=port)
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("1", True),
+        ("true", True),
+        ("TRUE", True),
+        ("yes", True),
+        ("on", True),
+        (" On ", True),
+        ("0", False),
+        ("false", False),
+        ("no", False),
+        ("off", False),
+    ],
+)
+def test_boolean_spellings(raw: str, value: bool) -> None:
+    assert settings(TICKETEXPORT_COOKIE_SECURE=raw).cookie_secure is value
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "y", "enabled", "tru"])
+def test_bad_booleans_are_refused(raw: str) -> None:
+    with pytest.raises(ConfigError, match="TICKETEXPORT_COOKIE_SECURE"):
+        settings(TICKETEXPORT_COOKIE_SECURE=raw)
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "abc", "nan", "inf", "-inf"])
+def test_bad_retention_is_refused(raw: str) -> None:
+    with pytest.raises(ConfigError, match="TICKETEXPORT_RETENTION_HOURS"):
+        settings(TICKETEXPORT_RETENTION_HOURS=raw)
+
+
+@pytest.mark.parametrize("raw", ["-1", "1.5", "lots"])
+def test_bad_throttle_is_refused(raw: str) -> None:
+    with pytest.raises(ConfigError, match="TICKETEXPORT_EXPORT_MAX_ROWS_PER_S"):
+        settings(TICKETEXPORT_EXPORT_MAX_ROWS_PER_S=raw)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("TICKETEXPORT_HEARTBEAT_SECONDS", "0"),
+        ("TICKETEXPORT_HEARTBEAT_SECONDS", "0.01"),
+        ("TICKETEXPORT_STALL_SECONDS", "0.1"),
+        ("TICKETEXPORT_STALL_SECONDS", "soon"),
+        ("TICKETEXPORT_WORKER_SEEN_SECONDS", "-5"),
+        ("TICKETEXPORT_WORKER_SEEN_SECONDS", "nan"),
+        ("TICKETEXPORT_STALL_SECONDS", "inf"),
+    ],
+)
+def test_bad_timings_are_refused(name: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        settings(**{name: raw})
+
+
+def test_home_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert Settings.from_env({"TICKETEXPORT_HOME": "data"}).home == tmp_path.resolve() / "data"
+
+
+def test_home_expands_the_user_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert Settings.from_env({"TICKETEXPORT_HOME": "~/te"}).home == tmp_path.resolve() / "te"
+
+
+def test_config_error_is_a_value_error() -> None:
+    # The CLI reports ValueErrors as one-line errors; a ConfigError must be one.
+    assert issubclass(ConfigError, ValueError)
