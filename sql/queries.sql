@@ -666,6 +666,11 @@ UPDATE export_jobs SET auto_downloaded_at = now()
 WHERE id = %(id)s::uuid AND requester_id = %(user_id)s AND auto_downloaded_at IS NULL
 RETURNING id;
 
+-- name: export_running_count
+-- A user's queued and running exports, for the navigation (one indexed count per page).
+SELECT count(*) FROM export_jobs
+WHERE requester_id = %(user_id)s AND status IN ('queued', 'running');
+
 -- Operations (ticketexport.web.ops) ----------------------------------------------------
 
 -- name: metrics_exports_by_status

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from psycopg.rows import dict_row
 
 from ticketexport import audit
@@ -26,7 +27,7 @@ from ticketexport.storage import Storage, StorageError
 from ticketexport.views import registry
 from ticketexport.views import service as view_service
 from ticketexport.views.model import ViewInputError, ViewNotFound
-from ticketexport.web.render import PageError, render
+from ticketexport.web.render import RUNNING_EXPORTS, PageError, render
 from ticketexport.web.security import client_ip
 from ticketexport.web.state import SETTINGS, USER, CurrentUser, pool_of
 
@@ -223,6 +224,28 @@ async def export_list(request: web.Request) -> web.StreamResponse:
     )
 
 
+def duration(seconds: float) -> str:
+    """A short human duration; the same wording export.js uses."""
+    whole = max(0, round(seconds))
+    minutes, secs = divmod(whole, 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def timing(export: Mapping[str, Any], payload: Mapping[str, Any], now: dt.datetime) -> list[str]:
+    """Elapsed time and, while running, the estimate of what is left (first paint)."""
+    started = export.get("started_at")
+    if started is None:
+        return ["", ""]
+    active = payload["status"] in (Status.QUEUED, Status.RUNNING)
+    end = now if active else (export.get("finished_at") or now)
+    elapsed = (end - started).total_seconds()
+    percent = payload["percent"]
+    eta = ""
+    if payload["status"] == Status.RUNNING and percent is not None and 0 < percent < 100:
+        eta = f"About {duration(elapsed * (100 - percent) / percent)} left."
+    return [f"{'Elapsed' if active else 'Took'} {duration(elapsed)}.", eta]
+
+
 def _stamp(value: dt.datetime | None, tz: zoneinfo.ZoneInfo) -> str:
     if value is None:
         return ""
@@ -286,11 +309,13 @@ async def export_status(request: web.Request) -> web.StreamResponse:
         "finished": _stamp(export["finished_at"], tz),
         "expires": _stamp(export["expires_at"], tz),
         "elapsed_from": export["started_at"].isoformat() if export["started_at"] else "",
+        "timing": timing(export, payload, now),
         "can_download": allowed,
         "download_denied": DOWNLOAD_DENIED,
         "auto_download": auto,
-        "can_retry": payload["status"] in (Status.FAILED, Status.CANCELLED)
-        and current.has(Permission.IMPORT_EXPORT_TICKETS),
+        # Whoever sees an export and holds the permission may retry it once it fails or is
+        # cancelled; the form is on the page (hidden) so a live failure can show it.
+        "can_retry": current.has(Permission.IMPORT_EXPORT_TICKETS),
         "can_cancel": payload["status"] in (Status.QUEUED, Status.RUNNING),
         "worker_seen": worker_seen,
         "events_url": f"/staff/exports/{export_id}/events",
@@ -498,8 +523,38 @@ async def export_download(request: web.Request) -> web.StreamResponse:
     return response
 
 
+# --- navigation count -------------------------------------------------------------------
+
+
+def _renders_page(request: web.Request) -> bool:
+    """Whether a request may end in an HTML page with the layout (and so the nav count)."""
+    if request.method != "GET":
+        return False
+    path = request.path
+    return (path == "/" or path.startswith("/staff")) and not path.endswith(
+        ("/events", "/download")
+    )
+
+
+@web.middleware
+async def running_exports_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count the signed-in user's queued and running exports for the navigation.
+
+    One indexed query per page, none for event streams, downloads, static files or
+    anonymous requests; the layout reads it through render.page_context."""
+    user = request.get(USER)
+    if user is not None and _renders_page(request):
+        async with pool_of(request).connection() as conn:
+            cur = await conn.execute(q("export_running_count"), {"user_id": user.id})
+            row = await cur.fetchone()
+        request[RUNNING_EXPORTS] = int(row[0]) if row else 0
+    return await handler(request)
+
+
 def add_routes(app: web.Application) -> None:
     uid = r"{id:[0-9a-fA-F-]{36}}"
+    # Innermost, so the user is already loaded by the sign-in middleware.
+    app.middlewares.append(running_exports_middleware)
     router = app.router
     router.add_post("/staff/tickets/export", export_post)
     router.add_get("/staff/exports", export_list)

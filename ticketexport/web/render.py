@@ -10,6 +10,10 @@ from aiohttp import web
 
 from ticketexport.web.state import REQUEST_ID, USER
 
+# The signed-in user's queued and running exports, counted once per page request for the
+# navigation (see ticketexport.web.exports.running_exports_middleware).
+RUNNING_EXPORTS = web.RequestKey("running_exports", int)
+
 TITLES = {
     400: "Bad request",
     401: "Sign in required",
@@ -50,6 +54,7 @@ def page_context(request: web.Request) -> dict[str, Any]:
         "csrf_token": user.csrf_token if user else None,
         "request_id": request.get(REQUEST_ID, ""),
         "path": request.path,
+        "running_exports": request.get(RUNNING_EXPORTS) if user else None,
     }
 
 
