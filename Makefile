@@ -1,0 +1,73 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything else builds on
+# the same virtualenv in .venv/, created with python3.11 (or 3.12) on first use.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(VENV)/bin
+# Prefer 3.11, accept 3.12; override with `make PYTHON=/path/to/python3.x ...`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || echo python3.11-or-3.12-not-found)
+
+# Stamps make the install step cheap when nothing changed: they are rebuilt only when
+# pyproject.toml is newer than the last install.
+BASE_STAMP := $(VENV)/.installed-base
+DEV_STAMP := $(VENV)/.installed-dev
+DEV_EXTRAS := test,dev,s3,azure
+
+PYTEST_ARGS ?=
+LINT_PATHS := ticketexport tests $(wildcard bench)
+
+.PHONY: help demo test check lint typecheck format bench venv clean
+
+help:
+	@echo "make demo   - embedded PostgreSQL, migrate, seed, web and worker in one process"
+	@echo "make test   - the whole test suite (DATABASE_URL unset: embedded PostgreSQL)"
+	@echo "make check  - ruff check, ruff format --check, mypy --strict, then the tests"
+	@echo "make lint   - ruff check and ruff format --check only"
+	@echo "make bench  - run every script in bench/ (files starting with _ are helpers)"
+
+$(BIN)/python:
+	@"$(PYTHON)" -c 'import sys; assert sys.version_info[:2] in ((3, 11), (3, 12)), sys.version' \
+		|| { echo "make: Python 3.11 or 3.12 is required (set PYTHON=...)" >&2; exit 1; }
+	"$(PYTHON)" -m venv $(VENV)
+
+$(BASE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[$(DEV_EXTRAS)]'
+	@touch $@ $(BASE_STAMP)
+
+venv: $(DEV_STAMP)
+
+demo: $(BASE_STAMP)
+	$(BIN)/ticketexport demo
+
+test: $(DEV_STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+
+typecheck: $(DEV_STAMP)
+	$(BIN)/mypy --strict ticketexport
+
+check: lint typecheck test
+
+format: $(DEV_STAMP)
+	$(BIN)/ruff format $(LINT_PATHS)
+
+bench: $(DEV_STAMP)
+	@shopt -s nullglob; scripts=(); \
+	for script in bench/*.py; do [[ $$(basename "$$script") == _* ]] || scripts+=("$$script"); done; \
+	if [ $${#scripts[@]} -eq 0 ]; then echo "no benchmark scripts in bench/"; exit 0; fi; \
+	for script in "$${scripts[@]}"; do \
+		echo "== $$script"; $(BIN)/python "$$script"; \
+	done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
