@@ -164,9 +164,7 @@ def test_an_edited_migration_is_detected(empty_db_url: str) -> None:
         conn.execute(
             "UPDATE schema_migrations SET checksum = repeat('0', 64) WHERE version = '0001'"
         )
-        with pytest.raises(
-            db.MigrationError, match=r"0001_domain\.sql changed after"
-        ):
+        with pytest.raises(db.MigrationError, match=r"0001_domain\.sql changed after"):
             db.pending_migrations(conn)
     with pytest.raises(db.MigrationError, match="changed after it was applied"):
         db.migrate(empty_db_url)
