@@ -99,7 +99,7 @@ class Process:
         if self.running:
             return
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ticketexport", *self.args],
                 env=self.env,
                 stdout=out,
@@ -493,7 +493,8 @@ def test_retry_after_permission_revoked(stack: Stack, sessions: Callable[[str], 
     admin.page.click("form[action$='/retry'] button")
     admin.page.wait_for_url(lambda url: export_id not in url and "/staff/exports/" in url)
     retried = admin.page.get_attribute("#export", "data-export-id")
-    assert retried and retried != export_id
+    assert retried
+    assert retried != export_id
     admin.wait_status("completed", timeout=30)
     assert stack.sql("SELECT retry_of_id::text FROM export_jobs WHERE id = %s", (retried,)) == [
         (export_id,)
