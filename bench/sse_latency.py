@@ -1,0 +1,384 @@
+"""NOTIFY-to-client latency of live export events with 1, 100 and 300 watching clients.
+
+Usage (embedded PostgreSQL when DATABASE_URL is unset):
+
+    [DATABASE_URL=postgresql://postgres@127.0.0.1/postgres] \\
+        .venv/bin/python bench/sse_latency.py [--clients 1,100,300] [--events 30]
+
+For each client count: a fresh migrated scratch database, one `ticketexport serve` process,
+and one separate client process holding that many `GET /staff/exports/{id}/events` streams
+(aiohttp, no connection limit). This process then moves the export along with
+`UPDATE export_jobs … ; events.publish(…)` every 150 ms, writing the event's sequence
+number into rows_done and noting time.monotonic() just before COMMIT (the moment NOTIFY
+is sent). Each client notes time.monotonic() when the event with that number arrives;
+CLOCK_MONOTONIC is one clock for every process on the host, so the difference is the full
+path: NOTIFY → the web process's LISTEN connection → one state query → fan-out → SSE bytes
+→ the client. Prints p50, p95 and max per client count.
+
+`python bench/sse_latency.py client --url URL --cookie COOKIE --clients N` is the client
+process on its own (the acceptance tests use it too). It prints one JSON line once every
+stream has its first event ({"ready": n, "failed": n, "errors": [...]}), and one when every
+stream has ended ({"terminal": n, "statuses": {...}, "received": {"<rows>": [t, ...]}}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import re
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+TERMINAL = {"completed", "failed", "cancelled", "expired"}
+PASSWORD = "bench password 1"  # noqa: S105 - a throw-away user in a scratch database
+EMAIL = "bench.admin@example.com"
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+# --- the client process -----------------------------------------------------------------
+
+
+async def _one_stream(
+    session: aiohttp.ClientSession,
+    url: str,
+    first: asyncio.Event,
+    report: dict[str, Any],
+) -> None:
+    """Read one event stream to its end, noting when each event (by rows) arrived."""
+    try:
+        async with session.get(url, headers={"Accept": "text/event-stream"}) as response:
+            if response.status != 200:
+                report["error"] = f"HTTP {response.status}"
+                return
+            data: list[str] = []
+            async for raw in response.content:
+                line = raw.decode("utf-8").rstrip("\r\n")
+                if line.startswith("data:"):
+                    data.append(line[5:].strip())
+                elif line == "" and data:
+                    state = json.loads("\n".join(data))
+                    data = []
+                    report["times"].append((state["rows"], time.monotonic()))
+                    report["status"] = state["status"]
+                    first.set()
+                    if state["status"] in TERMINAL:
+                        return
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        report["error"] = f"{type(exc).__name__}: {exc}"[:200]
+    finally:
+        first.set()
+
+
+async def run_clients(url: str, cookie: str, clients: int, seconds: float) -> None:
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=None)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=client_timeout, headers={"Cookie": cookie}
+    ) as session:
+        firsts = [asyncio.Event() for _ in range(clients)]
+        reports: list[dict[str, Any]] = [
+            {"times": [], "status": None, "error": None} for _ in range(clients)
+        ]
+        tasks = [
+            asyncio.create_task(_one_stream(session, url, firsts[i], reports[i]))
+            for i in range(clients)
+        ]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(f.wait() for f in firsts)), seconds)
+        failed = [r["error"] for r in reports if r["error"] or not r["times"]]
+        _emit({"ready": clients - len(failed), "failed": len(failed), "errors": failed[:5]})
+        _done, pending = await asyncio.wait(tasks, timeout=seconds)
+        for task in pending:
+            task.cancel()
+        received: dict[str, list[float]] = {}
+        for report in reports:
+            for rows, at in report["times"]:
+                received.setdefault(str(rows), []).append(at)
+        _emit(
+            {
+                "terminal": sum(1 for r in reports if r["status"] in TERMINAL),
+                "statuses": dict(Counter(str(r["status"]) for r in reports)),
+                "errors": [r["error"] for r in reports if r["error"]][:5],
+                "received": received,
+            }
+        )
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+# --- helpers shared with the tests ------------------------------------------------------
+
+
+async def login_cookie(base_url: str, email: str, password: str) -> str:
+    """Sign in over HTTP; returns a Cookie header value for the session."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base_url}/login") as page:
+            match = _CSRF.search(await page.text())
+            assert match, "the login page carries a csrf_token"
+            token = match.group(1)
+            cookies = {k: m.value for k, m in page.cookies.items()}
+        async with session.post(
+            f"{base_url}/login",
+            data={"email": email, "password": password, "csrf_token": token, "next": ""},
+            headers={"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())},
+            allow_redirects=False,
+        ) as response:
+            if response.status != 303:
+                raise RuntimeError(f"login failed with HTTP {response.status}")
+            cookies.update({k: m.value for k, m in response.cookies.items()})
+    return "; ".join(f"{k}={v}" for k, v in cookies.items())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def insert_export(conn: psycopg.Connection[Any], requester: int) -> str:
+    """A queued export row to watch (what the request path inserts, minus the job)."""
+    now = dt.datetime.now(dt.UTC)
+    row = conn.execute(
+        "INSERT INTO export_jobs (requester_id, as_of, request, view_name, "
+        "request_fingerprint, expires_at) VALUES (%s, %s, '{}', 'All tickets', 'bench', %s) "
+        "RETURNING id",
+        (requester, now, now + dt.timedelta(hours=72)),
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def complete_export(conn: psycopg.Connection[Any], export_id: str, rows: int) -> None:
+    """Finish a running export with a stored-file record, and announce it."""
+    from ticketexport import events
+
+    with conn.transaction():
+        media = conn.execute(
+            "INSERT INTO media_items (kind, file_name, size_bytes, content_type, "
+            "storage_backend, object_key, sha256) VALUES ('ticket_export', 'bench.csv', 0, "
+            "'text/csv; charset=utf-8', 'local', %s, %s) RETURNING id",
+            (f"bench/{export_id}", "0" * 64),
+        ).fetchone()
+        assert media is not None
+        conn.execute(
+            "UPDATE export_jobs SET status = 'completed', stage = NULL, rows_done = %s, "
+            "rows_total = %s, media_item_id = %s, finished_at = now() WHERE id = %s",
+            (rows, rows, media[0], export_id),
+        )
+        conn.execute("SELECT pg_notify(%s, %s)", (events.CHANNEL, export_id))
+
+
+# --- the benchmark ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _server() -> Iterator[str]:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    from ticketexport.embedded import embedded_database
+
+    with (
+        tempfile.TemporaryDirectory(prefix="sse-bench-") as home,
+        embedded_database(Path(home)) as embedded,
+    ):
+        yield embedded
+
+
+@contextlib.contextmanager
+def _scratch(server: str) -> Iterator[str]:
+    from ticketexport import db
+
+    name = f"te_bench_{secrets.token_hex(5)}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(
+                sql.Identifier(name)
+            )
+        )
+    params = conninfo_to_dict(server)
+    params["dbname"] = name
+    url = make_conninfo(**params)
+    try:
+        db.migrate(url)
+        yield url
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+async def _read_json(stream: asyncio.StreamReader, seconds: float) -> dict[str, Any]:
+    line = await asyncio.wait_for(stream.readline(), seconds)
+    if not line:
+        raise RuntimeError("the client process ended early")
+    result: dict[str, Any] = json.loads(line)
+    return result
+
+
+async def _measure(
+    db_url: str, base_url: str, cookie: str, clients: int, events_n: int
+) -> list[float]:
+    from ticketexport import events
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute("SELECT id FROM users WHERE email = %s", (EMAIL,)).fetchone()
+        assert row is not None
+        export_id = insert_export(conn, int(row[0]))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "client",
+        "--url",
+        f"{base_url}/staff/exports/{export_id}/events",
+        "--cookie",
+        cookie,
+        "--clients",
+        str(clients),
+        stdout=asyncio.subprocess.PIPE,
+        limit=1 << 26,
+    )
+    assert proc.stdout is not None
+    try:
+        ready = await _read_json(proc.stdout, 60)
+        if ready["failed"]:
+            raise RuntimeError(f"{ready['failed']} streams failed: {ready['errors']}")
+        sent: dict[int, float] = {}
+        async with await psycopg.AsyncConnection.connect(db_url) as conn:
+            for k in range(1, events_n + 1):
+                await conn.execute(
+                    "UPDATE export_jobs SET status = 'running', stage = 'exporting', "
+                    "rows_total = %s, rows_done = %s, started_at = COALESCE(started_at, now()) "
+                    "WHERE id = %s",
+                    (events_n + 1, k, export_id),
+                )
+                await events.publish(conn, export_id)
+                sent[k] = time.monotonic()
+                await conn.commit()
+                await asyncio.sleep(0.15)
+        with psycopg.connect(db_url, autocommit=True) as sync_conn:
+            complete_export(sync_conn, export_id, events_n + 1)
+        final = await _read_json(proc.stdout, 60)
+        if final["terminal"] != clients:
+            raise RuntimeError(f"only {final['terminal']} of {clients} saw the end: {final}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+    latencies = []
+    for key, times in final["received"].items():
+        k = int(key)
+        if k in sent:
+            latencies.extend((t - sent[k]) * 1000 for t in times)
+    return latencies
+
+
+def _percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def bench(client_counts: list[int], events_n: int) -> None:
+    from ticketexport import accounts
+
+    results = []
+    with _server() as server:
+        for clients in client_counts:
+            with _scratch(server) as db_url:
+                with psycopg.connect(db_url, autocommit=True) as conn:
+                    accounts.add_user(
+                        conn, EMAIL, name="Bench Admin", password=PASSWORD, admin=True
+                    )
+                port = free_port()
+                home = tempfile.mkdtemp(prefix="sse-bench-home-")
+                env = {
+                    **os.environ,
+                    "DATABASE_URL": db_url,
+                    "TICKETEXPORT_HOME": home,
+                    "TICKETEXPORT_SECRET_KEY": secrets.token_hex(16),
+                    "TICKETEXPORT_HOST": "127.0.0.1",
+                    "TICKETEXPORT_PORT": str(port),
+                }
+                web = subprocess.Popen(
+                    [sys.executable, "-m", "ticketexport", "serve"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                try:
+                    base_url = f"http://127.0.0.1:{port}"
+                    cookie = asyncio.run(_wait_and_login(base_url))
+                    latencies = asyncio.run(_measure(db_url, base_url, cookie, clients, events_n))
+                finally:
+                    web.send_signal(signal.SIGTERM)
+                    try:
+                        web.wait(timeout=15)
+                    except subprocess.TimeoutExpired:
+                        web.kill()
+                        web.wait()
+            results.append((clients, latencies))
+    print(f"{'clients':>7}  {'samples':>7}  {'p50 ms':>7}  {'p95 ms':>7}  {'max ms':>7}")
+    for clients, latencies in results:
+        print(
+            f"{clients:>7}  {len(latencies):>7}  {statistics.median(latencies):>7.1f}  "
+            f"{_percentile(latencies, 95):>7.1f}  {max(latencies):>7.1f}"
+        )
+
+
+async def _wait_and_login(base_url: str) -> str:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return await login_cookie(base_url, EMAIL, PASSWORD)
+        except (aiohttp.ClientError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode")
+    client = sub.add_parser("client", help="hold N event streams and report what arrived")
+    client.add_argument("--url", required=True)
+    client.add_argument("--cookie", required=True)
+    client.add_argument("--clients", type=int, required=True)
+    client.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--clients", default="1,100,300")
+    parser.add_argument("--events", type=int, default=30)
+    args = parser.parse_args(argv)
+    if args.mode == "client":
+        asyncio.run(run_clients(args.url, args.cookie, args.clients, args.timeout))
+        return 0
+    bench([int(n) for n in args.clients.split(",")], args.events)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

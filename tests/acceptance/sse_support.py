@@ -1,0 +1,103 @@
+"""Shared by the event-stream acceptance tests: an in-process web app, the client process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from aiohttp import web
+
+from ticketexport import accounts, events
+from ticketexport.config import Settings
+from ticketexport.domain.permissions import Permission
+from ticketexport.web.app import init_app
+
+BENCH_SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "sse_latency.py"
+EMAIL = "watcher.admin@example.com"
+PASSWORD = "correct horse battery"
+
+
+def load_bench() -> ModuleType:
+    """bench/sse_latency.py as a module: its client is the one the benchmark measures."""
+    spec = importlib.util.spec_from_file_location("sse_latency", BENCH_SCRIPT)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def add_admin(conn: psycopg.Connection[Any]) -> int:
+    """An administrator holding Import / Export Tickets (512)."""
+    accounts.add_role(
+        conn, "watchers", label="Watchers", permissions=Permission.IMPORT_EXPORT_TICKETS
+    )
+    return accounts.add_user(
+        conn, EMAIL, name="Wat Cher", password=PASSWORD, admin=True, roles=["watchers"]
+    )
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    pool: psycopg_pool.AsyncConnectionPool[Any], db_url: str
+) -> AsyncIterator[tuple[web.Application, str]]:
+    """The real application on a TCP port in this process; yields (app, base URL)."""
+    app = init_app(Settings.from_env({"DATABASE_URL": db_url}), pool)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert server is not None
+    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield app, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def start_clients(url: str, cookie: str, clients: int) -> asyncio.subprocess.Process:
+    """The separate client process, holding `clients` event streams on `url`."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(BENCH_SCRIPT),
+        "client",
+        "--url",
+        url,
+        "--cookie",
+        cookie,
+        "--clients",
+        str(clients),
+        "--timeout",
+        "90",
+        stdout=asyncio.subprocess.PIPE,
+        limit=1 << 26,
+    )
+
+
+async def read_report(proc: asyncio.subprocess.Process, seconds: float) -> dict[str, Any]:
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), seconds)
+    assert line, "the client process ended without a report"
+    report: dict[str, Any] = json.loads(line)
+    return report
+
+
+def listeners(conn: psycopg.Connection[Any]) -> int:
+    """Backends of this database holding the event hub's LISTEN."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE application_name = %s AND datname = current_database()",
+        (events.APPLICATION_NAME,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])

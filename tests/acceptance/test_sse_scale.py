@@ -1,0 +1,138 @@
+"""300 event streams from another process on one web process: all see the end, one LISTEN
+connection, and no database work per waiting stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import psycopg_pool
+import pytest
+
+from acceptance.sse_support import (
+    add_admin,
+    listeners,
+    load_bench,
+    read_report,
+    serving,
+    start_clients,
+)
+from ticketexport import events
+from ticketexport.web.exports import HUB
+
+pytestmark = pytest.mark.slow
+
+CLIENTS = 300
+PROGRESS_EVENTS = 5
+POOL_SIZE = 10
+
+
+class Statements:
+    """Every statement the web process's pool runs, whoever runs it."""
+
+    count = 0
+
+
+class CountingCursor(psycopg.AsyncCursor[Any]):
+    """Counts at the one place every pooled query passes: cursor execution."""
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        Statements.count += 1
+        return await super().execute(*args, **kwargs)
+
+    async def executemany(self, *args: Any, **kwargs: Any) -> Any:
+        Statements.count += 1
+        return await super().executemany(*args, **kwargs)
+
+
+async def _count_statements(conn: psycopg.AsyncConnection[Any]) -> None:
+    # connection.execute() and connection.cursor() both build cursors from this factory.
+    conn.cursor_factory = CountingCursor
+
+
+@pytest.fixture
+async def counting_pool(db_url: str) -> AsyncIterator[psycopg_pool.AsyncConnectionPool[Any]]:
+    async with psycopg_pool.AsyncConnectionPool(
+        db_url, min_size=2, max_size=POOL_SIZE, configure=_count_statements, open=False
+    ) as pool:
+        yield pool
+
+
+def _pool_backends(conn: psycopg.Connection[Any]) -> int:
+    """Backends of this database other than the listener and this checking connection."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND application_name <> %s "
+        "AND backend_type = 'client backend'",
+        (events.APPLICATION_NAME,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_300_streams_share_one_listener_and_wait_without_queries(
+    db_url: str,
+    conn: psycopg.Connection[Any],
+    counting_pool: psycopg_pool.AsyncConnectionPool[Any],
+) -> None:
+    bench = load_bench()
+    export_id = bench.insert_export(conn, add_admin(conn))
+    async with serving(counting_pool, db_url) as (app, base_url):
+        cookie = await bench.login_cookie(
+            base_url, "watcher.admin@example.com", "correct horse battery"
+        )
+        connect_from = Statements.count
+        proc = await start_clients(f"{base_url}/staff/exports/{export_id}/events", cookie, CLIENTS)
+        try:
+            ready = await read_report(proc, 120)
+            assert ready == {"ready": CLIENTS, "failed": 0, "errors": []}
+            # The hook sees the web process's queries: opening a stream does run some
+            # (sign-in, may-see), at least one per stream.
+            assert Statements.count - connect_from >= CLIENTS
+            hub = app[HUB]
+            assert hub.subscriber_count() == CLIENTS
+            assert listeners(conn) == 1
+            # 300 open streams, yet the web process holds no more than its pool.
+            assert _pool_backends(conn) <= POOL_SIZE
+
+            # Waiting: no statement at all, however many streams wait.
+            idle_from = Statements.count
+            await asyncio.sleep(2.0)
+            assert Statements.count == idle_from, "statements ran while every stream waited"
+
+            # Each notification costs one state query for all 300 watchers, not one each.
+            async with await psycopg.AsyncConnection.connect(db_url) as writer:
+                for k in range(1, PROGRESS_EVENTS + 1):
+                    await writer.execute(
+                        "UPDATE export_jobs SET status = 'running', stage = 'exporting', "
+                        "rows_total = 1000, rows_done = %s, "
+                        "started_at = COALESCE(started_at, now()) WHERE id = %s",
+                        (k * 100, export_id),
+                    )
+                    await events.publish(writer, export_id)
+                    await writer.commit()
+                    await asyncio.sleep(0.3)
+            progress_cost = Statements.count - idle_from
+            assert 1 <= progress_cost <= PROGRESS_EVENTS
+
+            await asyncio.to_thread(bench.complete_export, conn, export_id, 1000)
+            final = await read_report(proc, 90)
+            assert final["statuses"] == {"completed": CLIENTS}, final
+            assert final["terminal"] == CLIENTS
+            assert final["errors"] == []
+            # Every client saw the last state (rows 1000 arrives only with the completion).
+            assert len(final["received"]["1000"]) == CLIENTS
+            assert Statements.count - idle_from <= PROGRESS_EVENTS + 1
+            assert listeners(conn) == 1
+            for _ in range(50):
+                if hub.subscriber_count() == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert hub.subscriber_count() == 0, "finished streams unsubscribe"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
