@@ -1,0 +1,270 @@
+"""The exported CSV in LibreOffice Calc (headless): same cells as Python's csv, no formulas."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import missing_component
+from psycopg_pool import AsyncConnectionPool
+
+from ticketexport import seed
+from ticketexport.config import Settings
+from ticketexport.domain.permissions import Permission
+from ticketexport.exports import service
+from ticketexport.exports.worker import BOM, Deps, ExportRun
+from ticketexport.storage.local import LocalStorage
+from ticketexport.views import registry
+from ticketexport.views import saved as saved_views
+from ticketexport.views.model import ListRequest, parse_definition
+
+from .export_support import ADMIN, GUARDED_FIRST, scratch_database
+
+openpyxl = pytest.importorskip("openpyxl")
+
+pytestmark = [pytest.mark.libreoffice, pytest.mark.slow]
+
+# Comma-separated, double-quoted, UTF-8 (76), from line 1, standard column types, "quoted
+# field as text" off and "detect special numbers" on: the settings that make Calc evaluate
+# a formula-looking cell, so the guard has something to prove.
+INFILTER = "CSV:44,34,76,1,,0,false,true,false,false,false"
+
+# Titles and descriptions a spreadsheet would take as formulas, or that stress quoting.
+ADVERSARIAL = (
+    ("=SUM(1,2)", "=1+2"),
+    ("=1+2", "+1+2 in the description"),
+    ("+1+2", "-3+4"),
+    ("-3+4", "@SUM(1,2)"),
+    ("@SUM(1,2)", '=HYPERLINK("http://example.com","click")'),
+    ("\t=1+2 after a tab", "\r=1+2 after a carriage return"),
+    ("\r=SUM(1,2) after a CR", "\t@SUM(1,2)"),
+    ('=HYPERLINK("http://example.com","x")', "=cmd|' /C calc'!A0"),
+    ("-", "="),
+    ('Comma, and "quotes", and\nline breaks', 'Line 1\r\nLine 2\rLine 3\n"end"'),
+    ("Ünïcödé Привет 你好 مرحبا 😀👍🏽", "emoji only 👨‍💻"),
+    ("1,5", "0012"),
+)
+ADVERSARIAL_TAGS = ["=1+2", "vpn", "a,b"]
+COLUMNS = ["id", "title", "description", "tags", "contact", "created_at", "tasks", "status"]
+
+
+def _soffice() -> str:
+    found = shutil.which("soffice") or shutil.which("libreoffice")
+    if found is None:
+        missing_component("LibreOffice (soffice) not installed")
+    assert found is not None
+    return found
+
+
+def _convert(soffice: str, sources: list[Path], out: Path, profile: Path) -> list[Path]:
+    """Headless CSV → xlsx with a private profile (never the user's, never a shared one)."""
+    out.mkdir()
+    result = subprocess.run(
+        [
+            soffice,
+            f"-env:UserInstallation={profile.as_uri()}",
+            "--headless",
+            "--norestore",
+            f"--infilter={INFILTER}",
+            "--convert-to",
+            "xlsx",
+            "--outdir",
+            str(out),
+            *map(str, sources),
+        ],
+        capture_output=True,
+        timeout=180,
+        check=False,
+    )
+    converted = [out / (source.stem + ".xlsx") for source in sources]
+    missing = [p.name for p in converted if not p.exists()]
+    assert result.returncode == 0, result
+    assert not missing, (missing, result.stdout, result.stderr)
+    return converted
+
+
+def _cells(path: Path, *, data_only: bool) -> list[list[Any]]:
+    """(value, data_type) per cell, trailing empties dropped, one list per row."""
+    book = openpyxl.load_workbook(path, data_only=data_only)
+    rows = []
+    for row in book.active.iter_rows():
+        cells = [(cell.value, cell.data_type) for cell in row]
+        while cells and cells[-1][0] is None:
+            cells.pop()
+        rows.append(cells)
+    while rows and not rows[-1]:
+        rows.pop()
+    return rows
+
+
+def calc_lines(text: str) -> str:
+    """Calc keeps one kind of line break inside a cell: CRLF and a lone CR become LF."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _same_cell(text: str, value: Any, data_type: str) -> bool:
+    """Whether Calc's cell holds what Python's csv read.
+
+    Calc turns digit strings into numbers (ticket ids, "0012", "1,5" stays text as the
+    decimal separator is '.'); a number is equal when it is the same number. Everything
+    else must be the identical string (up to Calc's one kind of line break); an empty
+    field is an empty cell."""
+    if text == "":
+        return value is None
+    if data_type == "f":
+        return False
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        try:
+            return float(text) == float(value)
+        except ValueError:
+            return False
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return False
+    return bool(value == calc_lines(text))
+
+
+def _add_adversarial(url: str) -> list[int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        ids = []
+        for title, description in ADVERSARIAL:
+            row = conn.execute(
+                "INSERT INTO tickets (title, description, status_id, priority_id, tags) "
+                "VALUES (%s, %s, 1, 1, %s) RETURNING id",
+                (title, description, ADVERSARIAL_TAGS),
+            ).fetchone()
+            assert row is not None
+            ids.append(int(row[0]))
+    return ids
+
+
+def _requester(url: str) -> service.Requester:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT u.id, u.email, u.is_admin, COALESCE(bit_or(r.permissions), 0) "
+            "FROM users u LEFT JOIN user_roles ur ON ur.user_id = u.id "
+            "LEFT JOIN roles r ON r.id = ur.role_id WHERE u.email = %s GROUP BY u.id",
+            (ADMIN.email,),
+        ).fetchone()
+    assert row is not None
+    return service.Requester(
+        id=row[0], email=row[1], is_admin=row[2], permissions=Permission(row[3])
+    )
+
+
+async def _export(url: str, home: Path) -> bytes:
+    """A saved view over the seeded tickets plus the adversarial ones, run in-process."""
+    settings = Settings.from_env({"DATABASE_URL": url, "TICKETEXPORT_HOME": str(home)})
+    storage = LocalStorage(home / "exports")
+    user = _requester(url)
+    async with AsyncConnectionPool(
+        url, min_size=1, max_size=3, open=False, kwargs={"autocommit": True}
+    ) as pool:
+        deps = Deps(settings=settings, database_url=url, pool=pool, storage=storage)
+        async with pool.connection() as conn:
+            view_id = await saved_views.create_saved_view(
+                conn,
+                user.actor,
+                parse_definition(
+                    {
+                        "name": "Spreadsheet check =1+2",
+                        "columns": [*COLUMNS, *(c for c in registry.COLUMNS if c not in COLUMNS)][
+                            :20
+                        ],
+                        "sort": [{"column": "id", "direction": "desc"}],
+                    }
+                ),
+                system_wide=False,
+            )
+        request = ListRequest(view=str(view_id), q="", sort=None, filters={}, page=None)
+        requested = await service.request_export(
+            pool, user, request, timezone="Europe/Berlin", retention_hours=72, client_ip=None
+        )
+        async with pool.connection() as conn:
+            export = await service.load_export(conn, requested.export_id)
+        assert export is not None
+        await ExportRun(deps, requested.export_id, export["procrastinate_job_id"]).run()
+        async with pool.connection() as conn:
+            export = await service.load_export(conn, requested.export_id)
+        assert export is not None
+        assert export["status"] == "completed", export["error_code"]
+        return b"".join([chunk async for chunk in storage.read(export["object_key"])])
+
+
+async def test_libreoffice_reads_the_export_cell_for_cell(
+    server_url: str, template_db: str, tmp_path: Path
+) -> None:
+    soffice = _soffice()
+    with scratch_database(server_url, template_db) as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            seed.seed(conn, tickets=250, seed=3)
+        adversarial_ids = _add_adversarial(url)
+        data = await _export(url, tmp_path / "home")
+
+    assert data.startswith(BOM)
+    exported = tmp_path / "export.csv"
+    exported.write_bytes(data)
+    expected = list(csv.reader(io.StringIO(data[len(BOM) :].decode("utf-8"), newline="")))
+    assert len(expected) == 1 + 250 + len(ADVERSARIAL)
+
+    # The control: an unguarded formula that Calc, with the same settings, does evaluate.
+    control = tmp_path / "control.csv"
+    control.write_bytes(BOM + b'Ticket ID,Title\n1,=1+2\n2,"=SUM(1,2)"\n3,plain\n')
+
+    xlsx, control_xlsx = _convert(
+        soffice, [exported, control], tmp_path / "out", tmp_path / "lo-profile"
+    )
+
+    evaluated = _cells(control_xlsx, data_only=True)
+    formulas = _cells(control_xlsx, data_only=False)
+    assert evaluated[1][1] == (3, "n"), evaluated
+    assert evaluated[2][1] == (3, "n"), evaluated
+    assert formulas[1][1] == ("=1+2", "f"), formulas
+    assert formulas[3][1] == ("plain", "s"), formulas
+
+    raw = _cells(xlsx, data_only=False)
+    values = _cells(xlsx, data_only=True)
+    assert len(raw) == len(expected)
+    mismatches = []
+    guarded = 0
+    for number, (want, got, shown) in enumerate(zip(expected, raw, values, strict=True)):
+        # Calc keeps empty trailing fields as no cell at all.
+        padded = got + [(None, "n")] * (len(want) - len(got))
+        assert len(padded) == len(want), (number, want, got)
+        for column, (text, (value, data_type), (cached, _)) in enumerate(
+            zip(want, padded, shown + [(None, "n")] * len(want), strict=False)
+        ):
+            if text[:1] == "'" and text[1:2] in GUARDED_FIRST:
+                guarded += 1
+                # Never a formula, never its result: the very text the file holds.
+                if data_type != "s" or value != calc_lines(text) or cached != value:
+                    mismatches.append((number, column, text, value, data_type, cached))
+            elif not _same_cell(text, value, data_type):
+                mismatches.append((number, column, text, value, data_type, cached))
+    assert not mismatches, mismatches[:10]
+
+    # Every guard character reached the spreadsheet, and the hand-made rows are all there.
+    firsts = {
+        text[1]
+        for row in expected[1:]
+        for text in row
+        if text[:1] == "'" and text[1:2] in GUARDED_FIRST
+    }
+    assert firsts == set(GUARDED_FIRST)
+    assert guarded >= 3 * len(ADVERSARIAL)
+    by_id = {row[0]: row for row in expected[1:]}
+    first = by_id[str(adversarial_ids[0])]
+    assert first[1:4] == ["'=SUM(1,2)", "'=1+2", "'=1+2, vpn, a,b"]
+    row_of_first = next(i for i, row in enumerate(expected) if row is first)
+    assert values[row_of_first][1] == ("'=SUM(1,2)", "s")
+    multiline = by_id[str(adversarial_ids[9])]
+    assert multiline[1] == 'Comma, and "quotes", and\nline breaks'
+    assert multiline[2] == 'Line 1\r\nLine 2\rLine 3\n"end"'
