@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import html
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -64,6 +65,18 @@ def csrf_in(page: str) -> str:
     return html.unescape(match.group(1))
 
 
+class _Collect(logging.Handler):
+    """Keeps the app's error log lines, so a 500 failure shows its traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
 class Web:
     """A test client bound to one running app, with login and form helpers."""
 
@@ -97,18 +110,28 @@ async def running(
     db_url: str,
     *,
     setup: Callable[[aioweb.Application], None] | None = None,
+    expect_500s: bool = False,
     **overrides: Any,
 ) -> AsyncIterator[Web]:
     """The real app against `db_url`; fails the test if it served any 500."""
-    async with psycopg_pool.AsyncConnectionPool(db_url, min_size=1, max_size=4) as pool:
-        app = init_app(settings_for(db_url, **overrides), pool)
-        if setup is not None:
-            setup(app)
-        async with TestClient(TestServer(app)) as client:
-            yield Web(client, pool)
-            errors = list(app[SERVER_ERRORS])
-    if errors:
-        pytest.fail(f"the app served {len(errors)} response(s) with status 500: {errors}")
+    captured = _Collect()
+    logger = logging.getLogger("ticketexport.web")
+    logger.addHandler(captured)
+    try:
+        async with psycopg_pool.AsyncConnectionPool(db_url, min_size=1, max_size=4) as pool:
+            app = init_app(settings_for(db_url, **overrides), pool)
+            if setup is not None:
+                setup(app)
+            async with TestClient(TestServer(app)) as client:
+                yield Web(client, pool)
+                errors = list(app[SERVER_ERRORS])
+    finally:
+        logger.removeHandler(captured)
+    if errors and not expect_500s:
+        pytest.fail(
+            f"the app served {len(errors)} response(s) with status 500: {errors}\n"
+            + "\n".join(captured.lines)
+        )
 
 
 @pytest_asyncio.fixture

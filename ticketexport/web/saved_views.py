@@ -73,6 +73,15 @@ async def view_edit(request: web.Request) -> web.StreamResponse:
 
 async def _save(request: web.Request, view_id: int | None) -> web.StreamResponse:
     user = request[USER]
+    if view_id is not None:
+        # Someone else's view is not there at all, whatever the form holds.
+        async with pool_of(request).connection() as conn:
+            try:
+                await saved.get_saved_view(conn, view_id, actor_of(user))
+            except ViewNotFound:
+                raise PageError(
+                    404, "That saved view does not exist or you cannot see it."
+                ) from None
     form = await request.post()
     try:
         state = view_form.state_from_form(form)
@@ -86,6 +95,7 @@ async def _save(request: web.Request, view_id: int | None) -> web.StreamResponse
     except ViewInputError as exc:
         return await _editor(request, state, view_id=view_id, error=str(exc), status=400)
     actor = actor_of(user)
+    error: str | None = None
     async with pool_of(request).connection() as conn:
         try:
             if view_id is None:
@@ -96,12 +106,17 @@ async def _save(request: web.Request, view_id: int | None) -> web.StreamResponse
                 await saved.update_saved_view(
                     conn, actor, view_id, definition, system_wide=state.system_wide
                 )
+        except ViewInputError as exc:
+            # e.g. a user or team id that does not exist (checked against the database).
+            error = str(exc)
         except ViewNotFound:
             raise PageError(404, "That saved view does not exist or you cannot see it.") from None
         except PermissionError:
             raise PageError(
                 403, "Only people with the Manage System Views permission can change this view."
             ) from None
+    if error is not None:
+        return await _editor(request, state, view_id=view_id, error=error, status=400)
     raise web.HTTPSeeOther(f"/staff/tickets?view={view_id}")
 
 
