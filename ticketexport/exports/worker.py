@@ -27,7 +27,7 @@ from ticketexport.exports.service import copy_application_name
 from ticketexport.storage import Storage, StorageError
 from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
-from ticketexport.views.compiler import export_query
+from ticketexport.views.compiler import export_count_query, export_query
 
 log = logging.getLogger(__name__)
 
@@ -179,11 +179,11 @@ class ExportRun:
         try:
             frozen = export["request"]
             await self._check_requester(frozen)
-            query = self._query(frozen, export["as_of"])
+            query, count_query = self._query(frozen, export["as_of"])
             tz = zoneinfo.ZoneInfo(frozen["timezone"])
             file_name = rules.file_name(frozen["view"]["name"], export["as_of"], tz)
             key = _object_key(self.export_id, self.attempt, file_name)
-            await self._copy_to_storage(query, key, file_name)
+            await self._copy_to_storage(query, count_query, key, file_name)
         except Superseded:
             log.info("export superseded; stopping", extra=self.log_extra)
             await self._discard(key)
@@ -222,7 +222,10 @@ class ExportRun:
         if not can_export(Permission(int(user["permissions"]))):
             raise ExportFailed("permission_revoked", "requester lost permission 512")
 
-    def _query(self, frozen: Mapping[str, Any], as_of: Any) -> sql.Composable:
+    def _query(
+        self, frozen: Mapping[str, Any], as_of: Any
+    ) -> tuple[sql.Composed, sql.Composed]:
+        """The export's SELECT and its row count, as the frozen request defines them."""
         view = frozen["view"]
         try:
             definition = view_model.parse_definition(view["definition"])
@@ -247,9 +250,15 @@ class ExportRun:
             )
         except (KeyError, TypeError, view_model.ViewInputError) as exc:
             raise ExportFailed("view_unavailable", repr(exc)) from exc
-        return export_query(resolved, request, actor, as_of, frozen["timezone"])
+        tz = frozen["timezone"]
+        return (
+            export_query(resolved, request, actor, as_of, tz),
+            export_count_query(resolved, request, actor, as_of, tz),
+        )
 
-    async def _copy_to_storage(self, query: sql.Composable, key: str, file_name: str) -> None:
+    async def _copy_to_storage(
+        self, query: sql.Composed, count_query: sql.Composed, key: str, file_name: str
+    ) -> None:
         storage = self.deps.storage
         try:
             conn = await psycopg.AsyncConnection.connect(
@@ -264,9 +273,7 @@ class ExportRun:
             await storage.delete(key)
             await self._stage(Stage.COUNTING)
             try:
-                cur = await conn.execute(
-                    sql.SQL("SELECT count(*) FROM ({}) AS export_rows").format(query)
-                )
+                cur = await conn.execute(count_query)
                 counted = await cur.fetchone()
             except psycopg.OperationalError as exc:
                 raise Transient("database_unavailable", exc) from exc

@@ -591,7 +591,10 @@ def _keys_for(level: SortLevel, ctx: _Context) -> list[SortKey]:
         ]
     if col == "snoozed":
         return [SortKey(ctx.snoozed(), desc, "bool")]
-    text = display(col, ctx)
+    return _text_keys(display(col, ctx), desc)
+
+
+def _text_keys(text: sql.Composable, desc: bool) -> list[SortKey]:
     return [
         # empty values last in both directions: false (non-empty) sorts first ascending
         SortKey(sql.SQL("(({}) = '')").format(text), False, "bool"),
@@ -677,14 +680,64 @@ def _from(needs_tasks: bool) -> sql.Composable:
     )
     return sql.SQL(
         "tickets t"
-        " JOIN ticket_statuses st ON st.id = t.status_id"
-        " JOIN ticket_priorities pr ON pr.id = t.priority_id"
+        # LEFT joins on NOT NULL foreign keys keep every ticket and let the planner drop
+        # the lookups a count does not read.
+        " LEFT JOIN ticket_statuses st ON st.id = t.status_id"
+        " LEFT JOIN ticket_priorities pr ON pr.id = t.priority_id"
         " LEFT JOIN users ua ON ua.id = t.assignee_id"
         " LEFT JOIN users uc ON uc.id = t.created_by_id"
         " LEFT JOIN teams tm ON tm.id = t.team_id"
         " LEFT JOIN contacts ct ON ct.id = t.contact_id"
         "{}"
     ).format(tasks)
+
+
+# Sorts led by a lookup (priority, status, assignee) with few distinct values: one page is
+# the first rows of each group, each read in (group, created_at DESC, id DESC) index order,
+# merged. Sorting the whole view by a joined column would read every row of it instead.
+_GROUPED_SORTS: dict[str, tuple[sql.SQL, sql.SQL]] = {
+    "priority": (sql.SQL("ticket_priorities"), sql.SQL("priority_id")),
+    "status": (sql.SQL("ticket_statuses"), sql.SQL("status_id")),
+    "assignee": (sql.SQL("users"), sql.SQL("assignee_id")),
+}
+
+
+def _group_keys(sort: str) -> list[SortKey]:
+    if sort == "assignee":
+        return _text_keys(_person("g"), False)
+    return [SortKey(sql.SQL("g.sort_order"), False, "int")]
+
+
+def _grouped_page(
+    sort: str,
+    where: sql.Composable,
+    keys: list[SortKey],
+    after: tuple[Any, ...] | None,
+    limit: int,
+    ctx: _Context,
+) -> sql.Composable:
+    """`where` restricted to the ids that can be on the page, found group by group."""
+    table, column = _GROUPED_SORTS[sort]
+    group_keys = _group_keys(sort)
+    prune: sql.Composable = sql.SQL("true")
+    if after is not None:
+        # Groups wholly before the cursor hold nothing for this page; skip them unread.
+        lead = after[: len(group_keys)]
+        prune = sql.SQL("({}) >= ({})").format(
+            sql.SQL(", ").join(k.expr for k in group_keys),
+            sql.SQL(", ").join(_bind_key(k, v, ctx) for k, v in zip(group_keys, lead, strict=True)),
+        )
+    newest = sql.SQL("ORDER BY t.created_at DESC, t.id DESC LIMIT {}").format(sql.Literal(limit))
+    src = _from(ctx.needs_tasks)
+    per_group = sql.SQL(
+        "SELECT x.id FROM {table} g CROSS JOIN LATERAL (SELECT t.id FROM {src} "
+        "WHERE t.{column} = g.id AND {where} {newest}) x WHERE {prune}"
+    ).format(table=table, src=src, column=column, where=where, newest=newest, prune=prune)
+    if sort == "assignee":
+        per_group = sql.SQL(
+            "{} UNION ALL (SELECT t.id FROM {} WHERE t.assignee_id IS NULL AND {} {})"
+        ).format(per_group, src, where, newest)
+    return sql.SQL("t.id IN ({})").format(per_group)
 
 
 def compile_list(
@@ -707,6 +760,8 @@ def compile_list(
     where = where_clause(view, request, ctx)
     if after is not None:
         where = sql.SQL("{} AND {}").format(where, keyset_after(keys, after, ctx))
+    if limit is not None and request.sort in _GROUPED_SORTS:
+        where = _grouped_page(request.sort, where, keys, after, limit, ctx)
     order = sql.SQL(", ").join(
         sql.SQL("{} {}").format(k.expr, sql.SQL("DESC" if k.descending else "ASC")) for k in keys
     )
@@ -746,6 +801,22 @@ def compile_count(
         "SELECT count(*) FROM (SELECT 1 FROM {src} WHERE {where} LIMIT {cap}) AS limited"
     ).format(src=_from(ctx.needs_tasks), where=where, cap=sql.Literal(cap + 1))
     return statement, ctx.bind.params
+
+
+def export_count_query(
+    view: ResolvedView,
+    request: ListRequest,
+    actor: Actor,
+    as_of: datetime.datetime,
+    tz: str,
+) -> sql.Composed:
+    """The exact, uncapped row count of export_query's rows, without formatting any column
+    (values inlined like export_query's, so both read the same instant)."""
+    ctx = _Context(Binder(inline=True), as_of, tz, actor)
+    where = where_clause(view, request, ctx)
+    return sql.SQL("SELECT count(*) FROM {src} WHERE {where}").format(
+        src=_from(ctx.needs_tasks), where=where
+    )
 
 
 _FORMULA_START = sql.SQL("E'=+-@\\t\\r'")
