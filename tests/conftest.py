@@ -6,6 +6,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,15 @@ from ticketexport import db
 from ticketexport.embedded import embedded_database
 
 REQUIRE_ALL = os.environ.get("TICKETEXPORT_REQUIRE_ALL") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A terminated run (a CI timeout, a kill) becomes an interrupt, so session teardown
+    # still stops the embedded server and removes the run's directory.
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def missing_component(reason: str) -> None:
