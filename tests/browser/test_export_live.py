@@ -532,3 +532,46 @@ def test_non_admin_requester_reads_why_and_gets_no_file(
     row = agent.page.locator(f"tr:has(a[href='/staff/exports/{export_id}'])")
     assert row.locator('[data-field="status"]').text_content() == "completed"
     assert row.locator("a[href$='/download']").count() == 0
+
+
+def test_my_exports_updates_live_and_marks_expired(
+    stack: Stack, sessions: Callable[[str], Session]
+) -> None:
+    stack.start_worker()
+    admin = sessions(ADMIN_EXPORT)
+    export_id = admin.export("view=all&sort=assignee")
+    admin.page.goto("/staff/exports")
+    row = admin.page.locator(f"tr:has(a[href='/staff/exports/{export_id}'])")
+    assert row.get_attribute("data-events-url") == f"/staff/exports/{export_id}/events"
+    first = row.locator('[data-field="status"]').text_content()
+    assert first in ("queued", "running")
+    # Newest first: the export just requested heads the list.
+    assert admin.page.locator("table.exports tbody tr").first.get_attribute("data-events-url") == (
+        f"/staff/exports/{export_id}/events"
+    )
+    # The row moves by itself, and offers the file once there is one.
+    row.locator('[data-field="status"]:text-is("completed")').wait_for(timeout=30_000)
+    row.locator("a[href$='/download']").wait_for()
+    assert admin.page.url.endswith("/staff/exports")
+
+    # An admin with the permission sees everyone's exports, with who asked.
+    admin.page.goto("/staff/exports?all=1")
+    assert admin.page.text_content("h1") == "Everyone's exports"
+    assert admin.page.locator("th:text-is('By')").count() == 1
+
+    # Past its expiry the status page says so and links to nothing; the list marks it.
+    stack.sql(
+        "UPDATE export_jobs SET requested_at = now() - interval '73 hours', "
+        "expires_at = now() - interval '1 hour' WHERE id = %s",
+        (export_id,),
+    )
+    admin.page.goto(f"/staff/exports/{export_id}")
+    assert admin.badge() == "expired"
+    assert admin.page.is_visible("text=This export has expired")
+    assert not admin.page.is_visible('#export [data-field="download"]')
+    assert admin.context.request.get(f"/staff/exports/{export_id}/download").status == 410
+    admin.page.goto("/staff/exports")
+    row = admin.page.locator(f"tr:has(a[href='/staff/exports/{export_id}'])")
+    assert row.locator('[data-field="status"]').text_content() == "expired"
+    assert row.locator("a[href$='/download']").count() == 0
+    assert admin.downloads == []
