@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import re
+import socket
 import urllib.parse
 import uuid
 from typing import Any
 
+import aiohttp
 import psycopg
 import pytest
 from aiohttp import web as aioweb
-from web_support import PASSWORD, Web, csrf_in, make_user, running, web
+from web_support import PASSWORD, Web, csrf_in, make_user, running, settings_for, web
 
 from ticketexport import logs
 from ticketexport.domain.permissions import ALL_PERMISSIONS
+from ticketexport.web.app import run_web
 from ticketexport.web.state import SERVER_ERRORS
 
 __all__ = ["web"]  # the fixture, imported so pytest finds it
@@ -405,3 +409,27 @@ async def test_access_log_lines_have_the_request_id(
     assert line["path"] == "/login"
     assert line["method"] == "GET"
     assert line["request_id"] == "trace-42"
+
+
+async def test_run_web_serves_until_stopped(db_url: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    stop = asyncio.Event()
+    settings = settings_for(db_url, host="127.0.0.1", port=port)
+    server = asyncio.create_task(run_web(settings, db_url, stop=stop))
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/login") as response:
+                        assert response.status == 200
+                        assert 'name="csrf_token"' in await response.text()
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            else:
+                pytest.fail("run_web never started listening")
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, timeout=30)
