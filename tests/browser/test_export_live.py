@@ -7,6 +7,7 @@ import csv
 import html.parser
 import io
 import os
+import re
 import secrets
 import signal
 import socket
@@ -217,9 +218,11 @@ def browser() -> Iterator[Any]:
 class Session:
     """One signed-in browser context with a page that records states and downloads."""
 
-    def __init__(self, browser: Any, stack: Stack, email: str) -> None:
+    def __init__(self, browser: Any, stack: Stack, email: str, *, javascript: bool = True) -> None:
         self.stack = stack
-        self.context = browser.new_context(accept_downloads=True, base_url=stack.base_url)
+        self.context = browser.new_context(
+            accept_downloads=True, base_url=stack.base_url, java_script_enabled=javascript
+        )
         self.context.add_init_script(OBSERVER)
         self.page = self.context.new_page()
         self.page.set_default_timeout(20_000)
@@ -259,11 +262,11 @@ class Session:
 
 
 @pytest.fixture
-def sessions(browser: Any, stack: Stack) -> Iterator[Callable[[str], Session]]:
+def sessions(browser: Any, stack: Stack) -> Iterator[Callable[..., Session]]:
     opened: list[Session] = []
 
-    def open_session(email: str) -> Session:
-        opened.append(Session(browser, stack, email))
+    def open_session(email: str, *, javascript: bool = True) -> Session:
+        opened.append(Session(browser, stack, email, javascript=javascript))
         return opened[-1]
 
     yield open_session
@@ -355,7 +358,7 @@ def _downloaded_states(stack: Stack, export_id: str) -> list[tuple[Any, ...]]:
 
 
 def test_export_moves_live_and_downloads_once(
-    stack: Stack, sessions: Callable[[str], Session]
+    stack: Stack, sessions: Callable[..., Session]
 ) -> None:
     worker_was_running = stack.worker.running
     admin = sessions(ADMIN_EXPORT)
@@ -434,7 +437,7 @@ def test_export_moves_live_and_downloads_once(
     assert other.page.text_content("#nav-exports").strip() == "My exports"
 
 
-def test_cancel_mid_way(stack: Stack, sessions: Callable[[str], Session]) -> None:
+def test_cancel_mid_way(stack: Stack, sessions: Callable[..., Session]) -> None:
     stack.start_worker()
     admin = sessions(ADMIN_EXPORT)
     export_id = admin.export("view=all&sort=oldest")
@@ -469,7 +472,7 @@ def test_cancel_mid_way(stack: Stack, sessions: Callable[[str], Session]) -> Non
     assert admin.downloads == []
 
 
-def test_retry_after_permission_revoked(stack: Stack, sessions: Callable[[str], Session]) -> None:
+def test_retry_after_permission_revoked(stack: Stack, sessions: Callable[..., Session]) -> None:
     stack.worker.stop()
     admin = sessions(ADMIN_EXPORT)
     export_id = admin.export("view=all&sort=priority")
@@ -508,7 +511,7 @@ def test_retry_after_permission_revoked(stack: Stack, sessions: Callable[[str], 
 
 
 def test_non_admin_requester_reads_why_and_gets_no_file(
-    stack: Stack, sessions: Callable[[str], Session]
+    stack: Stack, sessions: Callable[..., Session]
 ) -> None:
     stack.start_worker()
     agent = sessions(AGENT_EXPORT)
@@ -535,7 +538,7 @@ def test_non_admin_requester_reads_why_and_gets_no_file(
 
 
 def test_my_exports_updates_live_and_marks_expired(
-    stack: Stack, sessions: Callable[[str], Session]
+    stack: Stack, sessions: Callable[..., Session]
 ) -> None:
     stack.start_worker()
     admin = sessions(ADMIN_EXPORT)
@@ -553,6 +556,26 @@ def test_my_exports_updates_live_and_marks_expired(
     row.locator('[data-field="status"]:text-is("completed")').wait_for(timeout=30_000)
     row.locator("a[href$='/download']").wait_for()
     assert admin.page.url.endswith("/staff/exports")
+
+    # Without JavaScript the first paint alone is complete.
+    plain = sessions(ADMIN_EXPORT, javascript=False)
+    plain.page.goto(f"/staff/exports/{export_id}")
+    assert plain.badge() == "completed"
+    assert plain.page.get_attribute("progress", "value") == "100"
+    announce = " ".join(str(plain.page.text_content('[data-field="announce"]')).split())
+    assert announce == f"100% · {TICKETS:,} of {TICKETS:,} rows"
+    assert str(plain.page.text_content('[data-field="elapsed"]')).startswith("Took ")
+    details = str(plain.page.text_content("dl.details"))
+    assert export_id in details
+    assert "Alex Morgan (admin.export@example.com)" in details
+    assert "View: All tickets" in details
+    stamps = plain.page.locator("dl.details time").all_text_contents()
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", t) for t in stamps)
+    assert plain.page.is_visible('#export [data-field="download"]')
+    assert plain.page.get_attribute("#export", "data-events-url") == (
+        f"/staff/exports/{export_id}/events"
+    )
+    assert plain.page.locator('[aria-live="polite"]').count() == 1
 
     # An admin with the permission sees everyone's exports, with who asked.
     admin.page.goto("/staff/exports?all=1")
