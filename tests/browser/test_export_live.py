@@ -477,6 +477,8 @@ def test_retry_after_permission_revoked(stack: Stack, sessions: Callable[..., Se
     admin = sessions(ADMIN_EXPORT)
     export_id = admin.export("view=all&sort=priority")
     assert admin.badge() == "queued"
+    # The navigation counts the user's queued and running exports.
+    assert " ".join(str(admin.page.text_content("#nav-exports")).split()) == "My exports (1)"
     admin.page.wait_for_timeout(200)
     with psycopg.connect(stack.db_url, autocommit=True) as conn:
         accounts.set_user(conn, ADMIN_EXPORT, remove_roles=["administrator"])
