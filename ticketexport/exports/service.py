@@ -266,19 +266,14 @@ async def retry_export(
     client_ip: str | None,
 ) -> Requested:
     """A new export of the same frozen view, as of this click, linked to the original."""
+    async with pool.connection() as conn:
+        await visible_export(conn, user, export_id)  # not visible: 404, nothing audited
+    if not can_export(user.permissions):
+        # Audited on its own connection: a denial must outlive the refused request.
+        await _deny(pool, user, "retry", "missing_permission", client_ip, export_id)
+        raise ExportDenied("Retrying requires the Import / Export Tickets permission.")
     async with pool.connection() as conn, conn.transaction():
         original = await visible_export(conn, user, export_id)
-        if not can_export(user.permissions):
-            await audit.record(
-                conn,
-                "export.denied",
-                actor_id=user.id,
-                actor_email=user.email,
-                client_ip=client_ip,
-                export_id=export_id,
-                details={"action": "retry", "reason": "missing_permission"},
-            )
-            raise ExportDenied("Retrying requires the Import / Export Tickets permission.")
         if original["status"] not in (Status.FAILED, Status.CANCELLED):
             raise ExportConflict("Only failed or cancelled exports can be retried.")
         previous = original["request"]
