@@ -361,6 +361,8 @@ def test_export_moves_live_and_downloads_once(
     stack: Stack, sessions: Callable[..., Session]
 ) -> None:
     worker_was_running = stack.worker.running
+    # No worker while the request is made, so the page is sure to show it queued.
+    stack.worker.stop()
     admin = sessions(ADMIN_EXPORT)
     export_id = admin.export("view=all")
     assert admin.badge() == "queued"
