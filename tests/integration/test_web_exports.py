@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -61,7 +62,13 @@ async def _request_export(web: Web, **fields: str) -> str:
 
 
 async def _run_worker(db_url: str, export_id: str) -> None:
-    settings = Settings.from_env({"DATABASE_URL": db_url, "TICKETEXPORT_HEARTBEAT_SECONDS": "0.2"})
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": db_url,
+            "TICKETEXPORT_HOME": os.environ["TICKETEXPORT_HOME"],
+            "TICKETEXPORT_HEARTBEAT_SECONDS": "0.2",
+        }
+    )
     async with AsyncConnectionPool(
         db_url, min_size=1, max_size=3, open=False, kwargs={"autocommit": True}
     ) as pool:

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import html
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -28,7 +29,10 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def settings_for(db_url: str, **overrides: Any) -> Settings:
-    base = Settings.from_env({"DATABASE_URL": db_url})
+    # The run's isolated home (conftest), so stored files never land in the working tree.
+    base = Settings.from_env(
+        {"DATABASE_URL": db_url, "TICKETEXPORT_HOME": os.environ["TICKETEXPORT_HOME"]}
+    )
     return dataclasses.replace(base, **overrides)
 
 
