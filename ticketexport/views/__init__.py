@@ -1,0 +1,1 @@
+"""The one view → SQL compiler that the list page and the CSV export share."""

@@ -434,8 +434,22 @@ def condition_sql(c: Condition, ctx: _Context) -> sql.Composable:
 
 # Built-in views and top-bar filters -------------------------------------------------------
 
-_OPEN = sql.SQL("(st.status_type = 'open')")
-_CLOSED = sql.SQL("(st.status_type = 'closed')")
+# Lookups become arrays of ids evaluated once (an InitPlan), so the ticket indexes that
+# lead with status_id, team_id or id can use them as index conditions whatever the
+# planner's row estimates for the tiny lookup tables.
+_OPEN = sql.SQL(
+    "(t.status_id = ANY (ARRAY(SELECT s.id FROM ticket_statuses s WHERE s.status_type = 'open')))"
+)
+_CLOSED = sql.SQL(
+    "(t.status_id = ANY (ARRAY(SELECT s.id FROM ticket_statuses s WHERE s.status_type = 'closed')))"
+)
+
+
+def _status_where(column: str, value: sql.Composable) -> sql.Composable:
+    return sql.SQL(
+        "(t.status_id = ANY (ARRAY(SELECT s.id FROM ticket_statuses s WHERE s.{} = {})))"
+    ).format(sql.Identifier(column), value)
+
 
 # Built-in views whose rule contains "not snoozed" (the top-bar snoozed= replaces that part).
 NOT_SNOOZED_VIEWS = frozenset(
@@ -453,7 +467,8 @@ def _builtin_rule(key: str, ctx: _Context) -> list[sql.Composable]:
         "created-by-me": [sql.SQL("(t.created_by_id = {})").format(me), _OPEN],
         "team-tickets": [
             sql.SQL(
-                "(t.team_id IN (SELECT m.team_id FROM team_memberships m WHERE m.user_id = {}))"
+                "(t.team_id = ANY (ARRAY(SELECT m.team_id FROM team_memberships m "
+                "WHERE m.user_id = {})))"
             ).format(me),
             _OPEN,
         ],
@@ -484,14 +499,15 @@ def _filters(view: ResolvedView, filters: Mapping[str, str], ctx: _Context) -> l
     elif snoozed == "only":
         parts.append(ctx.snoozed())
     if "status" in filters:
-        parts.append(
-            sql.SQL("(st.developer_name = {})").format(ctx.bind(filters["status"], "text"))
-        )
+        parts.append(_status_where("developer_name", ctx.bind(filters["status"], "text")))
     if "type" in filters:
-        parts.append(sql.SQL("(st.status_type = {})").format(ctx.bind(filters["type"], "text")))
+        parts.append(_status_where("status_type", ctx.bind(filters["type"], "text")))
     if "priority" in filters:
         parts.append(
-            sql.SQL("(pr.developer_name = {})").format(ctx.bind(filters["priority"], "text"))
+            sql.SQL(
+                "(t.priority_id = ANY (ARRAY(SELECT p.id FROM ticket_priorities p "
+                "WHERE p.developer_name = {})))"
+            ).format(ctx.bind(filters["priority"], "text"))
         )
     for key, column in (
         ("assignee", "assignee_id"),
@@ -669,7 +685,10 @@ def _signature(view: ResolvedView, levels: tuple[SortLevel, ...]) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def _from(needs_tasks: bool) -> sql.Composable:
+_TICKETS = sql.SQL("tickets t")
+
+
+def _from(needs_tasks: bool, tickets: sql.Composable = _TICKETS) -> sql.Composable:
     tasks = (
         sql.SQL(
             " LEFT JOIN LATERAL (SELECT count(*) AS total, count(*) FILTER (WHERE x.is_closed) "
@@ -679,7 +698,7 @@ def _from(needs_tasks: bool) -> sql.Composable:
         else sql.SQL("")
     )
     return sql.SQL(
-        "tickets t"
+        "{}"
         # LEFT joins on NOT NULL foreign keys keep every ticket and let the planner drop
         # the lookups a count does not read.
         " LEFT JOIN ticket_statuses st ON st.id = t.status_id"
@@ -689,7 +708,7 @@ def _from(needs_tasks: bool) -> sql.Composable:
         " LEFT JOIN teams tm ON tm.id = t.team_id"
         " LEFT JOIN contacts ct ON ct.id = t.contact_id"
         "{}"
-    ).format(tasks)
+    ).format(tickets, tasks)
 
 
 # Sorts led by a lookup (priority, status, assignee) with few distinct values: one page is
@@ -708,22 +727,43 @@ def _group_keys(sort: str) -> list[SortKey]:
     return [SortKey(sql.SQL("g.sort_order"), False, "int")]
 
 
+def _status_groups(
+    view: ResolvedView, filters: Mapping[str, str], ctx: _Context
+) -> list[sql.Composable]:
+    """Conditions on the status alone, so statuses the view excludes are never read."""
+    parts: list[sql.Composable] = []
+    if view.builtin in NOT_SNOOZED_VIEWS:
+        parts.append(sql.SQL("g.status_type = 'open'"))
+    elif view.builtin in ("closed", "recently-closed"):
+        parts.append(sql.SQL("g.status_type = 'closed'"))
+    if "type" in filters:
+        parts.append(sql.SQL("g.status_type = {}").format(ctx.bind(filters["type"], "text")))
+    if "status" in filters:
+        parts.append(sql.SQL("g.developer_name = {}").format(ctx.bind(filters["status"], "text")))
+    return parts
+
+
 def _grouped_page(
-    sort: str,
+    view: ResolvedView,
+    request: ListRequest,
     where: sql.Composable,
-    keys: list[SortKey],
     after: tuple[Any, ...] | None,
     limit: int,
     ctx: _Context,
 ) -> sql.Composable:
-    """`where` restricted to the ids that can be on the page, found group by group."""
+    """The ids that can be on the page (rows of `where`), found group by group."""
+    sort = request.sort
+    assert sort is not None  # only called for the grouped named sorts
     table, column = _GROUPED_SORTS[sort]
     group_keys = _group_keys(sort)
     prune: sql.Composable = sql.SQL("true")
+    if sort == "status":
+        prune = sql.SQL(" AND ").join([prune, *_status_groups(view, request.filters, ctx)])
     if after is not None:
         # Groups wholly before the cursor hold nothing for this page; skip them unread.
         lead = after[: len(group_keys)]
-        prune = sql.SQL("({}) >= ({})").format(
+        prune = sql.SQL("{} AND ({}) >= ({})").format(
+            prune,
             sql.SQL(", ").join(k.expr for k in group_keys),
             sql.SQL(", ").join(_bind_key(k, v, ctx) for k, v in zip(group_keys, lead, strict=True)),
         )
@@ -737,7 +777,7 @@ def _grouped_page(
         per_group = sql.SQL(
             "{} UNION ALL (SELECT t.id FROM {} WHERE t.assignee_id IS NULL AND {} {})"
         ).format(per_group, src, where, newest)
-    return sql.SQL("t.id IN ({})").format(per_group)
+    return per_group
 
 
 def compile_list(
@@ -750,8 +790,14 @@ def compile_list(
     after: tuple[Any, ...] | None = None,
     limit: int | None = None,
     inline: bool = False,
+    grouped: bool = False,
 ) -> Compiled:
-    """The list SELECT: display columns, ticket id, sort keys; keyset `after`, `limit` rows."""
+    """The list SELECT: display columns, ticket id, sort keys; keyset `after`, `limit` rows.
+
+    `grouped` reads a page of a priority/status/assignee sort group by group (see
+    _grouped_page); the rows are the same either way, only the plan differs. It pays off
+    for large views and costs more for small selective ones, so the caller decides.
+    """
     ctx = _Context(Binder(inline=inline), now, tz, actor)
     columns = view.definition.columns
     shown_cols = [display(c, ctx) for c in columns]
@@ -760,8 +806,18 @@ def compile_list(
     where = where_clause(view, request, ctx)
     if after is not None:
         where = sql.SQL("{} AND {}").format(where, keyset_after(keys, after, ctx))
-    if limit is not None and request.sort in _GROUPED_SORTS:
-        where = _grouped_page(request.sort, where, keys, after, limit, ctx)
+    src = _from(ctx.needs_tasks)
+    if grouped and limit is not None and request.sort in _GROUPED_SORTS:
+        picked = _grouped_page(view, request, where, after, limit, ctx)
+        # OFFSET 0 keeps the lateral lookup a per-id index probe whatever the row estimates.
+        src = _from(
+            ctx.needs_tasks,
+            sql.SQL(
+                "({}) AS picked CROSS JOIN LATERAL "
+                "(SELECT * FROM tickets x WHERE x.id = picked.id OFFSET 0) t"
+            ).format(picked),
+        )
+        where = sql.SQL("true")
     order = sql.SQL(", ").join(
         sql.SQL("{} {}").format(k.expr, sql.SQL("DESC" if k.descending else "ASC")) for k in keys
     )
@@ -770,7 +826,7 @@ def compile_list(
     ).format(
         cols=sql.SQL(", ").join(shown_cols),
         keys=sql.SQL(", ").join(k.expr for k in keys),
-        src=_from(ctx.needs_tasks),
+        src=src,
         where=where,
         order=order,
         limit=sql.SQL(" LIMIT {}").format(sql.Literal(limit)) if limit is not None else sql.SQL(""),

@@ -1,0 +1,143 @@
+"""List-page server time per built-in view and sort: first page, a deep page, and search.
+
+Usage (a database seeded with `ticketexport seed --tickets 1000000`):
+
+    DATABASE_URL=postgresql://... .venv/bin/python bench/list_pages.py [--runs 5]
+
+Times one `list_page()` call (the page query plus its capped count) on a warm connection,
+wall clock, median of --runs. The deep page starts from a cursor taken at row 1,000 (page
+21), which is what following twenty "next" links arrives at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import psycopg
+
+from ticketexport.views import compiler, cursor, registry
+from ticketexport.views.model import Actor
+from ticketexport.views.service import builtin_view, list_page, parse_list_request
+
+DEEP_ROW = 1000
+SEARCH_VIEWS = ("all", "open", "my-tickets", "closed")
+
+
+async def timed(
+    conn: psycopg.AsyncConnection[Any],
+    params: dict[str, str],
+    actor: Actor,
+    now: datetime.datetime,
+    tz: str,
+    runs: int,
+) -> tuple[float, int]:
+    samples = []
+    rows = 0
+    for _ in range(runs):
+        start = time.perf_counter()
+        page = await list_page(conn, parse_list_request(params), actor, now=now, tz=tz)
+        samples.append((time.perf_counter() - start) * 1000)
+        rows = page.count
+    return statistics.median(samples), rows
+
+
+async def deep_cursor(
+    conn: psycopg.AsyncConnection[Any],
+    view: str,
+    sort: str,
+    actor: Actor,
+    now: datetime.datetime,
+    tz: str,
+) -> str | None:
+    """The cursor a reader holds after twenty pages (row 1,000), or None if the view is shorter."""
+    request = parse_list_request({"view": view, "sort": sort})
+    compiled = compiler.compile_list(
+        builtin_view(view), request, actor, now=now, tz=tz, limit=DEEP_ROW
+    )
+    rows = await (await conn.execute(compiled.statement, compiled.params)).fetchall()
+    if len(rows) < DEEP_ROW:
+        return None
+    width = len(compiled.columns)
+    return cursor.encode(compiled.signature, rows[-1][width + 1 :])
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tz", default="America/New_York")
+    parser.add_argument("--search", default="printer")
+    args = parser.parse_args()
+    if not args.database_url:
+        print("set DATABASE_URL or pass --database-url", file=sys.stderr)
+        return 2
+    now = datetime.datetime.now(datetime.UTC)
+    async with await psycopg.AsyncConnection.connect(args.database_url, autocommit=True) as conn:
+        # The busiest agent: most assigned tickets, so "my" views are as large as they get.
+        row = await (
+            await conn.execute(
+                "SELECT assignee_id FROM tickets WHERE assignee_id IS NOT NULL "
+                "GROUP BY assignee_id ORDER BY count(*) DESC LIMIT 1"
+            )
+        ).fetchone()
+        if row is None:
+            print("the database has no assigned tickets; seed it first", file=sys.stderr)
+            return 2
+        actor = Actor(int(row[0]), is_admin=False, permissions=0)
+        total = await (await conn.execute("SELECT count(*) FROM tickets")).fetchone()
+        print(
+            f"tickets: {total[0] if total else 0:,}; acting user id {actor.user_id}; "
+            f"median of {args.runs} runs; ms"
+        )
+        header = f"{'view':<16} {'sort':<9} {'rows':>8} {'first':>8} {'deep':>8}  target"
+        print(header)
+        print("-" * len(header))
+        misses = 0
+        for view in registry.BUILTIN_VIEWS:
+            for sort in registry.SORTS:
+                first, count = await timed(
+                    conn, {"view": view, "sort": sort}, actor, now, args.tz, args.runs
+                )
+                deep_ms: float | None = None
+                token = await deep_cursor(conn, view, sort, actor, now, args.tz)
+                if token:
+                    deep_ms, _ = await timed(
+                        conn,
+                        {"view": view, "sort": sort, "page": token},
+                        actor,
+                        now,
+                        args.tz,
+                        args.runs,
+                    )
+                is_default = sort == "view"
+                target = 100.0 if is_default else 300.0
+                ok = first < target and (deep_ms is None or deep_ms < 300.0)
+                misses += not ok
+                deep_text = f"{deep_ms:8.1f}" if deep_ms is not None else f"{'-':>8}"
+                count_text = "10,000+" if count > registry.COUNT_CAP else f"{count:,}"
+                print(
+                    f"{view:<16} {sort:<9} {count_text:>8} {first:8.1f} {deep_text}  "
+                    f"{'<100 first' if is_default else '<300'} {'ok' if ok else 'MISS'}"
+                )
+        print()
+        print(f"search q={args.search!r} (default sort, first page)")
+        for view in SEARCH_VIEWS:
+            ms, count = await timed(
+                conn, {"view": view, "q": args.search}, actor, now, args.tz, args.runs
+            )
+            count_text = "10,000+" if count > registry.COUNT_CAP else f"{count:,}"
+            print(f"{view:<16} {'view':<9} {count_text:>8} {ms:8.1f}")
+        print()
+        print("all targets met" if not misses else f"{misses} view/sort pairs missed a target")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
