@@ -68,21 +68,87 @@ async def _worker(settings: Settings, url: str, concurrency: int, *, signals: bo
 
     app = build_app(url, settings)
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        url, min_size=1, max_size=concurrency + 2, open=False, kwargs={"autocommit": True}
+        url,
+        min_size=1,
+        max_size=concurrency + 2,
+        open=False,
+        kwargs={"autocommit": True},
+        # After a database restart every idle connection is dead; hand out live ones only.
+        check=AsyncConnectionPool.check_connection,
     )
     deps = Deps(
         settings=settings, database_url=url, pool=pool, storage=from_url(settings.storage_url)
     )
+    stop = asyncio.Event()
+    if signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
     async with pool, app.open_async():
-        await app.run_worker_async(
-            concurrency=concurrency,
-            install_signal_handlers=signals,
-            additional_context={"deps": deps},
-            update_heartbeat_interval=settings.heartbeat_seconds,
-            stalled_worker_timeout=max(
-                settings.worker_seen_seconds, settings.heartbeat_seconds * 3
+        await _supervise_workers(app, deps, settings, concurrency, stop)
+
+
+# Pause before starting the workers again after they lost the database, at most this long.
+_RESTART_BACKOFF_MAX = 10.0
+
+
+async def _supervise_workers(
+    app: Any, deps: Any, settings: Settings, concurrency: int, stop: asyncio.Event
+) -> None:
+    """Run the export and maintenance workers until stopped; restart them if they fail.
+
+    Maintenance has a worker of its own so a process whose export slots are all busy (or
+    stuck) still rescues stalled exports. procrastinate stops a worker whose database
+    connection fails (its heartbeat or job fetch raises); a database restart must not end
+    the process, so the workers are started again once the database answers.
+    """
+    from ticketexport.exports.maintenance import MAINTENANCE_QUEUE
+    from ticketexport.exports.service import QUEUE
+
+    common: dict[str, Any] = {
+        "install_signal_handlers": False,
+        "additional_context": {"deps": deps},
+        "update_heartbeat_interval": settings.heartbeat_seconds,
+        "stalled_worker_timeout": max(settings.worker_seen_seconds, settings.heartbeat_seconds * 3),
+    }
+    backoff = 0.5
+    while not stop.is_set():
+        started = asyncio.get_running_loop().time()
+        runs = [
+            asyncio.create_task(
+                app.run_worker_async(
+                    queues=[QUEUE], concurrency=concurrency, name="exports", **common
+                )
             ),
+            asyncio.create_task(
+                app.run_worker_async(
+                    queues=[MAINTENANCE_QUEUE], concurrency=1, name="maintenance", **common
+                )
+            ),
+        ]
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait([*runs, stopper], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Cancelling run_worker_async is procrastinate's graceful stop: running jobs
+            # finish (or are aborted on a second cancel) before it returns.
+            for task in (*runs, stopper):
+                task.cancel()
+            results = await asyncio.gather(*runs, stopper, return_exceptions=True)
+        if stop.is_set():
+            return
+        if asyncio.get_running_loop().time() - started > 60:
+            # It ran fine for a while: this is a new outage, not the same one continuing.
+            backoff = 0.5
+        errors = [r for r in results[:2] if isinstance(r, Exception)]
+        log.warning(
+            "worker stopped unexpectedly; starting again in %.1fs",
+            backoff,
+            extra={"error": "; ".join(f"{type(e).__name__}: {e}" for e in errors)[:500]},
         )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=backoff)
+        backoff = min(backoff * 2, _RESTART_BACKOFF_MAX)
 
 
 async def _web(settings: Settings, url: str, stop: asyncio.Event) -> None:

@@ -1,0 +1,127 @@
+"""Cancel on a real worker process: within 2 seconds no COPY runs and no file remains."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from acceptance.conftest import (
+    Workers,
+    assert_settled,
+    cancel_export,
+    copy_backends,
+    export_files,
+    export_row,
+    request_export,
+    wait_for,
+    wait_rows,
+    wait_status,
+)
+
+pytestmark = pytest.mark.slow
+
+CANCEL_DEADLINE = 2.0
+
+
+def _cancelled_cleanly(url: str, home: Path, export_id: str) -> bool:
+    return (
+        export_row(url, export_id)["status"] == "cancelled"
+        and copy_backends(url, export_id) == []
+        and export_files(home, export_id) == []
+    )
+
+
+def _job_status(url: str, export_id: str) -> str:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT j.status FROM export_jobs e "
+            "JOIN procrastinate_jobs j ON j.id = e.procrastinate_job_id WHERE e.id = %s",
+            (export_id,),
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+@pytest.mark.parametrize("at", [0.2, 0.6], ids=["20pct", "60pct"])
+def test_cancel_mid_stream_stops_the_copy_and_leaves_no_file(
+    seeded_url: str, home: Path, workers: Workers, at: float
+) -> None:
+    export_id = request_export(seeded_url)
+    worker = workers.start(seeded_url, max_rows_per_s=2000, name="a")
+    wait_rows(seeded_url, export_id, at, timeout=30, workers=workers)
+    # The COPY is running and its upload exists: this is what the cancel must undo.
+    assert copy_backends(seeded_url, export_id), "no COPY backend to cancel"
+    assert any(f.endswith(".part") for f in export_files(home, export_id))
+
+    clicked = time.monotonic()
+    cancel_export(seeded_url, export_id)
+    wait_for(
+        "no COPY and no file for the cancelled export",
+        lambda: _cancelled_cleanly(seeded_url, home, export_id),
+        timeout=CANCEL_DEADLINE,
+        interval=0.02,
+        workers=workers,
+    )
+    elapsed = time.monotonic() - clicked
+    assert elapsed < CANCEL_DEADLINE
+
+    # It stays that way: the worker does not resurrect the row or write a file later.
+    time.sleep(1.0)
+    row = export_row(seeded_url, export_id)
+    assert row["status"] == "cancelled"
+    assert row["media_item_id"] is None
+    assert worker.alive()
+    wait_for(
+        "the procrastinate job to end",
+        lambda: _job_status(seeded_url, export_id) not in ("todo", "doing"),
+        timeout=5,
+        workers=workers,
+    )
+    assert_settled(seeded_url, export_id, home, workers)
+
+    # The worker is free for the next export.
+    second = request_export(seeded_url)
+    done = wait_status(seeded_url, second, {"completed", "failed"}, timeout=30, workers=workers)
+    assert done["status"] == "completed", done["error_code"]
+
+
+def test_cancel_while_counting_stops_the_query(
+    seeded_url: str, home: Path, workers: Workers
+) -> None:
+    """The count waits on a lock; the cancel still ends its statement within 2 seconds."""
+    export_id = request_export(seeded_url)
+    with psycopg.connect(seeded_url) as locker:
+        locker.execute("LOCK TABLE tickets IN ACCESS EXCLUSIVE MODE")
+        workers.start(seeded_url, name="a")
+
+        def counting() -> bool:
+            row = export_row(seeded_url, export_id)
+            return row["stage"] == "counting" and bool(copy_backends(seeded_url, export_id))
+
+        wait_for("the export to count", counting, timeout=30, workers=workers)
+        clicked = time.monotonic()
+        cancel_export(seeded_url, export_id)
+        wait_for(
+            "the counting connection to go",
+            lambda: _cancelled_cleanly(seeded_url, home, export_id),
+            timeout=CANCEL_DEADLINE,
+            interval=0.02,
+            workers=workers,
+        )
+        assert time.monotonic() - clicked < CANCEL_DEADLINE
+        locker.rollback()
+    assert_settled(seeded_url, export_id, home, workers)
+
+
+def test_cancel_while_queued_never_runs(seeded_url: str, home: Path, workers: Workers) -> None:
+    export_id = request_export(seeded_url)
+    cancel_export(seeded_url, export_id)
+    assert _job_status(seeded_url, export_id) == "cancelled"
+    workers.start(seeded_url, name="a")
+    time.sleep(1.5)
+    row = export_row(seeded_url, export_id)
+    assert (row["status"], row["started_at"], row["attempt"]) == ("cancelled", None, 1)
+    assert_settled(seeded_url, export_id, home, workers)

@@ -1,0 +1,194 @@
+"""Promise 6 with real worker processes: SIGKILL mid-export, a hung worker, a locked table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from acceptance.conftest import (
+    TICKETS,
+    Reference,
+    Workers,
+    assert_settled,
+    doing_jobs,
+    export_files,
+    export_row,
+    request_export,
+    wait_for,
+    wait_rows,
+    wait_status,
+)
+
+pytestmark = pytest.mark.slow
+
+# 6,000 rows at 2,000 rows/s: about three seconds of streaming to aim a kill into.
+THROTTLE = 2000
+
+
+def _audit_actions(url: str, export_id: str) -> list[str]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT action FROM audit_log WHERE export_id = %s ORDER BY id", (export_id,)
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+@pytest.mark.parametrize("kill_at", [None, 0.3, 0.7], ids=["early", "30pct", "70pct"])
+def test_sigkill_mid_export_completes_on_another_worker(
+    seeded_url: str,
+    home: Path,
+    workers: Workers,
+    reference_export: Reference,
+    kill_at: float | None,
+) -> None:
+    export_id = request_export(seeded_url)
+    a = workers.start(seeded_url, max_rows_per_s=THROTTLE, name="a")
+    if kill_at is None:
+        # As soon as the attempt is running: counting, or before the first rows.
+        hit = wait_status(seeded_url, export_id, {"running"}, timeout=30, workers=workers)
+        assert hit["rows_done"] < TICKETS
+    else:
+        hit = wait_rows(seeded_url, export_id, kill_at, timeout=30, workers=workers)
+        assert hit["rows_done"] < TICKETS, "the export finished before it could be killed"
+    a.kill()
+    assert export_row(seeded_url, export_id)["status"] == "running"
+    if kill_at is not None:
+        # The dead attempt left its unfinished upload behind: that is what must be swept.
+        assert any(f.endswith(".part") for f in export_files(home, export_id))
+
+    workers.start(seeded_url, name="b")
+    row = wait_status(seeded_url, export_id, {"completed", "failed"}, timeout=30, workers=workers)
+    assert row["status"] == "completed", (row["error_code"], workers.outputs())
+    assert row["attempt"] in (2, 3)
+    assert row["rows_done"] == row["rows_total"] == reference_export.rows
+    assert row["sha256"] == reference_export.sha256
+    assert row["size_bytes"] == reference_export.size
+    assert row["object_key"].startswith(f"exports/{export_id}/{row['attempt']}/")
+    assert_settled(seeded_url, export_id, home, workers)
+    actions = _audit_actions(seeded_url, export_id)
+    assert "export.requeued" in actions
+    assert actions[-1] == "export.completed"
+
+
+def test_two_kills_in_a_row_still_complete(
+    seeded_url: str, home: Path, workers: Workers, reference_export: Reference
+) -> None:
+    """Attempt 1 and attempt 2 both die mid-stream; attempt 3 (the last) completes."""
+    export_id = request_export(seeded_url)
+    a = workers.start(seeded_url, max_rows_per_s=THROTTLE, name="a")
+    wait_rows(seeded_url, export_id, 0.3, timeout=30, workers=workers)
+    a.kill()
+    b = workers.start(seeded_url, max_rows_per_s=THROTTLE, name="b")
+
+    def second_attempt_streaming() -> bool:
+        row = export_row(seeded_url, export_id)
+        return bool(
+            row["status"] == "running"
+            and row["attempt"] == 2
+            and row["rows_total"]
+            and row["rows_done"] >= 0.3 * row["rows_total"]
+        )
+
+    wait_for("attempt 2 at 30%", second_attempt_streaming, timeout=30, workers=workers)
+    b.kill()
+    workers.start(seeded_url, name="c")
+    row = wait_status(seeded_url, export_id, {"completed", "failed"}, timeout=30, workers=workers)
+    assert row["status"] == "completed", (row["error_code"], workers.outputs())
+    assert row["attempt"] == 3
+    assert row["sha256"] == reference_export.sha256
+    assert_settled(seeded_url, export_id, home, workers)
+
+
+def test_hung_worker_is_rescued_and_cannot_overwrite_when_it_wakes(
+    seeded_url: str, home: Path, workers: Workers, reference_export: Reference
+) -> None:
+    """SIGSTOP: the heartbeat stops, maintenance on another worker re-queues (worker_lost)."""
+    export_id = request_export(seeded_url)
+    a = workers.start(seeded_url, max_rows_per_s=THROTTLE, name="a")
+    wait_rows(seeded_url, export_id, 0.3, timeout=30, workers=workers)
+    a.pause()
+    workers.start(seeded_url, name="b")
+    row = wait_status(seeded_url, export_id, {"completed", "failed"}, timeout=30, workers=workers)
+    assert row["status"] == "completed", (row["error_code"], workers.outputs())
+    assert row["attempt"] == 2
+    assert row["sha256"] == reference_export.sha256
+
+    # The hung worker wakes up: its attempt is over and it must not touch the row or files.
+    a.resume()
+    wait_for(
+        "the woken worker to drop its attempt",
+        lambda: "superseded" in a.output() or "no longer running here" in a.output(),
+        timeout=10,
+        workers=workers,
+    )
+    assert a.alive(), "a worker whose attempt was superseded should keep serving"
+    after = export_row(seeded_url, export_id)
+    assert (after["status"], after["attempt"], after["sha256"]) == (
+        "completed",
+        2,
+        reference_export.sha256,
+    )
+    assert_settled(seeded_url, export_id, home, workers)
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        details = conn.execute(
+            "SELECT details FROM audit_log WHERE export_id = %s AND action = 'export.requeued'",
+            (export_id,),
+        ).fetchall()
+    assert [d[0]["reason"] for d in details] == ["worker_lost"]
+
+
+def test_stalled_export_is_requeued_and_completes_once_unblocked(
+    seeded_url: str, home: Path, workers: Workers, reference_export: Reference
+) -> None:
+    """The worker is alive (heartbeat fine) but its count waits on a lock: reason stalled."""
+    export_id = request_export(seeded_url)
+    with psycopg.connect(seeded_url) as locker:
+        locker.execute("LOCK TABLE tickets IN ACCESS EXCLUSIVE MODE")
+        workers.start(seeded_url, name="a")
+        wait_status(seeded_url, export_id, {"running"}, timeout=30, workers=workers)
+
+        def requeued() -> bool:
+            return export_row(seeded_url, export_id)["attempt"] >= 2
+
+        # stall threshold 3 s, maintenance about every second
+        wait_for("the stalled export to be re-queued", requeued, timeout=15, workers=workers)
+        with psycopg.connect(seeded_url, autocommit=True) as conn:
+            reasons = conn.execute(
+                "SELECT details->>'reason' FROM audit_log "
+                "WHERE export_id = %s AND action = 'export.requeued'",
+                (export_id,),
+            ).fetchall()
+        assert reasons[0][0] == "stalled"
+        assert doing_jobs(seeded_url, export_id) in (
+            [],
+            [export_row(seeded_url, export_id)["procrastinate_job_id"]],
+        )
+        locker.rollback()
+    row = wait_status(seeded_url, export_id, {"completed", "failed"}, timeout=30, workers=workers)
+    assert row["status"] == "completed", (row["error_code"], workers.outputs())
+    assert row["attempt"] >= 2
+    assert row["sha256"] == reference_export.sha256
+    assert_settled(seeded_url, export_id, home, workers)
+
+
+def test_stalled_on_the_last_attempt_fails_with_a_clear_code(
+    seeded_url: str, home: Path, workers: Workers
+) -> None:
+    """Locked for good: every attempt stalls, the last one fails as `stalled`."""
+    export_id = request_export(seeded_url)
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        # Two attempts already spent: the next stall is the last.
+        conn.execute("UPDATE export_jobs SET attempt = 3 WHERE id = %s", (export_id,))
+    with psycopg.connect(seeded_url) as locker:
+        locker.execute("LOCK TABLE tickets IN ACCESS EXCLUSIVE MODE")
+        workers.start(seeded_url, name="a")
+        row = wait_status(
+            seeded_url, export_id, {"failed", "completed"}, timeout=20, workers=workers
+        )
+        locker.rollback()
+    assert row["status"] == "failed"
+    assert row["error_code"] == "stalled"
+    assert row["error_message"]
+    assert_settled(seeded_url, export_id, home, workers)
