@@ -95,7 +95,7 @@ def test_cancel_while_counting_stops_the_query(
     export_id = request_export(seeded_url)
     with psycopg.connect(seeded_url) as locker:
         locker.execute("LOCK TABLE tickets IN ACCESS EXCLUSIVE MODE")
-        workers.start(seeded_url, name="a")
+        worker = workers.start(seeded_url, name="a")
 
         def counting() -> bool:
             row = export_row(seeded_url, export_id)
@@ -113,6 +113,14 @@ def test_cancel_while_counting_stops_the_query(
         )
         assert time.monotonic() - clicked < CANCEL_DEADLINE
         locker.rollback()
+    # The cancelled statement is not mistaken for an outage and retried.
+    wait_for(
+        "the procrastinate job to end",
+        lambda: _job_status(seeded_url, export_id) not in ("todo", "doing"),
+        timeout=5,
+        workers=workers,
+    )
+    assert "will retry" not in worker.output()
     assert_settled(seeded_url, export_id, home, workers)
 
 

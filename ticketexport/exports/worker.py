@@ -193,6 +193,11 @@ class ExportRun:
             await self._fail(exc.code)
         except Transient as exc:
             await self._discard(key)
+            if not await self._still_ours():
+                # A cancel or a maintenance rescue cut our statement short: not an outage,
+                # and a procrastinate retry of this job would only find nothing to do.
+                log.info("export stopped by a cancel or rescue", extra=self.log_extra)
+                return
             if self.attempt >= MAX_ATTEMPTS:
                 log.exception("export failed after its last attempt", extra=self.log_extra)
                 await self._fail(exc.code)
@@ -360,6 +365,14 @@ class ExportRun:
                 log.info("export no longer running here; cancelling", extra=self.log_extra)
                 main.cancel()
                 return
+
+    async def _still_ours(self) -> bool:
+        """Whether this attempt still owns the row; True when the database cannot say."""
+        try:
+            # Waits for a cancel or rescue in flight to commit, then sees its outcome.
+            return await self._update_quiet("export_heartbeat")
+        except (psycopg.Error, OSError):
+            return True
 
     async def _update_quiet(self, name: str) -> bool:
         async with self.deps.pool.connection() as conn:
