@@ -13,7 +13,8 @@ from typing import Any
 from ticketexport.views.model import ViewInputError
 
 VERSION = 1
-MAX_CURSOR = 4096
+# Six text sort levels of 60 four-byte characters (twice: lower-cased and as typed) fit.
+MAX_CURSOR = 6144
 MAX_TEXT_KEY = 400
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 _BAD = "the page cursor is not valid; start again from the first page"
