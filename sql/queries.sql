@@ -317,6 +317,13 @@ FROM unnest(%(ids)s::bigint[], %(created_at)s::timestamptz[], %(active)s::boolea
      AS v (id, created_at, is_active)
 WHERE u.id = v.id;
 
+-- name: seed_password_hashes
+-- The seeded users' real password hashes, computed while the tickets loaded.
+UPDATE users u
+SET password_hash = v.password_hash
+FROM unnest(%(ids)s::bigint[], %(hashes)s::text[]) AS v (id, password_hash)
+WHERE u.id = v.id;
+
 -- name: seed_teams
 -- Teams with explicit ids 1..n in the given order.
 INSERT INTO teams (id, name)
