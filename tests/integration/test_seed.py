@@ -44,6 +44,14 @@ DIGEST_QUERIES = {
     "ORDER BY ticket_id, user_id",
 }
 
+# Every index and constraint in the public schema, to compare before and after a seed.
+CATALOG = (
+    "SELECT 'index', indexdef FROM pg_indexes WHERE schemaname = 'public' "
+    "UNION ALL SELECT 'constraint', conrelid::regclass::text || ' ' || conname || ' ' "
+    "|| pg_get_constraintdef(oid) FROM pg_constraint "
+    "WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2"
+)
+
 # sha-256 of the domain columns after seed(tickets=300, seed=7, anchor=2026-01-15) into an
 # empty migrated database. The suite runs on PostgreSQL 15 and 16, so this one value pins
 # "the same data on both". It changes only when the generator or reference data change on
@@ -340,16 +348,10 @@ def test_tasks_and_followers(seeded: Conn) -> None:
 def test_indexes_foreign_keys_and_sequences_are_restored(
     db_url: str, template_db: str, server_url: str
 ) -> None:
-    catalog = (
-        "SELECT 'index', indexdef FROM pg_indexes WHERE schemaname = 'public' "
-        "UNION ALL SELECT 'constraint', conrelid::regclass::text || ' ' || conname || ' ' "
-        "|| pg_get_constraintdef(oid) FROM pg_constraint "
-        "WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2"
-    )
     with psycopg.connect(db_url, autocommit=True) as conn:
-        before = conn.execute(catalog).fetchall()
+        before = conn.execute(CATALOG).fetchall()
         report = seed.seed(conn, tickets=300, seed=7, anchor=ANCHOR)
-        assert conn.execute(catalog).fetchall() == before
+        assert conn.execute(CATALOG).fetchall() == before
         # Identity sequences continue after the explicit ids the seed wrote.
         row = conn.execute(
             "INSERT INTO tickets (title, status_id, priority_id) VALUES ('after', 1, 1) "
@@ -391,14 +393,31 @@ def test_teams_without_tickets_are_refused(conn: Conn) -> None:
 
 def test_a_failed_seed_leaves_nothing_behind(conn: Conn) -> None:
     accounts.add_user(conn, "agent@example.com", name="Already Here", password="pw")
+    query = (
+        "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM user_roles), "
+        "(SELECT count(*) FROM roles), (SELECT count(*) FROM teams), "
+        "(SELECT count(*) FROM contacts), (SELECT count(*) FROM tickets)"
+    )
+    before = conn.execute(query).fetchone()
+    assert before is not None
+    assert before[0] == 1
     with pytest.raises(seed.SeedError, match=re.escape("agent@example.com")):
         seed.seed(conn, tickets=100, seed=1, anchor=ANCHOR)
-    counts = conn.execute(
-        "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM teams), "
-        "(SELECT count(*) FROM contacts), (SELECT count(*) FROM tickets), "
-        "(SELECT count(*) FROM roles)"
+    assert conn.execute(query).fetchone() == before
+
+
+def test_a_failure_mid_load_restores_indexes_and_foreign_keys(conn: Conn) -> None:
+    # A constraint of the test's own makes the bulk INSERT fail after the seed has
+    # dropped the bulk tables' indexes and foreign keys.
+    conn.execute("ALTER TABLE tickets ADD CONSTRAINT test_few_tickets CHECK (id < 100)")
+    before = conn.execute(CATALOG).fetchall()
+    with pytest.raises(psycopg.errors.CheckViolation):
+        seed.seed(conn, tickets=300, seed=1, anchor=ANCHOR)
+    assert conn.execute(CATALOG).fetchall() == before
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM tickets)"
     ).fetchone()
-    assert counts == (1, 0, 0, 0, 0)
+    assert row == (0, 0)
 
 
 def test_existing_users_are_kept_and_seeding_proceeds(conn: Conn) -> None:
