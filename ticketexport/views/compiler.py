@@ -129,7 +129,13 @@ class _Context:
         self.now = now
         self.tz = tz
         self.actor = actor
-        self.needs_tasks = False
+        # Aliases of the lookup joins (see _JOINS) the expressions built so far read.
+        self.joins: set[str] = set()
+
+    def take_joins(self) -> set[str]:
+        """The lookup joins read since the last call, so each part's needs are known apart."""
+        found, self.joins = self.joins, set()
+        return found
 
     def now_(self) -> sql.Composable:
         return self.bind(self.now, "timestamptz")
@@ -182,12 +188,24 @@ _PLAIN_TEXT: dict[str, sql.Composable] = {
     "tags": sql.SQL("array_to_string(t.tags, ', ')"),
 }
 
+# Columns displayed from a lookup join, by the join's alias.
+_COLUMN_JOINS = {
+    "status": "st",
+    "priority": "pr",
+    "assignee": "ua",
+    "created_by": "uc",
+    "contact": "ct",
+    "team": "tm",
+}
+
 _TIMESTAMP_COLUMNS = ("created_at", "updated_at", "closed_at", "sla_due_at", "snoozed_until")
 _NOT_NULL_TIMESTAMPS = ("created_at", "updated_at")
 
 
 def display(column: str, ctx: _Context) -> sql.Composable:
     """The SQL text expression for one column's displayed value ('' for empty)."""
+    if column in _COLUMN_JOINS:
+        ctx.joins.add(_COLUMN_JOINS[column])
     if column in _PLAIN_TEXT:
         return _PLAIN_TEXT[column]
     if column in _TIMESTAMP_COLUMNS:
@@ -195,7 +213,7 @@ def display(column: str, ctx: _Context) -> sql.Composable:
     if column == "snoozed":
         return sql.SQL("(CASE WHEN {} THEN 'Yes' ELSE 'No' END)").format(ctx.snoozed())
     if column == "tasks":
-        ctx.needs_tasks = True
+        ctx.joins.add("tk")
         return sql.SQL(
             "(CASE WHEN tk.total = 0 THEN '' ELSE tk.closed::text || ' / ' || tk.total::text END)"
         )
@@ -260,6 +278,8 @@ def _text_condition(c: Condition, ctx: _Context) -> sql.Composable:
         exists = sql.SQL("EXISTS (SELECT 1 FROM unnest(t.tags) AS u(tag) WHERE {})").format(match)
         return sql.SQL("(NOT {})").format(exists) if negate else exists
     expr = _TEXT_FIELDS[c.field]
+    if c.field.startswith("contact_"):
+        ctx.joins.add("ct")
     if c.operator == "is_empty":
         return sql.SQL("({} = '')").format(expr)
     if c.operator == "is_not_empty":
@@ -401,12 +421,14 @@ def condition_sql(c: Condition, ctx: _Context) -> sql.Composable:
     if kind is registry.FieldType.DATE:
         return _date_condition(c, ctx)
     if kind is registry.FieldType.STATUS:
+        ctx.joins.add("st")
         if c.operator == "type_is":
             return sql.SQL("(st.status_type = {})").format(ctx.bind(c.value, "text"))
         return _membership(
             sql.SQL("st.developer_name"), c.operator, c.value, "text[]", nullable=False, ctx=ctx
         )
     if kind is registry.FieldType.PRIORITY:
+        ctx.joins.add("pr")
         if c.operator in ("more_important_than", "less_important_than"):
             # An unknown reference priority makes the subquery NULL; coalesce keeps it false.
             return sql.SQL(
@@ -537,10 +559,28 @@ def _search(q: str, columns: tuple[str, ...], ctx: _Context) -> sql.Composable:
     )
 
 
-def where_clause(view: ResolvedView, request: ListRequest, ctx: _Context) -> sql.Composable:
+def _followed_open(ctx: _Context) -> sql.Composable:
+    """The ids of the open tickets the acting user follows: the "following" view's rule,
+    read from the followers index and then the ticket id index alone.
+
+    The followed ids are an array evaluated once, so they are an index condition on the
+    ticket id. Only used where nothing else can drive the scan: as a filter over many rows
+    the array would be searched element by element for each row.
+    """
+    return sql.SQL(
+        "SELECT t.id FROM tickets t WHERE t.id = ANY (ARRAY(SELECT f.ticket_id "
+        "FROM ticket_followers f WHERE f.user_id = {})) AND {}"
+    ).format(ctx.bind(ctx.actor.user_id, "bigint"), _OPEN)
+
+
+def where_clause(
+    view: ResolvedView, request: ListRequest, ctx: _Context, *, rule: bool = True
+) -> sql.Composable:
+    """The view's conditions; `rule=False` leaves out the built-in view's own rule (for a
+    caller that reads only the tickets the rule selects)."""
     d = view.definition
     parts: list[sql.Composable] = []
-    if view.builtin is not None:
+    if view.builtin is not None and rule:
         parts.extend(_builtin_rule(view.builtin, ctx))
     parts.extend(condition_sql(c, ctx) for c in d.conditions_and)
     if d.conditions_or:
@@ -582,8 +622,10 @@ def _keys_for(level: SortLevel, ctx: _Context) -> list[SortKey]:
     if col == "id":
         return [SortKey(sql.SQL("t.id"), desc, "int")]
     if col == "status":
+        ctx.joins.add("st")
         return [SortKey(sql.SQL("st.sort_order"), desc, "int")]
     if col == "priority":
+        ctx.joins.add("pr")
         return [SortKey(sql.SQL("pr.sort_order"), desc, "int")]
     if col == "contact_id":
         sentinel = INT_EARLY if desc else INT_LATE
@@ -687,28 +729,41 @@ def _signature(view: ResolvedView, levels: tuple[SortLevel, ...]) -> str:
 
 _TICKETS = sql.SQL("tickets t")
 
+# LEFT joins on NOT NULL foreign keys keep every ticket. Only the lookups an expression
+# reads are joined: PostgreSQL 15/16 drop an unused LEFT join but keep its key column in
+# the ticket scan's output, which rules out an index-only scan of the ticket indexes.
+_JOINS: dict[str, sql.SQL] = {
+    "st": sql.SQL(" LEFT JOIN ticket_statuses st ON st.id = t.status_id"),
+    "pr": sql.SQL(" LEFT JOIN ticket_priorities pr ON pr.id = t.priority_id"),
+    "ua": sql.SQL(" LEFT JOIN users ua ON ua.id = t.assignee_id"),
+    "uc": sql.SQL(" LEFT JOIN users uc ON uc.id = t.created_by_id"),
+    "tm": sql.SQL(" LEFT JOIN teams tm ON tm.id = t.team_id"),
+    "ct": sql.SQL(" LEFT JOIN contacts ct ON ct.id = t.contact_id"),
+    "tk": sql.SQL(
+        " LEFT JOIN LATERAL (SELECT count(*) AS total, count(*) FILTER (WHERE x.is_closed) "
+        "AS closed FROM ticket_tasks x WHERE x.ticket_id = t.id) tk ON true"
+    ),
+}
 
-def _from(needs_tasks: bool, tickets: sql.Composable = _TICKETS) -> sql.Composable:
-    tasks = (
-        sql.SQL(
-            " LEFT JOIN LATERAL (SELECT count(*) AS total, count(*) FILTER (WHERE x.is_closed) "
-            "AS closed FROM ticket_tasks x WHERE x.ticket_id = t.id) tk ON true"
-        )
-        if needs_tasks
-        else sql.SQL("")
-    )
+
+def _from(joins: set[str], tickets: sql.Composable = _TICKETS) -> sql.Composable:
+    return sql.Composed([tickets, *(join for alias, join in _JOINS.items() if alias in joins)])
+
+
+def _by_id(ids: sql.Composable, alias: str = "picked") -> sql.Composable:
+    """Tickets (as `t`) by the ids a subquery selects, each fetched on its own.
+
+    OFFSET 0 keeps the lateral lookup a per-id index probe whatever the row estimates.
+    """
     return sql.SQL(
-        "{}"
-        # LEFT joins on NOT NULL foreign keys keep every ticket and let the planner drop
-        # the lookups a count does not read.
-        " LEFT JOIN ticket_statuses st ON st.id = t.status_id"
-        " LEFT JOIN ticket_priorities pr ON pr.id = t.priority_id"
-        " LEFT JOIN users ua ON ua.id = t.assignee_id"
-        " LEFT JOIN users uc ON uc.id = t.created_by_id"
-        " LEFT JOIN teams tm ON tm.id = t.team_id"
-        " LEFT JOIN contacts ct ON ct.id = t.contact_id"
-        "{}"
-    ).format(tickets, tasks)
+        "({ids}) AS {a} CROSS JOIN LATERAL (SELECT * FROM tickets x WHERE x.id = {a}.id OFFSET 0) t"
+    ).format(ids=ids, a=sql.Identifier(alias))
+
+
+def _reads_followed(view: ResolvedView) -> bool:
+    """Whether a list or count of this view reads the followed tickets first (see
+    _followed_open): a user follows few tickets, and no ticket index orders them."""
+    return view.builtin == "following"
 
 
 # Sorts led by a lookup (priority, status, assignee) with few distinct values: one page is
@@ -747,11 +802,13 @@ def _grouped_page(
     view: ResolvedView,
     request: ListRequest,
     where: sql.Composable,
+    joins: set[str],
     after: tuple[Any, ...] | None,
     limit: int,
     ctx: _Context,
 ) -> sql.Composable:
-    """The ids that can be on the page (rows of `where`), found group by group."""
+    """The ids that can be on the page (rows of `where`, which reads `joins`), found group
+    by group."""
     sort = request.sort
     assert sort is not None  # only called for the grouped named sorts
     table, column = _GROUPED_SORTS[sort]
@@ -768,15 +825,37 @@ def _grouped_page(
             sql.SQL(", ").join(_bind_key(k, v, ctx) for k, v in zip(group_keys, lead, strict=True)),
         )
     newest = sql.SQL("ORDER BY t.created_at DESC, t.id DESC LIMIT {}").format(sql.Literal(limit))
-    src = _from(ctx.needs_tasks)
+    src = _from(joins)
+    teams: sql.Composable = sql.SQL("")
+    if view.builtin == "team-tickets":
+        # Team by team as well: each (team, group) pair is one range of the
+        # (team_id, group, created_at, id) indexes, so groups with no ticket in the user's
+        # teams cost one index probe instead of a walk through all their tickets.
+        teams = sql.SQL(
+            " CROSS JOIN (SELECT m.team_id FROM team_memberships m WHERE m.user_id = {}) mt"
+        ).format(ctx.bind(ctx.actor.user_id, "bigint"))
+        where = sql.SQL("t.team_id = mt.team_id AND {}").format(where)
     per_group = sql.SQL(
-        "SELECT x.id FROM {table} g CROSS JOIN LATERAL (SELECT t.id FROM {src} "
+        "SELECT x.id FROM {table} g{teams} CROSS JOIN LATERAL (SELECT t.id FROM {src} "
         "WHERE t.{column} = g.id AND {where} {newest}) x WHERE {prune}"
-    ).format(table=table, src=src, column=column, where=where, newest=newest, prune=prune)
+    ).format(
+        table=table,
+        teams=teams,
+        src=src,
+        column=column,
+        where=where,
+        newest=newest,
+        prune=prune,
+    )
     if sort == "assignee":
-        per_group = sql.SQL(
-            "{} UNION ALL (SELECT t.id FROM {} WHERE t.assignee_id IS NULL AND {} {})"
-        ).format(per_group, src, where, newest)
+        unassigned = sql.SQL("SELECT t.id FROM {} WHERE t.assignee_id IS NULL AND {} {}").format(
+            src, where, newest
+        )
+        if view.builtin == "team-tickets":
+            unassigned = sql.SQL(
+                "SELECT x.id FROM (SELECT 1) AS one{} CROSS JOIN LATERAL ({}) x"
+            ).format(teams, unassigned)
+        per_group = sql.SQL("{} UNION ALL ({})").format(per_group, unassigned)
     return per_group
 
 
@@ -800,27 +879,39 @@ def compile_list(
     """
     ctx = _Context(Binder(inline=inline), now, tz, actor)
     columns = view.definition.columns
-    shown_cols = [display(c, ctx) for c in columns]
     levels = sort_levels(view, request.sort)
     keys = sort_keys(levels, ctx)
-    where = where_clause(view, request, ctx)
+    key_joins = ctx.take_joins()
+    use_groups = grouped and limit is not None and request.sort in _GROUPED_SORTS
+    followed = _reads_followed(view) and limit is not None and not use_groups
+    where = where_clause(view, request, ctx, rule=not followed)
+    where_joins = ctx.take_joins()
     if after is not None:
         where = sql.SQL("{} AND {}").format(where, keyset_after(keys, after, ctx))
-    src = _from(ctx.needs_tasks)
-    if grouped and limit is not None and request.sort in _GROUPED_SORTS:
-        picked = _grouped_page(view, request, where, after, limit, ctx)
-        # OFFSET 0 keeps the lateral lookup a per-id index probe whatever the row estimates.
-        src = _from(
-            ctx.needs_tasks,
-            sql.SQL(
-                "({}) AS picked CROSS JOIN LATERAL "
-                "(SELECT * FROM tickets x WHERE x.id = picked.id OFFSET 0) t"
-            ).format(picked),
-        )
-        where = sql.SQL("true")
+        where_joins |= key_joins
+    shown_cols = [display(c, ctx) for c in columns]
+    joins = key_joins | where_joins | ctx.take_joins()
     order = sql.SQL(", ").join(
         sql.SQL("{} {}").format(k.expr, sql.SQL("DESC" if k.descending else "ASC")) for k in keys
     )
+    src = _from(joins)
+    if use_groups:
+        assert limit is not None  # use_groups implies it
+        src = _from(
+            joins, _by_id(_grouped_page(view, request, where, where_joins, after, limit, ctx))
+        )
+        where = sql.SQL("true")
+    elif followed:
+        # Sort the followed open tickets (the rest of the conditions applied), then fetch
+        # and format only the page's rows.
+        picked = sql.SQL("SELECT t.id FROM {} WHERE {} ORDER BY {} LIMIT {}").format(
+            _from(where_joins | key_joins, _by_id(_followed_open(ctx), "followed")),
+            where,
+            order,
+            sql.Literal(limit),
+        )
+        src = _from(joins, _by_id(picked))
+        where = sql.SQL("true")
     statement = sql.SQL(
         "SELECT {cols}, t.id, {keys} FROM {src} WHERE {where} ORDER BY {order}{limit}"
     ).format(
@@ -852,10 +943,12 @@ def compile_count(
 ) -> tuple[sql.Composed, dict[str, Any]]:
     """Counts the view's rows, stopping at cap + 1 so a huge view stays cheap."""
     ctx = _Context(Binder(), now, tz, actor)
-    where = where_clause(view, request, ctx)
+    followed = _reads_followed(view)
+    where = where_clause(view, request, ctx, rule=not followed)
+    src = _from(ctx.joins, _by_id(_followed_open(ctx), "followed") if followed else _TICKETS)
     statement = sql.SQL(
         "SELECT count(*) FROM (SELECT 1 FROM {src} WHERE {where} LIMIT {cap}) AS limited"
-    ).format(src=_from(ctx.needs_tasks), where=where, cap=sql.Literal(cap + 1))
+    ).format(src=src, where=where, cap=sql.Literal(cap + 1))
     return statement, ctx.bind.params
 
 
@@ -871,7 +964,7 @@ def export_count_query(
     ctx = _Context(Binder(inline=True), as_of, tz, actor)
     where = where_clause(view, request, ctx)
     return sql.SQL("SELECT count(*) FROM {src} WHERE {where}").format(
-        src=_from(ctx.needs_tasks), where=where
+        src=_from(ctx.joins), where=where
     )
 
 
