@@ -39,6 +39,8 @@ PROGRESS_INTERVAL = 0.5
 BLOCK_BYTES = 1024 * 1024
 # Attempts of one export, automatic retries after a crash or outage included.
 MAX_ATTEMPTS = 3
+# How long the end of an attempt waits for its heartbeat task to stop.
+HEARTBEAT_STOP_SECONDS = 2.0
 
 blueprint = procrastinate.Blueprint()
 
@@ -214,8 +216,12 @@ class ExportRun:
             await self._fail("internal")
         finally:
             heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            # A heartbeat cancelled mid-query waits for the server to confirm, with no
+            # limit, on a connection a database restart may have left hanging: the
+            # attempt's end must not depend on it.
+            done, _ = await asyncio.wait([heartbeat], timeout=HEARTBEAT_STOP_SECONDS)
+            if not done:
+                log.warning("heartbeat did not stop; leaving it behind", extra=self.log_extra)
 
     async def _check_requester(self, frozen: Mapping[str, Any]) -> None:
         async with self.deps.pool.connection() as conn:
