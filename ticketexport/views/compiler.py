@@ -826,35 +826,30 @@ def _grouped_page(
         )
     newest = sql.SQL("ORDER BY t.created_at DESC, t.id DESC LIMIT {}").format(sql.Literal(limit))
     src = _from(joins)
-    teams: sql.Composable = sql.SQL("")
+    teams: sql.Composable | None = None
     if view.builtin == "team-tickets":
         # Team by team as well: each (team, group) pair is one range of the
         # (team_id, group, created_at, id) indexes, so groups with no ticket in the user's
         # teams cost one index probe instead of a walk through all their tickets.
         teams = sql.SQL(
-            " CROSS JOIN (SELECT m.team_id FROM team_memberships m WHERE m.user_id = {}) mt"
+            "(SELECT m.team_id FROM team_memberships m WHERE m.user_id = {}) mt"
         ).format(ctx.bind(ctx.actor.user_id, "bigint"))
         where = sql.SQL("t.team_id = mt.team_id AND {}").format(where)
+    groups = sql.SQL("{} g").format(table)
+    if teams is not None:
+        groups = sql.SQL("{} CROSS JOIN {}").format(groups, teams)
     per_group = sql.SQL(
-        "SELECT x.id FROM {table} g{teams} CROSS JOIN LATERAL (SELECT t.id FROM {src} "
+        "SELECT x.id FROM {groups} CROSS JOIN LATERAL (SELECT t.id FROM {src} "
         "WHERE t.{column} = g.id AND {where} {newest}) x WHERE {prune}"
-    ).format(
-        table=table,
-        teams=teams,
-        src=src,
-        column=column,
-        where=where,
-        newest=newest,
-        prune=prune,
-    )
+    ).format(groups=groups, src=src, column=column, where=where, newest=newest, prune=prune)
     if sort == "assignee":
         unassigned = sql.SQL("SELECT t.id FROM {} WHERE t.assignee_id IS NULL AND {} {}").format(
             src, where, newest
         )
-        if view.builtin == "team-tickets":
-            unassigned = sql.SQL(
-                "SELECT x.id FROM (SELECT 1) AS one{} CROSS JOIN LATERAL ({}) x"
-            ).format(teams, unassigned)
+        if teams is not None:
+            unassigned = sql.SQL("SELECT x.id FROM {} CROSS JOIN LATERAL ({}) x").format(
+                teams, unassigned
+            )
         per_group = sql.SQL("{} UNION ALL ({})").format(per_group, unassigned)
     return per_group
 
