@@ -183,3 +183,6 @@ def test_idle_worker_survives_a_database_restart(
     row = wait_status(cluster_db, export_id, {"completed", "failed"}, timeout=30, workers=workers)
     assert row["status"] == "completed", (row["error_code"], workers.outputs())
     assert export_row(cluster_db, export_id)["attempt"] == 1
+    # Restarted after the outage, it still stops cleanly on SIGTERM.
+    worker.proc.terminate()
+    assert worker.proc.wait(timeout=20) == 0, workers.outputs()

@@ -160,7 +160,7 @@ def test_completed_past_expiry_answers_410_then_is_expired_and_deleted(
 
     # No maintenance from here on: the 410 must not depend on cleanup having run.
     worker.proc.terminate()
-    worker.proc.wait(timeout=20)
+    assert worker.proc.wait(timeout=20) == 0, "SIGTERM is a clean, graceful stop"
     wait_for(
         "the retention to end",
         lambda: export_row(seeded_url, export_id)["expires_at"].timestamp() < time.time(),

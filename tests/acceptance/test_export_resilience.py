@@ -16,6 +16,7 @@ from acceptance.conftest import (
     export_files,
     export_row,
     request_export,
+    storage_files,
     wait_for,
     wait_rows,
     wait_status,
@@ -67,6 +68,8 @@ def test_sigkill_mid_export_completes_on_another_worker(
     assert row["size_bytes"] == reference_export.size
     assert row["object_key"].startswith(f"exports/{export_id}/{row['attempt']}/")
     assert_settled(seeded_url, export_id, home, workers)
+    # Nothing else anywhere under the storage root: only the completed object.
+    assert storage_files(home) == [row["object_key"]]
     actions = _audit_actions(seeded_url, export_id)
     assert "export.requeued" in actions
     assert actions[-1] == "export.completed"
