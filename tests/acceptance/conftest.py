@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime as dt
 import os
@@ -361,15 +360,6 @@ def assert_settled(url: str, export_id: str, home: Path, workers: Workers) -> di
     wait_for(f"storage to hold exactly {expected}", only_expected, timeout=6, workers=workers)
     assert not [f for f in storage_files(home) if f.endswith(".part")]
     return row
-
-
-@contextlib.contextmanager
-def timed(label: str) -> Iterator[None]:
-    started = time.monotonic()
-    try:
-        yield
-    finally:
-        sys.stderr.write(f"{label}: {time.monotonic() - started:.2f}s\n")
 
 
 @dataclasses.dataclass(frozen=True)

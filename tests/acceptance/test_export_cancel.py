@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -47,7 +48,11 @@ def _job_status(url: str, export_id: str) -> str:
 
 @pytest.mark.parametrize("at", [0.2, 0.6], ids=["20pct", "60pct"])
 def test_cancel_mid_stream_stops_the_copy_and_leaves_no_file(
-    seeded_url: str, home: Path, workers: Workers, at: float
+    seeded_url: str,
+    home: Path,
+    workers: Workers,
+    at: float,
+    record_property: Callable[[str, object], None],
 ) -> None:
     export_id = request_export(seeded_url)
     worker = workers.start(seeded_url, max_rows_per_s=2000, name="a")
@@ -66,6 +71,7 @@ def test_cancel_mid_stream_stops_the_copy_and_leaves_no_file(
         workers=workers,
     )
     elapsed = time.monotonic() - clicked
+    record_property("cancel_to_clean_seconds", round(elapsed, 3))
     assert elapsed < CANCEL_DEADLINE
 
     # It stays that way: the worker does not resurrect the row or write a file later.
