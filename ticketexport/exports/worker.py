@@ -233,9 +233,7 @@ class ExportRun:
         if not can_export(Permission(int(user["permissions"]))):
             raise ExportFailed("permission_revoked", "requester lost permission 512")
 
-    def _query(
-        self, frozen: Mapping[str, Any], as_of: Any
-    ) -> tuple[sql.Composed, sql.Composed]:
+    def _query(self, frozen: Mapping[str, Any], as_of: Any) -> tuple[sql.Composed, sql.Composed]:
         """The export's SELECT and its row count, as the frozen request defines them."""
         view = frozen["view"]
         try:
