@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
-from ticketexport.storage import PART_SIZE, StorageError, StoredObject
+from ticketexport.storage import StorageError, StoredObject
 
 _PART_SUFFIX = ".part"
 
@@ -37,20 +37,16 @@ class LocalStorage:
         temp = final.with_name(f"{final.name}.{uuid.uuid4().hex}{_PART_SUFFIX}")
         digest = hashlib.sha256()
         size = 0
-        buffer = bytearray()
         try:
             await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
             handle = await asyncio.to_thread(temp.open, "wb")
             try:
+                # A file needs no parts: each block the caller hands over is written as it
+                # comes, so this backend holds nothing beyond the block in hand.
                 async for chunk in chunks:
                     digest.update(chunk)
                     size += len(chunk)
-                    buffer += chunk
-                    if len(buffer) >= PART_SIZE:
-                        part, buffer = bytes(buffer), bytearray()
-                        await asyncio.to_thread(handle.write, part)
-                if buffer:
-                    await asyncio.to_thread(handle.write, bytes(buffer))
+                    await asyncio.to_thread(handle.write, chunk)
                 await asyncio.to_thread(handle.flush)
                 await asyncio.to_thread(os.fsync, handle.fileno())
             finally:
