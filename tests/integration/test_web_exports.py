@@ -346,3 +346,45 @@ async def test_healthz_reports_a_pending_migration(db_url: str, people: dict[str
         health = await web.client.get("/healthz")
         assert health.status == 503
         assert (await health.json())["migrations"] == "1 pending"
+
+
+async def test_permission_lost_between_request_and_download(web: Web, db_url: str) -> None:
+    await web.login(ADMIN_EXPORT)
+    export_id = await _request_export(web)
+    await _run_worker(db_url, export_id)
+    assert (await web.client.get(f"/staff/exports/{export_id}/download")).status == 200
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE users SET is_admin = false WHERE email = %s", (ADMIN_EXPORT,))
+    # checked at download time: the same session is refused on its next request
+    refused = await web.client.get(f"/staff/exports/{export_id}/download")
+    assert refused.status == 403
+    assert "Downloading requires an administrator" in await refused.text()
+    with psycopg.connect(db_url) as conn:
+        denied = conn.execute(
+            "SELECT count(*) FROM audit_log WHERE action = 'export.download_denied' "
+            "AND export_id = %s",
+            (export_id,),
+        ).fetchone()
+    assert denied == (1,)
+
+
+async def test_healthz_answers_503_when_the_database_is_down(
+    server_url: str, template_db: str
+) -> None:
+    from conftest import create_database, drop_database
+
+    name = f"te_down_{template_db[-8:]}"
+    url = create_database(server_url, name, template_db)
+    try:
+        async with running(url) as web:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now())")
+            assert (await web.client.get("/healthz")).status == 200
+            drop_database(server_url, name)  # terminates the pool's connections too
+            health = await web.client.get("/healthz")
+            assert health.status == 503
+            assert (await health.json())["database"] == "unavailable"
+            metrics = await web.client.get("/metrics")
+            assert metrics.status == 503
+    finally:
+        drop_database(server_url, name)
