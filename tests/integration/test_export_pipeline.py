@@ -326,3 +326,23 @@ async def test_dba_views_show_exports_with_their_jobs(deps: Deps, seeded_url: st
         active = conn.execute("SELECT export_id::text FROM export_active").fetchall()
     assert overview == ("completed", user.email, 400, 400, 100, "todo", True, True)
     assert active == [(waiting.export_id,)]
+
+
+async def test_sweep_never_deletes_a_completed_file(deps: Deps, seeded_url: str) -> None:
+    """The sweep lists unfinished uploads, then asks which attempts run: an attempt that
+    completes in between must keep its file."""
+    user = _admin(seeded_url)
+    request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
+    requested = await service.request_export(
+        deps.pool, user, request, timezone="UTC", retention_hours=72, client_ip=None
+    )
+    export = await _export_row(deps, requested.export_id)
+    await ExportRun(deps, requested.export_id, export["procrastinate_job_id"]).run()
+    export = await _export_row(deps, requested.export_id)
+    final = Path(deps.settings.home) / "exports" / export["object_key"]
+    # what the listing saw an instant before the rename
+    final.with_name(final.name + ".0123abcd.part").write_bytes(b"half")
+    report = await maintenance.run_maintenance(deps)
+    assert report.orphans_removed == 1
+    assert final.is_file()
+    assert (await _read(deps, export["object_key"])).startswith(BOM)

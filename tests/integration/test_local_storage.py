@@ -99,3 +99,12 @@ async def test_missing_object_is_a_storage_error(tmp_path: Path) -> None:
 def test_unknown_scheme_is_refused() -> None:
     with pytest.raises(StorageError):
         from_url("ftp://example/x")
+
+
+async def test_abort_uploads_keeps_the_complete_object(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    await storage.put_stream("f/g.csv", _chunks(b"done"), content_type="text/csv")
+    (tmp_path / "f" / "g.csv.0badc0de.part").write_bytes(b"half")
+    await storage.abort_uploads("f/g.csv")
+    assert await storage.pending_uploads() == []
+    assert await _read_all(storage, "f/g.csv") == b"done"

@@ -221,7 +221,9 @@ async def _sweep_uploads(deps: Deps, report: Report) -> None:
         if owners.get(key) in running:
             continue
         try:
-            await deps.storage.delete(key)
+            # Only the unfinished upload: the attempt may have completed since the listing,
+            # and its finished file must stay.
+            await deps.storage.abort_uploads(key)
             report.orphans_removed += 1
         except (StorageError, OSError):
             log.exception("could not remove an orphan upload", extra={"object_key": key})

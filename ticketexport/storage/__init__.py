@@ -45,6 +45,10 @@ class Storage(Protocol):
         """Remove an object and any unfinished upload for it; missing is not an error."""
         ...
 
+    async def abort_uploads(self, key: str) -> None:
+        """Remove unfinished uploads for `key`, never the complete object."""
+        ...
+
     async def exists(self, key: str) -> bool:
         """Whether a complete object is stored under `key`."""
         ...

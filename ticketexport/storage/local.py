@@ -85,8 +85,11 @@ class LocalStorage:
             raise StorageError(f"object {key!r} is missing") from None
 
     async def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+        await self.abort_uploads(key)
+
+    async def abort_uploads(self, key: str) -> None:
         final = self._path(key)
-        final.unlink(missing_ok=True)
         if final.parent.exists():
             for temp in final.parent.glob(f"{final.name}.*{_PART_SUFFIX}"):
                 temp.unlink(missing_ok=True)
