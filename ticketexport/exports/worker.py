@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import time
 import zoneinfo
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import procrastinate
@@ -23,6 +23,7 @@ from ticketexport.db import q
 from ticketexport.domain import exports as rules
 from ticketexport.domain.exports import Stage, Status
 from ticketexport.domain.permissions import Permission, can_export
+from ticketexport.exports.copyreader import CopyReader
 from ticketexport.exports.service import copy_application_name
 from ticketexport.storage import Storage, StorageError
 from ticketexport.views import model as view_model
@@ -35,8 +36,6 @@ BOM = b"\xef\xbb\xbf"
 CONTENT_TYPE = "text/csv; charset=utf-8"
 # Progress is written (and announced) at most this often.
 PROGRESS_INTERVAL = 0.5
-# Rows are gathered into blocks of about this size before they go to storage.
-BLOCK_BYTES = 1024 * 1024
 # Attempts of one export, automatic retries after a crash or outage included.
 MAX_ATTEMPTS = 3
 # How long the end of an attempt waits for its heartbeat task to stop.
@@ -265,45 +264,55 @@ class ExportRun:
             export_count_query(resolved, request, actor, as_of, tz),
         )
 
+    async def _connect(self, *, blocking: bool = False) -> Any:
+        """A connection of the export's own, named so pg_stat_activity (and cancel) find it."""
+        params: dict[str, Any] = {
+            "autocommit": True,
+            "application_name": copy_application_name(self.export_id),
+        }
+        try:
+            if blocking:
+                return await asyncio.to_thread(psycopg.connect, self.deps.database_url, **params)
+            return await psycopg.AsyncConnection.connect(self.deps.database_url, **params)
+        except psycopg.OperationalError as exc:
+            raise Transient("database_unavailable", exc) from exc
+
     async def _copy_to_storage(
         self, query: sql.Composed, count_query: sql.Composed, key: str, file_name: str
     ) -> None:
         storage = self.deps.storage
+        # Leftovers of an earlier attempt that died mid-upload go first.
+        await storage.delete(key)
+        await self._stage(Stage.COUNTING)
+        counter: psycopg.AsyncConnection[Any] = await self._connect()
         try:
-            conn = await psycopg.AsyncConnection.connect(
-                self.deps.database_url,
-                autocommit=True,
-                application_name=copy_application_name(self.export_id),
-            )
+            cur = await counter.execute(count_query)
+            counted = await cur.fetchone()
         except psycopg.OperationalError as exc:
             raise Transient("database_unavailable", exc) from exc
-        try:
-            # Leftovers of an earlier attempt that died mid-upload go first.
-            await storage.delete(key)
-            await self._stage(Stage.COUNTING)
-            try:
-                cur = await conn.execute(count_query)
-                counted = await cur.fetchone()
-            except psycopg.OperationalError as exc:
-                raise Transient("database_unavailable", exc) from exc
-            assert counted is not None
-            self.total = int(counted[0])
-            if await self._update("export_counted", total=self.total) is None:
-                raise Superseded
-            await self._stage(Stage.EXPORTING)
-            try:
-                stored = await storage.put_stream(
-                    key, self._stream(conn, query), content_type=CONTENT_TYPE
-                )
-            except StorageError as exc:
-                raise Transient("storage_unavailable", exc) from exc
-            except psycopg.OperationalError as exc:
-                raise Transient("database_unavailable", exc) from exc
-            except OSError as exc:
-                raise Transient("storage_unavailable", exc) from exc
         finally:
             with contextlib.suppress(psycopg.Error, OSError):
-                await conn.close()
+                await counter.close()
+        assert counted is not None
+        self.total = int(counted[0])
+        if await self._update("export_counted", total=self.total) is None:
+            raise Superseded
+        await self._stage(Stage.EXPORTING)
+        conn: psycopg.Connection[Any] = await self._connect(blocking=True)
+        stream = self._stream(conn, query)
+        try:
+            stored = await storage.put_stream(key, stream, content_type=CONTENT_TYPE)
+        except StorageError as exc:
+            raise Transient("storage_unavailable", exc) from exc
+        except psycopg.OperationalError as exc:
+            raise Transient("database_unavailable", exc) from exc
+        except OSError as exc:
+            raise Transient("storage_unavailable", exc) from exc
+        finally:
+            # Stops the reader thread and its statement if storage gave up first.
+            await stream.aclose()
+            with contextlib.suppress(psycopg.Error, OSError):
+                await asyncio.to_thread(conn.close)
         if self.rows != self.total:
             await storage.delete(key)
             raise ExportFailed("row_count_mismatch", f"counted {self.total}, wrote {self.rows}")
@@ -311,40 +320,21 @@ class ExportRun:
         await self._complete(key, file_name, stored.size, stored.sha256)
 
     async def _stream(
-        self, conn: psycopg.AsyncConnection[Any], query: sql.Composable
-    ) -> AsyncIterator[bytes]:
+        self, conn: psycopg.Connection[Any], query: sql.Composed
+    ) -> AsyncGenerator[bytes, None]:
         """The BOM, then COPY's CSV in blocks; counts rows and reports progress on the way."""
         yield BOM
-        rate = self.deps.settings.export_max_rows_per_s
         copy_sql = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(query)
-        block = bytearray()
-        header_seen = False
+        reader = CopyReader(conn, copy_sql, max_rows_per_s=self.deps.settings.export_max_rows_per_s)
         last_progress = time.monotonic()
-        throttle_start = last_progress
-        async with conn.cursor().copy(copy_sql) as copy:
-            # libpq hands COPY data over one row per message: one chunk is one row.
-            async for chunk in copy:
-                block += chunk
-                if header_seen:
-                    self.rows += 1
-                else:
-                    header_seen = True
-                if len(block) >= BLOCK_BYTES:
-                    yield bytes(block)
-                    block.clear()
-                if rate > 0:
-                    ahead = self.rows / rate - (time.monotonic() - throttle_start)
-                    if ahead > 0.05:
-                        if block:
-                            yield bytes(block)
-                            block.clear()
-                        await asyncio.sleep(ahead)
-                now = time.monotonic()
-                if now - last_progress >= PROGRESS_INTERVAL:
-                    last_progress = now
-                    await self._progress()
-        if block:
-            yield bytes(block)
+        async for block, rows in reader.blocks():
+            self.rows = rows
+            if block:
+                yield block
+            now = time.monotonic()
+            if now - last_progress >= PROGRESS_INTERVAL:
+                last_progress = now
+                await self._progress()
         await self._progress()
 
     async def _progress(self) -> None:
