@@ -79,3 +79,5 @@ def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
+    # The embedded server's own start/stop chatter is not the operator's business.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
