@@ -35,7 +35,7 @@ def missing_component(reason: str) -> None:
     """Skip locally; in CI (TICKETEXPORT_REQUIRE_ALL=1) a missing component is a failure."""
     if REQUIRE_ALL:
         pytest.fail(f"required component missing: {reason}")
-    pytest.skip(reason)
+    pytest.skip(reason=reason)
 
 
 def with_dbname(url: str, dbname: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from conftest import missing_component
 
 from ticketexport import accounts
 from ticketexport.domain.permissions import Permission
@@ -156,7 +157,7 @@ def test_migrate_reports_what_it_applied_then_nothing(empty_db_url: str) -> None
 def test_python_dash_m_and_the_console_script_agree(db_url: str) -> None:
     script = Path(sys.executable).with_name("ticketexport")
     if not script.exists():
-        pytest.skip("the console script is not installed next to this interpreter")
+        missing_component("the ticketexport console script next to this interpreter")
     proc = subprocess.run(
         [str(script), "migrate"],
         env={**os.environ, "DATABASE_URL": db_url},
