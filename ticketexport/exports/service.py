@@ -57,6 +57,19 @@ class ExportConflict(Exception):
     """The export is in a state that does not allow the action (HTTP 409)."""
 
 
+class ExportGone(Exception):
+    """The export's retention is over and its file is (or is about to be) deleted (HTTP 410)."""
+
+
+class ExportNotReady(LookupError):
+    """The export has no file yet (HTTP 404)."""
+
+
+DOWNLOAD_DENIED = (
+    "Downloading requires an administrator with the Import / Export Tickets permission."
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Requested:
     export_id: str
@@ -332,6 +345,73 @@ async def cancel_export(
 def copy_application_name(export_id: str) -> str:
     """application_name of the connection that runs an export's COPY (for pg_stat_activity)."""
     return f"ticketexport-export:{export_id}"
+
+
+async def authorize_download(
+    pool: AsyncConnectionPool[Any],
+    user: Requester,
+    export_id: str,
+    *,
+    auto: bool,
+    client_ip: str | None,
+) -> dict[str, Any] | None:
+    """The export row when the user may download its file now, checked at this moment.
+
+    None means the automatic download already happened (another tab or browser): nothing
+    to send. Raises ExportNotFound, ExportDenied (audited), ExportGone or ExportNotReady.
+    """
+    async with pool.connection() as conn:
+        export = await visible_export(conn, user, export_id)
+        allowed = download_allowed(user)
+        if not allowed:
+            await audit.record(
+                conn,
+                "export.download_denied",
+                actor_id=user.id,
+                actor_email=user.email,
+                client_ip=client_ip,
+                export_id=export_id,
+                details={"reason": "not_admin_with_permission"},
+            )
+    if not allowed:
+        # Raised outside the block: a pool connection rolls back when left by an exception,
+        # and the denial's audit row must stay.
+        raise ExportDenied(DOWNLOAD_DENIED)
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT now()")
+        now = await cur.fetchone()
+        assert now is not None
+        if expired(export, now[0]):
+            raise ExportGone("This export has expired and its file was deleted.")
+        if export["status"] != Status.COMPLETED or export["object_key"] is None:
+            raise ExportNotReady("This export has no file yet.")
+        if auto:
+            cur = await conn.execute(
+                q("export_claim_auto_download"), {"id": export_id, "user_id": user.id}
+            )
+            if await cur.fetchone() is None:
+                return None
+    return export
+
+
+async def record_download(
+    pool: AsyncConnectionPool[Any],
+    user: Requester,
+    export_id: str,
+    *,
+    client_ip: str | None,
+    details: Mapping[str, Any],
+) -> None:
+    async with pool.connection() as conn:
+        await audit.record(
+            conn,
+            "export.downloaded",
+            actor_id=user.id,
+            actor_email=user.email,
+            client_ip=client_ip,
+            export_id=export_id,
+            details=details,
+        )
 
 
 def download_allowed(user: Requester) -> bool:

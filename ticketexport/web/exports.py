@@ -16,7 +16,6 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from psycopg.rows import dict_row
 
-from ticketexport import audit
 from ticketexport.db import q
 from ticketexport.domain import exports as rules
 from ticketexport.domain.exports import Status
@@ -38,9 +37,6 @@ STORAGE = web.AppKey("storage", Storage)
 
 HEARTBEAT_SECONDS = 15.0
 PAGE_SIZE = 25
-DOWNLOAD_DENIED = (
-    "Downloading requires an administrator with the Import / Export Tickets permission."
-)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -311,7 +307,7 @@ async def export_status(request: web.Request) -> web.StreamResponse:
         "elapsed_from": export["started_at"].isoformat() if export["started_at"] else "",
         "timing": timing(export, payload, now),
         "can_download": allowed,
-        "download_denied": DOWNLOAD_DENIED,
+        "download_denied": service.DOWNLOAD_DENIED,
         "auto_download": auto,
         # Whoever sees an export and holds the permission may retry it once it fails or is
         # cancelled; the form is on the page (hidden) so a live failure can show it.
@@ -440,37 +436,23 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 async def export_download(request: web.Request) -> web.StreamResponse:
     export_id = _export_id(request)
-    current = request[USER]
-    user = requester_of(current)
-    export = await _visible(request, export_id)
+    user = requester_of(request[USER])
     ip = client_ip(request)
     pool = pool_of(request)
-    if not service.download_allowed(user):
-        async with pool.connection() as conn:
-            await audit.record(
-                conn,
-                "export.download_denied",
-                actor_id=user.id,
-                actor_email=user.email,
-                client_ip=ip,
-                export_id=export_id,
-                details={"reason": "not_admin_with_permission"},
-            )
-        raise PageError(403, DOWNLOAD_DENIED)
-    if export["status"] == Status.EXPIRED or export["expires_at"] <= _now():
-        raise PageError(410, "This export has expired and its file was deleted.")
-    if export["status"] != Status.COMPLETED or export["object_key"] is None:
-        raise PageError(404, "This export has no file yet.")
     auto = request.query.get("auto") == "1"
-    if auto:
-        async with pool.connection() as conn:
-            cur = await conn.execute(
-                q("export_claim_auto_download"), {"id": export_id, "user_id": user.id}
-            )
-            claimed = await cur.fetchone()
-        if claimed is None:
-            # Another tab or browser already downloaded it automatically: do nothing.
-            return web.Response(status=204, headers={"Cache-Control": "no-store"})
+    try:
+        export = await service.authorize_download(pool, user, export_id, auto=auto, client_ip=ip)
+    except service.ExportNotFound:
+        raise PageError(404, "That export does not exist or you cannot see it.") from None
+    except service.ExportDenied as exc:
+        raise PageError(403, str(exc)) from None
+    except service.ExportGone as exc:
+        raise PageError(410, str(exc)) from None
+    except service.ExportNotReady as exc:
+        raise PageError(404, str(exc)) from None
+    if export is None:
+        # Another tab or browser already downloaded it automatically: do nothing.
+        return web.Response(status=204, headers={"Cache-Control": "no-store"})
     storage = request.app[STORAGE]
     size = int(export["size_bytes"])
     try:
@@ -496,21 +478,18 @@ async def export_download(request: web.Request) -> web.StreamResponse:
     )
     if byte_range is not None:
         response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    async with pool.connection() as conn:
-        await audit.record(
-            conn,
-            "export.downloaded",
-            actor_id=user.id,
-            actor_email=user.email,
-            client_ip=ip,
-            export_id=export_id,
-            details={
-                "bytes": max(0, end - start + 1),
-                "size": size,
-                "range": f"{start}-{end}" if byte_range is not None else None,
-                "auto": auto,
-            },
-        )
+    await service.record_download(
+        pool,
+        user,
+        export_id,
+        client_ip=ip,
+        details={
+            "bytes": max(0, end - start + 1),
+            "size": size,
+            "range": f"{start}-{end}" if byte_range is not None else None,
+            "auto": auto,
+        },
+    )
     await response.prepare(request)
     if size > 0:
         try:
