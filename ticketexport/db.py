@@ -7,7 +7,7 @@ import dataclasses
 import functools
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, LiteralString
 
@@ -129,9 +129,9 @@ def _applied(conn: psycopg.Connection[Any]) -> dict[str, str]:
     return {row[0]: row[1] for row in rows}
 
 
-def pending_migrations(conn: psycopg.Connection[Any]) -> list[Migration]:
-    """Migrations not yet applied; raises if an applied one was edited afterwards."""
-    applied = _applied(conn)
+def unapplied(applied: Mapping[str, str]) -> list[Migration]:
+    """Migrations missing from `applied` (version → checksum); raises if an applied one was
+    edited afterwards."""
     pending = []
     for migration in available_migrations():
         recorded = applied.get(migration.version)
@@ -143,6 +143,11 @@ def pending_migrations(conn: psycopg.Connection[Any]) -> list[Migration]:
                 "(its checksum no longer matches schema_migrations)"
             )
     return pending
+
+
+def pending_migrations(conn: psycopg.Connection[Any]) -> list[Migration]:
+    """Migrations not yet applied; raises if an applied one was edited afterwards."""
+    return unapplied(_applied(conn))
 
 
 def migrate(url: str) -> list[str]:

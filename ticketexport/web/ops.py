@@ -21,14 +21,19 @@ CHECK_TIMEOUT = 3.0
 DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 14400)
 
 
-async def _pending_migrations(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+async def _migration_problem(conn: psycopg.AsyncConnection[Any]) -> str | None:
+    """None when every migration is applied unchanged, else what is wrong."""
     cur = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
     exists = await cur.fetchone()
     applied: dict[str, str] = {}
     if exists and exists[0]:
         cur = await conn.execute("SELECT version, checksum FROM schema_migrations")
         applied = {row[0]: row[1] for row in await cur.fetchall()}
-    return [m.name for m in db.available_migrations() if applied.get(m.version) != m.checksum]
+    try:
+        pending = db.unapplied(applied)
+    except db.MigrationError:
+        return "an applied migration was changed"
+    return f"{len(pending)} pending" if pending else None
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -39,9 +44,9 @@ async def healthz(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
             async with pool_of(request).connection(timeout=CHECK_TIMEOUT) as conn:
-                pending = await _pending_migrations(conn)
-                if pending:
-                    checks["migrations"] = f"{len(pending)} pending"
+                problem = await _migration_problem(conn)
+                if problem:
+                    checks["migrations"] = problem
                     healthy = False
                 else:
                     cur = await conn.execute(
