@@ -76,6 +76,27 @@ class Requested:
     deduplicated: bool
 
 
+async def _audit(
+    conn: psycopg.AsyncConnection[Any],
+    action: str,
+    user: Requester,
+    *,
+    client_ip: str | None,
+    export_id: str | None,
+    details: Mapping[str, Any],
+) -> None:
+    """An audit row for something this user did, on the caller's connection."""
+    await audit.record(
+        conn,
+        action,
+        actor_id=user.id,
+        actor_email=user.email,
+        client_ip=client_ip,
+        export_id=export_id,
+        details=details,
+    )
+
+
 def may_see(user: Requester, export: Mapping[str, Any]) -> bool:
     """Its requester, and admins with the export permission."""
     return export["requester_id"] == user.id or can_download(
@@ -177,11 +198,10 @@ async def _insert_and_defer(
     job = await cur.fetchone()
     assert job is not None
     await conn.execute(q("export_set_job_id"), {"id": export_id, "job_id": int(job[0])})
-    await audit.record(
+    await _audit(
         conn,
         "export.retried" if retry_of else "export.requested",
-        actor_id=user.id,
-        actor_email=user.email,
+        user,
         client_ip=client_ip,
         export_id=export_id,
         details={
@@ -206,11 +226,10 @@ async def _deny(
     export_id: str | None = None,
 ) -> None:
     async with pool.connection() as conn:
-        await audit.record(
+        await _audit(
             conn,
             "export.denied",
-            actor_id=user.id,
-            actor_email=user.email,
+            user,
             client_ip=client_ip,
             export_id=export_id,
             details={"action": action, "reason": reason},
@@ -324,11 +343,10 @@ async def cancel_export(
                 await conn.execute(
                     q("procrastinate_abort_job"), {"job_id": export["procrastinate_job_id"]}
                 )
-            await audit.record(
+            await _audit(
                 conn,
                 "export.cancelled",
-                actor_id=user.id,
-                actor_email=user.email,
+                user,
                 client_ip=client_ip,
                 export_id=export_id,
                 details={
@@ -364,11 +382,10 @@ async def authorize_download(
         export = await visible_export(conn, user, export_id)
         allowed = download_allowed(user)
         if not allowed:
-            await audit.record(
+            await _audit(
                 conn,
                 "export.download_denied",
-                actor_id=user.id,
-                actor_email=user.email,
+                user,
                 client_ip=client_ip,
                 export_id=export_id,
                 details={"reason": "not_admin_with_permission"},
@@ -403,11 +420,10 @@ async def record_download(
     details: Mapping[str, Any],
 ) -> None:
     async with pool.connection() as conn:
-        await audit.record(
+        await _audit(
             conn,
             "export.downloaded",
-            actor_id=user.id,
-            actor_email=user.email,
+            user,
             client_ip=client_ip,
             export_id=export_id,
             details=details,

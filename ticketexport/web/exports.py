@@ -73,7 +73,7 @@ def event_payload(
     """The brief's event JSON: {id, status, stage, attempt, rows, total, percent, error,
     download_url}."""
     status = export["status"]
-    if status == Status.COMPLETED and export["expires_at"] <= now:
+    if status == Status.COMPLETED and service.expired(export, now):
         status = Status.EXPIRED.value
     error = None
     if export.get("error_code"):
