@@ -7,6 +7,89 @@ SELECT id, email, first_name, last_name, password_hash, is_admin, is_active
 FROM users
 WHERE email = %(email)s;
 
+-- Accounts (ticketexport.accounts, the `user` and `role` commands) ----------------------
+
+-- name: user_id_by_email
+-- The id of the user with this (normalised) address.
+SELECT id FROM users WHERE email = %(email)s;
+
+-- name: user_insert
+-- A new staff user.
+INSERT INTO users (email, first_name, last_name, password_hash, is_admin)
+VALUES (%(email)s, %(first_name)s, %(last_name)s, %(password_hash)s, %(is_admin)s)
+RETURNING id;
+
+-- name: user_set_admin
+-- Grants or removes the administrator flag.
+UPDATE users SET is_admin = %(is_admin)s, updated_at = now() WHERE id = %(id)s;
+
+-- name: user_set_active
+-- Activates or deactivates a user.
+UPDATE users SET is_active = %(is_active)s, updated_at = now() WHERE id = %(id)s;
+
+-- name: user_role_grant
+-- Gives a user a role (nothing when they already have it).
+INSERT INTO user_roles (user_id, role_id) VALUES (%(user_id)s, %(role_id)s)
+ON CONFLICT DO NOTHING;
+
+-- name: user_role_revoke
+-- Takes a role from a user.
+DELETE FROM user_roles WHERE user_id = %(user_id)s AND role_id = %(role_id)s;
+
+-- name: role_id_by_name
+-- The id of the role with this developer name.
+SELECT id FROM roles WHERE developer_name = %(name)s;
+
+-- name: role_insert
+-- A new role.
+INSERT INTO roles (developer_name, label, permissions)
+VALUES (%(name)s, %(label)s, %(permissions)s)
+RETURNING id;
+
+-- name: role_set_permissions
+-- Replaces a role's permission bits.
+UPDATE roles SET permissions = %(permissions)s WHERE developer_name = %(name)s;
+
+-- Migrations (ticketexport.db) ---------------------------------------------------------
+
+-- name: migrations_lock
+-- One migrator at a time, across processes (a session-level advisory lock).
+SELECT pg_advisory_lock(%(key)s);
+
+-- name: migrations_unlock
+-- Releases the migrators' lock.
+SELECT pg_advisory_unlock(%(key)s);
+
+-- name: migrations_create_history
+-- The record of applied migrations and their checksums.
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version text PRIMARY KEY,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: migrations_table_exists
+-- Whether any migration was ever applied here.
+SELECT to_regclass('schema_migrations') IS NOT NULL;
+
+-- name: migrations_applied
+-- Applied migrations and the checksums they had.
+SELECT version, checksum FROM schema_migrations;
+
+-- name: migrations_record
+-- Records one applied migration (in the migration's own transaction).
+INSERT INTO schema_migrations (version, name, checksum)
+VALUES (%(version)s, %(name)s, %(checksum)s);
+
+-- name: tickets_exist
+-- Whether the database holds any ticket (the demo seeds an empty one).
+SELECT EXISTS (SELECT 1 FROM tickets);
+
+-- name: db_now
+-- The database's clock, which every expiry rule is written against.
+SELECT now();
+
 -- Web sessions (ticketexport.web) -----------------------------------------
 
 -- name: web_session_insert
@@ -35,6 +118,10 @@ UPDATE web_sessions SET last_seen_at = now() WHERE id = %(id)s;
 -- End one session (logout, expiry, inactive user).
 DELETE FROM web_sessions WHERE id = %(id)s;
 
+-- name: web_sessions_delete_for_user
+-- An inactive user keeps no live session.
+DELETE FROM web_sessions WHERE user_id = %(user_id)s;
+
 -- name: web_sessions_purge_expired
 -- Drop a user's sessions past their absolute or idle lifetime, on each login.
 DELETE FROM web_sessions
@@ -47,6 +134,10 @@ SELECT e.id::text AS id, e.status, e.stage, e.attempt, e.rows_done, e.rows_total
        e.error_code, e.error_message, e.requester_id, e.expires_at
 FROM export_jobs e
 WHERE e.id = ANY(%(ids)s::uuid[]);
+
+-- name: event_publish
+-- Announces a change to an export; delivered to listeners when the transaction commits.
+SELECT pg_notify(%(channel)s, %(export_id)s);
 
 -- name: audit_insert
 -- One audit row; called inside the transaction of the action it records.
@@ -145,12 +236,6 @@ VALUES (%(requester_id)s, now(), now(), %(request)s, %(view_name)s, %(fingerprin
         now() + %(retention)s, %(retry_of)s::uuid)
 RETURNING id, requested_at;
 
--- name: export_defer_job
--- Defers the worker job in the caller's transaction (procrastinate's own defer function).
-SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[
-    ROW(%(queue)s, %(task)s, 0, NULL, NULL, %(args)s, NULL)::procrastinate_job_to_defer_v1
-])) AS id;
-
 -- name: export_set_job_id
 -- Links the export to its current procrastinate job.
 UPDATE export_jobs SET procrastinate_job_id = %(job_id)s WHERE id = %(id)s;
@@ -172,10 +257,6 @@ UPDATE export_jobs
 SET status = 'cancelled', stage = NULL, finished_at = now(), cancel_requested_at = now()
 WHERE id = %(id)s::uuid AND status IN ('queued', 'running')
 RETURNING id;
-
--- name: procrastinate_abort_job
--- Cancels a waiting job, or asks the worker running it to abort (it is notified at once).
-SELECT procrastinate_cancel_job_v1(%(job_id)s, true, false);
 
 -- name: export_cancel_backends
 -- Cancels any statement still running on an export's COPY connection.
@@ -262,7 +343,7 @@ RETURNING requester_id;
 
 -- name: user_access
 -- Whether a user is active and their effective permissions now.
-SELECT u.is_active, u.is_admin, COALESCE(bit_or(r.permissions), 0) AS permissions
+SELECT u.id, u.is_active, u.is_admin, COALESCE(bit_or(r.permissions), 0) AS permissions
 FROM users u
 LEFT JOIN user_roles ur ON ur.user_id = u.id
 LEFT JOIN roles r ON r.id = ur.role_id
@@ -274,6 +355,13 @@ GROUP BY u.id;
 -- number and the seed's salts through hashint8extended, which PostgreSQL keeps stable
 -- across versions because hash partitioning depends on it. `OFFSET 0` keeps each layer a
 -- separate projection so every hash is computed once per row, not once per reference.
+
+-- name: seed_session_settings
+-- The bulk load's own memory and durability settings, for its transaction only.
+SET LOCAL maintenance_work_mem = '512MB';
+SET LOCAL work_mem = '256MB';
+SET LOCAL synchronous_commit = off;
+SET LOCAL jit = off;
 
 -- name: seed_lock
 -- Serialise concurrent seeds of one database until the transaction ends.

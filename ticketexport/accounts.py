@@ -10,6 +10,7 @@ import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from ticketexport.db import q
 from ticketexport.domain.permissions import Permission
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -55,7 +56,7 @@ def verify_password(password_hash: str, password: str) -> bool:
 def _role_ids(conn: psycopg.Connection[Any], names: Sequence[str]) -> list[int]:
     ids = []
     for name in names:
-        row = conn.execute("SELECT id FROM roles WHERE developer_name = %s", (name,)).fetchone()
+        row = conn.execute(q("role_id_by_name"), {"name": name}).fetchone()
         if row is None:
             raise AccountError(f"unknown role {name!r}")
         ids.append(int(row[0]))
@@ -81,18 +82,21 @@ def add_user(
         try:
             with conn.transaction():
                 row = conn.execute(
-                    "INSERT INTO users (email, first_name, last_name, password_hash, is_admin) "
-                    "VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                    (address, first, last, hashed, admin),
+                    q("user_insert"),
+                    {
+                        "email": address,
+                        "first_name": first,
+                        "last_name": last,
+                        "password_hash": hashed,
+                        "is_admin": admin,
+                    },
                 ).fetchone()
         except psycopg.errors.UniqueViolation:
             raise AccountError(f"a user with email {address!r} already exists") from None
         assert row is not None
         user_id = int(row[0])
         for role_id in role_ids:
-            conn.execute(
-                "INSERT INTO user_roles (user_id, role_id) VALUES (%s, %s)", (user_id, role_id)
-            )
+            conn.execute(q("user_role_grant"), {"user_id": user_id, "role_id": role_id})
     return user_id
 
 
@@ -107,32 +111,21 @@ def set_user(
 ) -> None:
     address = normalize_email(email)
     with conn.transaction():
-        row = conn.execute("SELECT id FROM users WHERE email = %s", (address,)).fetchone()
+        row = conn.execute(q("user_id_by_email"), {"email": address}).fetchone()
         if row is None:
             raise AccountError(f"no user with email {address!r}")
         user_id = int(row[0])
         if admin is not None:
-            conn.execute(
-                "UPDATE users SET is_admin = %s, updated_at = now() WHERE id = %s",
-                (admin, user_id),
-            )
+            conn.execute(q("user_set_admin"), {"id": user_id, "is_admin": admin})
         if active is not None:
-            conn.execute(
-                "UPDATE users SET is_active = %s, updated_at = now() WHERE id = %s",
-                (active, user_id),
-            )
+            conn.execute(q("user_set_active"), {"id": user_id, "is_active": active})
             if not active:
                 # An inactive user keeps no live session.
-                conn.execute("DELETE FROM web_sessions WHERE user_id = %s", (user_id,))
+                conn.execute(q("web_sessions_delete_for_user"), {"user_id": user_id})
         for role_id in _role_ids(conn, add_roles):
-            conn.execute(
-                "INSERT INTO user_roles (user_id, role_id) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                (user_id, role_id),
-            )
+            conn.execute(q("user_role_grant"), {"user_id": user_id, "role_id": role_id})
         for role_id in _role_ids(conn, remove_roles):
-            conn.execute(
-                "DELETE FROM user_roles WHERE user_id = %s AND role_id = %s", (user_id, role_id)
-            )
+            conn.execute(q("user_role_revoke"), {"user_id": user_id, "role_id": role_id})
 
 
 def _check_role_name(name: str) -> str:
@@ -153,9 +146,8 @@ def add_role(
     try:
         with conn.transaction():
             row = conn.execute(
-                "INSERT INTO roles (developer_name, label, permissions) VALUES (%s, %s, %s) "
-                "RETURNING id",
-                (name, label.strip(), int(permissions)),
+                q("role_insert"),
+                {"name": name, "label": label.strip(), "permissions": int(permissions)},
             ).fetchone()
     except psycopg.errors.UniqueViolation:
         raise AccountError(f"a role named {name!r} already exists") from None
@@ -168,8 +160,7 @@ def set_role(
 ) -> None:
     with conn.transaction():
         cur = conn.execute(
-            "UPDATE roles SET permissions = %s WHERE developer_name = %s",
-            (int(permissions), developer_name),
+            q("role_set_permissions"), {"name": developer_name, "permissions": int(permissions)}
         )
         if cur.rowcount != 1:
             raise AccountError(f"unknown role {developer_name!r}")

@@ -109,23 +109,11 @@ def available_migrations() -> list[Migration]:
     return found
 
 
-_CREATE_HISTORY = sql.SQL(
-    """
-    CREATE TABLE IF NOT EXISTS schema_migrations (
-        version text PRIMARY KEY,
-        name text NOT NULL,
-        checksum text NOT NULL,
-        applied_at timestamptz NOT NULL DEFAULT now()
-    )
-    """
-)
-
-
 def _applied(conn: psycopg.Connection[Any]) -> dict[str, str]:
-    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    exists = conn.execute(q("migrations_table_exists")).fetchone()
     if not exists or not exists[0]:
         return {}
-    rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
+    rows = conn.execute(q("migrations_applied")).fetchall()
     return {row[0]: row[1] for row in rows}
 
 
@@ -155,7 +143,7 @@ def migrate(url: str) -> list[str]:
     applied_now: list[str] = []
     with psycopg.connect(url, autocommit=True) as conn:
         # Session-level lock: a second migrator waits here, then finds nothing pending.
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        conn.execute(q("migrations_lock"), {"key": MIGRATION_LOCK_KEY})
         try:
             # Checked up front: the files themselves are UTF-8 and would not even reach
             # such a server intact. The client's encoding is not set for SQL_ASCII, so
@@ -163,16 +151,19 @@ def migrate(url: str) -> list[str]:
             encoding = str(conn.info.parameter_status("server_encoding") or "unknown")
             if encoding != "UTF8":
                 raise MigrationError(f"ticketexport needs a UTF8 database, this one is {encoding}")
-            conn.execute(_CREATE_HISTORY)
+            conn.execute(q("migrations_create_history"))
             for migration in pending_migrations(conn):
                 try:
                     with conn.transaction():
                         # Migration files ship with the package; they are literals, not input.
                         conn.execute(sql.SQL(migration.text))
                         conn.execute(
-                            "INSERT INTO schema_migrations (version, name, checksum) "
-                            "VALUES (%s, %s, %s)",
-                            (migration.version, migration.name, migration.checksum),
+                            q("migrations_record"),
+                            {
+                                "version": migration.version,
+                                "name": migration.name,
+                                "checksum": migration.checksum,
+                            },
                         )
                 except psycopg.OperationalError:
                     raise
@@ -181,5 +172,5 @@ def migrate(url: str) -> list[str]:
                     raise MigrationError(f"migration {migration.name} failed: {first}") from exc
                 applied_now.append(migration.name)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+            conn.execute(q("migrations_unlock"), {"key": MIGRATION_LOCK_KEY})
     return applied_now

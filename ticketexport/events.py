@@ -32,7 +32,7 @@ async def publish(conn: psycopg.AsyncConnection[Any], export_id: str) -> None:
 
     The payload is only the id: the row is the truth, and NOTIFY payloads are capped.
     """
-    await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, export_id))
+    await conn.execute(q("event_publish"), {"channel": CHANNEL, "export_id": export_id})
 
 
 class Subscription:

@@ -1,10 +1,25 @@
-"""The procrastinate application: the export task and periodic maintenance, for workers."""
+"""The procrastinate application: the export task, periodic maintenance, and how to defer."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
+from pathlib import Path
+from typing import Any
+
 import procrastinate
+import psycopg
 
 from ticketexport.config import Settings
+from ticketexport.domain.exports import MAX_ATTEMPTS
+from ticketexport.exports.failures import Transient
+
+EXPORT_TASK = "ticketexport:export_tickets"
+MAINTENANCE_TASK = "ticketexport:maintenance"
+EXPORT_QUEUE = "exports"
+MAINTENANCE_QUEUE = "maintenance"
+MAINTENANCE_PERIODIC_ID = "export-maintenance"
 
 
 def maintenance_interval(settings: Settings) -> float:
@@ -12,12 +27,99 @@ def maintenance_interval(settings: Settings) -> float:
     return max(1.0, min(settings.stall_seconds / 3, settings.heartbeat_seconds * 3, 30.0))
 
 
-def build_app(database_url: str, settings: Settings) -> procrastinate.App:
-    """A procrastinate App on its own small pool (opened by the caller with open_async)."""
-    from ticketexport.exports import maintenance, worker
+def cron_for(seconds: float) -> str:
+    """Every `seconds` (1–59) as a six-field cron (croniter's seconds field comes last)."""
+    step = max(1, min(59, round(seconds)))
+    return f"* * * * * */{step}"
 
-    connector = procrastinate.PsycopgConnector(conninfo=database_url, min_size=1, max_size=4)
+
+def build_app(connector: procrastinate.PsycopgConnector) -> procrastinate.App:
+    """A procrastinate App with the project's tasks, on `connector`.
+
+    Each process builds its own (the composition root opens it on the process's pool); the
+    module-level `app` below is the one procrastinate's command line loads. Task bodies
+    import their implementation when they run, so deferring a job needs nothing but this
+    module.
+    """
     app = procrastinate.App(connector=connector)
-    app.add_tasks_from(worker.blueprint, namespace="ticketexport")
-    maintenance.register(app, maintenance_interval(settings))
+
+    @app.task(
+        name=EXPORT_TASK,
+        queue=EXPORT_QUEUE,
+        pass_context=True,
+        retry=procrastinate.RetryStrategy(
+            max_attempts=MAX_ATTEMPTS - 1,
+            exponential_wait=1,
+            retry_exceptions={Transient},
+        ),
+    )
+    async def export_tickets(context: procrastinate.JobContext, export_id: str) -> None:
+        from ticketexport.exports.worker import ExportRun
+
+        services = context.additional_context["services"]
+        await ExportRun(services, export_id, context.job.id).run()
+
+    @app.task(
+        name=MAINTENANCE_TASK,
+        queue=MAINTENANCE_QUEUE,
+        pass_context=True,
+        queueing_lock="ticketexport-maintenance",
+    )
+    async def maintenance(context: procrastinate.JobContext, timestamp: int) -> None:
+        from ticketexport.exports.maintenance import run_periodic
+
+        await run_periodic(context.additional_context["services"], context.app)
+
     return app
+
+
+def schedule_maintenance(app: procrastinate.App, settings: Settings) -> None:
+    """Run maintenance periodically on the workers of `app`, at the settings' interval."""
+    app.periodic(
+        cron=cron_for(maintenance_interval(settings)), periodic_id=MAINTENANCE_PERIODIC_ID
+    )(app.tasks[MAINTENANCE_TASK])
+
+
+async def defer_export(
+    app: procrastinate.App, conn: psycopg.AsyncConnection[Any], export_id: str
+) -> int:
+    """Defer the export's job on `conn`, in the caller's transaction (one commit or neither)."""
+    task = app.tasks[EXPORT_TASK]
+    return await task.configure(connection=conn).defer_async(export_id=export_id)
+
+
+async def abort_job(
+    app: procrastinate.App, conn: psycopg.AsyncConnection[Any], job_id: int
+) -> None:
+    """Cancel a waiting job, or ask the worker running it to abort, in the caller's
+    transaction (the worker is notified when it commits)."""
+    await app.job_manager.cancel_job_by_id_async(job_id, abort=True, connection=conn)
+
+
+# procrastinate's own command line -------------------------------------------------------
+
+
+@functools.cache
+def _embedded_url(home: str) -> str:
+    """The embedded server under the home, started or joined for the rest of this process."""
+    from ticketexport.embedded import embedded_database
+
+    stack = contextlib.ExitStack()
+    url = stack.enter_context(embedded_database(Path(home)))
+    atexit.register(stack.close)
+    return url
+
+
+def _conninfo_from_environment() -> str:
+    """Read when the first connection is made, not at import, so loading the app for
+    `procrastinate --app=ticketexport.jobs.app …` needs no database and no settings."""
+    settings = Settings.from_env()
+    if settings.database_url:
+        return settings.database_url
+    return _embedded_url(str(settings.home))
+
+
+# `procrastinate --app=ticketexport.jobs.app healthchecks` (or `shell`) uses this one.
+app = build_app(
+    procrastinate.PsycopgConnector(conninfo=_conninfo_from_environment, min_size=1, max_size=2)
+)

@@ -14,7 +14,8 @@ from typing import Any
 
 import psycopg
 
-from ticketexport import db
+from ticketexport import db, jobs
+from ticketexport.bootstrap import Services, open_services
 from ticketexport.config import Settings
 
 log = logging.getLogger(__name__)
@@ -53,48 +54,23 @@ def _seed_if_empty(url: str) -> None:
     from ticketexport import seed
 
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute("SELECT EXISTS (SELECT 1 FROM tickets)").fetchone()
+        row = conn.execute(db.q("tickets_exist")).fetchone()
         if row is not None and not row[0]:
             print(f"seeding {DEMO_TICKETS:,} demo tickets…", flush=True)
             seed.seed(conn, tickets=DEMO_TICKETS, seed=1, anchor=None)
 
 
-async def _worker(settings: Settings, url: str, concurrency: int, *, signals: bool) -> None:
-    from psycopg_pool import AsyncConnectionPool
-
-    from ticketexport.exports.worker import Deps
-    from ticketexport.jobs import build_app
-    from ticketexport.storage import from_url
-
-    app = build_app(url, settings)
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        url,
-        min_size=1,
-        max_size=concurrency + 2,
-        open=False,
-        kwargs={"autocommit": True},
-        # After a database restart every idle connection is dead; hand out live ones only.
-        check=AsyncConnectionPool.check_connection,
-    )
-    deps = Deps(
-        settings=settings, database_url=url, pool=pool, storage=from_url(settings.storage_url)
-    )
-    stop = asyncio.Event()
-    if signals:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-    async with pool, app.open_async():
-        await _supervise_workers(app, deps, settings, concurrency, stop)
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
 
 
 # Pause before starting the workers again after they lost the database, at most this long.
 _RESTART_BACKOFF_MAX = 10.0
 
 
-async def _supervise_workers(
-    app: Any, deps: Any, settings: Settings, concurrency: int, stop: asyncio.Event
-) -> None:
+async def _supervise_workers(services: Services, concurrency: int, stop: asyncio.Event) -> None:
     """Run the export and maintenance workers until stopped; restart them if they fail.
 
     Maintenance has a worker of its own so a process whose export slots are all busy (or
@@ -102,12 +78,11 @@ async def _supervise_workers(
     connection fails (its heartbeat or job fetch raises); a database restart must not end
     the process, so the workers are started again once the database answers.
     """
-    from ticketexport.exports.maintenance import MAINTENANCE_QUEUE
-    from ticketexport.exports.service import QUEUE
-
+    app = services.jobs
+    settings = services.settings
     common: dict[str, Any] = {
         "install_signal_handlers": False,
-        "additional_context": {"deps": deps},
+        "additional_context": {"services": services},
         "update_heartbeat_interval": settings.heartbeat_seconds,
         "stalled_worker_timeout": max(settings.worker_seen_seconds, settings.heartbeat_seconds * 3),
     }
@@ -117,12 +92,15 @@ async def _supervise_workers(
         runs = [
             asyncio.create_task(
                 app.run_worker_async(
-                    queues=[QUEUE], concurrency=concurrency, name="exports", **common
+                    queues=[jobs.EXPORT_QUEUE], concurrency=concurrency, name="exports", **common
                 )
             ),
             asyncio.create_task(
                 app.run_worker_async(
-                    queues=[MAINTENANCE_QUEUE], concurrency=1, name="maintenance", **common
+                    queues=[jobs.MAINTENANCE_QUEUE],
+                    concurrency=1,
+                    name="maintenance",
+                    **common,
                 )
             ),
         ]
@@ -151,32 +129,42 @@ async def _supervise_workers(
         backoff = min(backoff * 2, _RESTART_BACKOFF_MAX)
 
 
-async def _web(settings: Settings, url: str, stop: asyncio.Event) -> None:
+async def _worker_process(settings: Settings, url: str, concurrency: int) -> None:
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    async with open_services(settings, url, worker_concurrency=concurrency) as services:
+        await _supervise_workers(services, concurrency, stop)
+
+
+async def _serve(settings: Settings, url: str) -> None:
     from ticketexport.web.app import run_web
 
-    await run_web(settings, url, stop=stop)
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    async with open_services(settings, url, web=True) as services:
+        await run_web(services, stop=stop)
 
 
 async def _demo(settings: Settings, url: str, concurrency: int) -> None:
+    """Web and worker in one process, on one pool."""
+    from ticketexport.web.app import run_web
+
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    web = asyncio.create_task(_web(settings, url, stop))
-    worker = asyncio.create_task(_worker(settings, url, concurrency, signals=False))
-    stopper = asyncio.create_task(stop.wait())
-    tasks: list[asyncio.Task[Any]] = [web, worker, stopper]
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    stop.set()
-    # Cancelling the worker task is procrastinate's documented graceful stop.
-    worker.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    for task in done:
-        error = None if task.cancelled() else task.exception()
-        if error is not None:
-            raise error
+    _stop_on_signals(stop)
+    async with open_services(settings, url, web=True, worker_concurrency=concurrency) as services:
+        web = asyncio.create_task(run_web(services, stop=stop))
+        worker = asyncio.create_task(_supervise_workers(services, concurrency, stop))
+        stopper = asyncio.create_task(stop.wait())
+        tasks: list[asyncio.Task[Any]] = [web, worker, stopper]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for task in done:
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
 
 
 def run(command: str, settings: Settings, *, concurrency: int = 2) -> int:
@@ -188,7 +176,7 @@ def run(command: str, settings: Settings, *, concurrency: int = 2) -> int:
         if command == "worker":
             with db.database_url(settings) as url:
                 _check_migrated(url)
-                asyncio.run(_worker(settings, url, concurrency, signals=True))
+                asyncio.run(_worker_process(settings, url, concurrency))
             return 0
         if command == "serve":
             if not settings.secret_key:
@@ -203,14 +191,6 @@ def run(command: str, settings: Settings, *, concurrency: int = 2) -> int:
         sys.stderr.write(f"ticketexport: error: {exc}\n")
         return 2
     raise ValueError(f"unknown command {command!r}")
-
-
-async def _serve(settings: Settings, url: str) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await _web(settings, url, stop)
 
 
 def _run_demo(settings: Settings, concurrency: int) -> int:

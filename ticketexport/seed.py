@@ -735,10 +735,7 @@ def _load_tickets(
     # both are rebuilt below inside this same transaction, so nobody sees them missing.
     # Room for one-pass index sorts; a seed need not wait for its commit to reach disk; and
     # generate_series' row estimates would make JIT spend seconds compiling for nothing.
-    conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
-    conn.execute("SET LOCAL work_mem = '256MB'")
-    conn.execute("SET LOCAL synchronous_commit = off")
-    conn.execute("SET LOCAL jit = off")
+    conn.execute(db.q("seed_session_settings"))
     foreign_keys = conn.execute(db.q("seed_foreign_keys"), {"tables": list(BULK_TABLES)}).fetchall()
     indexes = conn.execute(db.q("seed_secondary_indexes"), {"tables": list(BULK_TABLES)}).fetchall()
     for schema, table, name, _definition in foreign_keys:

@@ -37,6 +37,9 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.EXPIRED: frozenset(),
 }
 
+# Attempts of one export, automatic retries after a crash or outage included.
+MAX_ATTEMPTS = 3
+
 ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})
 TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.EXPIRED})
 
@@ -87,13 +90,20 @@ def slugify(name: str, limit: int = 40) -> str:
     return slug or "view"
 
 
-def file_name(view_name: str, as_of: dt.datetime, tz: dt.tzinfo) -> str:
-    """tickets-<slug ≤ 40>-<YYYYMMDD-HHMMSS>.csv, the stamp in the organisation's zone."""
+def file_name(view_name: str, as_of: dt.datetime, tz: dt.tzinfo, *, extension: str = "csv") -> str:
+    """tickets-<slug ≤ 40>-<YYYYMMDD-HHMMSS>.<extension>, the stamp in the organisation's
+    zone."""
     stamp = as_of.astimezone(tz).strftime("%Y%m%d-%H%M%S")
-    return f"tickets-{slugify(view_name)}-{stamp}.csv"
+    return f"tickets-{slugify(view_name)}-{stamp}.{extension}"
 
 
 def fingerprint(request: Mapping[str, Any]) -> str:
     """Stable digest of a frozen request, for the double-submit rule."""
     canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def copy_application_name(export_id: str) -> str:
+    """application_name of the connection that runs an export's COPY (for pg_stat_activity,
+    and so a cancel or a rescue can stop that statement from any process)."""
+    return f"ticketexport-export:{export_id}"

@@ -33,15 +33,21 @@ class _Stopped(Exception):
 class CopyReader:
     """Reads one COPY on `conn` (a blocking connection it then owns) in a dedicated thread.
 
-    Iterate `blocks()` for (bytes, rows so far); the header line is not counted as a row.
-    `max_rows_per_s` > 0 throttles the read.
+    Iterate `blocks()` for (bytes, rows so far); the first `header_lines` lines are not
+    counted as rows. `max_rows_per_s` > 0 throttles the read.
     """
 
     def __init__(
-        self, conn: psycopg.Connection[Any], statement: sql.Composed, *, max_rows_per_s: int = 0
+        self,
+        conn: psycopg.Connection[Any],
+        statement: sql.Composed,
+        *,
+        header_lines: int = 0,
+        max_rows_per_s: int = 0,
     ) -> None:
         self._conn = conn
         self._statement = statement
+        self._header_lines = header_lines
         self._rate = max_rows_per_s
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -65,7 +71,7 @@ class CopyReader:
                 return
 
     def _read(self) -> None:
-        rows = -1  # the first line is the header
+        rows = -self._header_lines
         block = bytearray()
         started = last = time.monotonic()
         with self._conn.cursor().copy(self._statement) as copy:

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 import procrastinate
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
-from ticketexport import audit, events
+from ticketexport import audit, events, jobs
 from ticketexport.db import q
 from ticketexport.domain import exports as rules
-from ticketexport.exports.service import QUEUE, TASK_NAME, copy_application_name
-from ticketexport.exports.worker import MAX_ATTEMPTS, Deps
+from ticketexport.domain.exports import MAX_ATTEMPTS, copy_application_name
 from ticketexport.storage import StorageError
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from ticketexport.bootstrap import Services
 
-MAINTENANCE_QUEUE = "maintenance"
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -30,34 +30,28 @@ class Report:
     orphans_removed: int = 0
 
 
-def heartbeat_timeout(deps: Deps) -> float:
+def heartbeat_timeout(services: Services) -> float:
     """A running attempt whose heartbeat is older than this has lost its worker."""
-    return max(deps.settings.heartbeat_seconds * 3, 2.0)
+    return max(services.settings.heartbeat_seconds * 3, 2.0)
 
 
-def cron_for(seconds: float) -> str:
-    """Every `seconds` (1–59) as a six-field cron (croniter's seconds field comes last)."""
-    step = max(1, min(59, round(seconds)))
-    return f"* * * * * */{step}"
-
-
-async def run_maintenance(deps: Deps) -> Report:
+async def run_maintenance(services: Services) -> Report:
     """One pass; safe to run from many workers at once (rows are claimed SKIP LOCKED)."""
     report = Report()
-    await _rescue(deps, report)
-    await _expire_unfinished(deps, report)
-    await _expire_completed(deps, report)
-    await _fail_orphaned_queued(deps, report)
-    await _sweep_uploads(deps, report)
+    await _rescue(services, report)
+    await _expire_unfinished(services, report)
+    await _expire_completed(services, report)
+    await _fail_orphaned_queued(services, report)
+    await _sweep_uploads(services, report)
     return report
 
 
-async def _rescue(deps: Deps, report: Report) -> None:
-    async with deps.pool.connection() as conn, conn.transaction():
+async def _rescue(services: Services, report: Report) -> None:
+    async with services.pool.connection() as conn, conn.transaction():
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
             q("maintenance_stuck_running"),
-            {"heartbeat": heartbeat_timeout(deps), "stall": deps.settings.stall_seconds},
+            {"heartbeat": heartbeat_timeout(services), "stall": services.settings.stall_seconds},
         )
         for export in await cur.fetchall():
             export_id = str(export["id"])
@@ -73,20 +67,15 @@ async def _rescue(deps: Deps, report: Report) -> None:
                 )
             if export["attempt"] < MAX_ATTEMPTS:
                 await cur.execute(q("export_requeue"), {"id": export_id})
-                await cur.execute(
-                    q("export_defer_job"),
-                    {"queue": QUEUE, "task": TASK_NAME, "args": Jsonb({"export_id": export_id})},
-                )
-                job = await cur.fetchone()
-                assert job is not None
-                await cur.execute(q("export_set_job_id"), {"id": export_id, "job_id": job["id"]})
+                job_id = await jobs.defer_export(services.jobs, conn, export_id)
+                await cur.execute(q("export_set_job_id"), {"id": export_id, "job_id": job_id})
                 action, details = (
                     "export.requeued",
                     {
                         "reason": reason,
                         "attempt": export["attempt"] + 1,
                         "rows_done": export["rows_done"],
-                        "procrastinate_job_id": job["id"],
+                        "procrastinate_job_id": job_id,
                     },
                 )
                 report.requeued += 1
@@ -119,9 +108,9 @@ async def _rescue(deps: Deps, report: Report) -> None:
             )
 
 
-async def _expire_unfinished(deps: Deps, report: Report) -> None:
+async def _expire_unfinished(services: Services, report: Report) -> None:
     code = "expired_before_completion"
-    async with deps.pool.connection() as conn, conn.transaction():
+    async with services.pool.connection() as conn, conn.transaction():
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
             q("maintenance_expire_unfinished"), {"code": code, "message": rules.safe_message(code)}
@@ -132,9 +121,7 @@ async def _expire_unfinished(deps: Deps, report: Report) -> None:
                 q("export_cancel_backends"), {"app": copy_application_name(export_id)}
             )
             if export["procrastinate_job_id"] is not None:
-                await cur.execute(
-                    q("procrastinate_abort_job"), {"job_id": export["procrastinate_job_id"]}
-                )
+                await jobs.abort_job(services.jobs, conn, export["procrastinate_job_id"])
             await audit.record(
                 conn,
                 "export.failed",
@@ -147,19 +134,19 @@ async def _expire_unfinished(deps: Deps, report: Report) -> None:
             report.failed += 1
 
 
-async def _expire_completed(deps: Deps, report: Report) -> None:
-    async with deps.pool.connection() as conn:
+async def _expire_completed(services: Services, report: Report) -> None:
+    async with services.pool.connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(q("maintenance_due_for_expiry"))
         due = await cur.fetchall()
     for export in due:
         export_id = str(export["id"])
         try:
-            await deps.storage.delete(export["object_key"])
+            await services.storage.delete(export["object_key"])
         except (StorageError, OSError):
             log.exception("could not delete an expired export file", extra={"export_id": export_id})
             continue
-        async with deps.pool.connection() as conn, conn.transaction():
+        async with services.pool.connection() as conn, conn.transaction():
             cur = await conn.execute(q("export_expire"), {"id": export_id})
             if await cur.fetchone() is None:
                 continue
@@ -175,10 +162,10 @@ async def _expire_completed(deps: Deps, report: Report) -> None:
         report.expired += 1
 
 
-async def _fail_orphaned_queued(deps: Deps, report: Report) -> None:
+async def _fail_orphaned_queued(services: Services, report: Report) -> None:
     """Queued exports whose job ended without running them (it failed before the claim)."""
     code = "internal"
-    async with deps.pool.connection() as conn, conn.transaction():
+    async with services.pool.connection() as conn, conn.transaction():
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
             q("maintenance_fail_orphaned_queued"),
@@ -197,10 +184,10 @@ async def _fail_orphaned_queued(deps: Deps, report: Report) -> None:
             report.failed += 1
 
 
-async def _sweep_uploads(deps: Deps, report: Report) -> None:
+async def _sweep_uploads(services: Services, report: Report) -> None:
     """Unfinished uploads that no running attempt owns are removed."""
     try:
-        pending = await deps.storage.pending_uploads("exports/")
+        pending = await services.storage.pending_uploads("exports/")
     except (StorageError, OSError):
         log.exception("could not list unfinished uploads")
         return
@@ -211,7 +198,7 @@ async def _sweep_uploads(deps: Deps, report: Report) -> None:
         parts = key.split("/")
         if len(parts) >= 3 and parts[2].isdigit():
             owners[key] = (parts[1], int(parts[2]))
-    async with deps.pool.connection() as conn:
+    async with services.pool.connection() as conn:
         cur = await conn.execute(
             q("maintenance_running_attempts"),
             {"ids": sorted({owner[0] for owner in owners.values()})},
@@ -223,32 +210,22 @@ async def _sweep_uploads(deps: Deps, report: Report) -> None:
         try:
             # Only the unfinished upload: the attempt may have completed since the listing,
             # and its finished file must stay.
-            await deps.storage.abort_uploads(key)
+            await services.storage.abort_uploads(key)
             report.orphans_removed += 1
         except (StorageError, OSError):
             log.exception("could not remove an orphan upload", extra={"object_key": key})
 
 
-def register(app: procrastinate.App, deps_interval: float) -> None:
-    """Adds the periodic maintenance task to `app`, every `deps_interval` seconds."""
-
-    @app.periodic(cron=cron_for(deps_interval), periodic_id="export-maintenance")
-    @app.task(
-        name="ticketexport:maintenance",
-        queue=MAINTENANCE_QUEUE,
-        pass_context=True,
-        queueing_lock="ticketexport-maintenance",
+async def run_periodic(services: Services, app: procrastinate.App) -> None:
+    """The periodic task's body: one pass, then prune the queue's finished maintenance jobs."""
+    try:
+        report = await run_maintenance(services)
+    except (psycopg.OperationalError, OSError):
+        log.warning("maintenance skipped: database unavailable")
+        return
+    if report != Report():
+        log.info("maintenance", extra=dataclasses.asdict(report))
+    # Our own periodic runs would otherwise pile up in procrastinate_jobs.
+    await app.job_manager.delete_old_jobs(
+        nb_hours=1, queue=jobs.MAINTENANCE_QUEUE, include_failed=True, include_cancelled=True
     )
-    async def maintenance(context: procrastinate.JobContext, timestamp: int) -> None:
-        deps: Deps = context.additional_context["deps"]
-        try:
-            report = await run_maintenance(deps)
-        except (psycopg.OperationalError, OSError):
-            log.warning("maintenance skipped: database unavailable")
-            return
-        if report != Report():
-            log.info("maintenance", extra=dataclasses.asdict(report))
-        # Our own periodic runs would otherwise pile up in procrastinate_jobs.
-        await context.app.job_manager.delete_old_jobs(
-            nb_hours=1, queue=MAINTENANCE_QUEUE, include_failed=True, include_cancelled=True
-        )

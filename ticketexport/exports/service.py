@@ -6,63 +6,75 @@ import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 
-from ticketexport import audit, events
+from ticketexport import audit, events, jobs
 from ticketexport.db import q
 from ticketexport.domain import exports as rules
-from ticketexport.domain.exports import Status
-from ticketexport.domain.permissions import Permission, can_download, can_export
+from ticketexport.domain.actor import Actor
+from ticketexport.domain.errors import Conflict, Denied, Gone, NotFound
+from ticketexport.domain.exports import Status, copy_application_name
+from ticketexport.exports import formats
 from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
 
+if TYPE_CHECKING:
+    from ticketexport.bootstrap import Services
+
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "DOWNLOAD_DENIED",
+    "ExportConflict",
+    "ExportDenied",
+    "ExportGone",
+    "ExportNotFound",
+    "ExportNotReady",
+    "Requested",
+    "authorize_download",
+    "cancel_export",
+    "copy_application_name",
+    "expired",
+    "frozen_request",
+    "may_see",
+    "record_download",
+    "request_export",
+    "retry_export",
+    "visible_export",
+]
+
 REQUEST_VERSION = 1
-TASK_NAME = "ticketexport:export_tickets"
-QUEUE = "exports"
 DOUBLE_SUBMIT_SECONDS = 10
 
 
-@dataclasses.dataclass(frozen=True)
-class Requester:
-    """Who acts, as the web layer loaded them for this request."""
-
-    id: int
-    email: str
-    is_admin: bool
-    permissions: Permission
-
-    @property
-    def actor(self) -> view_model.Actor:
-        return view_model.Actor(
-            user_id=self.id, is_admin=self.is_admin, permissions=int(self.permissions)
-        )
+class ExportDenied(Denied):
+    """The user may not do this (HTTP 403)."""
 
 
-class ExportDenied(Exception):
-    """The user may not do this; the message is safe to show (HTTP 403)."""
-
-
-class ExportNotFound(LookupError):
+class ExportNotFound(NotFound):
     """No such export, or not visible to the user (HTTP 404)."""
 
+    default_message = "That export does not exist or you cannot see it."
 
-class ExportConflict(Exception):
+
+class ExportConflict(Conflict):
     """The export is in a state that does not allow the action (HTTP 409)."""
 
 
-class ExportGone(Exception):
+class ExportGone(Gone):
     """The export's retention is over and its file is (or is about to be) deleted (HTTP 410)."""
 
+    default_message = "This export has expired and its file was deleted."
 
-class ExportNotReady(LookupError):
+
+class ExportNotReady(NotFound):
     """The export has no file yet (HTTP 404)."""
+
+    default_message = "This export has no file yet."
 
 
 DOWNLOAD_DENIED = (
@@ -79,7 +91,7 @@ class Requested:
 async def _audit(
     conn: psycopg.AsyncConnection[Any],
     action: str,
-    user: Requester,
+    user: Actor,
     *,
     client_ip: str | None,
     export_id: str | None,
@@ -97,21 +109,18 @@ async def _audit(
     )
 
 
-def may_see(user: Requester, export: Mapping[str, Any]) -> bool:
+def may_see(user: Actor, export: Mapping[str, Any]) -> bool:
     """Its requester, and admins with the export permission."""
-    return export["requester_id"] == user.id or can_download(
-        is_admin=user.is_admin, permissions=user.permissions
-    )
+    return export["requester_id"] == user.id or user.may_download
 
 
 def frozen_request(
     resolved: view_service.ResolvedView,
     request: view_service.ListRequest,
-    user: Requester,
+    user: Actor,
     roles: list[str],
     timezone: str,
-    *,
-    actor: Mapping[str, Any] | None = None,
+    export_format: formats.ExportFormat,
 ) -> dict[str, Any]:
     """Everything the worker needs, as it is at the click, in plain JSON."""
     return {
@@ -127,24 +136,26 @@ def frozen_request(
         "sort": request.sort,
         "filters": dict(sorted(request.filters.items())),
         "timezone": timezone,
+        "format": export_format.key,
         # The view's meaning ("my tickets") follows this user, even on a retry by an admin.
-        "actor": dict(actor)
-        if actor is not None
-        else {"id": user.id, "is_admin": user.is_admin, "permissions": int(user.permissions)},
-        "requester": {
-            "id": user.id,
-            "email": user.email,
-            "is_admin": user.is_admin,
-            "permissions": int(user.permissions),
-            "roles": roles,
-        },
+        "actor": {"id": user.id, "is_admin": user.is_admin, "permissions": int(user.permissions)},
+        "requester": _requester(user, roles),
+    }
+
+
+def _requester(user: Actor, roles: list[str]) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "email": user.email,
+        "is_admin": user.is_admin,
+        "permissions": int(user.permissions),
+        "roles": roles,
     }
 
 
 def _fingerprint(frozen: Mapping[str, Any]) -> str:
-    return rules.fingerprint(
-        {key: frozen[key] for key in ("view", "q", "sort", "filters", "timezone", "actor")}
-    )
+    keys = ("view", "q", "sort", "filters", "timezone", "actor", "format")
+    return rules.fingerprint({key: frozen[key] for key in keys if key in frozen})
 
 
 async def _roles(conn: psycopg.AsyncConnection[Any], user_id: int) -> list[str]:
@@ -153,11 +164,11 @@ async def _roles(conn: psycopg.AsyncConnection[Any], user_id: int) -> list[str]:
 
 
 async def _insert_and_defer(
+    services: Services,
     conn: psycopg.AsyncConnection[Any],
     *,
-    user: Requester,
+    user: Actor,
     frozen: dict[str, Any],
-    retention_hours: float,
     retry_of: str | None,
     client_ip: str | None,
 ) -> Requested:
@@ -184,20 +195,15 @@ async def _insert_and_defer(
             "request": Jsonb(frozen),
             "view_name": frozen["view"]["name"],
             "fingerprint": fingerprint,
-            "retention": dt.timedelta(hours=retention_hours),
+            "retention": dt.timedelta(hours=services.settings.retention_hours),
             "retry_of": retry_of,
         },
     )
     row = await cur.fetchone()
     assert row is not None
     export_id = str(row[0])
-    cur = await conn.execute(
-        q("export_defer_job"),
-        {"queue": QUEUE, "task": TASK_NAME, "args": Jsonb({"export_id": export_id})},
-    )
-    job = await cur.fetchone()
-    assert job is not None
-    await conn.execute(q("export_set_job_id"), {"id": export_id, "job_id": int(job[0])})
+    job_id = await jobs.defer_export(services.jobs, conn, export_id)
+    await conn.execute(q("export_set_job_id"), {"id": export_id, "job_id": job_id})
     await _audit(
         conn,
         "export.retried" if retry_of else "export.requested",
@@ -210,7 +216,8 @@ async def _insert_and_defer(
             "q": frozen["q"],
             "sort": frozen["sort"],
             "filters": frozen["filters"],
-            "procrastinate_job_id": int(job[0]),
+            "format": frozen.get("format", formats.DEFAULT_FORMAT),
+            "procrastinate_job_id": job_id,
             **({"retry_of": retry_of} if retry_of else {}),
         },
     )
@@ -218,14 +225,15 @@ async def _insert_and_defer(
 
 
 async def _deny(
-    pool: AsyncConnectionPool[Any],
-    user: Requester,
+    services: Services,
+    user: Actor,
     action: str,
     reason: str,
     client_ip: str | None,
     export_id: str | None = None,
 ) -> None:
-    async with pool.connection() as conn:
+    """An audit row for a refusal, on its own connection: it must outlive the request."""
+    async with services.pool.connection() as conn:
         await _audit(
             conn,
             "export.denied",
@@ -237,36 +245,32 @@ async def _deny(
 
 
 async def request_export(
-    pool: AsyncConnectionPool[Any],
-    user: Requester,
+    services: Services,
+    user: Actor,
     request: view_service.ListRequest,
     *,
-    timezone: str,
-    retention_hours: float,
+    export_format: formats.ExportFormat = formats.CSV,
     client_ip: str | None,
 ) -> Requested:
     """The Export click: freeze the request, insert the row and defer the job atomically."""
-    if not can_export(user.permissions):
-        await _deny(pool, user, "request", "missing_permission", client_ip)
+    if not user.may_export:
+        await _deny(services, user, "request", "missing_permission", client_ip)
         raise ExportDenied("Exporting requires the Import / Export Tickets permission.")
     try:
-        async with pool.connection() as conn, conn.transaction():
-            resolved = await view_service.check_request(conn, request, user.actor)
+        async with services.pool.connection() as conn, conn.transaction():
+            resolved = await view_service.check_request(conn, request, user)
             roles = await _roles(conn, user.id)
-            frozen = frozen_request(resolved, request, user, roles, timezone)
+            frozen = frozen_request(
+                resolved, request, user, roles, services.settings.timezone, export_format
+            )
             return await _insert_and_defer(
-                conn,
-                user=user,
-                frozen=frozen,
-                retention_hours=retention_hours,
-                retry_of=None,
-                client_ip=client_ip,
+                services, conn, user=user, frozen=frozen, retry_of=None, client_ip=client_ip
             )
     except view_model.ViewNotFound:
-        await _deny(pool, user, "request", "view_not_found", client_ip)
+        await _deny(services, user, "request", "view_not_found", client_ip)
         raise
     except view_model.ViewInputError as exc:
-        await _deny(pool, user, "request", f"invalid: {exc}"[:200], client_ip)
+        await _deny(services, user, "request", f"invalid: {exc}"[:200], client_ip)
         raise
 
 
@@ -280,69 +284,53 @@ async def load_export(conn: psycopg.AsyncConnection[Any], export_id: str) -> dic
 
 
 async def visible_export(
-    conn: psycopg.AsyncConnection[Any], user: Requester, export_id: str
+    conn: psycopg.AsyncConnection[Any], user: Actor, export_id: str
 ) -> dict[str, Any]:
     """The export row if the user may see it; ExportNotFound otherwise (no existence leak)."""
     export = await load_export(conn, export_id)
     if export is None or not may_see(user, export):
-        raise ExportNotFound(export_id)
+        raise ExportNotFound()
     return export
 
 
 async def retry_export(
-    pool: AsyncConnectionPool[Any],
-    user: Requester,
-    export_id: str,
-    *,
-    retention_hours: float,
-    client_ip: str | None,
+    services: Services, user: Actor, export_id: str, *, client_ip: str | None
 ) -> Requested:
     """A new export of the same frozen view, as of this click, linked to the original."""
-    async with pool.connection() as conn:
+    async with services.pool.connection() as conn:
         await visible_export(conn, user, export_id)  # not visible: 404, nothing audited
-    if not can_export(user.permissions):
-        # Audited on its own connection: a denial must outlive the refused request.
-        await _deny(pool, user, "retry", "missing_permission", client_ip, export_id)
+    if not user.may_export:
+        await _deny(services, user, "retry", "missing_permission", client_ip, export_id)
         raise ExportDenied("Retrying requires the Import / Export Tickets permission.")
-    async with pool.connection() as conn, conn.transaction():
+    async with services.pool.connection() as conn, conn.transaction():
         original = await visible_export(conn, user, export_id)
         if original["status"] not in (Status.FAILED, Status.CANCELLED):
             raise ExportConflict("Only failed or cancelled exports can be retried.")
-        previous = original["request"]
-        roles = await _roles(conn, user.id)
-        frozen = dict(previous)
-        frozen["requester"] = {
-            "id": user.id,
-            "email": user.email,
-            "is_admin": user.is_admin,
-            "permissions": int(user.permissions),
-            "roles": roles,
-        }
+        frozen = dict(original["request"])
+        frozen["requester"] = _requester(user, await _roles(conn, user.id))
         return await _insert_and_defer(
-            conn,
-            user=user,
-            frozen=frozen,
-            retention_hours=retention_hours,
-            retry_of=export_id,
-            client_ip=client_ip,
+            services, conn, user=user, frozen=frozen, retry_of=export_id, client_ip=client_ip
         )
 
 
 async def cancel_export(
-    pool: AsyncConnectionPool[Any], user: Requester, export_id: str, *, client_ip: str | None
+    services: Services, user: Actor, export_id: str, *, client_ip: str | None
 ) -> None:
-    """Stop a queued or running export; the worker's COPY and upload are cut short."""
-    async with pool.connection() as conn:
+    """Stop a queued or running export; the worker's COPY and upload are cut short.
+
+    The row and the job's abort request change in one transaction, so no crash can leave
+    a cancelled export whose job still runs (or an aborted job whose export runs on).
+    """
+    async with services.pool.connection() as conn:
         async with conn.transaction():
             export = await visible_export(conn, user, export_id)
             cur = await conn.execute(q("export_cancel"), {"id": export_id})
             if await cur.fetchone() is None:
                 raise ExportConflict("This export has already finished.")
             if export["procrastinate_job_id"] is not None:
-                # abort=true: a running job's worker is told at once and cancels its task
-                await conn.execute(
-                    q("procrastinate_abort_job"), {"job_id": export["procrastinate_job_id"]}
-                )
+                # A waiting job is cancelled; a running one's worker is told at commit and
+                # cancels its task.
+                await jobs.abort_job(services.jobs, conn, export["procrastinate_job_id"])
             await _audit(
                 conn,
                 "export.cancelled",
@@ -360,28 +348,17 @@ async def cancel_export(
         await conn.execute(q("export_cancel_backends"), {"app": copy_application_name(export_id)})
 
 
-def copy_application_name(export_id: str) -> str:
-    """application_name of the connection that runs an export's COPY (for pg_stat_activity)."""
-    return f"ticketexport-export:{export_id}"
-
-
 async def authorize_download(
-    pool: AsyncConnectionPool[Any],
-    user: Requester,
-    export_id: str,
-    *,
-    auto: bool,
-    client_ip: str | None,
+    services: Services, user: Actor, export_id: str, *, auto: bool, client_ip: str | None
 ) -> dict[str, Any] | None:
     """The export row when the user may download its file now, checked at this moment.
 
     None means the automatic download already happened (another tab or browser): nothing
     to send. Raises ExportNotFound, ExportDenied (audited), ExportGone or ExportNotReady.
     """
-    async with pool.connection() as conn:
+    async with services.pool.connection() as conn:
         export = await visible_export(conn, user, export_id)
-        allowed = download_allowed(user)
-        if not allowed:
+        if not user.may_download:
             await _audit(
                 conn,
                 "export.download_denied",
@@ -390,18 +367,18 @@ async def authorize_download(
                 export_id=export_id,
                 details={"reason": "not_admin_with_permission"},
             )
-    if not allowed:
+    if not user.may_download:
         # Raised outside the block: a pool connection rolls back when left by an exception,
         # and the denial's audit row must stay.
         raise ExportDenied(DOWNLOAD_DENIED)
-    async with pool.connection() as conn:
-        cur = await conn.execute("SELECT now()")
+    async with services.pool.connection() as conn:
+        cur = await conn.execute(q("db_now"))
         now = await cur.fetchone()
         assert now is not None
         if expired(export, now[0]):
-            raise ExportGone("This export has expired and its file was deleted.")
+            raise ExportGone()
         if export["status"] != Status.COMPLETED or export["object_key"] is None:
-            raise ExportNotReady("This export has no file yet.")
+            raise ExportNotReady()
         if auto:
             cur = await conn.execute(
                 q("export_claim_auto_download"), {"id": export_id, "user_id": user.id}
@@ -412,14 +389,14 @@ async def authorize_download(
 
 
 async def record_download(
-    pool: AsyncConnectionPool[Any],
-    user: Requester,
+    services: Services,
+    user: Actor,
     export_id: str,
     *,
     client_ip: str | None,
     details: Mapping[str, Any],
 ) -> None:
-    async with pool.connection() as conn:
+    async with services.pool.connection() as conn:
         await _audit(
             conn,
             "export.downloaded",
@@ -428,10 +405,6 @@ async def record_download(
             export_id=export_id,
             details=details,
         )
-
-
-def download_allowed(user: Requester) -> bool:
-    return can_download(is_admin=user.is_admin, permissions=user.permissions)
 
 
 def expired(export: Mapping[str, Any], now: dt.datetime) -> bool:

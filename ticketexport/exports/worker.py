@@ -5,100 +5,101 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import logging
 import time
 import zoneinfo
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import procrastinate
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
 from ticketexport import audit, events
-from ticketexport.config import Settings
 from ticketexport.db import q
 from ticketexport.domain import exports as rules
-from ticketexport.domain.exports import Stage, Status
-from ticketexport.domain.permissions import Permission, can_export
+from ticketexport.domain.actor import Actor
+from ticketexport.domain.exports import MAX_ATTEMPTS, Stage, Status, copy_application_name
+from ticketexport.domain.permissions import Permission
+from ticketexport.exports import formats
 from ticketexport.exports.copyreader import CopyReader
-from ticketexport.exports.service import copy_application_name
-from ticketexport.storage import Storage, StorageError
+from ticketexport.exports.failures import ExportFailed, Superseded, Transient
+from ticketexport.storage import StorageError
 from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
-from ticketexport.views.compiler import export_count_query, export_query
+from ticketexport.views.compiler import compile_export, export_count_query
+
+if TYPE_CHECKING:
+    from ticketexport.bootstrap import Services
 
 log = logging.getLogger(__name__)
 
-BOM = b"\xef\xbb\xbf"
-CONTENT_TYPE = "text/csv; charset=utf-8"
+__all__ = ["MAX_ATTEMPTS", "ExportFailed", "ExportRun", "Superseded", "Transient"]
+
 # Progress is written (and announced) at most this often.
 PROGRESS_INTERVAL = 0.5
-# Attempts of one export, automatic retries after a crash or outage included.
-MAX_ATTEMPTS = 3
 # How long the end of an attempt waits for its heartbeat task to stop.
 HEARTBEAT_STOP_SECONDS = 2.0
 
-blueprint = procrastinate.Blueprint()
-
 
 @dataclasses.dataclass(frozen=True)
-class Deps:
-    """What a running export needs, built once per worker process."""
+class ExportPlan:
+    """What one export writes, decided from its frozen request alone (any attempt, any host)."""
 
-    settings: Settings
-    database_url: str
-    pool: AsyncConnectionPool[Any]
-    storage: Storage
-
-
-class ExportFailed(Exception):
-    """Ends the export as failed with a fixed, safe error code."""
-
-    def __init__(self, code: str, detail: str = "") -> None:
-        super().__init__(f"{code}: {detail}" if detail else code)
-        self.code = code
+    format: formats.ExportFormat
+    select: sql.Composed
+    count: sql.Composed
+    file_name: str
 
 
-class Transient(Exception):
-    """The database or storage went away; the attempt may succeed if run again."""
-
-    def __init__(self, code: str, cause: BaseException) -> None:
-        super().__init__(f"{code}: {type(cause).__name__}: {cause}")
-        self.code = code
-
-
-class Superseded(Exception):
-    """The row is no longer this attempt's to write (cancelled, re-queued, expired)."""
+def plan_export(frozen: Mapping[str, Any], as_of: dt.datetime) -> ExportPlan:
+    """The export's SELECT, its row count and its file name, as the frozen request says."""
+    view = frozen["view"]
+    try:
+        fmt = formats.get(frozen.get("format"))
+        definition = view_model.parse_definition(view["definition"])
+        resolved = view_service.ResolvedView(
+            key=view["key"],
+            name=view["name"],
+            definition=definition,
+            saved_view_id=view["saved_view_id"],
+            builtin=view["builtin"],
+        )
+        request = view_service.ListRequest(
+            view=view["key"],
+            q=frozen["q"],
+            sort=frozen["sort"],
+            filters=frozen["filters"],
+            page=None,
+        )
+        actor = Actor(
+            id=int(frozen["actor"]["id"]),
+            is_admin=bool(frozen["actor"]["is_admin"]),
+            permissions=Permission(int(frozen["actor"]["permissions"])),
+        )
+        tz = frozen["timezone"]
+        zone = zoneinfo.ZoneInfo(tz)
+    except (KeyError, TypeError, ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
+        # ViewInputError and an unknown format are ValueErrors too.
+        raise ExportFailed("view_unavailable", repr(exc)) from exc
+    return ExportPlan(
+        format=fmt,
+        select=fmt.select(compile_export(resolved, request, actor, as_of, tz)),
+        count=export_count_query(resolved, request, actor, as_of, tz),
+        file_name=rules.file_name(view["name"], as_of, zone, extension=fmt.extension),
+    )
 
 
 def _object_key(export_id: str, attempt: int, file_name: str) -> str:
     return f"exports/{export_id}/{attempt}/{file_name}"
 
 
-@blueprint.task(
-    name="export_tickets",
-    queue="exports",
-    pass_context=True,
-    retry=procrastinate.RetryStrategy(
-        max_attempts=MAX_ATTEMPTS - 1,
-        exponential_wait=1,
-        retry_exceptions={Transient},
-    ),
-)
-async def export_tickets(context: procrastinate.JobContext, export_id: str) -> None:
-    deps: Deps = context.additional_context["deps"]
-    job_id = context.job.id
-    await ExportRun(deps, export_id, job_id).run()
-
-
 class ExportRun:
     """One attempt at one export, from claim to the stored file."""
 
-    def __init__(self, deps: Deps, export_id: str, job_id: int | None) -> None:
-        self.deps = deps
+    def __init__(self, services: Services, export_id: str, job_id: int | None) -> None:
+        self.services = services
         self.export_id = export_id
         self.job_id = job_id
         self.attempt = 0
@@ -111,7 +112,7 @@ class ExportRun:
 
     async def _update(self, name: str, **params: Any) -> dict[str, Any] | None:
         """Run a guarded update (only while this attempt owns the row) and announce it."""
-        async with self.deps.pool.connection() as conn, conn.transaction():
+        async with self.services.pool.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(q(name), {"id": self.export_id, "attempt": self.attempt, **params})
             row: dict[str, Any] | None = await cur.fetchone()
@@ -121,7 +122,7 @@ class ExportRun:
 
     async def _claim(self) -> dict[str, Any] | None:
         """queued → running (after a crash: running → queued → running, attempt + 1)."""
-        async with self.deps.pool.connection() as conn, conn.transaction():
+        async with self.services.pool.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(q("export_lock"), {"id": self.export_id})
             export = await cur.fetchone()
@@ -180,11 +181,9 @@ class ExportRun:
         try:
             frozen = export["request"]
             await self._check_requester(frozen)
-            query, count_query = self._query(frozen, export["as_of"])
-            tz = zoneinfo.ZoneInfo(frozen["timezone"])
-            file_name = rules.file_name(frozen["view"]["name"], export["as_of"], tz)
-            key = _object_key(self.export_id, self.attempt, file_name)
-            await self._copy_to_storage(query, count_query, key, file_name)
+            plan = plan_export(frozen, export["as_of"])
+            key = _object_key(self.export_id, self.attempt, plan.file_name)
+            await self._copy_to_storage(plan, key)
         except Superseded:
             log.info("export superseded; stopping", extra=self.log_extra)
             await self._discard(key)
@@ -223,46 +222,17 @@ class ExportRun:
                 log.warning("heartbeat did not stop; leaving it behind", extra=self.log_extra)
 
     async def _check_requester(self, frozen: Mapping[str, Any]) -> None:
-        async with self.deps.pool.connection() as conn:
+        async with self.services.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(q("user_access"), {"user_id": frozen["requester"]["id"]})
             user = await cur.fetchone()
         if user is None or not user["is_active"]:
             raise ExportFailed("permission_revoked", "requester inactive or gone")
-        if not can_export(Permission(int(user["permissions"]))):
-            raise ExportFailed("permission_revoked", "requester lost permission 512")
-
-    def _query(self, frozen: Mapping[str, Any], as_of: Any) -> tuple[sql.Composed, sql.Composed]:
-        """The export's SELECT and its row count, as the frozen request defines them."""
-        view = frozen["view"]
-        try:
-            definition = view_model.parse_definition(view["definition"])
-            resolved = view_service.ResolvedView(
-                key=view["key"],
-                name=view["name"],
-                definition=definition,
-                saved_view_id=view["saved_view_id"],
-                builtin=view["builtin"],
-            )
-            request = view_service.ListRequest(
-                view=view["key"],
-                q=frozen["q"],
-                sort=frozen["sort"],
-                filters=frozen["filters"],
-                page=None,
-            )
-            actor = view_model.Actor(
-                user_id=int(frozen["actor"]["id"]),
-                is_admin=bool(frozen["actor"]["is_admin"]),
-                permissions=int(frozen["actor"]["permissions"]),
-            )
-        except (KeyError, TypeError, view_model.ViewInputError) as exc:
-            raise ExportFailed("view_unavailable", repr(exc)) from exc
-        tz = frozen["timezone"]
-        return (
-            export_query(resolved, request, actor, as_of, tz),
-            export_count_query(resolved, request, actor, as_of, tz),
+        requester = Actor(
+            id=user["id"], is_admin=user["is_admin"], permissions=Permission(user["permissions"])
         )
+        if not requester.may_export:
+            raise ExportFailed("permission_revoked", "requester lost permission 512")
 
     async def _connect(self, *, blocking: bool = False) -> Any:
         """A connection of the export's own, named so pg_stat_activity (and cancel) find it."""
@@ -272,21 +242,21 @@ class ExportRun:
         }
         try:
             if blocking:
-                return await asyncio.to_thread(psycopg.connect, self.deps.database_url, **params)
-            return await psycopg.AsyncConnection.connect(self.deps.database_url, **params)
+                return await asyncio.to_thread(
+                    psycopg.connect, self.services.database_url, **params
+                )
+            return await psycopg.AsyncConnection.connect(self.services.database_url, **params)
         except psycopg.OperationalError as exc:
             raise Transient("database_unavailable", exc) from exc
 
-    async def _copy_to_storage(
-        self, query: sql.Composed, count_query: sql.Composed, key: str, file_name: str
-    ) -> None:
-        storage = self.deps.storage
+    async def _copy_to_storage(self, plan: ExportPlan, key: str) -> None:
+        storage = self.services.storage
         # Leftovers of an earlier attempt that died mid-upload go first.
         await storage.delete(key)
         await self._stage(Stage.COUNTING)
         counter: psycopg.AsyncConnection[Any] = await self._connect()
         try:
-            cur = await counter.execute(count_query)
+            cur = await counter.execute(plan.count)
             counted = await cur.fetchone()
         except psycopg.OperationalError as exc:
             raise Transient("database_unavailable", exc) from exc
@@ -299,9 +269,10 @@ class ExportRun:
             raise Superseded
         await self._stage(Stage.EXPORTING)
         conn: psycopg.Connection[Any] = await self._connect(blocking=True)
-        stream = self._stream(conn, query)
+        blocks = self._blocks(conn, plan)
+        stream = plan.format.encode(blocks)
         try:
-            stored = await storage.put_stream(key, stream, content_type=CONTENT_TYPE)
+            stored = await storage.put_stream(key, stream, content_type=plan.format.content_type)
         except StorageError as exc:
             raise Transient("storage_unavailable", exc) from exc
         except psycopg.OperationalError as exc:
@@ -310,22 +281,25 @@ class ExportRun:
             raise Transient("storage_unavailable", exc) from exc
         finally:
             # Stops the reader thread and its statement if storage gave up first.
-            await stream.aclose()
+            await blocks.aclose()
             with contextlib.suppress(psycopg.Error, OSError):
                 await asyncio.to_thread(conn.close)
         if self.rows != self.total:
             await storage.delete(key)
             raise ExportFailed("row_count_mismatch", f"counted {self.total}, wrote {self.rows}")
         await self._stage(Stage.STORING)
-        await self._complete(key, file_name, stored.size, stored.sha256)
+        await self._complete(plan, key, stored.size, stored.sha256)
 
-    async def _stream(
-        self, conn: psycopg.Connection[Any], query: sql.Composed
+    async def _blocks(
+        self, conn: psycopg.Connection[Any], plan: ExportPlan
     ) -> AsyncGenerator[bytes, None]:
-        """The BOM, then COPY's CSV in blocks; counts rows and reports progress on the way."""
-        yield BOM
-        copy_sql = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER)").format(query)
-        reader = CopyReader(conn, copy_sql, max_rows_per_s=self.deps.settings.export_max_rows_per_s)
+        """COPY's output in blocks; counts rows and reports progress on the way."""
+        reader = CopyReader(
+            conn,
+            plan.format.copy_statement(plan.select),
+            header_lines=plan.format.header_lines,
+            max_rows_per_s=self.services.settings.export_max_rows_per_s,
+        )
         last_progress = time.monotonic()
         async for block, rows in reader.blocks():
             self.rows = rows
@@ -347,7 +321,7 @@ class ExportRun:
 
     async def _heartbeat(self, main: asyncio.Task[Any] | None) -> None:
         """Marks the attempt alive; stops the run when the row is no longer ours."""
-        interval = self.deps.settings.heartbeat_seconds
+        interval = self.services.settings.heartbeat_seconds
         while True:
             await asyncio.sleep(interval)
             try:
@@ -369,20 +343,20 @@ class ExportRun:
             return True
 
     async def _update_quiet(self, name: str) -> bool:
-        async with self.deps.pool.connection() as conn:
+        async with self.services.pool.connection() as conn:
             cur = await conn.execute(q(name), {"id": self.export_id, "attempt": self.attempt})
             return await cur.fetchone() is not None
 
-    async def _complete(self, key: str, file_name: str, size: int, sha256: str) -> None:
-        async with self.deps.pool.connection() as conn, conn.transaction():
+    async def _complete(self, plan: ExportPlan, key: str, size: int, sha256: str) -> None:
+        async with self.services.pool.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 q("media_item_insert"),
                 {
-                    "file_name": file_name,
+                    "file_name": plan.file_name,
                     "size": size,
-                    "content_type": CONTENT_TYPE,
-                    "backend": self.deps.storage.backend,
+                    "content_type": plan.format.content_type,
+                    "backend": self.services.storage.backend,
                     "key": key,
                     "sha256": sha256,
                 },
@@ -421,7 +395,7 @@ class ExportRun:
 
     async def _fail(self, code: str) -> None:
         try:
-            async with self.deps.pool.connection() as conn, conn.transaction():
+            async with self.services.pool.connection() as conn, conn.transaction():
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
                     q("export_fail"),
@@ -458,6 +432,6 @@ class ExportRun:
         if key is None:
             return
         try:
-            await self.deps.storage.delete(key)
+            await self.services.storage.delete(key)
         except (StorageError, OSError):
             log.exception("could not remove a partial export file", extra=self.log_extra)

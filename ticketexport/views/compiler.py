@@ -38,9 +38,9 @@ from typing import Any, Literal
 
 from psycopg import sql
 
+from ticketexport.domain.actor import Actor
 from ticketexport.views import registry
 from ticketexport.views.model import (
-    Actor,
     Condition,
     ListRequest,
     ResolvedView,
@@ -480,7 +480,7 @@ NOT_SNOOZED_VIEWS = frozenset(
 
 
 def _builtin_rule(key: str, ctx: _Context) -> list[sql.Composable]:
-    me = ctx.bind(ctx.actor.user_id, "bigint")
+    me = ctx.bind(ctx.actor.id, "bigint")
     rules: dict[str, list[sql.Composable]] = {
         "all": [],
         "open": [_OPEN],
@@ -570,7 +570,7 @@ def _followed_open(ctx: _Context) -> sql.Composable:
     return sql.SQL(
         "SELECT t.id FROM tickets t WHERE t.id = ANY (ARRAY(SELECT f.ticket_id "
         "FROM ticket_followers f WHERE f.user_id = {})) AND {}"
-    ).format(ctx.bind(ctx.actor.user_id, "bigint"), _OPEN)
+    ).format(ctx.bind(ctx.actor.id, "bigint"), _OPEN)
 
 
 def where_clause(
@@ -833,7 +833,7 @@ def _grouped_page(
         # teams cost one index probe instead of a walk through all their tickets.
         teams = sql.SQL(
             "(SELECT m.team_id FROM team_memberships m WHERE m.user_id = {}) mt"
-        ).format(ctx.bind(ctx.actor.user_id, "bigint"))
+        ).format(ctx.bind(ctx.actor.id, "bigint"))
         where = sql.SQL("t.team_id = mt.team_id AND {}").format(where)
     groups = sql.SQL("{} g").format(table)
     if teams is not None:
@@ -963,46 +963,29 @@ def export_count_query(
     )
 
 
-# Code points of = + - @ TAB CR: a cell starting with one is what spreadsheets evaluate.
-# ascii() on the first character is far cheaper per row than left() or a regexp.
-_FORMULA_START = sql.SQL("(61, 43, 45, 64, 9, 13)")
-
-
-def export_query(
+def compile_export(
     view: ResolvedView,
     request: ListRequest,
     actor: Actor,
     as_of: datetime.datetime,
     tz: str,
-) -> sql.Composed:
-    """A self-contained SELECT (values inlined as quoted literals, so COPY can run it) of the
-    view's formatted, untruncated columns in list order, labelled, with the CSV formula guard.
+) -> Compiled:
+    """The whole view as one self-contained SELECT (values inlined as quoted literals, so
+    COPY can run it), in list order; an export format wraps it (see exports.formats)."""
+    return compile_list(view, request, actor, now=as_of, tz=tz, inline=True)
 
-    Empty values come out as NULL so COPY's CSV writes an empty cell, not a quoted "".
-    """
-    compiled = compile_list(view, request, actor, now=as_of, tz=tz, inline=True)
-    order = sql.SQL(", ").join(
-        sql.SQL("v.{} {}").format(sql.Identifier(f"k{i}"), sql.SQL("DESC" if desc else "ASC"))
+
+def order_by_keys(compiled: Compiled, alias: str) -> sql.Composed:
+    """ORDER BY items for the sort keys of `compiled` wrapped by `aliased` as `alias`."""
+    return sql.SQL(", ").join(
+        sql.SQL("{}.{} {}").format(
+            sql.Identifier(alias), sql.Identifier(f"k{i}"), sql.SQL("DESC" if desc else "ASC")
+        )
         for i, desc in enumerate(compiled.key_desc)
     )
-    return sql.SQL("SELECT {} FROM ({}) AS v ORDER BY {}").format(
-        sql.SQL(", ").join(
-            sql.SQL(
-                "NULLIF(CASE WHEN ascii(v.{c}) IN {chars} "
-                "THEN '''' || v.{c} ELSE v.{c} END, '') AS {label}"
-            ).format(
-                chars=_FORMULA_START,
-                c=sql.Identifier(f"c{i}"),
-                label=sql.Identifier(column.label),
-            )
-            for i, column in enumerate(compiled.columns)
-        ),
-        _aliased(compiled),
-        order,
-    )
 
 
-def _aliased(compiled: Compiled) -> sql.Composed:
+def aliased(compiled: Compiled) -> sql.Composed:
     """The compiled SELECT wrapped so its display columns are reachable as c0, c1, …"""
     names = sql.SQL(", ").join(
         [sql.Identifier(f"c{i}") for i in range(len(compiled.columns))]

@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ticketexport.domain.errors import Invalid, NotFound
 from ticketexport.views import registry
 from ticketexport.views.registry import FieldType
 
@@ -15,12 +16,14 @@ DEV_NAME = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
 MAX_BIGINT = 2**63 - 1
 
 
-class ViewInputError(ValueError):
+class ViewInputError(Invalid):
     """Untrusted view input is malformed; the message names the problem and is safe to show."""
 
 
-class ViewNotFound(LookupError):
+class ViewNotFound(NotFound):
     """The saved view does not exist or the acting user may not see it."""
+
+    default_message = "That saved view does not exist or you cannot see it."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,13 +46,6 @@ class ViewDefinition:
     conditions_or: tuple[Condition, ...]
     columns: tuple[str, ...]
     sort: tuple[SortLevel, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class Actor:
-    user_id: int
-    is_admin: bool
-    permissions: int
 
 
 @dataclasses.dataclass(frozen=True)

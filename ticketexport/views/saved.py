@@ -10,10 +10,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ticketexport.db import q
+from ticketexport.domain.actor import Actor
 from ticketexport.domain.permissions import Permission
 from ticketexport.views import registry
 from ticketexport.views.model import (
-    Actor,
     ViewDefinition,
     ViewInputError,
     ViewNotFound,
@@ -41,12 +41,12 @@ def can_manage_system_views(actor: Actor) -> bool:
 
 
 def _editable(owner_id: int | None, actor: Actor) -> bool:
-    return owner_id == actor.user_id if owner_id is not None else can_manage_system_views(actor)
+    return owner_id == actor.id if owner_id is not None else can_manage_system_views(actor)
 
 
 async def list_saved_views(conn: psycopg.AsyncConnection[Any], actor: Actor) -> list[SavedViewRow]:
     """The actor's own views and the system-wide ones, system-wide first, by name."""
-    cur = await conn.execute(q("views_saved_list"), {"user_id": actor.user_id})
+    cur = await conn.execute(q("views_saved_list"), {"user_id": actor.id})
     return [
         SavedViewRow(row[0], row[1], row[2], row[2] is None, _editable(row[2], actor))
         for row in await cur.fetchall()
@@ -57,10 +57,10 @@ async def get_saved_view(
     conn: psycopg.AsyncConnection[Any], view_id: int, actor: Actor
 ) -> SavedView:
     """One saved view the actor may see, or ViewNotFound."""
-    cur = await conn.execute(q("views_saved_get"), {"id": view_id, "user_id": actor.user_id})
+    cur = await conn.execute(q("views_saved_get"), {"id": view_id, "user_id": actor.id})
     row = await cur.fetchone()
     if row is None:
-        raise ViewNotFound(f"no saved view {view_id}")
+        raise ViewNotFound()
     definition = parse_definition(
         {
             "name": row[1],
@@ -125,8 +125,8 @@ async def create_saved_view(
         raise PermissionError("system-wide views need the Manage System Views permission")
     await _check_references(conn, definition)
     params = _row_params(definition)
-    params["owner_id"] = None if system_wide else actor.user_id
-    params["created_by_id"] = actor.user_id
+    params["owner_id"] = None if system_wide else actor.id
+    params["created_by_id"] = actor.id
     cur = await conn.execute(q("views_saved_insert"), params)
     row = await cur.fetchone()
     assert row is not None  # INSERT … RETURNING always yields the new row
@@ -160,7 +160,7 @@ async def update_saved_view(
     params = _row_params(definition)
     params["id"] = view_id
     # A private view keeps its owner; a system view made private becomes the actor's.
-    params["owner_id"] = None if system_wide else (view.owner_id or actor.user_id)
+    params["owner_id"] = None if system_wide else (view.owner_id or actor.id)
     await conn.execute(q("views_saved_update"), params)
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import psycopg
 
 from ticketexport.db import q
+from ticketexport.domain.actor import Actor
 from ticketexport.views import compiler, cursor, registry, saved
 from ticketexport.views.model import (
-    Actor,
     ListRequest,
     ResolvedView,
     SortLevel,

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import secrets
 from pathlib import Path
-from typing import Any
 
 import aiohttp_jinja2
 import jinja2
-import psycopg_pool
 from aiohttp import web
 
 import ticketexport
-from ticketexport import events
+from ticketexport.bootstrap import Services
 from ticketexport.config import Settings
-from ticketexport.storage import from_url as storage_from_url
 from ticketexport.web import auth, exports, ops, pages, saved_views, tickets
+from ticketexport.web.keys import LOGIN_KEY, SERVER_ERRORS, SERVICES
 from ticketexport.web.middleware import all_middlewares, on_response_prepare
-from ticketexport.web.state import LOGIN_KEY, POOL, SERVER_ERRORS, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +33,14 @@ def _login_key(settings: Settings) -> bytes:
     return secrets.token_bytes(32)
 
 
-def init_app(settings: Settings, pool: psycopg_pool.AsyncConnectionPool[Any]) -> web.Application:
-    """Build the web application; the caller owns (opens and closes) the pool."""
+def init_app(services: Services) -> web.Application:
+    """Build the web application on a process's services (which the caller opens and
+    closes; they must include the event hub)."""
+    if services.hub is None:
+        raise ValueError("the web application needs services opened with web=True")
     app = web.Application(middlewares=all_middlewares(), client_max_size=MAX_BODY)
-    app[SETTINGS] = settings
-    app[POOL] = pool
-    app[LOGIN_KEY] = _login_key(settings)
+    app[SERVICES] = services
+    app[LOGIN_KEY] = _login_key(services.settings)
     app[SERVER_ERRORS] = []
     env = aiohttp_jinja2.setup(
         app,
@@ -55,14 +53,8 @@ def init_app(settings: Settings, pool: psycopg_pool.AsyncConnectionPool[Any]) ->
     )
     env.globals["static"] = lambda name: str(app.router["static"].url_for(filename=name))
     app.on_response_prepare.append(on_response_prepare)
-    # One LISTEN connection per web process, shared by every open event stream.
-    if not isinstance(pool.conninfo, str):
-        raise TypeError("the web pool needs a plain connection string for the event listener")
-    hub = events.EventHub(pool.conninfo, events.pool_fetcher(pool))
-    app[exports.HUB] = hub
-    app[exports.STORAGE] = storage_from_url(settings.storage_url)
-    app.on_startup.append(lambda _app: hub.start())
     # Before aiohttp waits for open handlers: wakes every event stream so it ends now.
+    hub = services.hub
     app.on_shutdown.append(lambda _app: hub.stop())
     router = app.router
     router.add_get("/", pages.home)
@@ -83,26 +75,17 @@ def init_app(settings: Settings, pool: psycopg_pool.AsyncConnectionPool[Any]) ->
     return app
 
 
-async def run_web(
-    settings: Settings, database_url: str, *, stop: asyncio.Event | None = None
-) -> None:
-    """Serve on settings.host:port until cancelled or `stop` is set."""
-    pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
-        database_url, min_size=1, max_size=10, open=False, name="web"
-    )
-    await pool.open(wait=True, timeout=30)
-    runner: web.AppRunner | None = None
+async def run_web(services: Services, *, stop: asyncio.Event | None = None) -> None:
+    """Serve on the settings' host:port until cancelled or `stop` is set."""
+    settings = services.settings
+    app = init_app(services)
+    # Our middleware writes a JSON access line with the request id instead.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
     try:
-        app = init_app(settings, pool)
-        # Our middleware writes a JSON access line with the request id instead.
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         log.info("web listening", extra={"host": settings.host, "port": settings.port})
         await (stop.wait() if stop is not None else asyncio.Event().wait())
     finally:
-        if runner is not None:
-            await runner.cleanup()
-        with contextlib.suppress(Exception):
-            await pool.close()
+        await runner.cleanup()

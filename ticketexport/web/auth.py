@@ -17,10 +17,11 @@ from psycopg.rows import dict_row
 from ticketexport import audit as audit_log
 from ticketexport import db
 from ticketexport.accounts import verify_password
+from ticketexport.domain.actor import Actor
 from ticketexport.domain.permissions import ALL_PERMISSIONS, Permission
+from ticketexport.web.keys import LOGIN_KEY, SESSION, USER, Session, pool_of
 from ticketexport.web.render import render
 from ticketexport.web.security import client_ip, queue_cookie, safe_next, storable
-from ticketexport.web.state import LOGIN_KEY, USER, CurrentUser, pool_of
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def login_url(request: web.Request) -> str:
 # Sessions -----------------------------------------------------------------------------
 
 
-async def load_user(request: web.Request) -> CurrentUser | None:
+async def load_user(request: web.Request) -> tuple[Actor, Session] | None:
     """The session's user with current permissions, or None (ending a dead session)."""
     token = request.cookies.get(SESSION_COOKIE)
     if token is None:
@@ -91,15 +92,14 @@ async def load_user(request: web.Request) -> CurrentUser | None:
             return None
         if idle >= TOUCH_AFTER_SECONDS:
             await conn.execute(db.q("web_session_touch"), {"id": sid})
-    return CurrentUser(
+    user = Actor(
         id=int(row["id"]),
         email=row["email"],
         name=f"{row['first_name']} {row['last_name']}".strip(),
         is_admin=bool(row["is_admin"]),
         permissions=Permission(int(row["permissions"]) & ALL_PERMISSIONS.value),
-        session_id=sid,
-        csrf_token=row["csrf_token"],
     )
+    return user, Session(id=sid, csrf_token=row["csrf_token"])
 
 
 async def audit(
@@ -245,7 +245,7 @@ async def login_post(request: web.Request) -> web.StreamResponse:
 async def logout_post(request: web.Request) -> web.StreamResponse:
     user = request[USER]
     async with pool_of(request).connection() as conn:
-        await conn.execute(db.q("web_session_delete"), {"id": user.session_id})
+        await conn.execute(db.q("web_session_delete"), {"id": request[SESSION].id})
     await audit(request, "logout", actor_id=user.id, actor_email=user.email)
     queue_cookie(request, SESSION_COOKIE, None)
     raise web.HTTPSeeOther("/login")

@@ -1,11 +1,9 @@
-"""Export routes: request, my exports, status page, live events, retry, cancel, download."""
+"""Export pages and actions: the request, my exports, the status page, retry and cancel."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
-import re
 import urllib.parse
 import uuid
 import zoneinfo
@@ -13,93 +11,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from psycopg.rows import dict_row
 
 from ticketexport.db import q
-from ticketexport.domain import exports as rules
 from ticketexport.domain.exports import Status
 from ticketexport.domain.permissions import Permission
-from ticketexport.events import EventHub
-from ticketexport.exports import service
-from ticketexport.storage import Storage, StorageError
+from ticketexport.exports import formats, service
 from ticketexport.views import registry
 from ticketexport.views import service as view_service
-from ticketexport.views.model import ViewInputError, ViewNotFound
-from ticketexport.web.render import RUNNING_EXPORTS, PageError, render
+from ticketexport.web import downloads, export_events
+from ticketexport.web.downloads import export_id_of
+from ticketexport.web.export_events import event_payload
+from ticketexport.web.keys import USER, pool_of, services_of, settings_of
+from ticketexport.web.render import PageError, render
 from ticketexport.web.security import client_ip
-from ticketexport.web.state import SETTINGS, USER, CurrentUser, pool_of
 
-log = logging.getLogger(__name__)
-
-HUB = web.AppKey("event_hub", EventHub)
-STORAGE = web.AppKey("storage", Storage)
-
-HEARTBEAT_SECONDS = 15.0
 PAGE_SIZE = 25
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
-def requester_of(user: CurrentUser) -> service.Requester:
-    return service.Requester(
-        id=user.id, email=user.email, is_admin=user.is_admin, permissions=user.permissions
-    )
-
-
-def _export_id(request: web.Request) -> str:
-    raw = request.match_info["id"]
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise PageError(404) from None
-
-
-async def _visible(request: web.Request, export_id: str) -> dict[str, Any]:
-    user = requester_of(request[USER])
-    async with pool_of(request).connection() as conn:
-        try:
-            return await service.visible_export(conn, user, export_id)
-        except service.ExportNotFound:
-            raise PageError(404, "That export does not exist or you cannot see it.") from None
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def event_payload(
-    export: Mapping[str, Any], *, can_download: bool, now: dt.datetime
-) -> dict[str, Any]:
-    """The brief's event JSON: {id, status, stage, attempt, rows, total, percent, error,
-    download_url}."""
-    status = export["status"]
-    if status == Status.COMPLETED and service.expired(export, now):
-        status = Status.EXPIRED.value
-    error = None
-    if export.get("error_code"):
-        error = {
-            "code": export["error_code"],
-            "message": export.get("error_message") or rules.safe_message(export["error_code"]),
-        }
-    download_url = None
-    if status == Status.COMPLETED and can_download:
-        download_url = f"/staff/exports/{export['id']}/download"
-    return {
-        "id": str(export["id"]),
-        "status": status,
-        "stage": export["stage"],
-        "attempt": export["attempt"],
-        "rows": export["rows_done"],
-        "total": export["rows_total"],
-        "percent": rules.percent(export["rows_done"], export["rows_total"]),
-        "error": error,
-        "download_url": download_url,
-    }
-
-
-def event_id(payload: Mapping[str, Any]) -> str:
-    """Identifies a state, so a reconnecting client that saw it is not sent it again."""
-    return f"{payload['attempt']}-{payload['status']}-{payload['stage'] or ''}-{payload['rows']}"
 
 
 # --- request --------------------------------------------------------------------------
@@ -121,27 +48,15 @@ async def export_post(request: web.Request) -> web.StreamResponse:
         if value != "":
             params[key] = value
     params.pop("page", None)  # an export is the whole view, not one page
-    try:
-        list_request = view_service.parse_list_request(params)
-    except ViewInputError as exc:
-        raise PageError(400, str(exc)) from None
-    settings = request.app[SETTINGS]
-    user = requester_of(request[USER])
-    try:
-        requested = await service.request_export(
-            pool_of(request),
-            user,
-            list_request,
-            timezone=settings.timezone,
-            retention_hours=settings.retention_hours,
-            client_ip=client_ip(request),
-        )
-    except service.ExportDenied as exc:
-        raise PageError(403, str(exc)) from None
-    except ViewNotFound:
-        raise PageError(404, "That saved view does not exist or you cannot see it.") from None
-    except ViewInputError as exc:
-        raise PageError(400, str(exc)) from None
+    export_format = formats.get(params.pop("format", None))
+    list_request = view_service.parse_list_request(params)
+    requested = await service.request_export(
+        services_of(request),
+        request[USER],
+        list_request,
+        export_format=export_format,
+        client_ip=client_ip(request),
+    )
     raise web.HTTPSeeOther(f"/staff/exports/{requested.export_id}")
 
 
@@ -149,14 +64,13 @@ async def export_post(request: web.Request) -> web.StreamResponse:
 
 
 async def export_list(request: web.Request) -> web.StreamResponse:
-    current = request[USER]
-    user = requester_of(current)
+    user = request[USER]
     query = request.query
     unknown = set(query) - {"all", "before"}
     if unknown:
         raise PageError(400, f"unknown parameter {sorted(unknown)[0][:40]!r}")
     everyone = query.get("all") == "1"
-    if everyone and not service.download_allowed(user):
+    if everyone and not user.may_download:
         raise PageError(
             403, "Only administrators with the export permission see everyone's exports."
         )
@@ -185,11 +99,11 @@ async def export_list(request: web.Request) -> web.StreamResponse:
         rows = await cur.fetchall()
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
-    now = _now()
-    tz = zoneinfo.ZoneInfo(request.app[SETTINGS].timezone)
+    now = export_events.now()
+    tz = zoneinfo.ZoneInfo(settings_of(request).timezone)
     items = []
     for row in rows:
-        payload = event_payload(row, can_download=service.download_allowed(user), now=now)
+        payload = event_payload(row, can_download=user.may_download, now=now)
         items.append(
             {
                 "row": row,
@@ -211,7 +125,7 @@ async def export_list(request: web.Request) -> web.StreamResponse:
         {
             "items": items,
             "everyone": everyone,
-            "can_see_all": service.download_allowed(user),
+            "can_see_all": user.may_download,
             "next_url": next_url,
             "first_url": ("/staff/exports" + ("?all=1" if everyone else ""))
             if query.get("before")
@@ -272,22 +186,20 @@ def describe_request(frozen: Mapping[str, Any]) -> list[str]:
 
 
 async def export_status(request: web.Request) -> web.StreamResponse:
-    export_id = _export_id(request)
-    export = await _visible(request, export_id)
-    current = request[USER]
-    user = requester_of(current)
-    allowed = service.download_allowed(user)
-    now = _now()
-    payload = event_payload(export, can_download=allowed, now=now)
-    tz = zoneinfo.ZoneInfo(request.app[SETTINGS].timezone)
-    worker_seen = True
-    if export["status"] == Status.QUEUED:
-        async with pool_of(request).connection() as conn:
-            cur = await conn.execute(
-                q("live_workers"), {"seconds": request.app[SETTINGS].worker_seen_seconds}
-            )
+    export_id = export_id_of(request)
+    user = request[USER]
+    settings = settings_of(request)
+    async with pool_of(request).connection() as conn:
+        export = await service.visible_export(conn, user, export_id)
+        worker_seen = True
+        if export["status"] == Status.QUEUED:
+            cur = await conn.execute(q("live_workers"), {"seconds": settings.worker_seen_seconds})
             row = await cur.fetchone()
             worker_seen = bool(row and row[0] > 0)
+    allowed = user.may_download
+    now = export_events.now()
+    payload = event_payload(export, can_download=allowed, now=now)
+    tz = zoneinfo.ZoneInfo(settings.timezone)
     auto = (
         export["requester_id"] == user.id
         and allowed
@@ -311,7 +223,7 @@ async def export_status(request: web.Request) -> web.StreamResponse:
         "auto_download": auto,
         # Whoever sees an export and holds the permission may retry it once it fails or is
         # cancelled; the form is on the page (hidden) so a live failure can show it.
-        "can_retry": current.has(Permission.IMPORT_EXPORT_TICKETS),
+        "can_retry": user.has(Permission.IMPORT_EXPORT_TICKETS),
         "can_cancel": payload["status"] in (Status.QUEUED, Status.RUNNING),
         "worker_seen": worker_seen,
         "events_url": f"/staff/exports/{export_id}/events",
@@ -319,226 +231,31 @@ async def export_status(request: web.Request) -> web.StreamResponse:
     return render(request, "export.html", context)
 
 
-# --- live events ----------------------------------------------------------------------
-
-
-async def export_events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: the current state, then every change, until a terminal state."""
-    export_id = _export_id(request)
-    user = requester_of(request[USER])
-    hub = request.app[HUB]
-    # Subscribe before reading, so a change between the two is not missed.
-    with hub.subscribe(export_id) as subscription:
-        export = await _visible(request, export_id)
-        allowed = service.download_allowed(user)
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream; charset=utf-8",
-                "Cache-Control": "no-store",
-                "X-Accel-Buffering": "no",
-            }
-        )
-        await response.prepare(request)
-        last_sent = request.headers.get("Last-Event-ID")
-        state: Mapping[str, Any] | None = export
-        while True:
-            if state is not None:
-                payload = event_payload(state, can_download=allowed, now=_now())
-                ident = event_id(payload)
-                if ident != last_sent:
-                    await response.write(
-                        f"event: export\nid: {ident}\ndata: {json.dumps(payload)}\n\n".encode()
-                    )
-                    last_sent = ident
-                if payload["status"] not in (Status.QUEUED, Status.RUNNING):
-                    break
-            state = await subscription.next(within=HEARTBEAT_SECONDS)
-            if state is None:
-                if subscription.closed:
-                    break
-                await response.write(b": heartbeat\n\n")
-    await response.write_eof()
-    return response
-
-
 # --- actions --------------------------------------------------------------------------
 
 
 async def export_retry(request: web.Request) -> web.StreamResponse:
-    export_id = _export_id(request)
-    settings = request.app[SETTINGS]
-    try:
-        retried = await service.retry_export(
-            pool_of(request),
-            requester_of(request[USER]),
-            export_id,
-            retention_hours=settings.retention_hours,
-            client_ip=client_ip(request),
-        )
-    except service.ExportNotFound:
-        raise PageError(404, "That export does not exist or you cannot see it.") from None
-    except service.ExportDenied as exc:
-        raise PageError(403, str(exc)) from None
-    except service.ExportConflict as exc:
-        raise PageError(409, str(exc)) from None
+    retried = await service.retry_export(
+        services_of(request), request[USER], export_id_of(request), client_ip=client_ip(request)
+    )
     raise web.HTTPSeeOther(f"/staff/exports/{retried.export_id}")
 
 
 async def export_cancel(request: web.Request) -> web.StreamResponse:
-    export_id = _export_id(request)
-    try:
-        await service.cancel_export(
-            pool_of(request), requester_of(request[USER]), export_id, client_ip=client_ip(request)
-        )
-    except service.ExportNotFound:
-        raise PageError(404, "That export does not exist or you cannot see it.") from None
-    except service.ExportConflict as exc:
-        raise PageError(409, str(exc)) from None
+    export_id = export_id_of(request)
+    await service.cancel_export(
+        services_of(request), request[USER], export_id, client_ip=client_ip(request)
+    )
     raise web.HTTPSeeOther(f"/staff/exports/{export_id}")
-
-
-# --- download -------------------------------------------------------------------------
-
-
-def content_disposition(file_name: str) -> str:
-    """RFC 6266: an ASCII fallback plus the exact name in filename*."""
-    fallback = re.sub(r"[^A-Za-z0-9._-]", "_", file_name) or "export.csv"
-    return (
-        f'attachment; filename="{fallback}"; '
-        f"filename*=UTF-8''{urllib.parse.quote(file_name, safe='')}"
-    )
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """One byte range as (start, end inclusive); None for the whole file.
-
-    Raises ValueError for an unsatisfiable range. Multiple ranges get the whole file,
-    which RFC 9110 allows."""
-    if not header:
-        return None
-    match = _RANGE.match(header.strip())
-    if match is None:
-        return None
-    first, last = match.groups()
-    if first == "" and last == "":
-        return None
-    if first == "":
-        length = int(last)
-        if length == 0:
-            raise ValueError("empty suffix range")
-        return max(0, size - length), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
-    if start >= size or end < start:
-        raise ValueError("range not satisfiable")
-    return start, min(end, size - 1)
-
-
-async def export_download(request: web.Request) -> web.StreamResponse:
-    export_id = _export_id(request)
-    user = requester_of(request[USER])
-    ip = client_ip(request)
-    pool = pool_of(request)
-    auto = request.query.get("auto") == "1"
-    try:
-        export = await service.authorize_download(pool, user, export_id, auto=auto, client_ip=ip)
-    except service.ExportNotFound:
-        raise PageError(404, "That export does not exist or you cannot see it.") from None
-    except service.ExportDenied as exc:
-        raise PageError(403, str(exc)) from None
-    except service.ExportGone as exc:
-        raise PageError(410, str(exc)) from None
-    except service.ExportNotReady as exc:
-        raise PageError(404, str(exc)) from None
-    if export is None:
-        # Another tab or browser already downloaded it automatically: do nothing.
-        return web.Response(status=204, headers={"Cache-Control": "no-store"})
-    storage = request.app[STORAGE]
-    size = int(export["size_bytes"])
-    try:
-        byte_range = parse_range(request.headers.get("Range"), size)
-    except ValueError:
-        return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
-    if byte_range is not None and request.headers.get("If-Range") not in (
-        None,
-        f'"{export["sha256"]}"',
-    ):
-        byte_range = None
-    start, end = byte_range if byte_range is not None else (0, size - 1)
-    response = web.StreamResponse(
-        status=206 if byte_range is not None else 200,
-        headers={
-            "Content-Type": "text/csv; charset=utf-8",
-            "Content-Disposition": content_disposition(export["file_name"]),
-            "Accept-Ranges": "bytes",
-            "ETag": f'"{export["sha256"]}"',
-            "Cache-Control": "no-store",
-            "Content-Length": str(max(0, end - start + 1)),
-        },
-    )
-    if byte_range is not None:
-        response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    await service.record_download(
-        pool,
-        user,
-        export_id,
-        client_ip=ip,
-        details={
-            "bytes": max(0, end - start + 1),
-            "size": size,
-            "range": f"{start}-{end}" if byte_range is not None else None,
-            "auto": auto,
-        },
-    )
-    await response.prepare(request)
-    if size > 0:
-        try:
-            async for chunk in storage.read(export["object_key"], start, end):
-                await response.write(chunk)
-        except StorageError:
-            log.exception("export file unreadable", extra={"export_id": export_id})
-            raise
-    await response.write_eof()
-    return response
-
-
-# --- navigation count -------------------------------------------------------------------
-
-
-def _renders_page(request: web.Request) -> bool:
-    """Whether a request may end in an HTML page with the layout (and so the nav count)."""
-    if request.method != "GET":
-        return False
-    path = request.path
-    return (path == "/" or path.startswith("/staff")) and not path.endswith(
-        ("/events", "/download")
-    )
-
-
-@web.middleware
-async def running_exports_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count the signed-in user's queued and running exports for the navigation.
-
-    One indexed query per page, none for event streams, downloads, static files or
-    anonymous requests; the layout reads it through render.page_context."""
-    user = request.get(USER)
-    if user is not None and _renders_page(request):
-        async with pool_of(request).connection() as conn:
-            cur = await conn.execute(q("export_running_count"), {"user_id": user.id})
-            row = await cur.fetchone()
-        request[RUNNING_EXPORTS] = int(row[0]) if row else 0
-    return await handler(request)
 
 
 def add_routes(app: web.Application) -> None:
     uid = r"{id:[0-9a-fA-F-]{36}}"
-    # Innermost, so the user is already loaded by the sign-in middleware.
-    app.middlewares.append(running_exports_middleware)
     router = app.router
     router.add_post("/staff/tickets/export", export_post)
     router.add_get("/staff/exports", export_list)
     router.add_get(f"/staff/exports/{uid}", export_status)
-    router.add_get(f"/staff/exports/{uid}/events", export_events)
+    router.add_get(f"/staff/exports/{uid}/events", export_events.export_events)
     router.add_post(f"/staff/exports/{uid}/retry", export_retry)
     router.add_post(f"/staff/exports/{uid}/cancel", export_cancel)
-    router.add_get(f"/staff/exports/{uid}/download", export_download)
+    router.add_get(f"/staff/exports/{uid}/download", downloads.export_download)

@@ -13,10 +13,27 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ticketexport import logs
+from ticketexport.db import q
+from ticketexport.domain.errors import (
+    Conflict,
+    Denied,
+    DomainError,
+    Gone,
+    Invalid,
+    NotFound,
+    TooMany,
+)
 from ticketexport.web import auth
+from ticketexport.web.keys import (
+    REQUEST_ID,
+    RUNNING_EXPORTS,
+    SERVER_ERRORS,
+    SESSION,
+    USER,
+    pool_of,
+)
 from ticketexport.web.render import PageError, error_page
 from ticketexport.web.security import SECURITY_HEADERS, apply_cookies, client_ip
-from ticketexport.web.state import REQUEST_ID, SERVER_ERRORS, USER
 
 log = logging.getLogger("ticketexport.web")
 access_log = logging.getLogger("ticketexport.web.access")
@@ -65,6 +82,24 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         logs.unbind(token)
 
 
+# The one mapping from a use case's refusal to an HTTP status.
+_STATUS: tuple[tuple[type[DomainError], int], ...] = (
+    (Invalid, 400),
+    (Denied, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (Gone, 410),
+    (TooMany, 429),
+)
+
+
+def status_for(error: DomainError) -> int:
+    for kind, status in _STATUS:
+        if isinstance(error, kind):
+            return status
+    return 400
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Expected failures become 4xx pages; anything unexpected stays a logged 500."""
@@ -72,6 +107,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = await handler(request)
     except PageError as exc:
         return error_page(request, exc.status, exc.message)
+    except DomainError as exc:
+        return error_page(request, status_for(exc), exc.message)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -100,10 +137,10 @@ def _is_stream_or_download(path: str) -> bool:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Load the signed-in user; keep anonymous requests out of staff pages and POSTs."""
-    user = await auth.load_user(request)
-    if user is not None:
-        request[USER] = user
-    if user is None and _needs_user(request):
+    signed_in = await auth.load_user(request)
+    if signed_in is not None:
+        request[USER], request[SESSION] = signed_in
+    if signed_in is None and _needs_user(request):
         if request.method in ("GET", "HEAD") and not _is_stream_or_download(request.path):
             raise web.HTTPSeeOther(auth.login_url(request))
         raise PageError(401)
@@ -124,19 +161,44 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
         sent = form.get("csrf_token")
         if not isinstance(sent, str):
             sent = request.headers.get("X-CSRF-Token", "")
-        user = request.get(USER)
-        if user is not None:
-            ok = auth.tokens_equal(sent, user.csrf_token)
+        session = request.get(SESSION)
+        if session is not None:
+            ok = auth.tokens_equal(sent, session.csrf_token)
         else:
             ok = auth.login_token_valid(request, sent)
         if not ok:
-            if user is None and request.path == "/login":
+            if session is None and request.path == "/login":
                 return await auth.login_form(
                     request,
                     error="Your sign-in form expired. Please try again.",
                     status=403,
                 )
             raise PageError(403, "The form's security token is missing or wrong. Reload the page.")
+    return await handler(request)
+
+
+def _renders_page(request: web.Request) -> bool:
+    """Whether a request may end in an HTML page with the layout (and so the nav count)."""
+    if request.method != "GET":
+        return False
+    path = request.path
+    return (path == "/" or path.startswith("/staff")) and not path.endswith(
+        ("/events", "/download")
+    )
+
+
+@web.middleware
+async def running_exports_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count the signed-in user's queued and running exports for the navigation.
+
+    One indexed query per page, none for event streams, downloads, static files or
+    anonymous requests; the layout reads it through render.page_context."""
+    user = request.get(USER)
+    if user is not None and _renders_page(request):
+        async with pool_of(request).connection() as conn:
+            cur = await conn.execute(q("export_running_count"), {"user_id": user.id})
+            row = await cur.fetchone()
+        request[RUNNING_EXPORTS] = int(row[0]) if row else 0
     return await handler(request)
 
 
@@ -150,4 +212,11 @@ async def on_response_prepare(request: web.Request, response: web.StreamResponse
 
 
 def all_middlewares() -> list[Any]:
-    return [request_id_middleware, error_middleware, auth_middleware, csrf_middleware]
+    # Outermost first; the navigation count runs once the user is known and the form checked.
+    return [
+        request_id_middleware,
+        error_middleware,
+        auth_middleware,
+        csrf_middleware,
+        running_exports_middleware,
+    ]

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
 from aiohttp import web
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from psycopg.rows import dict_row
 
 from ticketexport import db
 from ticketexport.db import q
-from ticketexport.web.state import SETTINGS, pool_of
+from ticketexport.domain.exports import Status
+from ticketexport.web.keys import pool_of, settings_of
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +35,11 @@ DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 14400)
 
 async def _migration_problem(conn: psycopg.AsyncConnection[Any]) -> str | None:
     """None when every migration is applied unchanged, else what is wrong."""
-    cur = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    cur = await conn.execute(q("migrations_table_exists"))
     exists = await cur.fetchone()
     applied: dict[str, str] = {}
     if exists and exists[0]:
-        cur = await conn.execute("SELECT version, checksum FROM schema_migrations")
+        cur = await conn.execute(q("migrations_applied"))
         applied = {row[0]: row[1] for row in await cur.fetchall()}
     try:
         pending = db.unapplied(applied)
@@ -38,7 +50,7 @@ async def _migration_problem(conn: psycopg.AsyncConnection[Any]) -> str | None:
 
 async def healthz(request: web.Request) -> web.Response:
     """200 when the database answers, no migration is pending and a worker was seen."""
-    settings = request.app[SETTINGS]
+    settings = settings_of(request)
     checks: dict[str, Any] = {"database": "ok", "migrations": "ok", "worker": "ok"}
     healthy = True
     try:
@@ -66,72 +78,93 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
-def _line(name: str, value: float | int, labels: dict[str, str] | None = None) -> str:
-    if labels:
-        inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        return f"{name}{{{inner}}} {value}"
-    return f"{name} {value}"
+@dataclasses.dataclass(frozen=True)
+class _Reading:
+    """One scrape's figures, read from the database so every web process agrees."""
+
+    by_status: Mapping[str, int]
+    totals: Mapping[str, Any]
+    queue: Mapping[str, Any]
+
+
+class _ExportCollector(Collector):
+    """Turns one reading into metric families (prometheus_client's collector protocol)."""
+
+    def __init__(self, reading: _Reading | None) -> None:
+        self._reading = reading
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("ticketexport_up", "Whether this process reached the database.")
+        up.add_metric([], 0 if self._reading is None else 1)
+        yield up
+        reading = self._reading
+        if reading is None:
+            return
+        exports = GaugeMetricFamily("ticketexport_exports", "Exports by status.", labels=["status"])
+        for status in Status:
+            exports.add_metric([status.value], reading.by_status.get(status.value, 0))
+        yield exports
+        totals = reading.totals
+        yield CounterMetricFamily(
+            "ticketexport_export_rows", "Rows written by completed exports.", value=totals["rows"]
+        )
+        yield CounterMetricFamily(
+            "ticketexport_export_bytes",
+            "Bytes stored by completed exports.",
+            value=totals["bytes"],
+        )
+        buckets: Sequence[tuple[str, float]] = [
+            (str(le), count)
+            for le, count in zip(DURATION_BUCKETS, totals["bucket_counts"], strict=True)
+        ]
+        yield HistogramMetricFamily(
+            "ticketexport_export_duration_seconds",
+            "Start to completion of exports.",
+            buckets=[*buckets, ("+Inf", totals["completed"])],
+            sum_value=round(totals["duration_sum"], 3),
+        )
+        depth = GaugeMetricFamily(
+            "ticketexport_queue_depth", "Jobs waiting to run, by queue.", labels=["queue"]
+        )
+        depth.add_metric(["exports"], reading.queue["exports_waiting"])
+        yield depth
+        yield GaugeMetricFamily(
+            "ticketexport_live_workers",
+            "Workers with a recent heartbeat.",
+            value=reading.queue["live_workers"],
+        )
+
+
+async def _read(request: web.Request) -> _Reading:
+    async with pool_of(request).connection(timeout=CHECK_TIMEOUT) as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(q("metrics_exports_by_status"))
+        by_status = {row["status"]: row["n"] for row in await cur.fetchall()}
+        await cur.execute(q("metrics_export_totals"), {"buckets": list(DURATION_BUCKETS)})
+        totals = await cur.fetchone()
+        await cur.execute(q("metrics_queue"), {"seconds": settings_of(request).worker_seen_seconds})
+        queue = await cur.fetchone()
+    assert totals is not None
+    assert queue is not None
+    return _Reading(by_status=by_status, totals=totals, queue=queue)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text format, read from the database so every web process agrees."""
-    settings = request.app[SETTINGS]
+    """Prometheus text format: the exports as the database has them, and this process."""
+    reading: _Reading | None
     try:
-        async with pool_of(request).connection(timeout=CHECK_TIMEOUT) as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(q("metrics_exports_by_status"))
-            by_status = await cur.fetchall()
-            await cur.execute(q("metrics_export_totals"), {"buckets": list(DURATION_BUCKETS)})
-            totals = await cur.fetchone()
-            await cur.execute(q("metrics_queue"), {"seconds": settings.worker_seen_seconds})
-            queue = await cur.fetchone()
+        reading = await _read(request)
     except (psycopg.Error, OSError, TimeoutError):
         log.warning("metrics: database unavailable")
-        return web.Response(
-            status=503,
-            text="# database unavailable\nticketexport_up 0\n",
-            content_type="text/plain",
-        )
-    assert totals is not None
-    assert queue is not None
-    out = [
-        "# HELP ticketexport_up Whether this process reached the database.",
-        "# TYPE ticketexport_up gauge",
-        _line("ticketexport_up", 1),
-        "# HELP ticketexport_exports Exports by status.",
-        "# TYPE ticketexport_exports gauge",
-    ]
-    seen = {row["status"]: row["n"] for row in by_status}
-    for status in ("queued", "running", "completed", "failed", "cancelled", "expired"):
-        out.append(_line("ticketexport_exports", seen.get(status, 0), {"status": status}))
-    out += [
-        "# HELP ticketexport_export_rows_total Rows written by completed exports.",
-        "# TYPE ticketexport_export_rows_total counter",
-        _line("ticketexport_export_rows_total", totals["rows"]),
-        "# HELP ticketexport_export_bytes_total Bytes stored by completed exports.",
-        "# TYPE ticketexport_export_bytes_total counter",
-        _line("ticketexport_export_bytes_total", totals["bytes"]),
-        "# HELP ticketexport_export_duration_seconds Start to completion of exports.",
-        "# TYPE ticketexport_export_duration_seconds histogram",
-    ]
-    for le, count in zip(DURATION_BUCKETS, totals["bucket_counts"], strict=True):
-        out.append(_line("ticketexport_export_duration_seconds_bucket", count, {"le": str(le)}))
-    out += [
-        _line("ticketexport_export_duration_seconds_bucket", totals["completed"], {"le": "+Inf"}),
-        _line("ticketexport_export_duration_seconds_sum", round(totals["duration_sum"], 3)),
-        _line("ticketexport_export_duration_seconds_count", totals["completed"]),
-        "# HELP ticketexport_queue_depth Jobs waiting to run, by queue.",
-        "# TYPE ticketexport_queue_depth gauge",
-        _line("ticketexport_queue_depth", queue["exports_waiting"], {"queue": "exports"}),
-        "# HELP ticketexport_live_workers Workers with a recent heartbeat.",
-        "# TYPE ticketexport_live_workers gauge",
-        _line("ticketexport_live_workers", queue["live_workers"]),
-    ]
+        reading = None
+    # A registry per scrape: the database figures are this scrape's own reading.
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_ExportCollector(reading))
+    ProcessCollector(registry=registry)
     return web.Response(
-        text="\n".join(out) + "\n",
-        content_type="text/plain",
-        charset="utf-8",
-        headers={"Cache-Control": "no-store"},
+        body=generate_latest(registry),
+        status=503 if reading is None else 200,
+        headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"},
     )
 
 

@@ -8,11 +8,7 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from ticketexport.web.state import REQUEST_ID, USER
-
-# The signed-in user's queued and running exports, counted once per page request for the
-# navigation (see ticketexport.web.exports.running_exports_middleware).
-RUNNING_EXPORTS = web.RequestKey("running_exports", int)
+from ticketexport.web.keys import REQUEST_ID, RUNNING_EXPORTS, SESSION, USER
 
 TITLES = {
     400: "Bad request",
@@ -23,7 +19,9 @@ TITLES = {
     409: "Conflict",
     410: "Gone",
     413: "Request too large",
+    429: "Too many requests",
     500: "Something went wrong",
+    503: "Try again later",
 }
 
 MESSAGES = {
@@ -49,9 +47,10 @@ class PageError(Exception):
 def page_context(request: web.Request) -> dict[str, Any]:
     """What the layout needs on every page, error pages included."""
     user = request.get(USER)
+    session = request.get(SESSION)
     return {
         "current_user": user,
-        "csrf_token": user.csrf_token if user else None,
+        "csrf_token": session.csrf_token if session else None,
         "request_id": request.get(REQUEST_ID, ""),
         "path": request.path,
         "running_exports": request.get(RUNNING_EXPORTS) if user else None,

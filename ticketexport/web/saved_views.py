@@ -8,14 +8,10 @@ from aiohttp import web
 
 from ticketexport.domain.permissions import Permission
 from ticketexport.views import saved, service
-from ticketexport.views.model import Actor, ViewInputError, ViewNotFound
+from ticketexport.views.model import ViewInputError
 from ticketexport.web import view_form
+from ticketexport.web.keys import USER, pool_of
 from ticketexport.web.render import PageError, render
-from ticketexport.web.state import USER, CurrentUser, pool_of
-
-
-def actor_of(user: CurrentUser) -> Actor:
-    return Actor(user_id=user.id, is_admin=user.is_admin, permissions=int(user.permissions))
 
 
 def _view_id(request: web.Request) -> int:
@@ -25,7 +21,7 @@ def _view_id(request: web.Request) -> int:
 async def view_list(request: web.Request) -> web.StreamResponse:
     user = request[USER]
     async with pool_of(request).connection() as conn:
-        views = await saved.list_saved_views(conn, actor_of(user))
+        views = await saved.list_saved_views(conn, user)
     return render(request, "views_list.html", {"views": views})
 
 
@@ -59,10 +55,7 @@ async def view_edit(request: web.Request) -> web.StreamResponse:
     user = request[USER]
     view_id = _view_id(request)
     async with pool_of(request).connection() as conn:
-        try:
-            view = await saved.get_saved_view(conn, view_id, actor_of(user))
-        except ViewNotFound:
-            raise PageError(404, "That saved view does not exist or you cannot see it.") from None
+        view = await saved.get_saved_view(conn, view_id, user)
     if not view.editable:
         raise PageError(
             403, "Only people with the Manage System Views permission can edit this view."
@@ -76,12 +69,7 @@ async def _save(request: web.Request, view_id: int | None) -> web.StreamResponse
     if view_id is not None:
         # Someone else's view is not there at all, whatever the form holds.
         async with pool_of(request).connection() as conn:
-            try:
-                await saved.get_saved_view(conn, view_id, actor_of(user))
-            except ViewNotFound:
-                raise PageError(
-                    404, "That saved view does not exist or you cannot see it."
-                ) from None
+            await saved.get_saved_view(conn, view_id, user)
     form = await request.post()
     try:
         state = view_form.state_from_form(form)
@@ -94,7 +82,7 @@ async def _save(request: web.Request, view_id: int | None) -> web.StreamResponse
         definition = view_form.definition_from_state(state, form)
     except ViewInputError as exc:
         return await _editor(request, state, view_id=view_id, error=str(exc), status=400)
-    actor = actor_of(user)
+    actor = user
     error: str | None = None
     async with pool_of(request).connection() as conn:
         try:
@@ -109,8 +97,6 @@ async def _save(request: web.Request, view_id: int | None) -> web.StreamResponse
         except ViewInputError as exc:
             # e.g. a user or team id that does not exist (checked against the database).
             error = str(exc)
-        except ViewNotFound:
-            raise PageError(404, "That saved view does not exist or you cannot see it.") from None
         except PermissionError:
             raise PageError(
                 403, "Only people with the Manage System Views permission can change this view."
@@ -132,9 +118,7 @@ async def view_delete(request: web.Request) -> web.StreamResponse:
     user = request[USER]
     async with pool_of(request).connection() as conn:
         try:
-            await saved.delete_saved_view(conn, actor_of(user), _view_id(request))
-        except ViewNotFound:
-            raise PageError(404, "That saved view does not exist or you cannot see it.") from None
+            await saved.delete_saved_view(conn, user, _view_id(request))
         except PermissionError:
             raise PageError(
                 403, "Only people with the Manage System Views permission can delete this view."

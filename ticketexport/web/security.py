@@ -7,7 +7,7 @@ import urllib.parse
 
 from aiohttp import web
 
-from ticketexport.web.state import COOKIES, SETTINGS
+from ticketexport.web.keys import COOKIES, settings_of
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -21,7 +21,7 @@ SECURITY_HEADERS = {
 
 
 def _from_trusted_proxy(request: web.Request) -> bool:
-    proxy = request.app[SETTINGS].trusted_proxy
+    proxy = settings_of(request).trusted_proxy
     remote = request.remote
     if not proxy or not remote:
         return False
@@ -59,7 +59,7 @@ def is_https(request: web.Request) -> bool:
 
 
 def cookie_secure(request: web.Request) -> bool:
-    return request.app[SETTINGS].cookie_secure or is_https(request)
+    return settings_of(request).cookie_secure or is_https(request)
 
 
 def queue_cookie(

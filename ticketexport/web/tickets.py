@@ -10,10 +10,8 @@ from aiohttp import web
 
 from ticketexport.domain.permissions import Permission
 from ticketexport.views import registry, saved, service
-from ticketexport.views.model import ViewInputError, ViewNotFound
+from ticketexport.web.keys import USER, pool_of, settings_of
 from ticketexport.web.render import PageError, render
-from ticketexport.web.saved_views import actor_of
-from ticketexport.web.state import SETTINGS, USER, pool_of
 
 # The parameters that describe what is listed; `page` only says where.
 LIST_PARAMS = ("view", "q", "sort", *registry.FILTER_PARAMS)
@@ -32,21 +30,13 @@ async def ticket_list(request: web.Request) -> web.StreamResponse:
         if len(query.getall(key)) > 1:
             raise PageError(400, f"the parameter {key[:40]!r} is given more than once")
     params = dict(query.items())
-    try:
-        list_request = service.parse_list_request(params)
-    except ViewInputError as exc:
-        raise PageError(400, str(exc)) from None
-    actor = actor_of(user)
-    settings = request.app[SETTINGS]
+    list_request = service.parse_list_request(params)
+    actor = user
+    settings = settings_of(request)
     async with pool_of(request).connection() as conn:
-        try:
-            page = await service.list_page(
-                conn, list_request, actor, now=dt.datetime.now(dt.UTC), tz=settings.timezone
-            )
-        except ViewInputError as exc:
-            raise PageError(400, str(exc)) from None
-        except ViewNotFound:
-            raise PageError(404, "That saved view does not exist or you cannot see it.") from None
+        page = await service.list_page(
+            conn, list_request, actor, now=dt.datetime.now(dt.UTC), tz=settings.timezone
+        )
         options = await service.filter_options(conn)
         saved_views = await saved.list_saved_views(conn, actor)
 

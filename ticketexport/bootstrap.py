@@ -1,0 +1,98 @@
+"""The composition root: builds, per process, everything that process runs on."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import procrastinate
+from psycopg_pool import AsyncConnectionPool
+
+from ticketexport import events, jobs
+from ticketexport.config import Settings
+from ticketexport.storage import Storage
+from ticketexport.storage import from_url as storage_from_url
+
+log = logging.getLogger(__name__)
+
+# Connections a web process uses at once: page queries, event fetches, downloads' checks.
+WEB_CONNECTIONS = 10
+# Beyond one per export slot: procrastinate's fetch, heartbeat and abort checks, the
+# maintenance worker and each running export's heartbeat and progress writes.
+WORKER_SPARE_CONNECTIONS = 4
+POOL_OPEN_TIMEOUT = 30.0
+
+
+def make_pool(url: str, *, name: str, max_size: int) -> AsyncConnectionPool[Any]:
+    """The one way the package builds a connection pool (opened by the caller)."""
+    return AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size,
+        open=False,
+        name=name,
+        # After a database restart every idle connection is dead; hand out live ones only.
+        check=AsyncConnectionPool.check_connection,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Services:
+    """What the process's web handlers, use cases, jobs and maintenance are given."""
+
+    settings: Settings
+    database_url: str
+    pool: AsyncConnectionPool[Any]
+    storage: Storage
+    jobs: procrastinate.App
+    # Only in processes that serve the web: the one LISTEN connection, fanned out.
+    hub: events.EventHub | None = None
+
+
+@contextlib.asynccontextmanager
+async def open_services(
+    settings: Settings,
+    database_url: str,
+    *,
+    web: bool = False,
+    worker_concurrency: int = 0,
+    storage: Storage | None = None,
+) -> AsyncIterator[Services]:
+    """Open everything a process needs, and close it all again in reverse order.
+
+    `web` adds the event hub and room for page queries; `worker_concurrency` > 0 schedules
+    the periodic maintenance and makes room for that many exports at once. `storage`
+    replaces the configured backend (tests that break storage on purpose).
+    """
+    size = (WEB_CONNECTIONS if web else 0) + (
+        worker_concurrency + WORKER_SPARE_CONNECTIONS if worker_concurrency else 0
+    )
+    pool = make_pool(database_url, name="web" if web else "worker", max_size=max(size, 2))
+    app = jobs.build_app(procrastinate.PsycopgConnector())
+    if worker_concurrency:
+        jobs.schedule_maintenance(app, settings)
+    hub = events.EventHub(database_url, events.pool_fetcher(pool)) if web else None
+    await pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT)
+    try:
+        async with app.open_async(pool=pool):
+            services = Services(
+                settings=settings,
+                database_url=database_url,
+                pool=pool,
+                storage=storage or storage_from_url(settings.storage_url),
+                jobs=app,
+                hub=hub,
+            )
+            if hub is not None:
+                await hub.start()
+            try:
+                yield services
+            finally:
+                if hub is not None:
+                    await hub.stop()
+    finally:
+        with contextlib.suppress(Exception):
+            await pool.close()

@@ -1,0 +1,122 @@
+"""File downloads: the permission check at download time, byte ranges, Content-Disposition."""
+
+from __future__ import annotations
+
+import logging
+import re
+import urllib.parse
+import uuid
+
+from aiohttp import web
+
+from ticketexport.exports import service
+from ticketexport.storage import StorageError
+from ticketexport.web.keys import USER, services_of
+from ticketexport.web.render import PageError
+from ticketexport.web.security import client_ip
+
+log = logging.getLogger(__name__)
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def export_id_of(request: web.Request) -> str:
+    """The export id in the path, normalised; a malformed one is simply not found."""
+    try:
+        return str(uuid.UUID(request.match_info["id"]))
+    except ValueError:
+        raise PageError(404) from None
+
+
+def content_disposition(file_name: str) -> str:
+    """RFC 6266: an ASCII fallback plus the exact name in filename*."""
+    fallback = re.sub(r"[^A-Za-z0-9._-]", "_", file_name) or "export"
+    return (
+        f'attachment; filename="{fallback}"; '
+        f"filename*=UTF-8''{urllib.parse.quote(file_name, safe='')}"
+    )
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One byte range as (start, end inclusive); None for the whole file.
+
+    Raises ValueError for an unsatisfiable range. Multiple ranges get the whole file,
+    which RFC 9110 allows."""
+    if not header:
+        return None
+    match = _RANGE.match(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":
+        length = int(last)
+        if length == 0:
+            raise ValueError("empty suffix range")
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if start >= size or end < start:
+        raise ValueError("range not satisfiable")
+    return start, min(end, size - 1)
+
+
+async def export_download(request: web.Request) -> web.StreamResponse:
+    """GET /staff/exports/{id}/download: the stored file, streamed through the app."""
+    export_id = export_id_of(request)
+    services = services_of(request)
+    user = request[USER]
+    ip = client_ip(request)
+    auto = request.query.get("auto") == "1"
+    export = await service.authorize_download(services, user, export_id, auto=auto, client_ip=ip)
+    if export is None:
+        # Another tab or browser already downloaded it automatically: do nothing.
+        return web.Response(status=204, headers={"Cache-Control": "no-store"})
+    size = int(export["size_bytes"])
+    try:
+        byte_range = parse_range(request.headers.get("Range"), size)
+    except ValueError:
+        return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+    if byte_range is not None and request.headers.get("If-Range") not in (
+        None,
+        f'"{export["sha256"]}"',
+    ):
+        byte_range = None
+    start, end = byte_range if byte_range is not None else (0, size - 1)
+    response = web.StreamResponse(
+        status=206 if byte_range is not None else 200,
+        headers={
+            # The stored media item says what the file is; the format chose it at export time.
+            "Content-Type": export["content_type"],
+            "Content-Disposition": content_disposition(export["file_name"]),
+            "Accept-Ranges": "bytes",
+            "ETag": f'"{export["sha256"]}"',
+            "Cache-Control": "no-store",
+            "Content-Length": str(max(0, end - start + 1)),
+        },
+    )
+    if byte_range is not None:
+        response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    await service.record_download(
+        services,
+        user,
+        export_id,
+        client_ip=ip,
+        details={
+            "bytes": max(0, end - start + 1),
+            "size": size,
+            "range": f"{start}-{end}" if byte_range is not None else None,
+            "auto": auto,
+        },
+    )
+    await response.prepare(request)
+    if size > 0:
+        try:
+            async for chunk in services.storage.read(export["object_key"], start, end):
+                await response.write(chunk)
+        except StorageError:
+            log.exception("export file unreadable", extra={"export_id": export_id})
+            raise
+    await response.write_eof()
+    return response

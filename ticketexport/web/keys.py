@@ -1,0 +1,58 @@
+"""Typed keys for application and request state, in one place, and accessors for them."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import psycopg_pool
+from aiohttp import web
+
+from ticketexport.bootstrap import Services
+from ticketexport.config import Settings
+from ticketexport.domain.actor import Actor
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """The signed-in session behind a request: its id (a digest) and its CSRF token."""
+
+    id: str
+    csrf_token: str
+
+
+# Application state ------------------------------------------------------------------
+
+SERVICES = web.AppKey("services", Services)
+# Key for HMAC of the anonymous login form's CSRF token; random per process when the
+# settings carry no secret (tests), which only means login forms do not survive a restart.
+LOGIN_KEY = web.AppKey("login_key", bytes)
+# Request ids of every 500 served, so tests can assert there were none.
+SERVER_ERRORS = web.AppKey("server_errors", list)
+
+# Request state ----------------------------------------------------------------------
+
+# The signed-in user, loaded fresh from the database for every request.
+USER = web.RequestKey("user", Actor)
+SESSION = web.RequestKey("session", Session)
+REQUEST_ID = web.RequestKey("request_id", str)
+# Cookies to set or clear on whatever response the request ends with (error pages too).
+COOKIES = web.RequestKey("cookies", list)
+# The signed-in user's queued and running exports, counted once per page for the navigation.
+RUNNING_EXPORTS = web.RequestKey("running_exports", int)
+
+
+def services_of(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def pool_of(request: web.Request) -> psycopg_pool.AsyncConnectionPool[Any]:
+    return request.app[SERVICES].pool
+
+
+def settings_of(request: web.Request) -> Settings:
+    return request.app[SERVICES].settings
+
+
+def user_of(request: web.Request) -> Actor | None:
+    return request.get(USER)
