@@ -28,7 +28,7 @@ from ticketexport.exports.failures import ExportFailed, Superseded, Transient
 from ticketexport.storage import StorageError
 from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
-from ticketexport.views.compiler import compile_export, export_count_query
+from ticketexport.views.compiler import compile_export
 
 if TYPE_CHECKING:
     from ticketexport.bootstrap import Services
@@ -83,10 +83,11 @@ def plan_export(frozen: Mapping[str, Any], as_of: dt.datetime) -> ExportPlan:
     except (KeyError, TypeError, ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
         # ViewInputError and an unknown format are ValueErrors too.
         raise ExportFailed("view_unavailable", repr(exc)) from exc
+    compiled = compile_export(resolved, request, actor, as_of, tz)
     return ExportPlan(
         format=fmt,
-        select=fmt.select(compile_export(resolved, request, actor, as_of, tz)),
-        count=export_count_query(resolved, request, actor, as_of, tz),
+        select=fmt.select(compiled.rows),
+        count=compiled.count,
         file_name=rules.file_name(view["name"], as_of, zone, extension=fmt.extension),
     )
 

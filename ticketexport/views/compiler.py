@@ -40,6 +40,15 @@ from psycopg import sql
 
 from ticketexport.domain.actor import Actor
 from ticketexport.views import registry
+from ticketexport.views.columns import (
+    COLUMNS,
+    LOOKUPS,
+    KeyKind,
+    SortKey,
+    lowered,
+    person,
+    text_keys,
+)
 from ticketexport.views.model import (
     Condition,
     ListRequest,
@@ -47,16 +56,7 @@ from ticketexport.views.model import (
     SortLevel,
 )
 
-KeyKind = Literal["ts", "int", "text", "bool"]
 Cast = Literal["text", "bigint", "bigint[]", "text[]", "timestamptz", "date", "integer"]
-
-TEXT_SORT_PREFIX = 60
-# Empty dates sort last in both directions by standing in for far-future / far-past instants
-# that a ticket never has (and Python's datetime can still represent in any zone).
-LATE = datetime.datetime(9998, 12, 31, tzinfo=datetime.UTC)
-EARLY = datetime.datetime(2, 1, 1, tzinfo=datetime.UTC)
-INT_LATE = 2**63 - 1
-INT_EARLY = -(2**63)
 
 _CASTS: dict[Cast, sql.SQL] = {
     "text": sql.SQL("::text"),
@@ -67,8 +67,6 @@ _CASTS: dict[Cast, sql.SQL] = {
     "date": sql.SQL("::date"),
     "integer": sql.SQL("::integer"),
 }
-
-CI = sql.SQL("COLLATE ticketexport_text")
 
 
 class Binder:
@@ -93,13 +91,6 @@ class Binder:
 
 
 @dataclasses.dataclass(frozen=True)
-class SortKey:
-    expr: sql.Composable
-    descending: bool
-    kind: KeyKind
-
-
-@dataclasses.dataclass(frozen=True)
 class Compiled:
     """A SELECT of display strings per column, then the ticket id, then the sort keys."""
 
@@ -109,14 +100,6 @@ class Compiled:
     key_kinds: tuple[KeyKind, ...]
     key_desc: tuple[bool, ...]
     signature: str
-
-
-def _person(alias: str) -> sql.Composable:
-    a = sql.Identifier(alias)
-    return sql.SQL(
-        "(CASE WHEN {a}.id IS NULL THEN '' WHEN {a}.last_name = '' THEN {a}.first_name "
-        "ELSE {a}.first_name || ' ' || {a}.last_name END)"
-    ).format(a=a)
 
 
 class _Context:
@@ -129,8 +112,13 @@ class _Context:
         self.now = now
         self.tz = tz
         self.actor = actor
-        # Aliases of the lookup joins (see _JOINS) the expressions built so far read.
+        # Aliases of the lookups (columns.LOOKUPS) the expressions built so far read.
         self.joins: set[str] = set()
+
+    def table(self, name: str) -> sql.Composable:
+        """The relation a table is read through. Every table the compiled SQL reads is named
+        here and nowhere else, so a caller can change how all of them are read."""
+        return sql.Identifier(name)
 
     def take_joins(self) -> set[str]:
         """The lookup joins read since the last call, so each part's needs are known apart."""
@@ -156,82 +144,30 @@ class _Context:
     def not_snoozed(self) -> sql.Composable:
         return sql.SQL("(t.snoozed_until IS NULL OR t.snoozed_until <= {})").format(self.now_())
 
-    def timestamp_text(self, column: str) -> sql.Composable:
-        x = sql.SQL("t.{}").format(sql.Identifier(column))
-        tz = self.tz_()
-        # The offset is the zone's at that instant (DST included), whatever the session's is.
-        return sql.SQL(
-            "(CASE WHEN {x} IS NULL THEN '' ELSE "
-            "to_char({x} AT TIME ZONE {tz}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
-            "(CASE WHEN ({x} AT TIME ZONE {tz}) < ({x} AT TIME ZONE 'UTC') THEN '-' ELSE '+' END) "
-            "|| to_char(greatest(({x} AT TIME ZONE {tz}) - ({x} AT TIME ZONE 'UTC'), "
-            "({x} AT TIME ZONE 'UTC') - ({x} AT TIME ZONE {tz})), 'HH24:MI') END)"
-        ).format(x=x, tz=tz)
-
 
 # Display text of each column ------------------------------------------------------------
-
-_PLAIN_TEXT: dict[str, sql.Composable] = {
-    "id": sql.SQL("t.id::text"),
-    "title": sql.SQL("t.title"),
-    "description": sql.SQL("t.description"),
-    "status": sql.SQL("st.label"),
-    "priority": sql.SQL("pr.label"),
-    "language": sql.SQL("coalesce(t.language, '')"),
-    "category": sql.SQL("coalesce(t.category, '')"),
-    "sla_status": sql.SQL("coalesce(t.sla_status, '')"),
-    "assignee": _person("ua"),
-    "created_by": _person("uc"),
-    "contact": _person("ct"),
-    "team": sql.SQL("coalesce(tm.name, '')"),
-    "contact_id": sql.SQL("coalesce(t.contact_id::text, '')"),
-    "tags": sql.SQL("array_to_string(t.tags, ', ')"),
-}
-
-# Columns displayed from a lookup join, by the join's alias.
-_COLUMN_JOINS = {
-    "status": "st",
-    "priority": "pr",
-    "assignee": "ua",
-    "created_by": "uc",
-    "contact": "ct",
-    "team": "tm",
-}
-
-_TIMESTAMP_COLUMNS = ("created_at", "updated_at", "closed_at", "sla_due_at", "snoozed_until")
-_NOT_NULL_TIMESTAMPS = ("created_at", "updated_at")
 
 
 def display(column: str, ctx: _Context) -> sql.Composable:
     """The SQL text expression for one column's displayed value ('' for empty)."""
-    if column in _COLUMN_JOINS:
-        ctx.joins.add(_COLUMN_JOINS[column])
-    if column in _PLAIN_TEXT:
-        return _PLAIN_TEXT[column]
-    if column in _TIMESTAMP_COLUMNS:
-        return ctx.timestamp_text(column)
-    if column == "snoozed":
-        return sql.SQL("(CASE WHEN {} THEN 'Yes' ELSE 'No' END)").format(ctx.snoozed())
-    if column == "tasks":
-        ctx.joins.add("tk")
-        return sql.SQL(
-            "(CASE WHEN tk.total = 0 THEN '' ELSE tk.closed::text || ' / ' || tk.total::text END)"
-        )
-    raise AssertionError(f"no formatter for column {column}")  # registry and compiler disagree
+    declared = COLUMNS[column]
+    ctx.joins.update(declared.joins)
+    return declared.display(ctx)
 
 
 # Conditions -----------------------------------------------------------------------------
 
-_TEXT_FIELDS: dict[str, sql.Composable] = {
-    "title": sql.SQL("t.title"),
-    "description": sql.SQL("t.description"),
-    "category": sql.SQL("coalesce(t.category, '')"),
-    "contact_name": _person("ct"),
-    "contact_email": sql.SQL("coalesce(ct.email, '')"),
-    "contact_organization": sql.SQL("coalesce(ct.organization, '')"),
-    "sla_status": sql.SQL("coalesce(t.sla_status, '')"),
-    "language": sql.SQL("coalesce(t.language, '')"),
-}
+# Details of a ticket's contact that no column shows; every other text field is a column's
+# displayed value (contact_name is the Contact column's).
+_CONTACT_DETAILS = {"contact_email": "email", "contact_organization": "organization"}
+
+
+def _text_field(field: str, ctx: _Context) -> sql.Composable:
+    if field in _CONTACT_DETAILS:
+        ctx.joins.add("ct")
+        return sql.SQL("coalesce(ct.{}, '')").format(sql.Identifier(_CONTACT_DETAILS[field]))
+    return display("contact" if field == "contact_name" else field, ctx)
+
 
 _ID_FIELDS = {
     "id": sql.SQL("t.id"),
@@ -247,10 +183,6 @@ _NEGATED_TEXT = {
     "not_starts_with": "starts_with",
     "not_ends_with": "ends_with",
 }
-
-
-def lowered(expr: sql.Composable) -> sql.Composable:
-    return sql.SQL("lower(({}) {})").format(expr, CI)
 
 
 def _text_match(op: str, value: sql.Composable, pattern: sql.Composable) -> sql.Composable:
@@ -277,9 +209,7 @@ def _text_condition(c: Condition, ctx: _Context) -> sql.Composable:
         match = _text_match(positive, sql.SQL("tag"), ctx.bind(c.value, "text"))
         exists = sql.SQL("EXISTS (SELECT 1 FROM unnest(t.tags) AS u(tag) WHERE {})").format(match)
         return sql.SQL("(NOT {})").format(exists) if negate else exists
-    expr = _TEXT_FIELDS[c.field]
-    if c.field.startswith("contact_"):
-        ctx.joins.add("ct")
+    expr = _text_field(c.field, ctx)
     if c.operator == "is_empty":
         return sql.SQL("({} = '')").format(expr)
     if c.operator == "is_not_empty":
@@ -397,16 +327,18 @@ def _membership(
     return sql.SQL("(NOT {})").format(positive)
 
 
+def _has_tasks(ctx: _Context, which: str = "") -> sql.Composable:
+    return sql.SQL("EXISTS (SELECT 1 FROM {} x WHERE x.ticket_id = t.id{})").format(
+        ctx.table("ticket_tasks"), sql.SQL(which)
+    )
+
+
 _BOOLEANS: dict[str, Callable[[_Context], sql.Composable]] = {
     "sla_breached": lambda ctx: sql.SQL("t.sla_breached"),
     "snoozed": lambda ctx: ctx.snoozed(),
     "has_contact": lambda ctx: sql.SQL("(t.contact_id IS NOT NULL)"),
-    "has_tasks": lambda ctx: sql.SQL(
-        "EXISTS (SELECT 1 FROM ticket_tasks x WHERE x.ticket_id = t.id)"
-    ),
-    "has_open_tasks": lambda ctx: sql.SQL(
-        "EXISTS (SELECT 1 FROM ticket_tasks x WHERE x.ticket_id = t.id AND NOT x.is_closed)"
-    ),
+    "has_tasks": _has_tasks,
+    "has_open_tasks": lambda ctx: _has_tasks(ctx, " AND NOT x.is_closed"),
 }
 
 
@@ -432,10 +364,11 @@ def condition_sql(c: Condition, ctx: _Context) -> sql.Composable:
         if c.operator in ("more_important_than", "less_important_than"):
             # An unknown reference priority makes the subquery NULL; coalesce keeps it false.
             return sql.SQL(
-                "coalesce(pr.sort_order {} (SELECT p.sort_order FROM ticket_priorities p "
+                "coalesce(pr.sort_order {} (SELECT p.sort_order FROM {} p "
                 "WHERE p.developer_name = {}), false)"
             ).format(
                 sql.SQL("<" if c.operator == "more_important_than" else ">"),
+                ctx.table("ticket_priorities"),
                 ctx.bind(c.value, "text"),
             )
         return _membership(
@@ -456,21 +389,29 @@ def condition_sql(c: Condition, ctx: _Context) -> sql.Composable:
 
 # Built-in views and top-bar filters -------------------------------------------------------
 
+
 # Lookups become arrays of ids evaluated once (an InitPlan), so the ticket indexes that
 # lead with status_id, team_id or id can use them as index conditions whatever the
 # planner's row estimates for the tiny lookup tables.
-_OPEN = sql.SQL(
-    "(t.status_id = ANY (ARRAY(SELECT s.id FROM ticket_statuses s WHERE s.status_type = 'open')))"
-)
-_CLOSED = sql.SQL(
-    "(t.status_id = ANY (ARRAY(SELECT s.id FROM ticket_statuses s WHERE s.status_type = 'closed')))"
-)
+def _lookup_where(
+    ctx: _Context, key: str, table: str, column: str, value: sql.Composable
+) -> sql.Composable:
+    """Tickets whose `key` is the id of a `table` row with `column` = `value`."""
+    return sql.SQL("(t.{} = ANY (ARRAY(SELECT s.id FROM {} s WHERE s.{} = {})))").format(
+        sql.Identifier(key), ctx.table(table), sql.Identifier(column), value
+    )
 
 
-def _status_where(column: str, value: sql.Composable) -> sql.Composable:
-    return sql.SQL(
-        "(t.status_id = ANY (ARRAY(SELECT s.id FROM ticket_statuses s WHERE s.{} = {})))"
-    ).format(sql.Identifier(column), value)
+def _status_where(ctx: _Context, column: str, value: sql.Composable) -> sql.Composable:
+    return _lookup_where(ctx, "status_id", "ticket_statuses", column, value)
+
+
+def _open(ctx: _Context) -> sql.Composable:
+    return _status_where(ctx, "status_type", sql.Literal("open"))
+
+
+def _closed(ctx: _Context) -> sql.Composable:
+    return _status_where(ctx, "status_type", sql.Literal("closed"))
 
 
 # Built-in views whose rule contains "not snoozed" (the top-bar snoozed= replaces that part).
@@ -481,30 +422,30 @@ NOT_SNOOZED_VIEWS = frozenset(
 
 def _builtin_rule(key: str, ctx: _Context) -> list[sql.Composable]:
     me = ctx.bind(ctx.actor.id, "bigint")
+    is_open = _open(ctx)
     rules: dict[str, list[sql.Composable]] = {
         "all": [],
-        "open": [_OPEN],
-        "unassigned": [sql.SQL("(t.assignee_id IS NULL AND t.team_id IS NULL)"), _OPEN],
-        "my-tickets": [sql.SQL("(t.assignee_id = {})").format(me), _OPEN],
-        "created-by-me": [sql.SQL("(t.created_by_id = {})").format(me), _OPEN],
+        "open": [is_open],
+        "unassigned": [sql.SQL("(t.assignee_id IS NULL AND t.team_id IS NULL)"), is_open],
+        "my-tickets": [sql.SQL("(t.assignee_id = {})").format(me), is_open],
+        "created-by-me": [sql.SQL("(t.created_by_id = {})").format(me), is_open],
         "team-tickets": [
             sql.SQL(
-                "(t.team_id = ANY (ARRAY(SELECT m.team_id FROM team_memberships m "
-                "WHERE m.user_id = {})))"
-            ).format(me),
-            _OPEN,
+                "(t.team_id = ANY (ARRAY(SELECT m.team_id FROM {} m WHERE m.user_id = {})))"
+            ).format(ctx.table("team_memberships"), me),
+            is_open,
         ],
         "following": [
-            sql.SQL(
-                "(t.id IN (SELECT f.ticket_id FROM ticket_followers f WHERE f.user_id = {}))"
-            ).format(me),
-            _OPEN,
+            sql.SQL("(t.id IN (SELECT f.ticket_id FROM {} f WHERE f.user_id = {}))").format(
+                ctx.table("ticket_followers"), me
+            ),
+            is_open,
         ],
-        "overdue": [_OPEN, sql.SQL("t.sla_breached")],
+        "overdue": [is_open, sql.SQL("t.sla_breached")],
         "snoozed": [ctx.snoozed()],
-        "closed": [_CLOSED],
+        "closed": [_closed(ctx)],
         "recently-closed": [
-            _CLOSED,
+            _closed(ctx),
             sql.SQL("(t.closed_at >= {} - interval '7 days')").format(ctx.now_()),
         ],
     }
@@ -521,15 +462,13 @@ def _filters(view: ResolvedView, filters: Mapping[str, str], ctx: _Context) -> l
     elif snoozed == "only":
         parts.append(ctx.snoozed())
     if "status" in filters:
-        parts.append(_status_where("developer_name", ctx.bind(filters["status"], "text")))
+        parts.append(_status_where(ctx, "developer_name", ctx.bind(filters["status"], "text")))
     if "type" in filters:
-        parts.append(_status_where("status_type", ctx.bind(filters["type"], "text")))
+        parts.append(_status_where(ctx, "status_type", ctx.bind(filters["type"], "text")))
     if "priority" in filters:
+        value = ctx.bind(filters["priority"], "text")
         parts.append(
-            sql.SQL(
-                "(t.priority_id = ANY (ARRAY(SELECT p.id FROM ticket_priorities p "
-                "WHERE p.developer_name = {})))"
-            ).format(ctx.bind(filters["priority"], "text"))
+            _lookup_where(ctx, "priority_id", "ticket_priorities", "developer_name", value)
         )
     for key, column in (
         ("assignee", "assignee_id"),
@@ -547,7 +486,7 @@ def _filters(view: ResolvedView, filters: Mapping[str, str], ctx: _Context) -> l
 
 
 def _search(q: str, columns: tuple[str, ...], ctx: _Context) -> sql.Composable:
-    searchable = [c for c in columns if c in registry.SEARCHABLE_COLUMNS]
+    searchable = [c for c in columns if COLUMNS[c].searchable]
     if not searchable:
         return sql.SQL("false")
     needle = lowered(ctx.bind(q, "text"))
@@ -568,9 +507,14 @@ def _followed_open(ctx: _Context) -> sql.Composable:
     the array would be searched element by element for each row.
     """
     return sql.SQL(
-        "SELECT t.id FROM tickets t WHERE t.id = ANY (ARRAY(SELECT f.ticket_id "
-        "FROM ticket_followers f WHERE f.user_id = {})) AND {}"
-    ).format(ctx.bind(ctx.actor.id, "bigint"), _OPEN)
+        "SELECT t.id FROM {} t WHERE t.id = ANY (ARRAY(SELECT f.ticket_id "
+        "FROM {} f WHERE f.user_id = {})) AND {}"
+    ).format(
+        ctx.table("tickets"),
+        ctx.table("ticket_followers"),
+        ctx.bind(ctx.actor.id, "bigint"),
+        _open(ctx),
+    )
 
 
 def where_clause(
@@ -618,57 +562,10 @@ def sort_levels(view: ResolvedView, sort: str | None) -> tuple[SortLevel, ...]:
 
 
 def _keys_for(level: SortLevel, ctx: _Context) -> list[SortKey]:
-    col, desc = level.column, level.descending
-    if col == "id":
-        return [SortKey(sql.SQL("t.id"), desc, "int")]
-    if col == "status":
-        ctx.joins.add("st")
-        return [SortKey(sql.SQL("st.sort_order"), desc, "int")]
-    if col == "priority":
-        ctx.joins.add("pr")
-        return [SortKey(sql.SQL("pr.sort_order"), desc, "int")]
-    if col == "contact_id":
-        sentinel = INT_EARLY if desc else INT_LATE
-        return [
-            SortKey(
-                sql.SQL("coalesce(t.contact_id, {})").format(sql.Literal(sentinel)), desc, "int"
-            )
-        ]
-    if col in _NOT_NULL_TIMESTAMPS:
-        return [SortKey(sql.SQL("t.{}").format(sql.Identifier(col)), desc, "ts")]
-    if col in _TIMESTAMP_COLUMNS:
-        sentinel_ts = (EARLY if desc else LATE).isoformat()
-        return [
-            SortKey(
-                sql.SQL("coalesce(t.{}, {}::timestamptz)").format(
-                    sql.Identifier(col), sql.Literal(sentinel_ts)
-                ),
-                desc,
-                "ts",
-            )
-        ]
-    if col == "snoozed":
-        return [SortKey(ctx.snoozed(), desc, "bool")]
-    return _text_keys(display(col, ctx), desc)
-
-
-def _text_keys(text: sql.Composable, desc: bool) -> list[SortKey]:
-    return [
-        # empty values last in both directions: false (non-empty) sorts first ascending
-        SortKey(sql.SQL("(({}) = '')").format(text), False, "bool"),
-        SortKey(
-            sql.SQL('left({}, {}) COLLATE "C"').format(
-                lowered(text), sql.Literal(TEXT_SORT_PREFIX)
-            ),
-            desc,
-            "text",
-        ),
-        SortKey(
-            sql.SQL('left({}, {}) COLLATE "C"').format(text, sql.Literal(TEXT_SORT_PREFIX)),
-            desc,
-            "text",
-        ),
-    ]
+    column = COLUMNS[level.column]
+    assert column.sort is not None  # a view's sort levels are sortable columns (model.py)
+    ctx.joins.update(column.joins)
+    return column.sort(ctx, column.display, level.descending)
 
 
 def sort_keys(levels: tuple[SortLevel, ...], ctx: _Context) -> list[SortKey]:
@@ -727,37 +624,29 @@ def _signature(view: ResolvedView, levels: tuple[SortLevel, ...]) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-_TICKETS = sql.SQL("tickets t")
-
-# LEFT joins on NOT NULL foreign keys keep every ticket. Only the lookups an expression
-# reads are joined: PostgreSQL 15/16 drop an unused LEFT join but keep its key column in
-# the ticket scan's output, which rules out an index-only scan of the ticket indexes.
-_JOINS: dict[str, sql.SQL] = {
-    "st": sql.SQL(" LEFT JOIN ticket_statuses st ON st.id = t.status_id"),
-    "pr": sql.SQL(" LEFT JOIN ticket_priorities pr ON pr.id = t.priority_id"),
-    "ua": sql.SQL(" LEFT JOIN users ua ON ua.id = t.assignee_id"),
-    "uc": sql.SQL(" LEFT JOIN users uc ON uc.id = t.created_by_id"),
-    "tm": sql.SQL(" LEFT JOIN teams tm ON tm.id = t.team_id"),
-    "ct": sql.SQL(" LEFT JOIN contacts ct ON ct.id = t.contact_id"),
-    "tk": sql.SQL(
-        " LEFT JOIN LATERAL (SELECT count(*) AS total, count(*) FILTER (WHERE x.is_closed) "
-        "AS closed FROM ticket_tasks x WHERE x.ticket_id = t.id) tk ON true"
-    ),
-}
+def _tickets(ctx: _Context) -> sql.Composable:
+    return sql.SQL("{} t").format(ctx.table("tickets"))
 
 
-def _from(joins: set[str], tickets: sql.Composable = _TICKETS) -> sql.Composable:
-    return sql.Composed([tickets, *(join for alias, join in _JOINS.items() if alias in joins)])
+def _from(joins: set[str], ctx: _Context, tickets: sql.Composable | None = None) -> sql.Composable:
+    """The tickets (all of them, or `tickets` as `t`) with the lookups `joins` names."""
+    return sql.Composed(
+        [
+            _tickets(ctx) if tickets is None else tickets,
+            *(lookup.join(ctx) for alias, lookup in LOOKUPS.items() if alias in joins),
+        ]
+    )
 
 
-def _by_id(ids: sql.Composable, alias: str = "picked") -> sql.Composable:
+def _by_id(ids: sql.Composable, ctx: _Context, alias: str = "picked") -> sql.Composable:
     """Tickets (as `t`) by the ids a subquery selects, each fetched on its own.
 
     OFFSET 0 keeps the lateral lookup a per-id index probe whatever the row estimates.
     """
     return sql.SQL(
-        "({ids}) AS {a} CROSS JOIN LATERAL (SELECT * FROM tickets x WHERE x.id = {a}.id OFFSET 0) t"
-    ).format(ids=ids, a=sql.Identifier(alias))
+        "({ids}) AS {a} CROSS JOIN LATERAL (SELECT * FROM {tickets} x WHERE x.id = {a}.id "
+        "OFFSET 0) t"
+    ).format(ids=ids, a=sql.Identifier(alias), tickets=ctx.table("tickets"))
 
 
 def _reads_followed(view: ResolvedView) -> bool:
@@ -769,16 +658,17 @@ def _reads_followed(view: ResolvedView) -> bool:
 # Sorts led by a lookup (priority, status, assignee) with few distinct values: one page is
 # the first rows of each group, each read in (group, created_at DESC, id DESC) index order,
 # merged. Sorting the whole view by a joined column would read every row of it instead.
-_GROUPED_SORTS: dict[str, tuple[sql.SQL, sql.SQL]] = {
-    "priority": (sql.SQL("ticket_priorities"), sql.SQL("priority_id")),
-    "status": (sql.SQL("ticket_statuses"), sql.SQL("status_id")),
-    "assignee": (sql.SQL("users"), sql.SQL("assignee_id")),
+# By sort: the lookup table of the groups and the ticket column that refers to it.
+_GROUPED_SORTS: dict[str, tuple[str, str]] = {
+    "priority": ("ticket_priorities", "priority_id"),
+    "status": ("ticket_statuses", "status_id"),
+    "assignee": ("users", "assignee_id"),
 }
 
 
 def _group_keys(sort: str) -> list[SortKey]:
     if sort == "assignee":
-        return _text_keys(_person("g"), False)
+        return text_keys(person("g"), False)
     return [SortKey(sql.SQL("g.sort_order"), False, "int")]
 
 
@@ -825,23 +715,30 @@ def _grouped_page(
             sql.SQL(", ").join(_bind_key(k, v, ctx) for k, v in zip(group_keys, lead, strict=True)),
         )
     newest = sql.SQL("ORDER BY t.created_at DESC, t.id DESC LIMIT {}").format(sql.Literal(limit))
-    src = _from(joins)
+    src = _from(joins, ctx)
     teams: sql.Composable | None = None
     if view.builtin == "team-tickets":
         # Team by team as well: each (team, group) pair is one range of the
         # (team_id, group, created_at, id) indexes, so groups with no ticket in the user's
         # teams cost one index probe instead of a walk through all their tickets.
-        teams = sql.SQL(
-            "(SELECT m.team_id FROM team_memberships m WHERE m.user_id = {}) mt"
-        ).format(ctx.bind(ctx.actor.id, "bigint"))
+        teams = sql.SQL("(SELECT m.team_id FROM {} m WHERE m.user_id = {}) mt").format(
+            ctx.table("team_memberships"), ctx.bind(ctx.actor.id, "bigint")
+        )
         where = sql.SQL("t.team_id = mt.team_id AND {}").format(where)
-    groups = sql.SQL("{} g").format(table)
+    groups = sql.SQL("{} g").format(ctx.table(table))
     if teams is not None:
         groups = sql.SQL("{} CROSS JOIN {}").format(groups, teams)
     per_group = sql.SQL(
         "SELECT x.id FROM {groups} CROSS JOIN LATERAL (SELECT t.id FROM {src} "
         "WHERE t.{column} = g.id AND {where} {newest}) x WHERE {prune}"
-    ).format(groups=groups, src=src, column=column, where=where, newest=newest, prune=prune)
+    ).format(
+        groups=groups,
+        src=src,
+        column=sql.Identifier(column),
+        where=where,
+        newest=newest,
+        prune=prune,
+    )
     if sort == "assignee":
         unassigned = sql.SQL("SELECT t.id FROM {} WHERE t.assignee_id IS NULL AND {} {}").format(
             src, where, newest
@@ -889,23 +786,25 @@ def compile_list(
     order = sql.SQL(", ").join(
         sql.SQL("{} {}").format(k.expr, sql.SQL("DESC" if k.descending else "ASC")) for k in keys
     )
-    src = _from(joins)
+    src = _from(joins, ctx)
     if use_groups:
         assert limit is not None  # use_groups implies it
         src = _from(
-            joins, _by_id(_grouped_page(view, request, where, where_joins, after, limit, ctx))
+            joins,
+            ctx,
+            _by_id(_grouped_page(view, request, where, where_joins, after, limit, ctx), ctx),
         )
         where = sql.SQL("true")
     elif followed:
         # Sort the followed open tickets (the rest of the conditions applied), then fetch
         # and format only the page's rows.
         picked = sql.SQL("SELECT t.id FROM {} WHERE {} ORDER BY {} LIMIT {}").format(
-            _from(where_joins | key_joins, _by_id(_followed_open(ctx), "followed")),
+            _from(where_joins | key_joins, ctx, _by_id(_followed_open(ctx), ctx, "followed")),
             where,
             order,
             sql.Literal(limit),
         )
-        src = _from(joins, _by_id(picked))
+        src = _from(joins, ctx, _by_id(picked, ctx))
         where = sql.SQL("true")
     statement = sql.SQL(
         "SELECT {cols}, t.id, {keys} FROM {src} WHERE {where} ORDER BY {order}{limit}"
@@ -920,7 +819,7 @@ def compile_list(
     return Compiled(
         statement=statement,
         params=ctx.bind.params,
-        columns=tuple(registry.COLUMNS[c] for c in columns),
+        columns=tuple(COLUMNS[c] for c in columns),
         key_kinds=tuple(k.kind for k in keys),
         key_desc=tuple(k.descending for k in keys),
         signature=_signature(view, levels),
@@ -940,27 +839,21 @@ def compile_count(
     ctx = _Context(Binder(), now, tz, actor)
     followed = _reads_followed(view)
     where = where_clause(view, request, ctx, rule=not followed)
-    src = _from(ctx.joins, _by_id(_followed_open(ctx), "followed") if followed else _TICKETS)
+    tickets = _by_id(_followed_open(ctx), ctx, "followed") if followed else None
+    src = _from(ctx.joins, ctx, tickets)
     statement = sql.SQL(
         "SELECT count(*) FROM (SELECT 1 FROM {src} WHERE {where} LIMIT {cap}) AS limited"
     ).format(src=src, where=where, cap=sql.Literal(cap + 1))
     return statement, ctx.bind.params
 
 
-def export_count_query(
-    view: ResolvedView,
-    request: ListRequest,
-    actor: Actor,
-    as_of: datetime.datetime,
-    tz: str,
-) -> sql.Composed:
-    """The exact, uncapped row count of export_query's rows, without formatting any column
-    (values inlined like export_query's, so both read the same instant)."""
-    ctx = _Context(Binder(inline=True), as_of, tz, actor)
-    where = where_clause(view, request, ctx)
-    return sql.SQL("SELECT count(*) FROM {src} WHERE {where}").format(
-        src=_from(ctx.joins), where=where
-    )
+@dataclasses.dataclass(frozen=True)
+class CompiledExport:
+    """A whole view as self-contained statements (values inlined as quoted literals, so
+    COPY can run them): its rows in list order, and their exact, uncapped count."""
+
+    rows: Compiled
+    count: sql.Composed
 
 
 def compile_export(
@@ -969,10 +862,16 @@ def compile_export(
     actor: Actor,
     as_of: datetime.datetime,
     tz: str,
-) -> Compiled:
-    """The whole view as one self-contained SELECT (values inlined as quoted literals, so
-    COPY can run it), in list order; an export format wraps it (see exports.formats)."""
-    return compile_list(view, request, actor, now=as_of, tz=tz, inline=True)
+) -> CompiledExport:
+    """The export's rows (an export format wraps them, see exports.formats) and its count,
+    which formats no column; both read the same instant."""
+    rows = compile_list(view, request, actor, now=as_of, tz=tz, inline=True)
+    ctx = _Context(Binder(inline=True), as_of, tz, actor)
+    where = where_clause(view, request, ctx)
+    count = sql.SQL("SELECT count(*) FROM {src} WHERE {where}").format(
+        src=_from(ctx.joins, ctx), where=where
+    )
+    return CompiledExport(rows=rows, count=count)
 
 
 def order_by_keys(compiled: Compiled, alias: str) -> sql.Composed:

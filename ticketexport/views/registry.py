@@ -5,6 +5,15 @@ from __future__ import annotations
 import dataclasses
 import enum
 
+from ticketexport.views import columns
+
+# Each column is declared once, in columns.py; the registry's names for them read it.
+Column = columns.Column
+COLUMNS = columns.COLUMNS
+DEFAULT_COLUMNS = columns.DEFAULT_COLUMNS
+SORTABLE_COLUMNS = columns.SORTABLE_COLUMNS
+SEARCHABLE_COLUMNS = columns.SEARCHABLE_COLUMNS
+
 
 class FieldType(enum.StrEnum):
     """What kind of value a condition field holds; it decides the operators offered."""
@@ -33,13 +42,6 @@ class Operator:
     key: str
     label: str
     value_kind: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Column:
-    key: str
-    label: str
-    default: bool
 
 
 VALUE_KINDS = (
@@ -156,57 +158,6 @@ PRESETS: tuple[str, ...] = (
 )
 
 RELATIVE_UNITS: tuple[str, ...] = ("hours", "days", "months")
-
-COLUMNS: dict[str, Column] = {
-    c.key: c
-    for c in (
-        Column("id", "Ticket ID", True),
-        Column("title", "Title", True),
-        Column("status", "Status", True),
-        Column("priority", "Priority", True),
-        Column("language", "Language", False),
-        Column("category", "Category", False),
-        Column("assignee", "Assignee", True),
-        Column("team", "Team", True),
-        Column("contact_id", "Contact ID", False),
-        Column("contact", "Contact", True),
-        Column("sla_status", "SLA Status", False),
-        Column("sla_due_at", "SLA Due", False),
-        Column("created_at", "Created", True),
-        Column("updated_at", "Last Updated", False),
-        Column("closed_at", "Closed", False),
-        Column("tags", "Tags", False),
-        Column("created_by", "Created By", False),
-        Column("description", "Description", False),
-        Column("snoozed", "Snoozed", False),
-        Column("snoozed_until", "Snoozed Until", False),
-        Column("tasks", "Tasks", False),
-    )
-}
-
-DEFAULT_COLUMNS: tuple[str, ...] = tuple(k for k, c in COLUMNS.items() if c.default)
-
-# Every column can be a sort level except Tasks, whose "closed / total" text has no
-# meaningful order.
-SORTABLE_COLUMNS: tuple[str, ...] = tuple(k for k in COLUMNS if k != "tasks")
-
-# Columns whose displayed text the search box looks at (dates, booleans, tasks and the
-# contact id are not searched, as the brief says).
-SEARCHABLE_COLUMNS: tuple[str, ...] = (
-    "id",
-    "title",
-    "status",
-    "priority",
-    "language",
-    "category",
-    "assignee",
-    "team",
-    "contact",
-    "sla_status",
-    "tags",
-    "created_by",
-    "description",
-)
 
 BUILTIN_VIEWS: dict[str, str] = {
     "all": "All tickets",
