@@ -12,8 +12,8 @@ import psycopg_pool
 import pytest
 import pytest_asyncio
 from aiohttp import web as aioweb
-from conftest import missing_component
 
+from tests.support.components import missing_component
 from ticketexport import accounts
 from ticketexport.config import Settings
 from ticketexport.web.app import init_app

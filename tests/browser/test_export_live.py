@@ -22,8 +22,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import missing_component, scratch_database
 
+from tests.support.components import missing_component
+from tests.support.databases import scratch_database
 from ticketexport import accounts
 from ticketexport.exports.service import copy_application_name
 from ticketexport.seed import DEMO_LOGINS, seed

@@ -12,9 +12,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import create_database, drop_database, scratch_database
 from psycopg_pool import AsyncConnectionPool
 
+from tests.support.databases import create_database, drop_database, scratch_database
 from ticketexport import seed
 from ticketexport.config import Settings
 from ticketexport.domain.permissions import Permission
