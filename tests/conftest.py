@@ -14,6 +14,8 @@ import pytest
 from psycopg import sql
 
 from tests.support.databases import (
+    SeededTemplates,
+    Seeding,
     create_database,
     drop_database,
     scratch_database,
@@ -110,3 +112,23 @@ def empty_db_url(server_url: str) -> Iterator[str]:
 def conn(db_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     with psycopg.connect(db_url, autocommit=True) as connection:
         yield connection
+
+
+@pytest.fixture(scope="session")
+def seeded_templates(server_url: str, template_db: str) -> Iterator[SeededTemplates]:
+    """Seeded copies of the migrated template, one per Seeding asked for in this run."""
+    templates = SeededTemplates(server_url, template_db)
+    try:
+        yield templates
+    finally:
+        templates.drop_all()
+
+
+@pytest.fixture
+def seeded_url(
+    server_url: str, seeded_templates: SeededTemplates, seeding: Seeding
+) -> Iterator[str]:
+    """A fresh copy, for one test, of the demo seed that the `seeding` fixture in scope names
+    (the acceptance conftest and test modules define it)."""
+    with scratch_database(server_url, seeded_templates.name(seeding)) as url:
+        yield url

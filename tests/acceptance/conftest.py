@@ -6,40 +6,23 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from tests.support.databases import create_database, drop_database, scratch_database
+from tests.support.databases import SeededTemplates, Seeding, scratch_database
 from tests.support.workers import (
-    ANCHOR,
-    SEED,
+    SEEDING,
     TICKETS,
     Reference,
     Workers,
     request_export,
     wait_status,
 )
-from ticketexport import seed
 
 
 @pytest.fixture(scope="session")
-def seeded_template(server_url: str, template_db: str) -> Iterator[str]:
-    """A migrated database with TICKETS seeded tickets, cloned by each test."""
-    name = f"te_accept_{template_db[-12:]}"
-    url = create_database(server_url, name, template_db)
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            seed.seed(conn, tickets=TICKETS, seed=SEED, anchor=ANCHOR)
-        yield name
-    finally:
-        drop_database(server_url, name)
-
-
-@pytest.fixture
-def seeded_url(server_url: str, seeded_template: str) -> Iterator[str]:
-    """A fresh copy of the seeded database for one test."""
-    with scratch_database(server_url, seeded_template) as url:
-        yield url
+def seeding() -> Seeding:
+    """The data behind `seeded_url` here: TICKETS seeded tickets."""
+    return SEEDING
 
 
 @pytest.fixture
@@ -60,11 +43,13 @@ def workers(home: Path) -> Iterator[Workers]:
 
 
 @pytest.fixture(scope="session")
-def reference_export(server_url: str, seeded_template: str, run_dir: Path) -> Reference:
+def reference_export(
+    server_url: str, seeded_templates: SeededTemplates, seeding: Seeding, run_dir: Path
+) -> Reference:
     home = run_dir / "acceptance" / "reference"
     home.mkdir(parents=True)
     started = Workers(home)
-    with scratch_database(server_url, seeded_template) as url:
+    with scratch_database(server_url, seeded_templates.name(seeding)) as url:
         try:
             export_id = request_export(url)
             started.start(url)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime as dt
 import secrets
 from collections.abc import Iterator
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from ticketexport import seed
 
 
 def with_dbname(url: str, dbname: str) -> str:
@@ -51,3 +55,43 @@ def scratch_database(server: str, template: str | None = None) -> Iterator[str]:
         yield url
     finally:
         drop_database(server, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Seeding:
+    """What a seeded template holds: the demo seed with `tickets` tickets around `anchor`."""
+
+    tickets: int
+    seed: int
+    anchor: dt.date
+
+
+class SeededTemplates:
+    """Migrated and seeded template databases, each made on first use and kept until
+    `drop_all`: seeding thousands of tickets once per run instead of once per test."""
+
+    def __init__(self, server: str, migrated_template: str) -> None:
+        self.server = server
+        self.migrated_template = migrated_template
+        self._names: dict[Seeding, str] = {}
+
+    def name(self, seeding: Seeding) -> str:
+        """The template database holding `seeding`, created and seeded if it is new."""
+        if seeding not in self._names:
+            name = f"te_seeded_{secrets.token_hex(6)}"
+            url = create_database(self.server, name, self.migrated_template)
+            try:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    seed.seed(
+                        conn, tickets=seeding.tickets, seed=seeding.seed, anchor=seeding.anchor
+                    )
+            except BaseException:
+                drop_database(self.server, name)
+                raise
+            self._names[seeding] = name
+        return self._names[seeding]
+
+    def drop_all(self) -> None:
+        for name in self._names.values():
+            drop_database(self.server, name)
+        self._names.clear()

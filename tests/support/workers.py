@@ -19,6 +19,7 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from tests.support.databases import Seeding
 from ticketexport import seed
 from ticketexport.domain.permissions import Permission
 from ticketexport.exports import service
@@ -28,6 +29,7 @@ ANCHOR = dt.date(2026, 6, 1)
 SEED = 11
 # Enough rows that a throttled export takes a few seconds and can be hit mid-stream.
 TICKETS = 6000
+SEEDING = Seeding(tickets=TICKETS, seed=SEED, anchor=ANCHOR)
 REPO = Path(__file__).resolve().parents[2]
 
 T = TypeVar("T")
