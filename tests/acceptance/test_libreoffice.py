@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from tests.support.components import missing_component
+from tests.support.components import missing_component, require_module
 from tests.support.databases import scratch_database
 from tests.support.exports import ADMIN, GUARDED_FIRST
 from ticketexport import seed
@@ -27,7 +27,7 @@ from ticketexport.views import registry
 from ticketexport.views import saved as saved_views
 from ticketexport.views.model import ListRequest, parse_definition
 
-openpyxl = pytest.importorskip("openpyxl")
+openpyxl = require_module("openpyxl", "openpyxl is not installed (.venv/bin/pip install openpyxl)")
 
 pytestmark = [pytest.mark.libreoffice, pytest.mark.slow]
 
