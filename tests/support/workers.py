@@ -325,7 +325,12 @@ def assert_settled(url: str, export_id: str, home: Path, workers: Workers) -> di
     def only_expected() -> bool:
         return export_files(home, export_id) == expected
 
-    wait_for(f"storage to hold exactly {expected}", only_expected, timeout=6, workers=workers)
+    try:
+        wait_for(f"storage to hold exactly {expected}", only_expected, timeout=6, workers=workers)
+    except pytest.fail.Exception as timed_out:
+        # Which file is left over (a dead attempt's upload or a second finished file)
+        # is what tells a slow sweep from an attempt that outlived its export.
+        raise AssertionError(f"storage holds {storage_files(home)}") from timed_out
     assert not [f for f in storage_files(home) if f.endswith(".part")]
     return row
 
