@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
-import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,34 +12,21 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from tests.support.databases import (
+    SeededTemplates,
+    Seeding,
+    create_database,
+    drop_database,
+    scratch_database,
+    with_dbname,
+)
 from ticketexport import db
 from ticketexport.embedded import embedded_database
 
-REQUIRE_ALL = os.environ.get("TICKETEXPORT_REQUIRE_ALL") == "1"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # A terminated run (a CI timeout, a kill) becomes an interrupt, so session teardown
-    # still stops the embedded server and removes the run's directory.
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-
-
-def missing_component(reason: str) -> None:
-    """Skip locally; in CI (TICKETEXPORT_REQUIRE_ALL=1) a missing component is a failure."""
-    if REQUIRE_ALL:
-        pytest.fail(f"required component missing: {reason}")
-    pytest.skip(reason=reason)
-
-
-def with_dbname(url: str, dbname: str) -> str:
-    params = conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return make_conninfo(**params)
+# tests/ is importable as a package because pyproject.toml puts the project root on
+# sys.path (pytest's `pythonpath`); the plugin holds the harness's hooks.
+pytest_plugins = ["tests.support.plugin"]
 
 
 @pytest.fixture(scope="session")
@@ -97,42 +82,6 @@ def server_url(run_dir: Path) -> Iterator[str]:
         yield embedded
 
 
-def create_database(server: str, name: str, template: str | None = None) -> str:
-    with psycopg.connect(server, autocommit=True) as conn:
-        if template:
-            conn.execute(
-                # FILE_COPY copies the small template's files instead of WAL-logging every
-                # page; several times faster per test on a server with fsync on.
-                sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-                    sql.Identifier(name), sql.Identifier(template)
-                )
-            )
-        else:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(
-                    sql.Identifier(name)
-                )
-            )
-    return with_dbname(server, name)
-
-
-def drop_database(server: str, name: str) -> None:
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
-@contextlib.contextmanager
-def scratch_database(server: str, template: str | None = None) -> Iterator[str]:
-    name = f"te_test_{secrets.token_hex(6)}"
-    url = create_database(server, name, template)
-    try:
-        yield url
-    finally:
-        drop_database(server, name)
-
-
 @pytest.fixture(scope="session")
 def template_db(server_url: str) -> Iterator[str]:
     """Name of a database migrated once for the whole run."""
@@ -163,3 +112,23 @@ def empty_db_url(server_url: str) -> Iterator[str]:
 def conn(db_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     with psycopg.connect(db_url, autocommit=True) as connection:
         yield connection
+
+
+@pytest.fixture(scope="session")
+def seeded_templates(server_url: str, template_db: str) -> Iterator[SeededTemplates]:
+    """Seeded copies of the migrated template, one per Seeding asked for in this run."""
+    templates = SeededTemplates(server_url, template_db)
+    try:
+        yield templates
+    finally:
+        templates.drop_all()
+
+
+@pytest.fixture
+def seeded_url(
+    server_url: str, seeded_templates: SeededTemplates, seeding: Seeding
+) -> Iterator[str]:
+    """A fresh copy, for one test, of the demo seed that the `seeding` fixture in scope names
+    (the acceptance conftest and test modules define it)."""
+    with scratch_database(server_url, seeded_templates.name(seeding)) as url:
+        yield url

@@ -1,60 +1,28 @@
-"""Acceptance harness: seeded databases and real `ticketexport worker` OS processes."""
+"""Acceptance fixtures: the seeded data, a shared home, and worker processes stopped for sure."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import datetime as dt
 import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
-import psycopg
 import pytest
-from conftest import create_database, drop_database, scratch_database
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
-from ticketexport import seed
-from ticketexport.domain.permissions import Permission
-from ticketexport.exports import service
-from ticketexport.views.model import ListRequest
-
-ANCHOR = dt.date(2026, 6, 1)
-SEED = 11
-# Enough rows that a throttled export takes a few seconds and can be hit mid-stream.
-TICKETS = 6000
-REPO = Path(__file__).resolve().parents[2]
-
-T = TypeVar("T")
-
-
-# --- databases ----------------------------------------------------------------------------
+from tests.support.databases import SeededTemplates, Seeding, scratch_database
+from tests.support.workers import (
+    SEEDING,
+    TICKETS,
+    Reference,
+    Workers,
+    request_export,
+    wait_status,
+)
 
 
 @pytest.fixture(scope="session")
-def seeded_template(server_url: str, template_db: str) -> Iterator[str]:
-    """A migrated database with TICKETS seeded tickets, cloned by each test."""
-    name = f"te_accept_{template_db[-12:]}"
-    url = create_database(server_url, name, template_db)
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            seed.seed(conn, tickets=TICKETS, seed=SEED, anchor=ANCHOR)
-        yield name
-    finally:
-        drop_database(server_url, name)
-
-
-@pytest.fixture
-def seeded_url(server_url: str, seeded_template: str) -> Iterator[str]:
-    """A fresh copy of the seeded database for one test."""
-    with scratch_database(server_url, seeded_template) as url:
-        yield url
+def seeding() -> Seeding:
+    """The data behind `seeded_url` here: TICKETS seeded tickets."""
+    return SEEDING
 
 
 @pytest.fixture
@@ -63,102 +31,6 @@ def home(run_dir: Path, request: pytest.FixtureRequest) -> Path:
     path = run_dir / "acceptance" / f"{request.node.name[:60]}-{os.urandom(3).hex()}"
     path.mkdir(parents=True)
     return path
-
-
-# --- worker processes ---------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Worker:
-    """One `ticketexport worker` process and where its output goes."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup of any kind runs in the worker."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def pause(self) -> None:
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self.proc.send_signal(signal.SIGCONT)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def output(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
-
-class Workers:
-    """Starts workers for one test and always stops them, even when the test fails."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.started: list[Worker] = []
-
-    def start(
-        self,
-        database_url: str,
-        *,
-        max_rows_per_s: int = 0,
-        name: str | None = None,
-        extra_env: dict[str, str] | None = None,
-    ) -> Worker:
-        name = name or f"worker-{len(self.started) + 1}"
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("TICKETEXPORT_", "DATABASE_URL"))
-        }
-        env.update(
-            {
-                "DATABASE_URL": database_url,
-                "TICKETEXPORT_HOME": str(self.home),
-                "TICKETEXPORT_HEARTBEAT_SECONDS": "0.5",
-                "TICKETEXPORT_STALL_SECONDS": "3",
-                "TICKETEXPORT_WORKER_SEEN_SECONDS": "2",
-                "TICKETEXPORT_EXPORT_MAX_ROWS_PER_S": str(max_rows_per_s),
-                "PYTHONUNBUFFERED": "1",
-                **(extra_env or {}),
-            }
-        )
-        log_path = self.home / f"{name}.log"
-        with log_path.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "ticketexport", "worker", "--concurrency", "1"],
-                env=env,
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        worker = Worker(name=name, proc=proc, log_path=log_path)
-        self.started.append(worker)
-        return worker
-
-    def stop_all(self) -> None:
-        for worker in self.started:
-            if worker.proc.poll() is not None:
-                continue
-            # A paused worker cannot act on SIGTERM; wake it first.
-            worker.resume()
-            worker.proc.terminate()
-        for worker in self.started:
-            try:
-                worker.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                worker.proc.kill()
-                worker.proc.wait(timeout=5)
-
-    def outputs(self) -> str:
-        return "\n".join(f"--- {w.name} ---\n{w.output()[-4000:]}" for w in self.started)
 
 
 @pytest.fixture
@@ -170,220 +42,14 @@ def workers(home: Path) -> Iterator[Workers]:
         started.stop_all()
 
 
-# --- exports ------------------------------------------------------------------------------
-
-
-def run_async(coro: Any) -> Any:
-    """Run one coroutine on its own loop (the tests themselves stay synchronous)."""
-    return asyncio.run(coro)
-
-
-def requester(url: str, email: str | None = None) -> service.Requester:
-    """A Requester as the web layer would load it; default: the seeded export admin."""
-    if email is None:
-        email = next(d for d in seed.DEMO_LOGINS if d.is_admin and d.can_export).email
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT u.id, u.email, u.is_admin, COALESCE(bit_or(r.permissions), 0) "
-            "FROM users u LEFT JOIN user_roles ur ON ur.user_id = u.id "
-            "LEFT JOIN roles r ON r.id = ur.role_id WHERE u.email = %s GROUP BY u.id",
-            (email,),
-        ).fetchone()
-    assert row is not None, email
-    return service.Requester(
-        id=row[0], email=row[1], is_admin=row[2], permissions=Permission(row[3])
-    )
-
-
-async def _request(
-    url: str, user: service.Requester, request: ListRequest, retention_hours: float
-) -> str:
-    async with AsyncConnectionPool(
-        url, min_size=1, max_size=2, open=False, kwargs={"autocommit": True}
-    ) as pool:
-        requested = await service.request_export(
-            pool,
-            user,
-            request,
-            timezone="UTC",
-            retention_hours=retention_hours,
-            client_ip="127.0.0.1",
-        )
-    assert not requested.deduplicated
-    return requested.export_id
-
-
-def request_export(
-    url: str, view: str = "all", sort: str | None = None, *, retention_hours: float = 72
-) -> str:
-    """The Export click for the seeded export admin; returns the export id."""
-    request = ListRequest(view=view, q="", sort=sort, filters={}, page=None)
-    return str(run_async(_request(url, requester(url), request, retention_hours)))
-
-
-async def _cancel(url: str, user: service.Requester, export_id: str) -> None:
-    async with AsyncConnectionPool(
-        url, min_size=1, max_size=2, open=False, kwargs={"autocommit": True}
-    ) as pool:
-        await service.cancel_export(pool, user, export_id, client_ip="127.0.0.1")
-
-
-def cancel_export(url: str, export_id: str) -> None:
-    run_async(_cancel(url, requester(url), export_id))
-
-
-def export_row(url: str, export_id: str) -> dict[str, Any]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        cur.execute(
-            "SELECT e.*, m.object_key, m.sha256, m.size_bytes FROM export_jobs e "
-            "LEFT JOIN media_items m ON m.id = e.media_item_id WHERE e.id = %s",
-            (export_id,),
-        )
-        row = cur.fetchone()
-    assert row is not None
-    return row
-
-
-def wait_for(
-    what: str,
-    probe: Callable[[], T | None],
-    *,
-    timeout: float,
-    interval: float = 0.05,
-    workers: Workers | None = None,
-) -> T:
-    """Polls `probe` until it returns something truthy; fails with `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except psycopg.OperationalError:
-            last = None
-        if last:
-            return last
-        time.sleep(interval)
-    detail = f"\n{workers.outputs()}" if workers is not None else ""
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r}){detail}")
-
-
-def wait_status(
-    url: str,
-    export_id: str,
-    statuses: set[str],
-    *,
-    timeout: float,
-    workers: Workers | None = None,
-) -> dict[str, Any]:
-    def probe() -> dict[str, Any] | None:
-        row = export_row(url, export_id)
-        return row if row["status"] in statuses else None
-
-    return wait_for(
-        f"export {export_id} to become {sorted(statuses)}",
-        probe,
-        timeout=timeout,
-        workers=workers,
-    )
-
-
-def wait_rows(
-    url: str, export_id: str, fraction: float, *, timeout: float, workers: Workers
-) -> dict[str, Any]:
-    """Waits until the running attempt has written at least `fraction` of its rows."""
-
-    def probe() -> dict[str, Any] | None:
-        row = export_row(url, export_id)
-        assert row["status"] in ("queued", "running"), row["status"]
-        total = row["rows_total"]
-        if row["status"] == "running" and total and row["rows_done"] >= fraction * total:
-            return row
-        return None
-
-    return wait_for(
-        f"export {export_id} at {fraction:.0%}", probe, timeout=timeout, workers=workers
-    )
-
-
-def storage_files(home: Path) -> list[str]:
-    """Every file under the local storage root, relative to it."""
-    root = home / "exports"
-    if not root.exists():
-        return []
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-
-
-def export_files(home: Path, export_id: str) -> list[str]:
-    return [f for f in storage_files(home) if f.startswith(f"exports/{export_id}/")]
-
-
-def doing_jobs(url: str, export_id: str) -> list[int]:
-    """procrastinate jobs for this export still marked as being worked on."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT id FROM procrastinate_jobs WHERE args->>'export_id' = %s AND status = 'doing'",
-            (export_id,),
-        ).fetchall()
-    return [int(r[0]) for r in rows]
-
-
-def copy_backends(url: str, export_id: str) -> list[dict[str, Any]]:
-    """Backends running this export's COPY (or any COPY at all) right now."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        cur.execute(
-            "SELECT pid, state, application_name, query FROM pg_stat_activity "
-            "WHERE pid <> pg_backend_pid() AND datname = current_database() "
-            "AND (application_name = %s OR (query ILIKE 'COPY%%' AND state = 'active'))",
-            (service.copy_application_name(export_id),),
-        )
-        return cur.fetchall()
-
-
-def assert_settled(url: str, export_id: str, home: Path, workers: Workers) -> dict[str, Any]:
-    """The promise-6 invariants for one export once it reached a terminal status."""
-    row = export_row(url, export_id)
-    assert row["status"] in ("completed", "failed", "cancelled", "expired"), row["status"]
-    with psycopg.connect(url, autocommit=True) as conn:
-        running = conn.execute("SELECT count(*) FROM export_jobs WHERE status = 'running'")
-        n_running = running.fetchone()
-    assert n_running is not None
-    assert n_running[0] == 0, "an export was left running"
-    # When maintenance ends an export (expiry, rescue), the row turns terminal first and
-    # the worker finishes its job a moment later; it must not stay 'doing'.
-    wait_for(
-        "no procrastinate job left 'doing'",
-        lambda: doing_jobs(url, export_id) == [],
-        timeout=6,
-        workers=workers,
-    )
-    expected = [row["object_key"]] if row["status"] == "completed" else []
-
-    # Unfinished uploads of dead attempts are swept by the next maintenance pass.
-    def only_expected() -> bool:
-        return export_files(home, export_id) == expected
-
-    wait_for(f"storage to hold exactly {expected}", only_expected, timeout=6, workers=workers)
-    assert not [f for f in storage_files(home) if f.endswith(".part")]
-    return row
-
-
-@dataclasses.dataclass(frozen=True)
-class Reference:
-    """An undisturbed export of the seeded `all` view: what every disturbed run must match."""
-
-    sha256: str
-    size: int
-    rows: int
-
-
 @pytest.fixture(scope="session")
-def reference_export(server_url: str, seeded_template: str, run_dir: Path) -> Reference:
+def reference_export(
+    server_url: str, seeded_templates: SeededTemplates, seeding: Seeding, run_dir: Path
+) -> Reference:
     home = run_dir / "acceptance" / "reference"
     home.mkdir(parents=True)
     started = Workers(home)
-    with scratch_database(server_url, seeded_template) as url:
+    with scratch_database(server_url, seeded_templates.name(seeding)) as url:
         try:
             export_id = request_export(url)
             started.start(url)

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import create_database, missing_component, scratch_database
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from acceptance.conftest import (
+from tests.support.components import missing_component
+from tests.support.databases import create_database, scratch_database
+from tests.support.workers import (
     ANCHOR,
     SEED,
     TICKETS,

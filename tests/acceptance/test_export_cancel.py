@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from acceptance.conftest import (
+from tests.support.workers import (
     Workers,
     assert_settled,
     cancel_export,

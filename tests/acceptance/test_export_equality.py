@@ -11,11 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from ticketexport.views import registry
-from ticketexport.views import saved as saved_views
-from ticketexport.views.model import Actor, parse_definition
-
-from .export_support import (
+from tests.support.exports import (
     ADMIN,
     TIMEZONE,
     Exported,
@@ -23,12 +19,15 @@ from .export_support import (
     admin_actor,
     guard,
     list_everything,
-    running,
     seeded_database,
     walk_list_pages,
     worker_log,
     worker_process,
 )
+from tests.support.web import running
+from ticketexport.views import registry
+from ticketexport.views import saved as saved_views
+from ticketexport.views.model import Actor, parse_definition
 
 pytestmark = pytest.mark.slow
 

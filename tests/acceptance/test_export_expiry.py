@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from acceptance.conftest import (
+from tests.support.workers import (
     REPO,
     Workers,
     assert_settled,

@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from acceptance.conftest import (
+from tests.support.workers import (
     TICKETS,
     Reference,
     Workers,

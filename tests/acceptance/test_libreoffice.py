@@ -12,9 +12,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import missing_component
 from psycopg_pool import AsyncConnectionPool
 
+from tests.support.components import missing_component, require_module
+from tests.support.databases import scratch_database
+from tests.support.exports import ADMIN, GUARDED_FIRST
 from ticketexport import seed
 from ticketexport.config import Settings
 from ticketexport.domain.permissions import Permission
@@ -25,9 +27,7 @@ from ticketexport.views import registry
 from ticketexport.views import saved as saved_views
 from ticketexport.views.model import ListRequest, parse_definition
 
-from .export_support import ADMIN, GUARDED_FIRST, scratch_database
-
-openpyxl = pytest.importorskip("openpyxl")
+openpyxl = require_module("openpyxl", "openpyxl is not installed (.venv/bin/pip install openpyxl)")
 
 pytestmark = [pytest.mark.libreoffice, pytest.mark.slow]
 

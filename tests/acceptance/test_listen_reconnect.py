@@ -21,7 +21,7 @@ import psycopg
 import psycopg_pool
 import pytest
 
-from acceptance.sse_support import (
+from tests.support.sse import (
     EMAIL,
     PASSWORD,
     add_admin,

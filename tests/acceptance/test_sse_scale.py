@@ -12,7 +12,7 @@ import psycopg
 import psycopg_pool
 import pytest
 
-from acceptance.sse_support import (
+from tests.support.sse import (
     add_admin,
     listeners,
     load_bench,

@@ -12,8 +12,8 @@ import psycopg_pool
 import pytest
 import pytest_asyncio
 from aiohttp import web as aioweb
-from conftest import missing_component
 
+from tests.support.components import missing_component, require_module
 from ticketexport import accounts
 from ticketexport.config import Settings
 from ticketexport.web.app import init_app
@@ -76,12 +76,11 @@ async def site(db_url: str) -> AsyncIterator[Site]:
 
 @pytest_asyncio.fixture
 async def page(site: Site) -> AsyncIterator[Any]:
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        missing_component("playwright is not installed (.venv/bin/pip install playwright)")
+    async_api = require_module(
+        "playwright.async_api", "playwright is not installed (.venv/bin/pip install playwright)"
+    )
     problems: list[str] = []
-    async with async_playwright() as playwright:
+    async with async_api.async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
         )

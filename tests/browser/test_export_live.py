@@ -22,8 +22,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import missing_component, scratch_database
 
+from tests.support.components import missing_component, require_module
+from tests.support.databases import scratch_database
 from ticketexport import accounts
 from ticketexport.exports.service import copy_application_name
 from ticketexport.seed import DEMO_LOGINS, seed
@@ -201,11 +202,8 @@ def _wait_http(url: str, proc: Process) -> None:
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         missing_component(f"{CHROMIUM} is not installed")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing_component("playwright is not installed")
-    with sync_playwright() as playwright:
+    sync_api = require_module("playwright.sync_api", "playwright is not installed")
+    with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
         )

@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
-from web_support import PASSWORD, Web, insert_tickets, make_user, running
 
+from tests.support.web import PASSWORD, Web, insert_tickets, make_user, running
 from ticketexport.config import Settings
 from ticketexport.exports import maintenance
 from ticketexport.exports.worker import BOM, MAX_ATTEMPTS, Deps, ExportRun

@@ -10,8 +10,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import missing_component
 
+from tests.support.components import missing_component
 from ticketexport import accounts
 from ticketexport.domain.permissions import Permission
 

@@ -9,12 +9,11 @@ from typing import Any
 
 import psycopg
 import pytest
-import reference_views
-import view_data
-from conftest import scratch_database
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support import reference_views, view_data
+from tests.support.databases import scratch_database
 from ticketexport.views import compiler, registry
 from ticketexport.views.model import (
     Actor,

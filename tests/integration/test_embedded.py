@@ -10,8 +10,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import missing_component
 
+from tests.support.components import missing_component
 from ticketexport import db
 from ticketexport.embedded import _find_pg_bin, embedded_database
 

@@ -6,15 +6,15 @@ import csv
 import dataclasses
 import datetime as dt
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from conftest import create_database, drop_database, scratch_database
 from psycopg_pool import AsyncConnectionPool
 
+from tests.support.databases import Seeding
 from ticketexport import seed
 from ticketexport.config import Settings
 from ticketexport.domain.permissions import Permission
@@ -27,23 +27,10 @@ from ticketexport.views.model import ListRequest
 ANCHOR = dt.date(2026, 6, 1)
 
 
-@pytest.fixture(scope="module")
-def seeded_template(server_url: str, template_db: str) -> Iterator[str]:
-    """A migrated database with 400 seeded tickets, used as the template for each test."""
-    name = f"te_seeded_{template_db[-12:]}"
-    url = create_database(server_url, name, template_db)
-    with psycopg.connect(url, autocommit=True) as conn:
-        seed.seed(conn, tickets=400, seed=7, anchor=ANCHOR)
-    try:
-        yield name
-    finally:
-        drop_database(server_url, name)
-
-
 @pytest.fixture
-def seeded_url(server_url: str, seeded_template: str) -> Iterator[str]:
-    with scratch_database(server_url, seeded_template) as url:
-        yield url
+def seeding() -> Seeding:
+    """The data behind `seeded_url` in this module: 400 seeded tickets."""
+    return Seeding(tickets=400, seed=7, anchor=ANCHOR)
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from typing import Any
 
 import psycopg
 import pytest
-import view_data
-from conftest import scratch_database
 
+from tests.support import view_data
+from tests.support.databases import scratch_database
 from ticketexport.views import compiler, cursor, registry
 from ticketexport.views.model import Actor
 from ticketexport.views.service import builtin_view, parse_list_request

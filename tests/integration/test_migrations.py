@@ -18,10 +18,10 @@ from pathlib import Path
 import procrastinate
 import psycopg
 import pytest
-from conftest import with_dbname
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from tests.support.databases import with_dbname
 from ticketexport import db
 
 

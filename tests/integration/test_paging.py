@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from conftest import scratch_database
 
+from tests.support.databases import scratch_database
 from ticketexport.views import compiler, cursor, registry, service
 from ticketexport.views.model import Actor, ViewInputError
 from ticketexport.views.service import builtin_view, list_page, parse_list_request

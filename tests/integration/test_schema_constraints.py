@@ -11,10 +11,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import scratch_database
 from psycopg import errors, sql
 from psycopg.types.json import Jsonb
 
+from tests.support.databases import scratch_database
 from ticketexport.domain.permissions import ALL_PERMISSIONS
 
 Conn = psycopg.Connection[tuple[Any, ...]]

@@ -13,8 +13,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import scratch_database
 
+from tests.support.databases import scratch_database
 from ticketexport import accounts, seed
 from ticketexport.domain.permissions import Permission
 

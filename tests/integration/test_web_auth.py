@@ -16,14 +16,12 @@ import aiohttp
 import psycopg
 import pytest
 from aiohttp import web as aioweb
-from web_support import PASSWORD, Web, csrf_in, make_user, running, settings_for, web
 
+from tests.support.web import PASSWORD, Web, csrf_in, make_user, running, settings_for
 from ticketexport import logs
 from ticketexport.domain.permissions import ALL_PERMISSIONS
 from ticketexport.web.app import run_web
 from ticketexport.web.state import SERVER_ERRORS
-
-__all__ = ["web"]  # the fixture, imported so pytest finds it
 
 
 def session_cookie(response: Any) -> str:

@@ -14,8 +14,9 @@ import psycopg
 import pytest
 import pytest_asyncio
 from psycopg_pool import AsyncConnectionPool
-from web_support import Web, csrf_in, insert_tickets, make_user, running
 
+from tests.support.databases import create_database, drop_database
+from tests.support.web import Web, csrf_in, insert_tickets, make_user, running
 from ticketexport.config import Settings
 from ticketexport.exports.worker import BOM, Deps, ExportRun
 from ticketexport.storage import from_url
@@ -371,8 +372,6 @@ async def test_permission_lost_between_request_and_download(web: Web, db_url: st
 async def test_healthz_answers_503_when_the_database_is_down(
     server_url: str, template_db: str
 ) -> None:
-    from conftest import create_database, drop_database
-
     name = f"te_down_{template_db[-8:]}"
     url = create_database(server_url, name, template_db)
     try:

@@ -10,12 +10,10 @@ from typing import Any
 import aiohttp
 import psycopg
 import pytest
-from web_support import Web, insert_tickets, make_user, web
 from yarl import URL
 
+from tests.support.web import Web, insert_tickets, make_user
 from ticketexport.views import registry
-
-__all__ = ["web"]  # the fixture, imported so pytest finds it
 
 # Raw (already percent-encoded) query values, so NUL and invalid UTF-8 reach the server.
 HOSTILE = [

@@ -7,11 +7,9 @@ import re
 from typing import Any
 
 import psycopg
-from web_support import Web, insert_tickets, make_user, web
 
+from tests.support.web import Web, insert_tickets, make_user
 from ticketexport.domain.permissions import Permission
-
-__all__ = ["web"]  # the fixture, imported so pytest finds it
 
 _ROW = re.compile(r'<tr data-ticket="(\d+)">')
 _HEAD = re.compile(r'<th scope="col" data-column="([a-z_]+)">([^<]*)</th>')

@@ -6,12 +6,10 @@ import re
 from typing import Any
 
 import psycopg
-from web_support import Web, insert_tickets, make_user, web
 
+from tests.support.web import Web, insert_tickets, make_user
 from ticketexport.domain.permissions import Permission
 from ticketexport.views import registry
-
-__all__ = ["web"]  # the fixture, imported so pytest finds it
 
 _HEAD = re.compile(r'<th scope="col" data-column="([a-z_]+)">')
 _ROW = re.compile(r'<tr data-ticket="(\d+)">')

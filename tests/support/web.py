@@ -14,7 +14,6 @@ from typing import Any
 import psycopg
 import psycopg_pool
 import pytest
-import pytest_asyncio
 from aiohttp import web as aioweb
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -29,7 +28,7 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def settings_for(db_url: str, **overrides: Any) -> Settings:
-    # The run's isolated home (conftest), so stored files never land in the working tree.
+    # The run's isolated home (tests/conftest.py), so stored files never land in the working tree.
     base = Settings.from_env(
         {"DATABASE_URL": db_url, "TICKETEXPORT_HOME": os.environ["TICKETEXPORT_HOME"]}
     )
@@ -136,10 +135,3 @@ async def running(
             f"the app served {len(errors)} response(s) with status 500: {errors}\n"
             + "\n".join(captured.lines)
         )
-
-
-@pytest_asyncio.fixture
-async def web(db_url: str) -> AsyncIterator[Web]:
-    """The app with default settings against a fresh migrated database."""
-    async with running(db_url) as client:
-        yield client

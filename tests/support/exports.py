@@ -8,7 +8,6 @@ import csv
 import dataclasses
 import datetime as dt
 import html.parser
-import importlib.util
 import io
 import json
 import os
@@ -19,13 +18,12 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import psycopg
 import psycopg_pool
-from conftest import scratch_database
 
+from tests.support.databases import scratch_database
 from ticketexport import seed
 from ticketexport.domain.permissions import Permission
 from ticketexport.views import service as view_service
@@ -37,28 +35,6 @@ ADMIN = next(d for d in seed.DEMO_LOGINS if d.is_admin and d.can_export)
 # A zone with a half-hour offset: timestamps in the file and on the page must agree on it.
 TIMEZONE = "Asia/Kolkata"
 EXPORT_TIMEOUT = 120.0
-
-
-def _load_web_support() -> ModuleType:
-    """tests/integration/web_support.py (the running app and login helpers), by path.
-
-    tests/integration is not a package and is on sys.path only when pytest collected a
-    test from it first; loading by path works however the run was started.
-    """
-    path = Path(__file__).resolve().parents[1] / "integration" / "web_support.py"
-    spec = importlib.util.spec_from_file_location("ticketexport_tests_web_support", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = sys.modules.get(spec.name)
-    if module is None:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-web_support = _load_web_support()
-running = web_support.running
 
 
 def guard(value: str) -> str:
