@@ -27,12 +27,15 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from ticketexport.bootstrap import open_services
+from ticketexport.config import Settings
+from ticketexport.domain.actor import Actor
 from ticketexport.domain.permissions import Permission
-from ticketexport.exports import service
+from ticketexport.exports import formats, service
 from ticketexport.views import saved
 from ticketexport.views import service as view_service
-from ticketexport.views.compiler import export_query
-from ticketexport.views.model import Actor, ListRequest, parse_definition
+from ticketexport.views.compiler import compile_export
+from ticketexport.views.model import ListRequest, parse_definition
 
 ADMIN = "admin.export@example.com"
 
@@ -46,7 +49,7 @@ def _psql() -> str:
     return str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql")
 
 
-def _requester(url: str) -> service.Requester:
+def _requester(url: str) -> Actor:
     with psycopg.connect(url) as conn:
         row = conn.execute(
             "SELECT u.id, u.email, u.is_admin, COALESCE(bit_or(r.permissions), 0) FROM users u "
@@ -56,15 +59,15 @@ def _requester(url: str) -> service.Requester:
         ).fetchone()
     if row is None:
         raise SystemExit(f"{ADMIN} not found: seed the database first")
-    return service.Requester(row[0], row[1], row[2], Permission(row[3]))
+    return Actor(id=row[0], email=row[1], is_admin=row[2], permissions=Permission(row[3]))
 
 
-def psql_copy(url: str, user: service.Requester, out: Path) -> tuple[float, int]:
+def psql_copy(url: str, user: Actor, out: Path) -> tuple[float, int]:
     """Time psql's client-side \\copy of exactly the SELECT our worker runs."""
     view = view_service.builtin_view("all")
     request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
-    actor = Actor(user.id, user.is_admin, int(user.permissions))
-    query = export_query(view, request, actor, dt.datetime.now(dt.UTC), "UTC")
+    compiled = compile_export(view, request, user, dt.datetime.now(dt.UTC), "UTC")
+    query = formats.CSV.select(compiled.rows)
     with psycopg.connect(url) as conn:
         text = query.as_string(conn)
     command = f"\\copy ({' '.join(text.split())}) TO '{out}' WITH (FORMAT csv, HEADER)"
@@ -98,9 +101,7 @@ async def _wait_status(
         await asyncio.sleep(0.005)
 
 
-async def worker_export(
-    url: str, user: service.Requester, view: str, home: Path
-) -> dict[str, float]:
+async def worker_export(url: str, user: Actor, view: str, home: Path) -> dict[str, float]:
     """Start a fresh worker, click, and time queued → running → completed."""
     env = {**os.environ, "DATABASE_URL": url, "TICKETEXPORT_HOME": str(home)}
     worker = subprocess.Popen(  # noqa: ASYNC220 - started once per measurement, before timing
@@ -110,13 +111,13 @@ async def worker_export(
         stderr=(home / "worker.log").open("ab"),
     )
     try:
-        async with AsyncConnectionPool(url, min_size=1, max_size=2, open=False) as pool:
+        settings = Settings.from_env(env)
+        async with open_services(settings, url) as services:
+            pool = services.pool
             await asyncio.sleep(2)  # let the worker connect and listen
             request = ListRequest(view=view, q="", sort=None, filters={}, page=None)
             clicked = time.perf_counter()
-            requested = await service.request_export(
-                pool, user, request, timezone="UTC", retention_hours=72, client_ip=None
-            )
+            requested = await service.request_export(services, user, request, client_ip=None)
             await _wait_status(
                 pool, requested.export_id, {"running", "completed", "failed"}, worker
             )
@@ -146,7 +147,7 @@ async def worker_export(
     }
 
 
-async def _saved_view_first(url: str, user: service.Requester, rows: int) -> str:
+async def _saved_view_first(url: str, user: Actor, rows: int) -> str:
     definition = parse_definition(
         {
             "name": f"First {rows}",
@@ -166,8 +167,7 @@ async def _saved_view_first(url: str, user: service.Requester, rows: int) -> str
         }
     )
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        actor = Actor(user.id, user.is_admin, int(user.permissions))
-        view_id = await saved.create_saved_view(conn, actor, definition, system_wide=False)
+        view_id = await saved.create_saved_view(conn, user, definition, system_wide=False)
     return str(view_id)
 
 

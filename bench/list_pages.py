@@ -23,8 +23,8 @@ from typing import Any
 
 import psycopg
 
+from ticketexport.domain.actor import Actor
 from ticketexport.views import compiler, cursor, registry
-from ticketexport.views.model import Actor
 from ticketexport.views.service import builtin_view, list_page, parse_list_request
 
 DEEP_ROW = 1000

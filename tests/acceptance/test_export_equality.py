@@ -25,9 +25,10 @@ from tests.support.exports import (
     worker_process,
 )
 from tests.support.web import running
+from ticketexport.domain.actor import Actor
 from ticketexport.views import registry
 from ticketexport.views import saved as saved_views
-from ticketexport.views.model import Actor, parse_definition
+from ticketexport.views.model import parse_definition
 
 pytestmark = pytest.mark.slow
 

@@ -12,16 +12,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from tests.support.components import missing_component, require_module
 from tests.support.databases import scratch_database
 from tests.support.exports import ADMIN, GUARDED_FIRST
+from tests.support.services import actor_for, services_for
 from ticketexport import seed
-from ticketexport.config import Settings
-from ticketexport.domain.permissions import Permission
 from ticketexport.exports import service
-from ticketexport.exports.worker import BOM, Deps, ExportRun
+from ticketexport.exports.formats import BOM
+from ticketexport.exports.worker import ExportRun
 from ticketexport.storage.local import LocalStorage
 from ticketexport.views import registry
 from ticketexport.views import saved as saved_views
@@ -146,33 +145,17 @@ def _add_adversarial(url: str) -> list[int]:
     return ids
 
 
-def _requester(url: str) -> service.Requester:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT u.id, u.email, u.is_admin, COALESCE(bit_or(r.permissions), 0) "
-            "FROM users u LEFT JOIN user_roles ur ON ur.user_id = u.id "
-            "LEFT JOIN roles r ON r.id = ur.role_id WHERE u.email = %s GROUP BY u.id",
-            (ADMIN.email,),
-        ).fetchone()
-    assert row is not None
-    return service.Requester(
-        id=row[0], email=row[1], is_admin=row[2], permissions=Permission(row[3])
-    )
-
-
 async def _export(url: str, home: Path) -> bytes:
     """A saved view over the seeded tickets plus the adversarial ones, run in-process."""
-    settings = Settings.from_env({"DATABASE_URL": url, "TICKETEXPORT_HOME": str(home)})
     storage = LocalStorage(home / "exports")
-    user = _requester(url)
-    async with AsyncConnectionPool(
-        url, min_size=1, max_size=3, open=False, kwargs={"autocommit": True}
-    ) as pool:
-        deps = Deps(settings=settings, database_url=url, pool=pool, storage=storage)
+    user = actor_for(url, ADMIN.email)
+    env = {"TICKETEXPORT_TIMEZONE": "Europe/Berlin"}
+    async with services_for(url, home, env=env, storage=storage) as deps:
+        pool = deps.pool
         async with pool.connection() as conn:
             view_id = await saved_views.create_saved_view(
                 conn,
-                user.actor,
+                user,
                 parse_definition(
                     {
                         "name": "Spreadsheet check =1+2",
@@ -185,9 +168,7 @@ async def _export(url: str, home: Path) -> bytes:
                 system_wide=False,
             )
         request = ListRequest(view=str(view_id), q="", sort=None, filters={}, page=None)
-        requested = await service.request_export(
-            pool, user, request, timezone="Europe/Berlin", retention_hours=72, client_ip=None
-        )
+        requested = await service.request_export(deps, user, request, client_ip=None)
         async with pool.connection() as conn:
             export = await service.load_export(conn, requested.export_id)
         assert export is not None

@@ -18,7 +18,6 @@ from typing import Any
 
 import aiohttp
 import psycopg
-import psycopg_pool
 import pytest
 
 from tests.support.sse import (
@@ -32,7 +31,8 @@ from tests.support.sse import (
     start_clients,
 )
 from ticketexport import events
-from ticketexport.web.exports import HUB
+from ticketexport.bootstrap import Services, open_services
+from ticketexport.config import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -53,9 +53,10 @@ def _insert_tickets(conn: psycopg.Connection[Any], count: int) -> None:
 
 
 @pytest.fixture
-async def pool(db_url: str) -> AsyncIterator[psycopg_pool.AsyncConnectionPool[Any]]:
-    async with psycopg_pool.AsyncConnectionPool(db_url, min_size=1, max_size=4, open=False) as p:
-        yield p
+async def services(db_url: str) -> AsyncIterator[Services]:
+    settings = Settings.from_env({"DATABASE_URL": db_url})
+    async with open_services(settings, db_url, web=True) as opened:
+        yield opened
 
 
 @contextlib.contextmanager
@@ -123,7 +124,7 @@ def _kill_listener(conn: psycopg.Connection[Any]) -> int:
 async def test_streams_reach_the_end_when_the_listener_is_killed(
     db_url: str,
     conn: psycopg.Connection[Any],
-    pool: psycopg_pool.AsyncConnectionPool[Any],
+    services: Services,
     run_dir: Path,
 ) -> None:
     home = run_dir / f"reconnect-{secrets.token_hex(4)}"
@@ -131,8 +132,9 @@ async def test_streams_reach_the_end_when_the_listener_is_killed(
     _insert_tickets(conn, TICKETS)
     add_admin(conn)
     bench = load_bench()
-    async with serving(pool, db_url) as (app, base_url):
-        hub = app[HUB]
+    async with serving(services) as (_app, base_url):
+        hub = services.hub
+        assert hub is not None
         cookie = await bench.login_cookie(base_url, EMAIL, PASSWORD)
         export_id = await _request_export(base_url, cookie)
         proc = await start_clients(f"{base_url}/staff/exports/{export_id}/events", cookie, CLIENTS)

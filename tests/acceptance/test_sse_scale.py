@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
-import psycopg_pool
 import pytest
 
 from tests.support.sse import (
@@ -21,44 +20,45 @@ from tests.support.sse import (
     start_clients,
 )
 from ticketexport import events
-from ticketexport.web.exports import HUB
+from ticketexport.bootstrap import WEB_CONNECTIONS, Services, open_services
+from ticketexport.config import Settings
 
 pytestmark = pytest.mark.slow
 
 CLIENTS = 300
 PROGRESS_EVENTS = 5
-POOL_SIZE = 10
+POOL_SIZE = WEB_CONNECTIONS
 
 
 class Statements:
-    """Every statement the web process's pool runs, whoever runs it."""
+    """Every statement the web process runs, whoever runs it."""
 
     count = 0
 
 
-class CountingCursor(psycopg.AsyncCursor[Any]):
-    """Counts at the one place every pooled query passes: cursor execution."""
-
-    async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        Statements.count += 1
-        return await super().execute(*args, **kwargs)
-
-    async def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        Statements.count += 1
-        return await super().executemany(*args, **kwargs)
-
-
-async def _count_statements(conn: psycopg.AsyncConnection[Any]) -> None:
-    # connection.execute() and connection.cursor() both build cursors from this factory.
-    conn.cursor_factory = CountingCursor
-
-
 @pytest.fixture
-async def counting_pool(db_url: str) -> AsyncIterator[psycopg_pool.AsyncConnectionPool[Any]]:
-    async with psycopg_pool.AsyncConnectionPool(
-        db_url, min_size=2, max_size=POOL_SIZE, configure=_count_statements, open=False
-    ) as pool:
-        yield pool
+async def counting_services(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Services]:
+    """The web process's services, with every asynchronous statement in this process
+    counted at the one place they all pass: cursor execution. The test's own connections
+    are synchronous, so they are not counted."""
+    execute = psycopg.AsyncCursor.execute
+    executemany = psycopg.AsyncCursor.executemany
+
+    async def counting_execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+        Statements.count += 1
+        return await execute(self, *args, **kwargs)
+
+    async def counting_executemany(self: Any, *args: Any, **kwargs: Any) -> Any:
+        Statements.count += 1
+        return await executemany(self, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", counting_execute)
+    monkeypatch.setattr(psycopg.AsyncCursor, "executemany", counting_executemany)
+    settings = Settings.from_env({"DATABASE_URL": db_url})
+    async with open_services(settings, db_url, web=True) as services:
+        yield services
 
 
 def _pool_backends(conn: psycopg.Connection[Any]) -> int:
@@ -76,11 +76,11 @@ def _pool_backends(conn: psycopg.Connection[Any]) -> int:
 async def test_300_streams_share_one_listener_and_wait_without_queries(
     db_url: str,
     conn: psycopg.Connection[Any],
-    counting_pool: psycopg_pool.AsyncConnectionPool[Any],
+    counting_services: Services,
 ) -> None:
     bench = load_bench()
     export_id = bench.insert_export(conn, add_admin(conn))
-    async with serving(counting_pool, db_url) as (app, base_url):
+    async with serving(counting_services) as (_app, base_url):
         cookie = await bench.login_cookie(
             base_url, "watcher.admin@example.com", "correct horse battery"
         )
@@ -92,7 +92,8 @@ async def test_300_streams_share_one_listener_and_wait_without_queries(
             # The hook sees the web process's queries: opening a stream does run some
             # (sign-in, may-see), at least one per stream.
             assert Statements.count - connect_from >= CLIENTS
-            hub = app[HUB]
+            hub = counting_services.hub
+            assert hub is not None
             assert hub.subscriber_count() == CLIENTS
             assert listeners(conn) == 1
             # 300 open streams, yet the web process holds no more than its pool.
@@ -104,16 +105,16 @@ async def test_300_streams_share_one_listener_and_wait_without_queries(
             assert Statements.count == idle_from, "statements ran while every stream waited"
 
             # Each notification costs one state query for all 300 watchers, not one each.
-            async with await psycopg.AsyncConnection.connect(db_url) as writer:
+            with psycopg.connect(db_url) as writer:
                 for k in range(1, PROGRESS_EVENTS + 1):
-                    await writer.execute(
+                    writer.execute(
                         "UPDATE export_jobs SET status = 'running', stage = 'exporting', "
                         "rows_total = 1000, rows_done = %s, "
                         "started_at = COALESCE(started_at, now()) WHERE id = %s",
                         (k * 100, export_id),
                     )
-                    await events.publish(writer, export_id)
-                    await writer.commit()
+                    writer.execute("SELECT pg_notify(%s, %s)", (events.CHANNEL, export_id))
+                    writer.commit()
                     await asyncio.sleep(0.3)
             progress_cost = Statements.count - idle_from
             assert 1 <= progress_cost <= PROGRESS_EVENTS

@@ -8,16 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import psycopg_pool
 import pytest
 import pytest_asyncio
 from aiohttp import web as aioweb
 
 from tests.support.components import missing_component, require_module
+from tests.support.services import services_for
 from ticketexport import accounts
-from ticketexport.config import Settings
 from ticketexport.web.app import init_app
-from ticketexport.web.state import SERVER_ERRORS
+from ticketexport.web.keys import SERVER_ERRORS
 
 pytestmark = pytest.mark.browser
 
@@ -59,9 +58,8 @@ async def site(db_url: str) -> AsyncIterator[Site]:
         missing_component(f"{CHROMIUM} is not installed (apt-get install chromium)")
     with psycopg.connect(db_url, autocommit=True) as conn:
         seed(conn)
-    settings = dataclasses.replace(Settings.from_env({"DATABASE_URL": db_url}), port=0)
-    async with psycopg_pool.AsyncConnectionPool(db_url, min_size=1, max_size=4) as pool:
-        app = init_app(settings, pool)
+    async with services_for(db_url, web=True) as services:
+        app = init_app(services)
         runner = aioweb.AppRunner(app, access_log=None)
         await runner.setup()
         tcp = aioweb.TCPSite(runner, "127.0.0.1", 0)

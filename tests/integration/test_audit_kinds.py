@@ -13,13 +13,14 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
+from tests.support.services import services_for
 from tests.support.web import PASSWORD, Web, insert_tickets, make_user, running
-from ticketexport.config import Settings
+from ticketexport.bootstrap import Services
+from ticketexport.domain.exports import MAX_ATTEMPTS
 from ticketexport.exports import maintenance
-from ticketexport.exports.worker import BOM, MAX_ATTEMPTS, Deps, ExportRun
-from ticketexport.storage.local import LocalStorage
+from ticketexport.exports.formats import BOM
+from ticketexport.exports.worker import ExportRun
 
 EXPORT = 512
 ADMIN = "audit.admin@example.com"
@@ -61,24 +62,15 @@ async def web(db_url: str, people: dict[str, int], storage_root: Path) -> AsyncI
 
 
 @pytest.fixture
-async def deps(db_url: str, storage_root: Path, tmp_path: Path) -> AsyncIterator[Deps]:
+async def deps(db_url: str, storage_root: Path, tmp_path: Path) -> AsyncIterator[Services]:
     """What a worker process builds, in-process, sharing the app's storage."""
-    settings = Settings.from_env(
-        {
-            "DATABASE_URL": db_url,
-            "TICKETEXPORT_HOME": str(tmp_path),
-            "TICKETEXPORT_STORAGE_URL": storage_root.as_uri(),
-            "TICKETEXPORT_HEARTBEAT_SECONDS": "0.2",
-            "TICKETEXPORT_STALL_SECONDS": "3",
-        }
-    )
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        db_url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
-    )
-    async with pool:
-        yield Deps(
-            settings=settings, database_url=db_url, pool=pool, storage=LocalStorage(storage_root)
-        )
+    env = {
+        "TICKETEXPORT_STORAGE_URL": storage_root.as_uri(),
+        "TICKETEXPORT_HEARTBEAT_SECONDS": "0.2",
+        "TICKETEXPORT_STALL_SECONDS": "3",
+    }
+    async with services_for(db_url, tmp_path, env=env) as services:
+        yield services
 
 
 def audits(conn: Conn, action: str, export_id: str | None = None) -> list[dict[str, Any]]:
@@ -147,7 +139,7 @@ async def post(web: Web, path: str, address: str = CLIENT) -> Any:
     )
 
 
-async def run_export(deps: Deps, conn: Conn, export_id: str) -> dict[str, Any]:
+async def run_export(deps: Services, conn: Conn, export_id: str) -> dict[str, Any]:
     await ExportRun(deps, export_id, export_row(conn, export_id)["procrastinate_job_id"]).run()
     return export_row(conn, export_id)
 
@@ -156,7 +148,7 @@ async def run_export(deps: Deps, conn: Conn, export_id: str) -> dict[str, Any]:
 
 
 async def test_request_completion_download_and_session_are_audited(
-    web: Web, deps: Deps, conn: Conn, people: dict[str, int]
+    web: Web, deps: Services, conn: Conn, people: dict[str, int]
 ) -> None:
     admin_id = people[ADMIN]
     await login(web, ADMIN)
@@ -181,6 +173,7 @@ async def test_request_completion_download_and_session_are_audited(
         "q": "Audited",
         "sort": "oldest",
         "filters": {"type": "open"},
+        "format": "csv",
         "procrastinate_job_id": job_id,
     }
 
@@ -289,7 +282,7 @@ async def test_failed_logins_are_audited_with_a_reason(
 
 
 async def test_denials_are_audited_and_create_nothing(
-    web: Web, deps: Deps, conn: Conn, people: dict[str, int]
+    web: Web, deps: Services, conn: Conn, people: dict[str, int]
 ) -> None:
     await login(web, STAFF)
     response = await web.client.post(
@@ -369,7 +362,7 @@ async def test_denials_are_audited_and_create_nothing(
 
 
 async def test_cancel_and_retry_are_audited(
-    web: Web, deps: Deps, conn: Conn, people: dict[str, int]
+    web: Web, deps: Services, conn: Conn, people: dict[str, int]
 ) -> None:
     await login(web, STAFF_EXPORT)
     export_id = await request_export(web, sort="status")
@@ -403,6 +396,7 @@ async def test_cancel_and_retry_are_audited(
         "q": "",
         "sort": "status",
         "filters": {},
+        "format": "csv",
         "procrastinate_job_id": new_job,
         "retry_of": export_id,
     }
@@ -425,7 +419,7 @@ async def test_cancel_and_retry_are_audited(
 
 
 async def test_worker_failure_is_audited_with_its_code(
-    web: Web, deps: Deps, conn: Conn, people: dict[str, int]
+    web: Web, deps: Services, conn: Conn, people: dict[str, int]
 ) -> None:
     await login(web, STAFF_EXPORT)
     export_id = await request_export(web)
@@ -457,7 +451,7 @@ def _abandon(conn: Conn, export_id: str, rows_done: int) -> None:
 
 
 async def test_maintenance_requeue_and_last_attempt_failure_are_audited(
-    web: Web, deps: Deps, conn: Conn, people: dict[str, int]
+    web: Web, deps: Services, conn: Conn, people: dict[str, int]
 ) -> None:
     await login(web, ADMIN)
     export_id = await request_export(web)
@@ -507,7 +501,7 @@ async def test_maintenance_requeue_and_last_attempt_failure_are_audited(
 
 
 async def test_expiry_is_audited(
-    web: Web, deps: Deps, conn: Conn, people: dict[str, int], storage_root: Path
+    web: Web, deps: Services, conn: Conn, people: dict[str, int], storage_root: Path
 ) -> None:
     await login(web, ADMIN)
     done_id = await request_export(web)
@@ -545,7 +539,7 @@ async def test_expiry_is_audited(
 
 
 async def test_a_queued_export_whose_job_vanished_fails_audited(
-    web: Web, deps: Deps, conn: Conn, people: dict[str, int]
+    web: Web, deps: Services, conn: Conn, people: dict[str, int]
 ) -> None:
     await login(web, ADMIN)
     export_id = await request_export(web)

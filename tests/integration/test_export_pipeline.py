@@ -12,14 +12,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from tests.support.databases import Seeding
+from tests.support.services import actor_for, services_for
 from ticketexport import seed
-from ticketexport.config import Settings
-from ticketexport.domain.permissions import Permission
+from ticketexport.bootstrap import Services
+from ticketexport.domain.actor import Actor
 from ticketexport.exports import maintenance, service
-from ticketexport.exports.worker import BOM, Deps, ExportRun, Transient
+from ticketexport.exports.formats import BOM
+from ticketexport.exports.worker import ExportRun, Transient
 from ticketexport.storage.local import LocalStorage
 from ticketexport.views import service as view_service
 from ticketexport.views.model import ListRequest
@@ -34,48 +35,24 @@ def seeding() -> Seeding:
 
 
 @pytest.fixture
-async def deps(seeded_url: str, tmp_path: Path) -> AsyncIterator[Deps]:
-    settings = Settings.from_env(
-        {
-            "DATABASE_URL": seeded_url,
-            "TICKETEXPORT_HOME": str(tmp_path),
-            "TICKETEXPORT_HEARTBEAT_SECONDS": "0.2",
-            "TICKETEXPORT_STALL_SECONDS": "3",
-        }
-    )
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        seeded_url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
-    )
-    async with pool:
-        yield Deps(
-            settings=settings,
-            database_url=seeded_url,
-            pool=pool,
-            storage=LocalStorage(tmp_path / "exports"),
-        )
+async def deps(seeded_url: str, tmp_path: Path) -> AsyncIterator[Services]:
+    env = {"TICKETEXPORT_HEARTBEAT_SECONDS": "0.2", "TICKETEXPORT_STALL_SECONDS": "3"}
+    async with services_for(
+        seeded_url, tmp_path, env=env, storage=LocalStorage(tmp_path / "exports")
+    ) as services:
+        yield services
 
 
-def _user(url: str, email: str) -> service.Requester:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT u.id, u.email, u.is_admin, COALESCE(bit_or(r.permissions), 0) "
-            "FROM users u LEFT JOIN user_roles ur ON ur.user_id = u.id "
-            "LEFT JOIN roles r ON r.id = ur.role_id WHERE u.email = %s GROUP BY u.id",
-            (email,),
-        ).fetchone()
-    assert row is not None
-    return service.Requester(
-        id=row[0], email=row[1], is_admin=row[2], permissions=Permission(row[3])
-    )
+def _user(url: str, email: str) -> Actor:
+    return actor_for(url, email)
 
 
-def _admin(url: str) -> service.Requester:
-    login = next(d for d in seed.DEMO_LOGINS if d.is_admin and d.can_export)
-    return _user(url, login.email)
+def _admin(url: str) -> Actor:
+    return actor_for(url)
 
 
 async def _list_all(
-    deps: Deps, request: ListRequest, user: service.Requester, now: dt.datetime
+    deps: Services, request: ListRequest, user: Actor, now: dt.datetime
 ) -> tuple[list[str], list[list[str]]]:
     rows: list[list[str]] = []
     page: str | None = None
@@ -88,19 +65,19 @@ async def _list_all(
                 filters=request.filters,
                 page=page,
             )
-            result = await view_service.list_page(conn, current, user.actor, now=now, tz="UTC")
+            result = await view_service.list_page(conn, current, user, now=now, tz="UTC")
             rows.extend(result.rows)
             if result.next_cursor is None:
                 return [c.label for c in result.columns], rows
             page = result.next_cursor
 
 
-async def _read(deps: Deps, key: str) -> bytes:
+async def _read(deps: Services, key: str) -> bytes:
     assert isinstance(deps.storage, LocalStorage)
     return b"".join([chunk async for chunk in deps.storage.read(key)])
 
 
-async def _export_row(deps: Deps, export_id: str) -> dict[str, Any]:
+async def _export_row(deps: Services, export_id: str) -> dict[str, Any]:
     async with deps.pool.connection() as conn:
         row = await service.load_export(conn, export_id)
     assert row is not None
@@ -117,13 +94,11 @@ async def _export_row(deps: Deps, export_id: str) -> dict[str, Any]:
     ],
 )
 async def test_export_equals_the_list(
-    deps: Deps, seeded_url: str, view: str, sort: str | None, filters: dict[str, str], q: str
+    deps: Services, seeded_url: str, view: str, sort: str | None, filters: dict[str, str], q: str
 ) -> None:
     user = _admin(seeded_url)
     request = ListRequest(view=view, q=q, sort=sort, filters=filters, page=None)
-    requested = await service.request_export(
-        deps.pool, user, request, timezone="UTC", retention_hours=72, client_ip="127.0.0.1"
-    )
+    requested = await service.request_export(deps, user, request, client_ip="127.0.0.1")
     assert not requested.deduplicated
     export = await _export_row(deps, requested.export_id)
     assert export["status"] == "queued"
@@ -149,31 +124,23 @@ async def test_export_equals_the_list(
     assert export["file_name"].startswith("tickets-")
 
 
-async def test_double_submit_returns_the_first(deps: Deps, seeded_url: str) -> None:
+async def test_double_submit_returns_the_first(deps: Services, seeded_url: str) -> None:
     user = _admin(seeded_url)
     request = ListRequest(view="open", q="x", sort=None, filters={}, page=None)
-    first = await service.request_export(
-        deps.pool, user, request, timezone="UTC", retention_hours=72, client_ip=None
-    )
-    second = await service.request_export(
-        deps.pool, user, request, timezone="UTC", retention_hours=72, client_ip=None
-    )
+    first = await service.request_export(deps, user, request, client_ip=None)
+    second = await service.request_export(deps, user, request, client_ip=None)
     assert second.deduplicated
     assert second.export_id == first.export_id
     other = ListRequest(view="open", q="y", sort=None, filters={}, page=None)
-    third = await service.request_export(
-        deps.pool, user, other, timezone="UTC", retention_hours=72, client_ip=None
-    )
+    third = await service.request_export(deps, user, other, client_ip=None)
     assert third.export_id != first.export_id
 
 
-async def test_permission_revoked_before_the_job_runs(deps: Deps, seeded_url: str) -> None:
+async def test_permission_revoked_before_the_job_runs(deps: Services, seeded_url: str) -> None:
     login = next(d for d in seed.DEMO_LOGINS if not d.is_admin and d.can_export)
     user = _user(seeded_url, login.email)
     request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
-    requested = await service.request_export(
-        deps.pool, user, request, timezone="UTC", retention_hours=72, client_ip=None
-    )
+    requested = await service.request_export(deps, user, request, client_ip=None)
     with psycopg.connect(seeded_url, autocommit=True) as conn:
         conn.execute("DELETE FROM user_roles WHERE user_id = %s", (user.id,))
     export = await _export_row(deps, requested.export_id)
@@ -187,15 +154,13 @@ async def test_permission_revoked_before_the_job_runs(deps: Deps, seeded_url: st
 
 
 async def test_request_without_permission_is_denied_and_creates_nothing(
-    deps: Deps, seeded_url: str
+    deps: Services, seeded_url: str
 ) -> None:
     login = next(d for d in seed.DEMO_LOGINS if d.is_admin and not d.can_export)
     user = _user(seeded_url, login.email)
     request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
     with pytest.raises(service.ExportDenied):
-        await service.request_export(
-            deps.pool, user, request, timezone="UTC", retention_hours=72, client_ip="10.0.0.1"
-        )
+        await service.request_export(deps, user, request, client_ip="10.0.0.1")
     with psycopg.connect(seeded_url) as conn:
         assert conn.execute("SELECT count(*) FROM export_jobs").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM procrastinate_jobs").fetchone() == (0,)
@@ -206,17 +171,15 @@ async def test_request_without_permission_is_denied_and_creates_nothing(
     assert denial == (user.id, "10.0.0.1/32", {"action": "request", "reason": "missing_permission"})
 
 
-async def test_cancel_then_retry(deps: Deps, seeded_url: str) -> None:
+async def test_cancel_then_retry(deps: Services, seeded_url: str) -> None:
     user = _admin(seeded_url)
     request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
-    requested = await service.request_export(
-        deps.pool, user, request, timezone="UTC", retention_hours=72, client_ip=None
-    )
-    await service.cancel_export(deps.pool, user, requested.export_id, client_ip=None)
+    requested = await service.request_export(deps, user, request, client_ip=None)
+    await service.cancel_export(deps, user, requested.export_id, client_ip=None)
     export = await _export_row(deps, requested.export_id)
     assert export["status"] == "cancelled"
     with pytest.raises(service.ExportConflict):
-        await service.cancel_export(deps.pool, user, requested.export_id, client_ip=None)
+        await service.cancel_export(deps, user, requested.export_id, client_ip=None)
     with psycopg.connect(seeded_url) as conn:
         job = conn.execute(
             "SELECT status FROM procrastinate_jobs WHERE id = %s",
@@ -227,9 +190,7 @@ async def test_cancel_then_retry(deps: Deps, seeded_url: str) -> None:
     await ExportRun(deps, requested.export_id, export["procrastinate_job_id"]).run()
     assert (await _export_row(deps, requested.export_id))["status"] == "cancelled"
 
-    retried = await service.retry_export(
-        deps.pool, user, requested.export_id, retention_hours=72, client_ip=None
-    )
+    retried = await service.retry_export(deps, user, requested.export_id, client_ip=None)
     new = await _export_row(deps, retried.export_id)
     assert new["retry_of_id"] is not None
     assert str(new["retry_of_id"]) == requested.export_id
@@ -239,31 +200,27 @@ async def test_cancel_then_retry(deps: Deps, seeded_url: str) -> None:
     assert (await _export_row(deps, retried.export_id))["status"] == "completed"
 
 
-async def test_other_staff_cannot_see_an_export(deps: Deps, seeded_url: str) -> None:
+async def test_other_staff_cannot_see_an_export(deps: Services, seeded_url: str) -> None:
     owner = _admin(seeded_url)
     login = next(d for d in seed.DEMO_LOGINS if not d.is_admin and not d.can_export)
     stranger = _user(seeded_url, login.email)
     request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
-    requested = await service.request_export(
-        deps.pool, owner, request, timezone="UTC", retention_hours=72, client_ip=None
-    )
+    requested = await service.request_export(deps, owner, request, client_ip=None)
     async with deps.pool.connection() as conn:
         with pytest.raises(service.ExportNotFound):
             await service.visible_export(conn, stranger, requested.export_id)
         with pytest.raises(service.ExportNotFound):
             await service.visible_export(conn, stranger, "not-a-uuid")
     with pytest.raises(service.ExportNotFound):
-        await service.cancel_export(deps.pool, stranger, requested.export_id, client_ip=None)
+        await service.cancel_export(deps, stranger, requested.export_id, client_ip=None)
 
 
 async def test_maintenance_requeues_a_lost_attempt_and_sweeps_its_upload(
-    deps: Deps, seeded_url: str
+    deps: Services, seeded_url: str
 ) -> None:
     user = _admin(seeded_url)
     request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
-    requested = await service.request_export(
-        deps.pool, user, request, timezone="UTC", retention_hours=72, client_ip=None
-    )
+    requested = await service.request_export(deps, user, request, client_ip=None)
     export_id = requested.export_id
     # A worker claimed it, wrote half a file and died without a trace.
     with psycopg.connect(seeded_url, autocommit=True) as conn:
@@ -289,18 +246,14 @@ async def test_maintenance_requeues_a_lost_attempt_and_sweeps_its_upload(
     assert "/2/" in export["object_key"]
 
 
-async def test_dba_views_show_exports_with_their_jobs(deps: Deps, seeded_url: str) -> None:
+async def test_dba_views_show_exports_with_their_jobs(deps: Services, seeded_url: str) -> None:
     user = _admin(seeded_url)
     request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
-    done = await service.request_export(
-        deps.pool, user, request, timezone="UTC", retention_hours=72, client_ip=None
-    )
+    done = await service.request_export(deps, user, request, client_ip=None)
     waiting = await service.request_export(
-        deps.pool,
+        deps,
         user,
         ListRequest(view="open", q="", sort=None, filters={}, page=None),
-        timezone="UTC",
-        retention_hours=72,
         client_ip=None,
     )
     export = await _export_row(deps, done.export_id)
@@ -316,14 +269,12 @@ async def test_dba_views_show_exports_with_their_jobs(deps: Deps, seeded_url: st
     assert active == [(waiting.export_id,)]
 
 
-async def test_sweep_never_deletes_a_completed_file(deps: Deps, seeded_url: str) -> None:
+async def test_sweep_never_deletes_a_completed_file(deps: Services, seeded_url: str) -> None:
     """The sweep lists unfinished uploads, then asks which attempts run: an attempt that
     completes in between must keep its file."""
     user = _admin(seeded_url)
     request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
-    requested = await service.request_export(
-        deps.pool, user, request, timezone="UTC", retention_hours=72, client_ip=None
-    )
+    requested = await service.request_export(deps, user, request, client_ip=None)
     export = await _export_row(deps, requested.export_id)
     await ExportRun(deps, requested.export_id, export["procrastinate_job_id"]).run()
     export = await _export_row(deps, requested.export_id)
@@ -352,7 +303,7 @@ class _FailingStorage(LocalStorage):
 
 
 async def test_storage_failure_stops_the_copy_and_leaves_nothing(
-    deps: Deps, seeded_url: str, tmp_path: Path
+    deps: Services, seeded_url: str, tmp_path: Path
 ) -> None:
     failing = dataclasses.replace(deps, storage=_FailingStorage(tmp_path / "full"))
     user = _admin(seeded_url)
@@ -360,9 +311,7 @@ async def test_storage_failure_stops_the_copy_and_leaves_nothing(
     with psycopg.connect(seeded_url, autocommit=True) as conn:
         conn.execute("UPDATE tickets SET description = repeat('x', 10000)")
     request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
-    requested = await service.request_export(
-        failing.pool, user, request, timezone="UTC", retention_hours=72, client_ip=None
-    )
+    requested = await service.request_export(failing, user, request, client_ip=None)
     export = await _export_row(failing, requested.export_id)
     definition = export["request"]["view"]["definition"]
     assert "description" not in definition["columns"]

@@ -11,8 +11,8 @@ import pytest
 
 from tests.support import view_data
 from tests.support.databases import scratch_database
+from ticketexport.domain.actor import Actor
 from ticketexport.views import compiler, cursor, registry
-from ticketexport.views.model import Actor
 from ticketexport.views.service import builtin_view, parse_list_request
 
 PAGE = 7  # small pages, so every view here spans several cursors

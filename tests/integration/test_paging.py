@@ -10,8 +10,9 @@ import psycopg
 import pytest
 
 from tests.support.databases import scratch_database
+from ticketexport.domain.actor import Actor
 from ticketexport.views import compiler, cursor, registry, service
-from ticketexport.views.model import Actor, ViewInputError
+from ticketexport.views.model import ViewInputError
 from ticketexport.views.service import builtin_view, list_page, parse_list_request
 
 NOW = datetime.datetime(2026, 3, 9, 14, 5, tzinfo=datetime.UTC)

@@ -10,9 +10,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from ticketexport.domain.actor import Actor
 from ticketexport.domain.permissions import Permission
+from ticketexport.exports import formats
 from ticketexport.views import compiler, saved
-from ticketexport.views.model import Actor, ViewInputError, ViewNotFound, parse_definition
+from ticketexport.views.model import ViewInputError, ViewNotFound, parse_definition
 from ticketexport.views.service import (
     builtin_view,
     filter_options,
@@ -146,7 +148,9 @@ async def test_formatted_values(aconn: psycopg.AsyncConnection[Any]) -> None:
     assert india.rows[0][7] == "2026-01-15T10:00:00+05:30"
     # The export shares the formatters and adds the CSV formula guard.
     view = await resolve_view(aconn, str(view_id), ME)
-    export = compiler.export_query(view, parse_list_request({}), ME, NOW, TZ)
+    export = formats.CSV.select(
+        compiler.compile_export(view, parse_list_request({}), ME, NOW, TZ).rows
+    )
     rows = await (await aconn.execute(export)).fetchall()
     assert [v or "" for v in rows[0]] == ["'=cmd" if v == "=cmd" else v for v in page.rows[0]]
 
@@ -168,7 +172,9 @@ async def test_export_equals_all_pages(aconn: psycopg.AsyncConnection[Any]) -> N
         page = await page_of(aconn, {**params, "page": page.next_cursor})
         rows.extend(page.rows)
     assert len(rows) == 130
-    export = compiler.export_query(builtin_view("open"), parse_list_request(params), ME, NOW, TZ)
+    export = formats.CSV.select(
+        compiler.compile_export(builtin_view("open"), parse_list_request(params), ME, NOW, TZ).rows
+    )
     cur = aconn.cursor()
     copied = bytearray()
     async with cur.copy(

@@ -17,11 +17,13 @@ import psycopg
 import pytest
 from aiohttp import web as aioweb
 
-from tests.support.web import PASSWORD, Web, csrf_in, make_user, running, settings_for
+from tests.support.services import services_for
+from tests.support.web import PASSWORD, Web, csrf_in, make_user, running
 from ticketexport import logs
+from ticketexport.bootstrap import Services
 from ticketexport.domain.permissions import ALL_PERMISSIONS
 from ticketexport.web.app import run_web
-from ticketexport.web.state import SERVER_ERRORS
+from ticketexport.web.keys import SERVER_ERRORS
 
 
 def session_cookie(response: Any) -> str:
@@ -414,8 +416,13 @@ async def test_run_web_serves_until_stopped(db_url: str) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     stop = asyncio.Event()
-    settings = settings_for(db_url, host="127.0.0.1", port=port)
-    server = asyncio.create_task(run_web(settings, db_url, stop=stop))
+    env = {"TICKETEXPORT_HOST": "127.0.0.1", "TICKETEXPORT_PORT": str(port)}
+    async with services_for(db_url, env=env, web=True) as services:
+        await _serve_until_stopped(services, port, stop)
+
+
+async def _serve_until_stopped(services: Services, port: int, stop: asyncio.Event) -> None:
+    server = asyncio.create_task(run_web(services, stop=stop))
     try:
         async with aiohttp.ClientSession() as session:
             for _ in range(100):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,13 +12,12 @@ from typing import Any
 import psycopg
 import pytest
 import pytest_asyncio
-from psycopg_pool import AsyncConnectionPool
 
 from tests.support.databases import create_database, drop_database
+from tests.support.services import services_for
 from tests.support.web import Web, csrf_in, insert_tickets, make_user, running
-from ticketexport.config import Settings
-from ticketexport.exports.worker import BOM, Deps, ExportRun
-from ticketexport.storage import from_url
+from ticketexport.exports.formats import BOM
+from ticketexport.exports.worker import ExportRun
 
 EXPORT = 512
 ADMIN_EXPORT = "admin.export@example.com"
@@ -63,29 +61,14 @@ async def _request_export(web: Web, **fields: str) -> str:
 
 
 async def _run_worker(db_url: str, export_id: str) -> None:
-    settings = Settings.from_env(
-        {
-            "DATABASE_URL": db_url,
-            "TICKETEXPORT_HOME": os.environ["TICKETEXPORT_HOME"],
-            "TICKETEXPORT_HEARTBEAT_SECONDS": "0.2",
-        }
-    )
-    async with AsyncConnectionPool(
-        db_url, min_size=1, max_size=3, open=False, kwargs={"autocommit": True}
-    ) as pool:
-        deps = Deps(
-            settings=settings,
-            database_url=db_url,
-            pool=pool,
-            storage=from_url(settings.storage_url),
-        )
-        async with pool.connection() as conn:
+    async with services_for(db_url, env={"TICKETEXPORT_HEARTBEAT_SECONDS": "0.2"}) as services:
+        async with services.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT procrastinate_job_id FROM export_jobs WHERE id = %s", (export_id,)
             )
             row = await cur.fetchone()
         assert row is not None
-        await ExportRun(deps, export_id, row[0]).run()
+        await ExportRun(services, export_id, row[0]).run()
 
 
 def _events(text: str) -> list[dict[str, Any]]:

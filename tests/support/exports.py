@@ -25,9 +25,10 @@ import psycopg_pool
 
 from tests.support.databases import scratch_database
 from ticketexport import seed
+from ticketexport.domain.actor import Actor
 from ticketexport.domain.permissions import Permission
 from ticketexport.views import service as view_service
-from ticketexport.views.model import Actor, ListRequest
+from ticketexport.views.model import ListRequest
 
 BOM = b"\xef\xbb\xbf"
 GUARDED_FIRST = ("=", "+", "-", "@", "\t", "\r")
@@ -108,7 +109,7 @@ def admin_actor(db_url: str) -> Actor:
         ).fetchone()
     assert row is not None
     assert Permission(row[2]) & Permission.IMPORT_EXPORT_TICKETS
-    return Actor(user_id=row[0], is_admin=row[1], permissions=int(row[2]))
+    return Actor(id=row[0], is_admin=row[1], permissions=int(row[2]))
 
 
 @dataclasses.dataclass

@@ -13,11 +13,10 @@ from types import ModuleType
 from typing import Any
 
 import psycopg
-import psycopg_pool
 from aiohttp import web
 
 from ticketexport import accounts, events
-from ticketexport.config import Settings
+from ticketexport.bootstrap import Services
 from ticketexport.domain.permissions import Permission
 from ticketexport.web.app import init_app
 
@@ -47,11 +46,9 @@ def add_admin(conn: psycopg.Connection[Any]) -> int:
 
 
 @contextlib.asynccontextmanager
-async def serving(
-    pool: psycopg_pool.AsyncConnectionPool[Any], db_url: str
-) -> AsyncIterator[tuple[web.Application, str]]:
+async def serving(services: Services) -> AsyncIterator[tuple[web.Application, str]]:
     """The real application on a TCP port in this process; yields (app, base URL)."""
-    app = init_app(Settings.from_env({"DATABASE_URL": db_url}), pool)
+    app = init_app(services)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

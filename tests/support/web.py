@@ -12,16 +12,16 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psycopg
-import psycopg_pool
 import pytest
 from aiohttp import web as aioweb
 from aiohttp.test_utils import TestClient, TestServer
 
 from ticketexport import accounts
+from ticketexport.bootstrap import Services, open_services
 from ticketexport.config import Settings
 from ticketexport.domain.permissions import Permission
 from ticketexport.web.app import init_app
-from ticketexport.web.state import SERVER_ERRORS
+from ticketexport.web.keys import SERVER_ERRORS
 
 PASSWORD = "correct horse battery"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -83,9 +83,10 @@ class _Collect(logging.Handler):
 class Web:
     """A test client bound to one running app, with login and form helpers."""
 
-    def __init__(self, client: TestClient[Any, Any], pool: psycopg_pool.AsyncConnectionPool[Any]):
+    def __init__(self, client: TestClient[Any, Any], services: Services):
         self.client = client
-        self.pool = pool
+        self.services = services
+        self.pool = services.pool
 
     @property
     def app(self) -> Any:
@@ -121,12 +122,13 @@ async def running(
     logger = logging.getLogger("ticketexport.web")
     logger.addHandler(captured)
     try:
-        async with psycopg_pool.AsyncConnectionPool(db_url, min_size=1, max_size=4) as pool:
-            app = init_app(settings_for(db_url, **overrides), pool)
+        settings = settings_for(db_url, **overrides)
+        async with open_services(settings, db_url, web=True) as services:
+            app = init_app(services)
             if setup is not None:
                 setup(app)
             async with TestClient(TestServer(app)) as client:
-                yield Web(client, pool)
+                yield Web(client, services)
                 errors = list(app[SERVER_ERRORS])
     finally:
         logger.removeHandler(captured)

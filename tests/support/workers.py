@@ -17,11 +17,10 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
 from tests.support.databases import Seeding
-from ticketexport import seed
-from ticketexport.domain.permissions import Permission
+from tests.support.services import actor_for, services_for
+from ticketexport.domain.actor import Actor
 from ticketexport.exports import service
 from ticketexport.views.model import ListRequest
 
@@ -139,37 +138,10 @@ def run_async(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def requester(url: str, email: str | None = None) -> service.Requester:
-    """A Requester as the web layer would load it; default: the seeded export admin."""
-    if email is None:
-        email = next(d for d in seed.DEMO_LOGINS if d.is_admin and d.can_export).email
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT u.id, u.email, u.is_admin, COALESCE(bit_or(r.permissions), 0) "
-            "FROM users u LEFT JOIN user_roles ur ON ur.user_id = u.id "
-            "LEFT JOIN roles r ON r.id = ur.role_id WHERE u.email = %s GROUP BY u.id",
-            (email,),
-        ).fetchone()
-    assert row is not None, email
-    return service.Requester(
-        id=row[0], email=row[1], is_admin=row[2], permissions=Permission(row[3])
-    )
-
-
-async def _request(
-    url: str, user: service.Requester, request: ListRequest, retention_hours: float
-) -> str:
-    async with AsyncConnectionPool(
-        url, min_size=1, max_size=2, open=False, kwargs={"autocommit": True}
-    ) as pool:
-        requested = await service.request_export(
-            pool,
-            user,
-            request,
-            timezone="UTC",
-            retention_hours=retention_hours,
-            client_ip="127.0.0.1",
-        )
+async def _request(url: str, user: Actor, request: ListRequest, retention_hours: float) -> str:
+    env = {"TICKETEXPORT_RETENTION_HOURS": str(retention_hours)}
+    async with services_for(url, env=env) as services:
+        requested = await service.request_export(services, user, request, client_ip="127.0.0.1")
     assert not requested.deduplicated
     return requested.export_id
 
@@ -179,18 +151,16 @@ def request_export(
 ) -> str:
     """The Export click for the seeded export admin; returns the export id."""
     request = ListRequest(view=view, q="", sort=sort, filters={}, page=None)
-    return str(run_async(_request(url, requester(url), request, retention_hours)))
+    return str(run_async(_request(url, actor_for(url), request, retention_hours)))
 
 
-async def _cancel(url: str, user: service.Requester, export_id: str) -> None:
-    async with AsyncConnectionPool(
-        url, min_size=1, max_size=2, open=False, kwargs={"autocommit": True}
-    ) as pool:
-        await service.cancel_export(pool, user, export_id, client_ip="127.0.0.1")
+async def _cancel(url: str, user: Actor, export_id: str) -> None:
+    async with services_for(url) as services:
+        await service.cancel_export(services, user, export_id, client_ip="127.0.0.1")
 
 
 def cancel_export(url: str, export_id: str) -> None:
-    run_async(_cancel(url, requester(url), export_id))
+    run_async(_cancel(url, actor_for(url), export_id))
 
 
 def export_row(url: str, export_id: str) -> dict[str, Any]:

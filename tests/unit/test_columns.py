@@ -10,8 +10,10 @@ import typing
 import pytest
 from psycopg import sql
 
+from ticketexport.domain.actor import Actor
+from ticketexport.exports import formats
 from ticketexport.views import columns, compiler, registry
-from ticketexport.views.model import Actor, ResolvedView, parse_definition
+from ticketexport.views.model import ResolvedView, parse_definition
 from ticketexport.views.service import builtin_view, parse_list_request
 
 TABLES = (
@@ -147,7 +149,7 @@ def test_every_lookup_reads_its_table_through_the_scope(alias: str) -> None:
 # Every table the compiled SQL reads --------------------------------------------------------
 
 NOW = datetime.datetime(2026, 3, 9, 14, 5, 17, tzinfo=datetime.UTC)
-ACTOR = Actor(user_id=7, is_admin=False, permissions=512)
+ACTOR = Actor(id=7, is_admin=False, permissions=512)
 KEY_VALUES = {"int": 5, "ts": NOW, "text": "abc", "bool": True}
 
 
@@ -185,12 +187,13 @@ def _statements(view: ResolvedView, params: dict[str, str]) -> list[sql.Composab
         for a in (None, after)
         for g in (False, True)
     ]
+    exported = compiler.compile_export(view, request, ACTOR, NOW, "UTC")
     return [
         shape.statement,
         *pages,
         compiler.compile_count(view, request, ACTOR, now=NOW, tz="UTC")[0],
-        compiler.export_query(view, request, ACTOR, NOW, "UTC"),
-        compiler.export_count_query(view, request, ACTOR, NOW, "UTC"),
+        formats.CSV.select(exported.rows),
+        exported.count,
     ]
 
 

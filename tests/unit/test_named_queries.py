@@ -10,7 +10,9 @@ from ticketexport import db
 
 PACKAGE = Path(db.__file__).resolve().parent
 # A call that looks a statement up by name: q("x"), db.q("x"), queries()["x"].
-_NAME_USE = re.compile(r"""\bq\(\s*["']([a-z_][a-z0-9_]*)["']\s*\)|queries\(\)\[["']([a-z_][a-z0-9_]*)["']\]""")
+_NAME_USE = re.compile(
+    r"""\bq\(\s*["']([a-z_][a-z0-9_]*)["']\s*\)|queries\(\)\[["']([a-z_][a-z0-9_]*)["']\]"""
+)
 # The start of a statement in a string literal handed to the database.
 _STATEMENT = re.compile(
     r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH|CREATE|ALTER|DROP|SET|LISTEN|NOTIFY|TRUNCATE|COPY)\b",
@@ -65,9 +67,9 @@ def test_no_fixed_statement_is_written_inline() -> None:
             if name not in {"execute", "executemany"}:
                 continue
             first = node.args[0]
-            if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                if _STATEMENT.match(first.value):
-                    found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+            literal = isinstance(first, ast.Constant) and isinstance(first.value, str)
+            if literal and _STATEMENT.match(first.value):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert found == [], f"inline SQL statements: {found}"
 
 
