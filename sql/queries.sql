@@ -325,6 +325,10 @@ VALUES ('ticket_export', %(file_name)s, %(size)s, %(content_type)s, %(backend)s,
         %(sha256)s)
 RETURNING id;
 
+-- name: media_item_recorded
+-- Whether a completed export's media item holds this object (it must never be discarded).
+SELECT 1 FROM media_items WHERE object_key = %(key)s;
+
 -- name: export_complete
 -- running → completed with its file.
 UPDATE export_jobs

@@ -49,9 +49,7 @@ def dataset(server_url: str, template_db: str) -> Iterator[psycopg.Connection[An
 @pytest.fixture(scope="module")
 def reference(dataset: psycopg.Connection[Any]) -> reference_views.Evaluator:
     rows = reference_views.fetch(dataset)
-    return reference_views.Evaluator(
-        rows, now=view_data.NOW, tz=view_data.TZ, actor_id=ACTOR.id
-    )
+    return reference_views.Evaluator(rows, now=view_data.NOW, tz=view_data.TZ, actor_id=ACTOR.id)
 
 
 @pytest.fixture(scope="module")

@@ -107,6 +107,9 @@ class ExportRun:
         self.rows = 0
         self.total: int | None = None
         self.started = time.monotonic()
+        # Set once the stored file is about to be recorded: from then on the row stops being
+        # "running" because of this attempt's own completion, not a cancel or a rescue.
+        self.completing = False
         self.log_extra: dict[str, Any] = {"export_id": export_id, "job_id": job_id}
 
     # --- row updates ----------------------------------------------------------------
@@ -289,6 +292,7 @@ class ExportRun:
             await storage.delete(key)
             raise ExportFailed("row_count_mismatch", f"counted {self.total}, wrote {self.rows}")
         await self._stage(Stage.STORING)
+        self.completing = True
         await self._complete(plan, key, stored.size, stored.sha256)
 
     async def _blocks(
@@ -331,6 +335,10 @@ class ExportRun:
                 log.warning("heartbeat failed", extra=self.log_extra)
                 continue
             if not alive and main is not None:
+                if self.completing:
+                    # Our own completion committed (the row is no longer running because it
+                    # is done); cancelling now would only throw away the finished file.
+                    return
                 log.info("export no longer running here; cancelling", extra=self.log_extra)
                 main.cancel()
                 return
@@ -430,8 +438,22 @@ class ExportRun:
             log.exception("could not record the export failure", extra=self.log_extra)
 
     async def _discard(self, key: str | None) -> None:
+        """Remove this attempt's file, unless its completion may have committed: an
+        interruption that lands after the completion must never take a recorded file."""
         if key is None:
             return
+        if self.completing:
+            try:
+                async with self.services.pool.connection() as conn:
+                    cur = await conn.execute(q("media_item_recorded"), {"key": key})
+                    recorded = await cur.fetchone() is not None
+            except (psycopg.Error, OSError):
+                # Cannot tell: keep the file. Maintenance removes objects that no export
+                # records once the database answers again.
+                log.warning("kept a file whose completion is unknown", extra=self.log_extra)
+                return
+            if recorded:
+                return
         try:
             await self.services.storage.delete(key)
         except (StorageError, OSError):
