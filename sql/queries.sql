@@ -228,12 +228,18 @@ WHERE requester_id = %(user_id)s
 ORDER BY requested_at DESC
 LIMIT 1;
 
+-- name: history_horizon_share
+-- Taken by every export request before it records its snapshot: maintenance's pruning
+-- waits for requests in flight, so it never removes a version one of them can see.
+SELECT pg_advisory_xact_lock_shared(hashtextextended('ticketexport.history-horizon', 0));
+
 -- name: export_insert
--- A new export, as of the click (the transaction's start), expiring after retention.
-INSERT INTO export_jobs (requester_id, requested_at, as_of, request, view_name,
+-- A new export, as of the click: the transaction's start for relative dates, and this
+-- statement's snapshot for which row versions it reads.
+INSERT INTO export_jobs (requester_id, requested_at, as_of, as_of_snapshot, request, view_name,
                          request_fingerprint, expires_at, retry_of_id)
-VALUES (%(requester_id)s, now(), now(), %(request)s, %(view_name)s, %(fingerprint)s,
-        now() + %(retention)s, %(retry_of)s::uuid)
+VALUES (%(requester_id)s, now(), now(), pg_current_snapshot(), %(request)s, %(view_name)s,
+        %(fingerprint)s, now() + %(retention)s, %(retry_of)s::uuid)
 RETURNING id, requested_at;
 
 -- name: export_set_job_id
@@ -283,7 +289,8 @@ SET status = 'running', stage = NULL, rows_done = 0, rows_total = NULL,
     started_at = COALESCE(started_at, now()), heartbeat_at = now(), progress_at = now(),
     procrastinate_job_id = COALESCE(%(job_id)s, procrastinate_job_id)
 WHERE id = %(id)s::uuid AND status = 'queued'
-RETURNING id, attempt, as_of, request, requester_id, expires_at;
+RETURNING id, attempt, as_of, as_of_snapshot::text AS as_of_snapshot, request, requester_id,
+          expires_at;
 
 -- name: export_fail_unclaimed
 -- queued → failed before any attempt ran (e.g. expired while waiting).
@@ -732,6 +739,23 @@ WHERE e.id IN (
       AND (j.id IS NULL OR j.status NOT IN ('todo', 'doing'))
     FOR UPDATE OF x SKIP LOCKED)
 RETURNING e.id;
+
+-- name: history_horizon_lock
+-- Waits for export requests in flight (they hold the shared lock until they commit).
+SELECT pg_advisory_xact_lock(hashtextextended('ticketexport.history-horizon', 0));
+
+-- name: history_horizon
+-- Versions superseded before this transaction id are visible as superseded to every
+-- unfinished export and to any later snapshot: no export can read them again.
+SELECT least(pg_snapshot_xmin(pg_current_snapshot()),
+             (SELECT min(pg_snapshot_xmin(as_of_snapshot)) FROM export_jobs
+              WHERE status IN ('queued', 'running') AND as_of_snapshot IS NOT NULL))::text;
+
+-- name: history_prune
+-- Removes one batch of versions no export can need ({history} is composed).
+DELETE FROM {history}
+WHERE ctid = ANY (ARRAY(SELECT ctid FROM {history}
+                        WHERE superseded_by < %(horizon)s::xid8 LIMIT %(batch)s));
 
 -- name: maintenance_running_attempts
 -- Which of these exports are running, and in which attempt.

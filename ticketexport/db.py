@@ -25,6 +25,21 @@ PROCRASTINATE_VERSION = "procrastinate"
 # Any constant works as long as every migrator uses the same one.
 MIGRATION_LOCK_KEY = 0x7469636B6574  # "ticket"
 
+# Tables whose superseded row versions are kept (sql/migrations/0007_versions.sql), each with
+# a `<table>_history` table and a `<table>_as_of(pg_snapshot)` function: everything a view's
+# conditions, search, sort and columns can read.
+VERSIONED_TABLES = (
+    "tickets",
+    "contacts",
+    "users",
+    "teams",
+    "team_memberships",
+    "ticket_followers",
+    "ticket_tasks",
+    "ticket_statuses",
+    "ticket_priorities",
+)
+
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 import procrastinate
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from ticketexport import audit, events, jobs
-from ticketexport.db import q
+from ticketexport.db import VERSIONED_TABLES, q
 from ticketexport.domain import exports as rules
 from ticketexport.domain.exports import MAX_ATTEMPTS, copy_application_name
 from ticketexport.storage import StorageError
@@ -28,6 +29,7 @@ class Report:
     failed: int = 0
     expired: int = 0
     orphans_removed: int = 0
+    versions_pruned: int = 0
 
 
 def heartbeat_timeout(services: Services) -> float:
@@ -43,6 +45,7 @@ async def run_maintenance(services: Services) -> Report:
     await _expire_completed(services, report)
     await _fail_orphaned_queued(services, report)
     await _sweep_uploads(services, report)
+    await _prune_history(services, report)
     return report
 
 
@@ -229,3 +232,30 @@ async def run_periodic(services: Services, app: procrastinate.App) -> None:
     await app.job_manager.delete_old_jobs(
         nb_hours=1, queue=jobs.MAINTENANCE_QUEUE, include_failed=True, include_cancelled=True
     )
+
+
+# Versions deleted per statement: short transactions, so pruning never holds back writers.
+PRUNE_BATCH = 5000
+
+
+async def _prune_history(services: Services, report: Report) -> None:
+    """Delete row versions that no unfinished export, and no later one, can read.
+
+    The horizon is taken once requests in flight have committed (they hold the shared side
+    of the lock from before their snapshot), so a snapshot recorded after it sees every
+    version it removes as superseded.
+    """
+    async with services.pool.connection() as conn, conn.transaction():
+        await conn.execute(q("history_horizon_lock"))
+        cur = await conn.execute(q("history_horizon"))
+        row = await cur.fetchone()
+    assert row is not None
+    horizon = row[0]
+    for table in VERSIONED_TABLES:
+        statement = q("history_prune").format(history=sql.Identifier(f"{table}_history"))
+        while True:
+            async with services.pool.connection() as conn:
+                cur = await conn.execute(statement, {"horizon": horizon, "batch": PRUNE_BATCH})
+                report.versions_pruned += cur.rowcount
+            if cur.rowcount < PRUNE_BATCH:
+                break

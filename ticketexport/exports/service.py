@@ -188,6 +188,7 @@ async def _insert_and_defer(
         existing = await cur.fetchone()
         if existing is not None:
             return Requested(export_id=str(existing[0]), deduplicated=True)
+    await conn.execute(q("history_horizon_share"))
     cur = await conn.execute(
         q("export_insert"),
         {

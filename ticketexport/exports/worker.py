@@ -53,8 +53,9 @@ class ExportPlan:
     file_name: str
 
 
-def plan_export(frozen: Mapping[str, Any], as_of: dt.datetime) -> ExportPlan:
-    """The export's SELECT, its row count and its file name, as the frozen request says."""
+def plan_export(frozen: Mapping[str, Any], as_of: dt.datetime, snapshot: str | None) -> ExportPlan:
+    """The export's SELECT, its row count and its file name, as the frozen request says,
+    reading the data as of the click's snapshot."""
     view = frozen["view"]
     try:
         fmt = formats.get(frozen.get("format"))
@@ -83,7 +84,7 @@ def plan_export(frozen: Mapping[str, Any], as_of: dt.datetime) -> ExportPlan:
     except (KeyError, TypeError, ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
         # ViewInputError and an unknown format are ValueErrors too.
         raise ExportFailed("view_unavailable", repr(exc)) from exc
-    compiled = compile_export(resolved, request, actor, as_of, tz)
+    compiled = compile_export(resolved, request, actor, as_of, tz, snapshot=snapshot)
     return ExportPlan(
         format=fmt,
         select=fmt.select(compiled.rows),
@@ -185,7 +186,7 @@ class ExportRun:
         try:
             frozen = export["request"]
             await self._check_requester(frozen)
-            plan = plan_export(frozen, export["as_of"])
+            plan = plan_export(frozen, export["as_of"], export["as_of_snapshot"])
             key = _object_key(self.export_id, self.attempt, plan.file_name)
             await self._copy_to_storage(plan, key)
         except Superseded:

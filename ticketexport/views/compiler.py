@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from psycopg import sql
 
+from ticketexport.db import VERSIONED_TABLES
 from ticketexport.domain.actor import Actor
 from ticketexport.views import registry
 from ticketexport.views.columns import (
@@ -105,20 +106,37 @@ class Compiled:
 class _Context:
     """Everything one compilation needs: the binder, the evaluation instant, zone, actor."""
 
-    def __init__(self, binder: Binder, now: datetime.datetime, tz: str, actor: Actor) -> None:
+    def __init__(
+        self,
+        binder: Binder,
+        now: datetime.datetime,
+        tz: str,
+        actor: Actor,
+        *,
+        snapshot: str | None = None,
+    ) -> None:
         if now.tzinfo is None:
             raise ValueError("the evaluation instant must be timezone-aware")
         self.bind = binder
         self.now = now
         self.tz = tz
         self.actor = actor
+        # A recorded pg_snapshot: read every table as it was then (see _as_of below).
+        self.snapshot = snapshot
         # Aliases of the lookups (columns.LOOKUPS) the expressions built so far read.
         self.joins: set[str] = set()
 
     def table(self, name: str) -> sql.Composable:
         """The relation a table is read through. Every table the compiled SQL reads is named
-        here and nowhere else, so a caller can change how all of them are read."""
-        return sql.Identifier(name)
+        here and nowhere else: as of a snapshot, each one is its versions' `<table>_as_of`
+        function (sql/migrations/0007_versions.sql), which PostgreSQL inlines."""
+        if self.snapshot is None:
+            return sql.Identifier(name)
+        if name not in VERSIONED_TABLES:
+            raise AssertionError(f"{name} keeps no versions and cannot be read as of a snapshot")
+        return sql.SQL("{}({}::pg_snapshot)").format(
+            sql.Identifier(f"{name}_as_of"), sql.Literal(self.snapshot)
+        )
 
     def take_joins(self) -> set[str]:
         """The lookup joins read since the last call, so each part's needs are known apart."""
@@ -762,6 +780,7 @@ def compile_list(
     limit: int | None = None,
     inline: bool = False,
     grouped: bool = False,
+    snapshot: str | None = None,
 ) -> Compiled:
     """The list SELECT: display columns, ticket id, sort keys; keyset `after`, `limit` rows.
 
@@ -769,7 +788,7 @@ def compile_list(
     _grouped_page); the rows are the same either way, only the plan differs. It pays off
     for large views and costs more for small selective ones, so the caller decides.
     """
-    ctx = _Context(Binder(inline=inline), now, tz, actor)
+    ctx = _Context(Binder(inline=inline), now, tz, actor, snapshot=snapshot)
     columns = view.definition.columns
     levels = sort_levels(view, request.sort)
     keys = sort_keys(levels, ctx)
@@ -862,11 +881,19 @@ def compile_export(
     actor: Actor,
     as_of: datetime.datetime,
     tz: str,
+    *,
+    snapshot: str | None,
 ) -> CompiledExport:
     """The export's rows (an export format wraps them, see exports.formats) and its count,
-    which formats no column; both read the same instant."""
-    rows = compile_list(view, request, actor, now=as_of, tz=tz, inline=True)
-    ctx = _Context(Binder(inline=True), as_of, tz, actor)
+    which formats no column.
+
+    Both read every table as of `snapshot` (the click's recorded pg_snapshot), with relative
+    dates evaluated at `as_of` in `tz`: the same statements give the same rows on any server
+    that has the click's transactions, however long after the click they run. Without a
+    snapshot (an export recorded before versions were kept) they read the tables as they are.
+    """
+    rows = compile_list(view, request, actor, now=as_of, tz=tz, inline=True, snapshot=snapshot)
+    ctx = _Context(Binder(inline=True), as_of, tz, actor, snapshot=snapshot)
     where = where_clause(view, request, ctx)
     count = sql.SQL("SELECT count(*) FROM {src} WHERE {where}").format(
         src=_from(ctx.joins, ctx), where=where
