@@ -66,7 +66,7 @@ def psql_copy(url: str, user: Actor, out: Path) -> tuple[float, int]:
     """Time psql's client-side \\copy of exactly the SELECT our worker runs."""
     view = view_service.builtin_view("all")
     request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
-    compiled = compile_export(view, request, user, dt.datetime.now(dt.UTC), "UTC")
+    compiled = compile_export(view, request, user, dt.datetime.now(dt.UTC), "UTC", snapshot=None)
     query = formats.CSV.select(compiled.rows)
     with psycopg.connect(url) as conn:
         text = query.as_string(conn)

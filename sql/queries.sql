@@ -745,17 +745,24 @@ RETURNING e.id;
 SELECT pg_advisory_xact_lock(hashtextextended('ticketexport.history-horizon', 0));
 
 -- name: history_horizon
--- Versions superseded before this transaction id are visible as superseded to every
--- unfinished export and to any later snapshot: no export can read them again.
-SELECT least(pg_snapshot_xmin(pg_current_snapshot()),
-             (SELECT min(pg_snapshot_xmin(as_of_snapshot)) FROM export_jobs
-              WHERE status IN ('queued', 'running') AND as_of_snapshot IS NOT NULL))::text;
+-- Under the lock above: this transaction's xmin (every later snapshot sees transactions
+-- older than it as finished) and the snapshots of every unfinished export.
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon,
+       COALESCE(array_agg(as_of_snapshot::text), '{}') AS snapshots
+FROM export_jobs
+WHERE status IN ('queued', 'running') AND as_of_snapshot IS NOT NULL;
 
 -- name: history_prune
--- Removes one batch of versions no export can need ({history} is composed).
-DELETE FROM {history}
-WHERE ctid = ANY (ARRAY(SELECT ctid FROM {history}
-                        WHERE superseded_by < %(horizon)s::xid8 LIMIT %(batch)s));
+-- Removes versions no unfinished export's snapshot can see and no later snapshot will
+-- ({history} is composed): superseded before the horizon, and not visible to any of them.
+DELETE FROM {history} AS h
+WHERE h.superseded_by < %(horizon)s::xid8
+  AND NOT EXISTS (
+      SELECT 1 FROM unnest(%(snapshots)s::text[]::pg_snapshot[]) AS s (snap)
+      WHERE (h.row_version < pg_snapshot_xmin(s.snap)
+             OR pg_visible_in_snapshot(h.row_version, s.snap))
+        AND NOT (h.superseded_by < pg_snapshot_xmin(s.snap)
+                 OR pg_visible_in_snapshot(h.superseded_by, s.snap)));
 
 -- name: maintenance_running_attempts
 -- Which of these exports are running, and in which attempt.

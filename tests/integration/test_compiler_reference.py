@@ -315,7 +315,9 @@ def test_export_query_matches_reference_with_formula_guard(
     view = ResolvedView(key="1", name="x", definition=parsed, saved_view_id=1, builtin=None)
     request = parse_list_request({"q": "a"})
     statement = formats.CSV.select(
-        compiler.compile_export(view, request, ACTOR, view_data.NOW, view_data.TZ).rows
+        compiler.compile_export(
+            view, request, ACTOR, view_data.NOW, view_data.TZ, snapshot=None
+        ).rows
     )
     # empty values are NULL in the export so that COPY writes an empty cell
     got = [[v or "" for v in row] for row in dataset.execute(statement).fetchall()]

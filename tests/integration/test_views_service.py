@@ -149,7 +149,7 @@ async def test_formatted_values(aconn: psycopg.AsyncConnection[Any]) -> None:
     # The export shares the formatters and adds the CSV formula guard.
     view = await resolve_view(aconn, str(view_id), ME)
     export = formats.CSV.select(
-        compiler.compile_export(view, parse_list_request({}), ME, NOW, TZ).rows
+        compiler.compile_export(view, parse_list_request({}), ME, NOW, TZ, snapshot=None).rows
     )
     rows = await (await aconn.execute(export)).fetchall()
     assert [v or "" for v in rows[0]] == ["'=cmd" if v == "=cmd" else v for v in page.rows[0]]
@@ -173,7 +173,9 @@ async def test_export_equals_all_pages(aconn: psycopg.AsyncConnection[Any]) -> N
         rows.extend(page.rows)
     assert len(rows) == 130
     export = formats.CSV.select(
-        compiler.compile_export(builtin_view("open"), parse_list_request(params), ME, NOW, TZ).rows
+        compiler.compile_export(
+            builtin_view("open"), parse_list_request(params), ME, NOW, TZ, snapshot=None
+        ).rows
     )
     cur = aconn.cursor()
     copied = bytearray()

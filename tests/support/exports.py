@@ -27,6 +27,8 @@ from tests.support.databases import scratch_database
 from ticketexport import seed
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.permissions import Permission
+from ticketexport.exports import formats
+from ticketexport.exports.worker import plan_export
 from ticketexport.views import service as view_service
 from ticketexport.views.model import ListRequest
 
@@ -298,3 +300,20 @@ async def timed(label: str, sink: list[str]) -> AsyncIterator[None]:
     started = time.monotonic()
     yield
     sink.append(f"{label}: {time.monotonic() - started:.2f}s")
+
+
+def csv_in_transaction(
+    conn: psycopg.Connection[Any], frozen: Mapping[str, Any], as_of: dt.datetime
+) -> tuple[bytes, int]:
+    """The CSV file (BOM included) and row count an export of `frozen` has, read by plain
+    statements on `conn`: inside a REPEATABLE READ transaction opened at the click this is
+    what the export must contain, decided by PostgreSQL's own MVCC rather than by versions."""
+    plan = plan_export(frozen, as_of, None)
+    with conn.cursor() as cur:
+        counted = cur.execute(plan.count).fetchone()
+        assert counted is not None
+        buffer = bytearray(formats.BOM)
+        with cur.copy(plan.format.copy_statement(plan.select)) as copy:
+            for block in copy:
+                buffer += block
+    return bytes(buffer), int(counted[0])

@@ -187,7 +187,7 @@ def _statements(view: ResolvedView, params: dict[str, str]) -> list[sql.Composab
         for a in (None, after)
         for g in (False, True)
     ]
-    exported = compiler.compile_export(view, request, ACTOR, NOW, "UTC")
+    exported = compiler.compile_export(view, request, ACTOR, NOW, "UTC", snapshot=None)
     return [
         shape.statement,
         *pages,

@@ -234,28 +234,23 @@ async def run_periodic(services: Services, app: procrastinate.App) -> None:
     )
 
 
-# Versions deleted per statement: short transactions, so pruning never holds back writers.
-PRUNE_BATCH = 5000
-
-
 async def _prune_history(services: Services, report: Report) -> None:
     """Delete row versions that no unfinished export, and no later one, can read.
 
-    The horizon is taken once requests in flight have committed (they hold the shared side
-    of the lock from before their snapshot), so a snapshot recorded after it sees every
-    version it removes as superseded.
+    The horizon and the unfinished exports' snapshots are read once requests in flight have
+    committed (each holds the shared side of the lock from before it records its snapshot),
+    so a request that records its snapshot later sees every version removed here as
+    superseded. Versions written after an unfinished export's snapshot are not visible to
+    it either, so a long run of updates while exports wait keeps history bounded.
     """
     async with services.pool.connection() as conn, conn.transaction():
         await conn.execute(q("history_horizon_lock"))
         cur = await conn.execute(q("history_horizon"))
         row = await cur.fetchone()
     assert row is not None
-    horizon = row[0]
+    horizon, snapshots = row
     for table in VERSIONED_TABLES:
         statement = q("history_prune").format(history=sql.Identifier(f"{table}_history"))
-        while True:
-            async with services.pool.connection() as conn:
-                cur = await conn.execute(statement, {"horizon": horizon, "batch": PRUNE_BATCH})
-                report.versions_pruned += cur.rowcount
-            if cur.rowcount < PRUNE_BATCH:
-                break
+        async with services.pool.connection() as conn:
+            cur = await conn.execute(statement, {"horizon": horizon, "snapshots": snapshots})
+            report.versions_pruned += cur.rowcount

@@ -1,0 +1,158 @@
+"""Row versions: what history keeps, what bypasses it, and reading every view as of a
+snapshot, checked against PostgreSQL's own REPEATABLE READ snapshot of the same instant."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.support.churn import Churn
+from tests.support.databases import Seeding
+from tests.support.services import actor_for, services_for
+from tests.support.web import make_user
+from tests.support.workers import export_row
+from ticketexport import db
+from ticketexport.exports import formats, maintenance, service
+from ticketexport.exports.worker import plan_export
+from ticketexport.views import compiler, registry
+from ticketexport.views.model import ListRequest
+from ticketexport.views.service import builtin_view, parse_list_request
+
+ANCHOR = dt.date(2026, 6, 1)
+NOW = dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def seeding() -> Seeding:
+    return Seeding(tickets=400, seed=7, anchor=ANCHOR)
+
+
+def _snapshot(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _history(conn: psycopg.Connection[Any], table: str) -> int:
+    row = conn.execute(f"SELECT count(*) FROM {table}_history").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_history_keeps_only_what_views_read(conn: psycopg.Connection[Any]) -> None:
+    user_id = make_user(conn, "kept@example.com", name="Kept Name")
+    conn.execute(
+        "UPDATE users SET password_hash = 'changed', is_admin = true WHERE id = %s", (user_id,)
+    )
+    assert _history(conn, "users") == 0, "a password change kept a version"
+    conn.execute("UPDATE users SET first_name = 'Renamed' WHERE id = %s", (user_id,))
+    row = conn.execute("SELECT * FROM users_history").fetchone()
+    assert row is not None
+    columns = [c.name for c in conn.execute("SELECT * FROM users_history LIMIT 0").description]
+    assert columns == ["id", "first_name", "last_name", "row_version", "superseded_by"]
+    for table in db.VERSIONED_TABLES:
+        names = [c.name for c in conn.execute(f"SELECT * FROM {table}_history LIMIT 0").description]
+        assert not {"password_hash", "csrf_token", "email"} & set(names) or table == "contacts"
+
+
+def test_one_version_per_transaction(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("INSERT INTO tickets (title, status_id, priority_id) VALUES ('v1', 1, 1)")
+    with conn.transaction():
+        for title in ("v2", "v3", "v4"):
+            conn.execute("UPDATE tickets SET title = %s WHERE title LIKE 'v_'", (title,))
+    titles = conn.execute("SELECT title FROM tickets_history").fetchall()
+    assert titles == [("v1",)], "only the version other snapshots could see is kept"
+    with conn.transaction():  # created and removed in one transaction: never visible
+        conn.execute("INSERT INTO tickets (title, status_id, priority_id) VALUES ('gone', 1, 1)")
+        conn.execute("DELETE FROM tickets WHERE title = 'gone'")
+    assert conn.execute("SELECT count(*) FROM tickets_history").fetchone() == (1,)
+
+
+def test_what_would_bypass_the_triggers_is_refused_or_still_versioned(
+    conn: psycopg.Connection[Any],
+) -> None:
+    conn.execute("INSERT INTO tickets (title, status_id, priority_id) VALUES ('t', 1, 1)")
+    for table in db.VERSIONED_TABLES:
+        with pytest.raises(psycopg.errors.FeatureNotSupported), conn.transaction():
+            conn.execute(f"TRUNCATE {table} CASCADE")
+    conn.execute("SET session_replication_role = replica")
+    conn.execute("UPDATE tickets SET title = 'replica'")
+    conn.execute("RESET session_replication_role")
+    assert conn.execute("SELECT title FROM tickets_history").fetchall() == [("t",)]
+
+
+@pytest.mark.parametrize("view", list(registry.BUILTIN_VIEWS))
+def test_every_view_as_of_a_snapshot_equals_that_snapshot(seeded_url: str, view: str) -> None:
+    """Each built-in view in every sort, read as of a recorded snapshot after concurrent
+    changes of every kind, equals the same statements run inside a REPEATABLE READ
+    transaction that started at that instant."""
+    actor = actor_for(seeded_url)
+    with (
+        psycopg.connect(seeded_url) as frozen,
+        psycopg.connect(seeded_url, autocommit=True) as writer,
+    ):
+        frozen.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        snapshot = _snapshot(frozen)  # the transaction's snapshot is taken here
+        churn = Churn(seeded_url, user_id=actor.id, seed=zlib.crc32(view.encode()))
+        churn.round(writer, 250)
+        assert len(churn.counts) == len(churn.kinds()), churn.counts
+        differs = 0
+        for sort in registry.SORTS:
+            request = parse_list_request({"view": view, "sort": sort})
+            resolved = builtin_view(view)
+            as_of = compiler.compile_export(resolved, request, actor, NOW, "UTC", snapshot=snapshot)
+            plain = compiler.compile_export(resolved, request, actor, NOW, "UTC", snapshot=None)
+            read_now = writer.execute(formats.CSV.select(as_of.rows)).fetchall()
+            expected = frozen.execute(formats.CSV.select(plain.rows)).fetchall()
+            assert read_now == expected, (view, sort)
+            assert writer.execute(as_of.count).fetchone() == (len(expected),)
+            differs += writer.execute(formats.CSV.select(plain.rows)).fetchall() != expected
+        frozen.rollback()
+    assert differs, "the concurrent changes never touched this view: the check says little"
+
+
+async def test_pruning_keeps_what_waiting_exports_need_and_history_bounded(
+    seeded_url: str,
+) -> None:
+    """A long run of updates while an export waits: history keeps one version per changed
+    row (the one the export reads) and nothing that no snapshot can see."""
+    actor = actor_for(seeded_url)
+    with (
+        psycopg.connect(seeded_url) as frozen,
+        psycopg.connect(seeded_url, autocommit=True) as writer,
+    ):
+        frozen.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        async with services_for(seeded_url) as services:
+            _snapshot(frozen)
+            request = ListRequest(view="all", q="", sort="priority", filters={}, page=None)
+            requested = await service.request_export(services, actor, request, client_ip=None)
+            changed = [row[0] for row in writer.execute("SELECT id FROM tickets LIMIT 50")]
+            sizes = []
+            for round_ in range(30):
+                writer.execute(
+                    "UPDATE tickets SET title = %s || ' ' || id, priority_id = %s "
+                    "WHERE id = ANY(%s)",
+                    (f"Round {round_}", 1 + round_ % 4, changed),
+                )
+                writer.execute(
+                    "UPDATE users SET last_name = %s WHERE id = %s", (str(round_), actor.id)
+                )
+                await maintenance.run_maintenance(services)
+                sizes.append(_history(writer, "tickets") + _history(writer, "users"))
+            assert max(sizes) == len(changed) + 1, sizes
+            export = export_row(seeded_url, requested.export_id)
+            plan = plan_export(export["request"], export["as_of"], export["as_of_snapshot"])
+            reference = plan_export(export["request"], export["as_of"], None)
+            assert (
+                writer.execute(plan.select).fetchall()
+                == frozen.execute(reference.select).fetchall()
+            ), "pruning removed a version the waiting export needs"
+            frozen.rollback()
+            # Once nothing waits, every superseded version goes.
+            await service.cancel_export(services, actor, requested.export_id, client_ip=None)
+            await maintenance.run_maintenance(services)
+            assert sum(_history(writer, t) for t in db.VERSIONED_TABLES) == 0
