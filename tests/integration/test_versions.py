@@ -19,7 +19,7 @@ from ticketexport import db
 from ticketexport.exports import formats, maintenance, service
 from ticketexport.exports.worker import plan_export
 from ticketexport.views import compiler, registry
-from ticketexport.views.model import ListRequest
+from ticketexport.views.model import ListRequest, ResolvedView, parse_definition
 from ticketexport.views.service import builtin_view, parse_list_request
 
 ANCHOR = dt.date(2026, 6, 1)
@@ -113,6 +113,66 @@ def test_every_view_as_of_a_snapshot_equals_that_snapshot(seeded_url: str, view:
             differs += writer.execute(formats.CSV.select(plain.rows)).fetchall() != expected
         frozen.rollback()
     assert differs, "the concurrent changes never touched this view: the check says little"
+
+
+def _every_condition(user_id: int) -> list[dict[str, object]]:
+    """One condition of every field and operator, with values the seeded data has."""
+    values: dict[str, object] = {
+        "none": None,
+        "text": "e",
+        "number": 150,
+        "date": "2026-05-20",
+        "relative": {"amount": 20, "unit": "days"},
+        "preset": "last_month",
+        "status_type": "open",
+        "priority_ref": "normal",
+    }
+    found = []
+    for field in registry.FIELDS.values():
+        for op in registry.OPERATORS[field.type]:
+            value = values.get(op.value_kind)
+            if op.value_kind == "ids":
+                names = field.type in (registry.FieldType.STATUS, registry.FieldType.PRIORITY)
+                value = ["open", "pending"] if names else [user_id, 1, 2, 3]
+                if op.key in ("is", "is_not"):
+                    value = value[:1]
+            found.append({"field": field.key, "operator": op.key, "value": value})
+    return found
+
+
+def test_every_condition_and_column_as_of_a_snapshot(seeded_url: str) -> None:
+    """Every field and operator, with every column shown and searched, as of a snapshot
+    taken before changes of every kind: equal to the REPEATABLE READ reference."""
+    actor = actor_for(seeded_url)
+    every_column = list(registry.COLUMNS)
+    with (
+        psycopg.connect(seeded_url) as frozen,
+        psycopg.connect(seeded_url, autocommit=True) as writer,
+    ):
+        frozen.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        snapshot = _snapshot(frozen)
+        Churn(seeded_url, user_id=actor.id, seed=17).round(writer, 250)
+        for number, condition in enumerate(_every_condition(actor.id)):
+            definition = parse_definition(
+                {
+                    "name": "every",
+                    "conditions_and": [condition] if number % 2 else [],
+                    "conditions_or": [] if number % 2 else [condition],
+                    "columns": every_column[:20] if number % 3 else every_column[1:],
+                    "sort": [{"column": every_column[number % 20], "direction": "desc"}],
+                }
+            )
+            view = ResolvedView(
+                key="1", name="every", definition=definition, saved_view_id=1, builtin=None
+            )
+            params = {"view": "1", "q": "a"} if number % 5 == 0 else {"view": "1"}
+            request = parse_list_request(params)
+            as_of = compiler.compile_export(view, request, actor, NOW, "UTC", snapshot=snapshot)
+            plain = compiler.compile_export(view, request, actor, NOW, "UTC", snapshot=None)
+            expected = frozen.execute(formats.CSV.select(plain.rows)).fetchall()
+            assert writer.execute(formats.CSV.select(as_of.rows)).fetchall() == expected, condition
+            assert writer.execute(as_of.count).fetchone() == (len(expected),), condition
+        frozen.rollback()
 
 
 async def test_pruning_keeps_what_waiting_exports_need_and_history_bounded(
