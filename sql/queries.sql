@@ -236,10 +236,10 @@ SELECT pg_advisory_xact_lock_shared(hashtextextended('ticketexport.history-horiz
 -- name: export_insert
 -- A new export, as of the click: the transaction's start for relative dates, and this
 -- statement's snapshot for which row versions it reads.
-INSERT INTO export_jobs (requester_id, requested_at, as_of, as_of_snapshot, request, view_name,
-                         request_fingerprint, expires_at, retry_of_id)
-VALUES (%(requester_id)s, now(), now(), pg_current_snapshot(), %(request)s, %(view_name)s,
-        %(fingerprint)s, now() + %(retention)s, %(retry_of)s::uuid)
+INSERT INTO export_jobs (requester_id, requested_at, as_of, as_of_snapshot, as_of_lsn, request,
+                         view_name, request_fingerprint, expires_at, retry_of_id)
+VALUES (%(requester_id)s, now(), now(), pg_current_snapshot(), pg_current_wal_insert_lsn(),
+        %(request)s, %(view_name)s, %(fingerprint)s, now() + %(retention)s, %(retry_of)s::uuid)
 RETURNING id, requested_at;
 
 -- name: export_set_job_id
@@ -289,8 +289,8 @@ SET status = 'running', stage = NULL, rows_done = 0, rows_total = NULL,
     started_at = COALESCE(started_at, now()), heartbeat_at = now(), progress_at = now(),
     procrastinate_job_id = COALESCE(%(job_id)s, procrastinate_job_id)
 WHERE id = %(id)s::uuid AND status = 'queued'
-RETURNING id, attempt, as_of, as_of_snapshot::text AS as_of_snapshot, request, requester_id,
-          expires_at;
+RETURNING id, attempt, as_of, as_of_snapshot::text AS as_of_snapshot,
+          as_of_lsn::text AS as_of_lsn, standby_conflicts, request, requester_id, expires_at;
 
 -- name: export_fail_unclaimed
 -- queued → failed before any attempt ran (e.g. expired while waiting).
@@ -305,6 +305,23 @@ RETURNING requester_id;
 UPDATE export_jobs SET rows_total = %(total)s, progress_at = now(), heartbeat_at = now()
 WHERE id = %(id)s::uuid AND status = 'running' AND attempt = %(attempt)s
 RETURNING id;
+
+-- name: export_read_from
+-- Where this attempt reads its rows, and why not the standby when one is configured.
+UPDATE export_jobs SET read_from = %(source)s, standby_fallback = %(fallback)s
+WHERE id = %(id)s::uuid AND status = 'running' AND attempt = %(attempt)s
+RETURNING id;
+
+-- name: export_standby_conflict
+-- A recovery conflict on the standby cut this attempt short.
+UPDATE export_jobs SET standby_conflicts = standby_conflicts + 1
+WHERE id = %(id)s::uuid AND status = 'running' AND attempt = %(attempt)s
+RETURNING id;
+
+-- name: standby_replayed
+-- On the standby: still a standby, and has it replayed the click's WAL position?
+SELECT pg_is_in_recovery(),
+       COALESCE(pg_last_wal_replay_lsn() >= %(lsn)s::pg_lsn, false);
 
 -- name: export_stage
 -- Stage change within the running attempt.
@@ -823,6 +840,24 @@ SELECT count(*) AS completed,
 FROM export_jobs e
 JOIN media_items m ON m.id = e.media_item_id
 WHERE e.status IN ('completed', 'expired');
+
+-- name: primary_wal_position
+-- The primary's current WAL position, to compare a standby's replay with.
+SELECT pg_current_wal_lsn()::text;
+
+-- name: standby_lag
+-- On the standby: still a standby, and how far behind the primary's position it replays
+-- (seconds since the last replayed transaction while behind; 0 once caught up).
+SELECT pg_is_in_recovery(),
+       CASE WHEN pg_last_wal_replay_lsn() >= %(lsn)s::pg_lsn THEN 0
+            ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END,
+       greatest(pg_wal_lsn_diff(%(lsn)s::pg_lsn, pg_last_wal_replay_lsn()), 0)::bigint;
+
+-- name: metrics_export_reads
+-- Where exports read their rows, and why not the standby when one was configured.
+SELECT read_from, COALESCE(standby_fallback, '') AS fallback, count(*) AS n
+FROM export_jobs WHERE read_from IS NOT NULL
+GROUP BY 1, 2;
 
 -- name: metrics_queue
 -- Waiting export jobs and live workers.

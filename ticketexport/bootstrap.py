@@ -64,6 +64,9 @@ class Services:
     jobs: procrastinate.App
     # Only in processes that serve the web: the one LISTEN connection, fanned out.
     hub: events.EventHub | None = None
+    # The hot standby exports read from (TICKETEXPORT_EXPORT_DATABASE_URL), for replay
+    # checks and lag reports; the exports' own statements run on connections of their own.
+    standby_pool: AsyncConnectionPool[Any] | None = None
 
 
 @contextlib.asynccontextmanager
@@ -89,7 +92,13 @@ async def open_services(
     if worker_concurrency:
         jobs.schedule_maintenance(app, settings)
     hub = events.EventHub(database_url, events.pool_fetcher(pool)) if web else None
+    standby_pool = None
+    if settings.export_database_url:
+        standby_pool = make_pool(settings.export_database_url, name="standby", max_size=2)
     await pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT)
+    if standby_pool is not None:
+        # An unreachable standby is not fatal: exports fall back to the primary.
+        await standby_pool.open(wait=False)
     try:
         async with app.open_async(pool=pool):
             services = Services(
@@ -99,6 +108,7 @@ async def open_services(
                 storage=storage or storage_from_url(settings.storage_url),
                 jobs=app,
                 hub=hub,
+                standby_pool=standby_pool,
             )
             if hub is not None:
                 await hub.start()
@@ -110,3 +120,6 @@ async def open_services(
     finally:
         with contextlib.suppress(Exception):
             await pool.close()
+        if standby_pool is not None:
+            with contextlib.suppress(Exception):
+                await standby_pool.close()

@@ -71,6 +71,9 @@ class Settings:
     heartbeat_seconds: float
     stall_seconds: float
     worker_seen_seconds: float
+    # A hot standby of the primary that exports read from (None: they read the primary).
+    export_database_url: str | None = None
+    standby_max_lag_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -108,4 +111,8 @@ class Settings:
             heartbeat_seconds=_number(env, "TICKETEXPORT_HEARTBEAT_SECONDS", 10.0, minimum=0.1),
             stall_seconds=_number(env, "TICKETEXPORT_STALL_SECONDS", 300.0, minimum=0.5),
             worker_seen_seconds=_number(env, "TICKETEXPORT_WORKER_SEEN_SECONDS", 60.0, minimum=0.5),
+            export_database_url=(env.get("TICKETEXPORT_EXPORT_DATABASE_URL") or None),
+            standby_max_lag_seconds=_number(
+                env, "TICKETEXPORT_STANDBY_MAX_LAG_SECONDS", 30.0, minimum=0
+            ),
         )

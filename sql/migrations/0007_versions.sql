@@ -638,4 +638,15 @@ COMMENT ON FUNCTION ticket_priorities_as_of(pg_snapshot) IS
 ALTER TABLE export_jobs ADD COLUMN as_of_snapshot pg_snapshot;
 COMMENT ON COLUMN export_jobs.as_of_snapshot IS
     'pg_current_snapshot() of the request: the export reads every versioned table as of it.';
+-- A hot standby that has replayed this far has every transaction the snapshot sees.
+ALTER TABLE export_jobs ADD COLUMN as_of_lsn pg_lsn;
+COMMENT ON COLUMN export_jobs.as_of_lsn IS
+    'The primary''s WAL insert position at the click: a standby must replay this far first.';
+-- Where the latest attempt read its rows, and why it read the primary when a standby is set.
+ALTER TABLE export_jobs ADD COLUMN read_from text CHECK (read_from IN ('primary', 'standby'));
+ALTER TABLE export_jobs ADD COLUMN standby_fallback text
+    CHECK (standby_fallback IN ('lagging', 'unreachable', 'not_in_recovery', 'conflicts'));
+-- Attempts cut short by a recovery conflict on the standby; after two, read the primary.
+ALTER TABLE export_jobs ADD COLUMN standby_conflicts integer NOT NULL DEFAULT 0
+    CHECK (standby_conflicts >= 0);
 

@@ -303,12 +303,18 @@ async def timed(label: str, sink: list[str]) -> AsyncIterator[None]:
 
 
 def csv_in_transaction(
-    conn: psycopg.Connection[Any], frozen: Mapping[str, Any], as_of: dt.datetime
+    conn: psycopg.Connection[Any],
+    frozen: Mapping[str, Any],
+    as_of: dt.datetime,
+    *,
+    snapshot: str | None = None,
 ) -> tuple[bytes, int]:
-    """The CSV file (BOM included) and row count an export of `frozen` has, read by plain
-    statements on `conn`: inside a REPEATABLE READ transaction opened at the click this is
-    what the export must contain, decided by PostgreSQL's own MVCC rather than by versions."""
-    plan = plan_export(frozen, as_of, None)
+    """The CSV file (BOM included) and row count an export of `frozen` has, read on `conn`.
+
+    Without `snapshot`, by plain statements: inside a REPEATABLE READ transaction opened at
+    the click this is what the export must contain, decided by PostgreSQL's own MVCC rather
+    than by versions. With it, by the export's own as-of statements."""
+    plan = plan_export(frozen, as_of, snapshot)
     with conn.cursor() as cur:
         counted = cur.execute(plan.count).fetchone()
         assert counted is not None

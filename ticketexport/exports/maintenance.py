@@ -15,6 +15,7 @@ from ticketexport import audit, events, jobs
 from ticketexport.db import VERSIONED_TABLES, q
 from ticketexport.domain import exports as rules
 from ticketexport.domain.exports import MAX_ATTEMPTS, copy_application_name
+from ticketexport.standby import stop_standby_reads
 from ticketexport.storage import StorageError
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ async def run_maintenance(services: Services) -> Report:
 
 
 async def _rescue(services: Services, report: Report) -> None:
+    rescued: list[str] = []
     async with services.pool.connection() as conn, conn.transaction():
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
@@ -106,9 +108,12 @@ async def _rescue(services: Services, report: Report) -> None:
                 details={**details, "by": "maintenance"},
             )
             await events.publish(conn, export_id)
+            rescued.append(export_id)
             log.warning(
                 "rescued a %s export", reason, extra={"export_id": export_id, "action": action}
             )
+    for export_id in rescued:
+        await stop_standby_reads(services, export_id)
 
 
 async def _expire_unfinished(services: Services, report: Report) -> None:

@@ -19,6 +19,7 @@ from ticketexport.domain.actor import Actor
 from ticketexport.domain.errors import Conflict, Denied, Gone, NotFound
 from ticketexport.domain.exports import Status, copy_application_name
 from ticketexport.exports import formats
+from ticketexport.standby import stop_standby_reads
 from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
 
@@ -347,6 +348,7 @@ async def cancel_export(
             await events.publish(conn, export_id)
         # Belt and braces: whatever the worker is doing, its COPY stops now.
         await conn.execute(q("export_cancel_backends"), {"app": copy_application_name(export_id)})
+    await stop_standby_reads(services, export_id)
 
 
 async def authorize_download(

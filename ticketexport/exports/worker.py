@@ -41,6 +41,17 @@ __all__ = ["MAX_ATTEMPTS", "ExportFailed", "ExportRun", "Superseded", "Transient
 PROGRESS_INTERVAL = 0.5
 # How long the end of an attempt waits for its heartbeat task to stop.
 HEARTBEAT_STOP_SECONDS = 2.0
+# How often an attempt checks how far the standby has replayed while it waits.
+STANDBY_POLL_SECONDS = 0.05
+# Attempts a standby's recovery conflicts may cut short before the next one reads the primary.
+STANDBY_CONFLICTS_BEFORE_PRIMARY = 2
+# How a hot standby cancels a query that conflicts with the WAL it must replay
+# ("canceling statement due to conflict with recovery").
+RECOVERY_CONFLICTS = (
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.DatabaseDropped,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +122,8 @@ class ExportRun:
         # Set once the stored file is about to be recorded: from then on the row stops being
         # "running" because of this attempt's own completion, not a cancel or a rescue.
         self.completing = False
+        # Whether this attempt's count and COPY run on the standby.
+        self.reading_standby = False
         self.log_extra: dict[str, Any] = {"export_id": export_id, "job_id": job_id}
 
     # --- row updates ----------------------------------------------------------------
@@ -188,7 +201,7 @@ class ExportRun:
             await self._check_requester(frozen)
             plan = plan_export(frozen, export["as_of"], export["as_of_snapshot"])
             key = _object_key(self.export_id, self.attempt, plan.file_name)
-            await self._copy_to_storage(plan, key)
+            await self._copy_to_storage(plan, key, export)
         except Superseded:
             log.info("export superseded; stopping", extra=self.log_extra)
             await self._discard(key)
@@ -198,6 +211,15 @@ class ExportRun:
             await self._fail(exc.code)
         except Transient as exc:
             await self._discard(key)
+            if self.reading_standby and isinstance(exc.__cause__, RECOVERY_CONFLICTS):
+                # The standby cancelled our read to replay changes it had to apply; the
+                # next attempt reads there once more, then from the primary.
+                log.warning(
+                    "a recovery conflict on the standby cut the export short",
+                    extra={**self.log_extra, "event": "standby_conflict"},
+                )
+                with contextlib.suppress(psycopg.Error, OSError):
+                    await self._update_quiet("export_standby_conflict")
             if not await self._still_ours():
                 # A cancel or a maintenance rescue cut our statement short: not an outage,
                 # and a procrastinate retry of this job would only find nothing to do.
@@ -239,27 +261,92 @@ class ExportRun:
         if not requester.may_export:
             raise ExportFailed("permission_revoked", "requester lost permission 512")
 
-    async def _connect(self, *, blocking: bool = False) -> Any:
+    async def _connect(self, url: str, *, blocking: bool = False, connect_timeout: int = 10) -> Any:
         """A connection of the export's own, named so pg_stat_activity (and cancel) find it."""
         params: dict[str, Any] = {
             "autocommit": True,
             "application_name": copy_application_name(self.export_id),
+            "connect_timeout": connect_timeout,
         }
         try:
             if blocking:
-                return await asyncio.to_thread(
-                    psycopg.connect, self.services.database_url, **params
-                )
-            return await psycopg.AsyncConnection.connect(self.services.database_url, **params)
+                return await asyncio.to_thread(psycopg.connect, url, **params)
+            return await psycopg.AsyncConnection.connect(url, **params)
         except psycopg.OperationalError as exc:
             raise Transient("database_unavailable", exc) from exc
 
-    async def _copy_to_storage(self, plan: ExportPlan, key: str) -> None:
+    async def _reader(self, export: Mapping[str, Any]) -> tuple[str, psycopg.AsyncConnection[Any]]:
+        """The database this attempt reads from, and a connection to it for the count.
+
+        With a standby configured, its replay must reach the click's WAL position first (so
+        it has every transaction the click's snapshot sees), within the lag limit; a lagging,
+        unreachable or promoted standby, or one whose recovery conflicts cut short two
+        attempts already, gives way to the primary. The file is the same either way.
+        """
+        settings = self.services.settings
+        standby = settings.export_database_url
+        if standby is None or export.get("as_of_lsn") is None:
+            return await self._read_on(self.services.database_url, "primary", None)
+        if export["standby_conflicts"] >= STANDBY_CONFLICTS_BEFORE_PRIMARY:
+            return await self._read_on(self.services.database_url, "primary", "conflicts")
+        deadline = time.monotonic() + settings.standby_max_lag_seconds
+        try:
+            conn = await self._connect(
+                standby, connect_timeout=max(1, round(settings.standby_max_lag_seconds))
+            )
+        except Transient:
+            return await self._read_on(self.services.database_url, "primary", "unreachable")
+        reason: str | None = None
+        try:
+            last_mark = time.monotonic()
+            while True:
+                cur = await conn.execute(q("standby_replayed"), {"lsn": export["as_of_lsn"]})
+                row = await cur.fetchone()
+                assert row is not None
+                in_recovery, replayed = row
+                if not in_recovery:
+                    reason = "not_in_recovery"
+                    break
+                if replayed:
+                    await self._record_reader("standby", None)
+                    return "standby", conn
+                if time.monotonic() >= deadline:
+                    reason = "lagging"
+                    break
+                if time.monotonic() - last_mark >= 1.0:
+                    # Waiting on replay is this attempt's work for now, not a stall.
+                    last_mark = time.monotonic()
+                    await self._stage(Stage.COUNTING)
+                await asyncio.sleep(STANDBY_POLL_SECONDS)
+        except (psycopg.OperationalError, OSError):
+            reason = "unreachable"
+        with contextlib.suppress(psycopg.Error, OSError):
+            await conn.close()
+        return await self._read_on(self.services.database_url, "primary", reason)
+
+    async def _read_on(
+        self, url: str, source: str, fallback: str | None
+    ) -> tuple[str, psycopg.AsyncConnection[Any]]:
+        if fallback is not None:
+            log.warning(
+                "export reads the primary instead of the standby",
+                extra={**self.log_extra, "event": "standby_fallback", "reason": fallback},
+            )
+        await self._record_reader(source, fallback)
+        return source, await self._connect(url)
+
+    async def _record_reader(self, source: str, fallback: str | None) -> None:
+        if await self._update("export_read_from", source=source, fallback=fallback) is None:
+            raise Superseded
+
+    async def _copy_to_storage(self, plan: ExportPlan, key: str, export: Mapping[str, Any]) -> None:
         storage = self.services.storage
         # Leftovers of an earlier attempt that died mid-upload go first.
         await storage.delete(key)
         await self._stage(Stage.COUNTING)
-        counter: psycopg.AsyncConnection[Any] = await self._connect()
+        source, counter = await self._reader(export)
+        url = self.services.settings.export_database_url if source == "standby" else None
+        self.reading_standby = source == "standby"
         try:
             cur = await counter.execute(plan.count)
             counted = await cur.fetchone()
@@ -273,7 +360,9 @@ class ExportRun:
         if await self._update("export_counted", total=self.total) is None:
             raise Superseded
         await self._stage(Stage.EXPORTING)
-        conn: psycopg.Connection[Any] = await self._connect(blocking=True)
+        conn: psycopg.Connection[Any] = await self._connect(
+            url or self.services.database_url, blocking=True
+        )
         blocks = self._blocks(conn, plan)
         stream = plan.format.encode(blocks)
         try:

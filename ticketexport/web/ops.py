@@ -24,7 +24,8 @@ from psycopg.rows import dict_row
 from ticketexport import db
 from ticketexport.db import q
 from ticketexport.domain.exports import Status
-from ticketexport.web.keys import pool_of, settings_of
+from ticketexport.standby import StandbyStatus, standby_status
+from ticketexport.web.keys import pool_of, services_of, settings_of
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,10 @@ async def healthz(request: web.Request) -> web.Response:
         log.warning("health check: database unavailable (%s)", type(exc).__name__)
         checks = {"database": "unavailable", "migrations": "unknown", "worker": "unknown"}
         healthy = False
+    standby = await standby_status(services_of(request))
+    if standby is not None:
+        # Reported, never a reason for 503: exports fall back to the primary.
+        checks["standby"] = dataclasses.asdict(standby)
     checks["status"] = "ok" if healthy else "unhealthy"
     return web.json_response(
         checks, status=200 if healthy else 503, headers={"Cache-Control": "no-store"}
@@ -85,6 +90,8 @@ class _Reading:
     by_status: Mapping[str, int]
     totals: Mapping[str, Any]
     queue: Mapping[str, Any]
+    reads: Sequence[Mapping[str, Any]] = ()
+    standby: StandbyStatus | None = None
 
 
 class _ExportCollector(Collector):
@@ -133,6 +140,33 @@ class _ExportCollector(Collector):
             "Workers with a recent heartbeat.",
             value=reading.queue["live_workers"],
         )
+        reads = CounterMetricFamily(
+            "ticketexport_export_reads",
+            "Export attempts by the server they read (the latest attempt of each export), "
+            "and why the primary when a standby is configured.",
+            labels=["source", "fallback"],
+        )
+        for row in reading.reads:
+            reads.add_metric([row["read_from"], row["fallback"]], row["n"])
+        yield reads
+        standby = reading.standby
+        if standby is not None:
+            up = GaugeMetricFamily(
+                "ticketexport_standby_up", "Whether the export standby answers as a standby."
+            )
+            up.add_metric([], 1 if standby.state in ("ok", "lagging") else 0)
+            yield up
+            if standby.lag_seconds is not None:
+                yield GaugeMetricFamily(
+                    "ticketexport_standby_replay_lag_seconds",
+                    "How far the export standby's replay is behind the primary.",
+                    value=standby.lag_seconds,
+                )
+                yield GaugeMetricFamily(
+                    "ticketexport_standby_replay_lag_bytes",
+                    "WAL the export standby has yet to replay.",
+                    value=standby.lag_bytes or 0,
+                )
 
 
 async def _read(request: web.Request) -> _Reading:
@@ -144,9 +178,12 @@ async def _read(request: web.Request) -> _Reading:
         totals = await cur.fetchone()
         await cur.execute(q("metrics_queue"), {"seconds": settings_of(request).worker_seen_seconds})
         queue = await cur.fetchone()
+        await cur.execute(q("metrics_export_reads"))
+        reads = await cur.fetchall()
     assert totals is not None
     assert queue is not None
-    return _Reading(by_status=by_status, totals=totals, queue=queue)
+    standby = await standby_status(services_of(request))
+    return _Reading(by_status=by_status, totals=totals, queue=queue, reads=reads, standby=standby)
 
 
 async def metrics(request: web.Request) -> web.Response:

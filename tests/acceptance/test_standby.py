@@ -1,0 +1,274 @@
+"""Exports read from a streaming hot standby: the same bytes as on the primary, waiting for
+replay to reach the click, falling back to the primary past the lag limit or when the
+standby goes away. The tests build the primary and the standby themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.support.clusters import ReplicatedPair, replicated_pair
+from tests.support.databases import with_dbname
+from tests.support.exports import csv_in_transaction
+from tests.support.services import actor_for, services_for
+from tests.support.web import running
+from tests.support.workers import Workers, export_row, run_async, wait_for, wait_rows, wait_status
+from ticketexport import db, seed
+from ticketexport.domain.exports import copy_application_name
+from ticketexport.exports import service
+from ticketexport.views.model import ListRequest
+
+pytestmark = pytest.mark.slow
+
+TICKETS = 3000
+THROTTLE = 3000
+TEMPLATE = "te_standby_template"
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[ReplicatedPair]:
+    with replicated_pair() as created:
+        with psycopg.connect(created.primary.url(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+        template = created.primary.url(TEMPLATE)
+        db.migrate(template)
+        with psycopg.connect(template, autocommit=True) as conn:
+            seed.seed(conn, tickets=TICKETS, seed=5, anchor=None)
+        yield created
+
+
+@pytest.fixture
+def urls(pair: ReplicatedPair) -> Iterator[tuple[str, str]]:
+    """A fresh seeded database on the primary, and the same database on the standby."""
+    pair.ensure_standby()
+    name = f"te_standby_{secrets.token_hex(4)}"
+    with psycopg.connect(pair.primary.url(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(TEMPLATE)
+            )
+        )
+    pair.wait_replayed()
+    try:
+        yield pair.primary.url(name), pair.standby.url(name)
+    finally:
+        pair.ensure_standby()
+        with psycopg.connect(pair.primary.url(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _click(url: str, view: str = "all", sort: str | None = "priority") -> str:
+    async def go() -> str:
+        async with services_for(url) as services:
+            request = ListRequest(view=view, q="", sort=sort, filters={}, page=None)
+            requested = await service.request_export(
+                services, actor_for(url), request, client_ip=None
+            )
+            return requested.export_id
+
+    return str(run_async(go()))
+
+
+def _copies(url: str, export_id: str) -> int:
+    """Connections of this export whose statement is its COPY (running, or done and the
+    rows still on their way to the throttled worker)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+            "AND query ILIKE 'COPY%%'",
+            (copy_application_name(export_id),),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _stored(home: Path, row: dict[str, Any]) -> bytes:
+    return (home / "exports" / row["object_key"]).read_bytes()
+
+
+def _standby_env(standby: str, max_lag: float = 30) -> dict[str, str]:
+    return {
+        "TICKETEXPORT_EXPORT_DATABASE_URL": standby,
+        "TICKETEXPORT_STANDBY_MAX_LAG_SECONDS": str(max_lag),
+    }
+
+
+def test_an_export_read_on_the_standby_is_the_one_read_on_the_primary(
+    pair: ReplicatedPair, urls: tuple[str, str], home: Path, workers: Workers
+) -> None:
+    primary, standby = urls
+    with psycopg.connect(primary) as reference:
+        reference.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        reference.execute("SELECT 1")
+        export_id = _click(primary)
+        # Written after the click and replayed before the read: not in the file.
+        with psycopg.connect(primary, autocommit=True) as conn:
+            conn.execute("UPDATE tickets SET title = 'changed after the click'")
+        pair.wait_replayed()
+        workers.start(primary, max_rows_per_s=THROTTLE, extra_env=_standby_env(standby))
+        running_row = wait_rows(primary, export_id, 0.2, timeout=60, workers=workers)
+        assert _copies(standby, export_id) == 1, (
+            "the COPY is not running on the standby",
+            running_row["read_from"],
+            running_row["standby_fallback"],
+            workers.outputs(),
+        )
+        assert _copies(primary, export_id) == 0, "the primary runs the export's COPY"
+        row = wait_status(primary, export_id, {"completed", "failed"}, timeout=60, workers=workers)
+        assert row["status"] == "completed", row["error_code"]
+        expected, _ = csv_in_transaction(reference, row["request"], row["as_of"])
+    assert (row["read_from"], row["standby_fallback"]) == ("standby", None)
+    stored = _stored(home, row)
+    # The same statements, as of the same snapshot, read on the primary.
+    with psycopg.connect(primary, autocommit=True) as conn:
+        on_primary, _ = csv_in_transaction(
+            conn, row["request"], row["as_of"], snapshot=row["as_of_snapshot"]
+        )
+    assert stored == on_primary == expected
+    assert b"changed after the click" not in stored
+    assert row["rows_done"] == row["rows_total"] == TICKETS
+
+
+def test_a_standby_behind_the_click_makes_the_worker_wait(
+    urls: tuple[str, str], home: Path, workers: Workers
+) -> None:
+    primary, standby = urls
+    with psycopg.connect(standby, autocommit=True) as conn:
+        conn.execute("SELECT pg_wal_replay_pause()")
+    export_id = _click(primary)
+    workers.start(primary, extra_env=_standby_env(standby, max_lag=120))
+    wait_status(primary, export_id, {"running"}, timeout=60, workers=workers)
+    # Held at counting: nothing read on either server while replay is paused.
+    waiting_since = time.monotonic()
+    while time.monotonic() - waiting_since < 2.0:
+        row = export_row(primary, export_id)
+        assert (row["status"], row["stage"], row["rows_total"]) == ("running", "counting", None)
+        assert _copies(primary, export_id) == _copies(standby, export_id) == 0
+        time.sleep(0.2)
+    with psycopg.connect(standby, autocommit=True) as conn:
+        conn.execute("SELECT pg_wal_replay_resume()")
+    row = wait_status(primary, export_id, {"completed", "failed"}, timeout=60, workers=workers)
+    assert (row["status"], row["read_from"]) == ("completed", "standby")
+    assert row["rows_done"] == TICKETS
+
+
+def test_past_the_lag_limit_the_primary_gives_the_same_file(
+    urls: tuple[str, str], home: Path, workers: Workers
+) -> None:
+    primary, standby = urls
+    with psycopg.connect(standby, autocommit=True) as conn:
+        conn.execute("SELECT pg_wal_replay_pause()")
+    with psycopg.connect(primary) as reference:
+        reference.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        reference.execute("SELECT 1")
+        export_id = _click(primary)
+        with psycopg.connect(primary, autocommit=True) as conn:
+            conn.execute("DELETE FROM tickets WHERE id % 3 = 0")
+        workers.start(primary, extra_env=_standby_env(standby, max_lag=1))
+        row = wait_status(primary, export_id, {"completed", "failed"}, timeout=60, workers=workers)
+        expected, total = csv_in_transaction(reference, row["request"], row["as_of"])
+    assert row["status"] == "completed", row["error_code"]
+    assert (row["read_from"], row["standby_fallback"]) == ("primary", "lagging")
+    assert _stored(home, row) == expected
+    assert row["rows_total"] == total == TICKETS
+    assert "standby_fallback" in workers.outputs()
+
+
+def _active_copy(url: str, export_id: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+            "AND query ILIKE 'COPY%%' AND state = 'active'",
+            (copy_application_name(export_id),),
+        ).fetchone()
+    return row is not None and row[0] > 0
+
+
+def test_a_standby_that_stops_mid_export_ends_in_a_completed_file(
+    pair: ReplicatedPair, urls: tuple[str, str], home: Path, workers: Workers
+) -> None:
+    primary, standby = urls
+    # Enough rows that the standby is still sending when it stops (socket buffers hold MBs).
+    with psycopg.connect(primary, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO tickets (title, description, status_id, priority_id) "
+            "SELECT 'Bulk ' || g, repeat('padding ', 20), 1 + g % 6, 1 + g % 4 "
+            "FROM generate_series(1, 100000) AS g"
+        )
+    pair.wait_replayed()
+    with psycopg.connect(primary) as reference:
+        reference.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        reference.execute("SELECT 1")
+        export_id = _click(primary)
+        workers.start(primary, max_rows_per_s=25_000, extra_env=_standby_env(standby, 5))
+        running_row = wait_rows(primary, export_id, 0.2, timeout=60, workers=workers)
+        assert _active_copy(standby, export_id), (
+            "the standby's COPY is not running",
+            running_row["read_from"],
+            running_row["standby_fallback"],
+            workers.outputs(),
+        )
+        pair.standby.stop("immediate")
+        row = wait_status(primary, export_id, {"completed", "failed"}, timeout=120, workers=workers)
+        expected, _ = csv_in_transaction(reference, row["request"], row["as_of"])
+    assert row["status"] == "completed", (row["error_code"], workers.outputs())
+    assert row["attempt"] == 2
+    assert (row["read_from"], row["standby_fallback"]) == ("primary", "unreachable")
+    stored = _stored(home, row)
+    assert stored == expected
+    assert row["sha256"] == hashlib.sha256(stored).hexdigest()
+    wait_for(
+        "only the completed file in storage",
+        lambda: (
+            sorted(p.name for p in (home / "exports").rglob("*") if p.is_file())
+            == [Path(row["object_key"]).name]
+        ),
+        timeout=10,
+        workers=workers,
+    )
+
+
+async def test_healthz_and_metrics_report_the_standby_without_failing(
+    urls: tuple[str, str],
+) -> None:
+    primary, standby = urls
+    with psycopg.connect(primary, autocommit=True) as conn:
+        conn.execute("INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now())")
+    async with running(primary, export_database_url=standby, standby_max_lag_seconds=0.5) as web:
+        health = await web.client.get("/healthz")
+        body = await health.json()
+        assert health.status == 200, body
+        assert body["standby"]["state"] == "ok"
+        with psycopg.connect(standby, autocommit=True) as conn:
+            conn.execute("SELECT pg_wal_replay_pause()")
+        with psycopg.connect(primary, autocommit=True) as conn:
+            for _ in range(3):
+                conn.execute("UPDATE tickets SET title = title || '.' WHERE id < 50")
+                await asyncio.sleep(0.4)
+        health = await web.client.get("/healthz")
+        body = await health.json()
+        assert health.status == 200, body
+        assert body["standby"]["state"] == "lagging"
+        assert body["standby"]["lag_seconds"] > 0.5
+        metrics = await (await web.client.get("/metrics")).text()
+        assert "ticketexport_standby_up 1.0" in metrics
+        assert "ticketexport_standby_replay_lag_seconds" in metrics
+
+    async with running(
+        primary, export_database_url=with_dbname(standby, "no_such_database")
+    ) as web:
+        health = await web.client.get("/healthz")
+        body = await health.json()
+        assert health.status == 200, body
+        assert body["standby"]["state"] == "unreachable"
+        metrics = await (await web.client.get("/metrics")).text()
+        assert "ticketexport_standby_up 0.0" in metrics
