@@ -29,6 +29,8 @@ def test_defaults() -> None:
     assert s.heartbeat_seconds == 10.0
     assert s.stall_seconds == 300.0
     assert s.worker_seen_seconds == 60.0
+    assert s.export_database_url is None
+    assert s.standby_max_lag_seconds == 30.0
 
 
 def test_every_setting_is_read() -> None:
@@ -48,6 +50,8 @@ def test_every_setting_is_read() -> None:
             "TICKETEXPORT_HEARTBEAT_SECONDS": "0.5",
             "TICKETEXPORT_STALL_SECONDS": "3",
             "TICKETEXPORT_WORKER_SEEN_SECONDS": "2",
+            "TICKETEXPORT_EXPORT_DATABASE_URL": "postgresql://u@standby/te",
+            "TICKETEXPORT_STANDBY_MAX_LAG_SECONDS": "12.5",
         }
     )
     assert s == Settings(
@@ -65,6 +69,8 @@ def test_every_setting_is_read() -> None:
         heartbeat_seconds=0.5,
         stall_seconds=3.0,
         worker_seen_seconds=2.0,
+        export_database_url="postgresql://u@standby/te",
+        standby_max_lag_seconds=12.5,
     )
 
 
@@ -177,6 +183,8 @@ def test_bad_throttle_is_refused(raw: str) -> None:
         ("TICKETEXPORT_WORKER_SEEN_SECONDS", "-5"),
         ("TICKETEXPORT_WORKER_SEEN_SECONDS", "nan"),
         ("TICKETEXPORT_STALL_SECONDS", "inf"),
+        ("TICKETEXPORT_STANDBY_MAX_LAG_SECONDS", "-1"),
+        ("TICKETEXPORT_STANDBY_MAX_LAG_SECONDS", "later"),
     ],
 )
 def test_bad_timings_are_refused(name: str, raw: str) -> None:
