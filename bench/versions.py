@@ -65,9 +65,9 @@ def _summary(label: str, unit: str, ours: list[float], base: list[float]) -> str
     )
 
 
-def _pairs(count: int, first: Callable[[], float], second: Callable[[], float]) -> tuple[
-    list[float], list[float]
-]:
+def _pairs(
+    count: int, first: Callable[[], float], second: Callable[[], float]
+) -> tuple[list[float], list[float]]:
     """Alternate the two sides, `first` leading in even pairs and `second` in odd ones."""
     a: list[float] = []
     b: list[float] = []
@@ -164,7 +164,7 @@ def _pgbench_tps(url: str, clients: int, seconds: int, max_id: int) -> float:
             text=True,
         )
     finally:
-        os.unlink(script.name)
+        Path(script.name).unlink()
     match = re.search(r"tps = ([0-9.]+)", result.stdout)
     assert match, result.stdout
     return float(match.group(1))
