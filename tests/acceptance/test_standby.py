@@ -114,6 +114,13 @@ def test_an_export_read_on_the_standby_is_the_one_read_on_the_primary(
         with psycopg.connect(primary, autocommit=True) as conn:
             conn.execute("UPDATE tickets SET title = 'changed after the click'")
         pair.wait_replayed()
+        # The same statements, as of the same snapshot, read on the primary (while the
+        # export waits: once it is done, maintenance may prune the versions they read).
+        queued = export_row(primary, export_id)
+        with psycopg.connect(primary, autocommit=True) as conn:
+            on_primary, _ = csv_in_transaction(
+                conn, queued["request"], queued["as_of"], snapshot=queued["as_of_snapshot"]
+            )
         workers.start(primary, max_rows_per_s=THROTTLE, extra_env=_standby_env(standby))
         running_row = wait_rows(primary, export_id, 0.2, timeout=60, workers=workers)
         assert _copies(standby, export_id) == 1, (
@@ -128,11 +135,6 @@ def test_an_export_read_on_the_standby_is_the_one_read_on_the_primary(
         expected, _ = csv_in_transaction(reference, row["request"], row["as_of"])
     assert (row["read_from"], row["standby_fallback"]) == ("standby", None)
     stored = _stored(home, row)
-    # The same statements, as of the same snapshot, read on the primary.
-    with psycopg.connect(primary, autocommit=True) as conn:
-        on_primary, _ = csv_in_transaction(
-            conn, row["request"], row["as_of"], snapshot=row["as_of_snapshot"]
-        )
     assert stored == on_primary == expected
     assert b"changed after the click" not in stored
     assert row["rows_done"] == row["rows_total"] == TICKETS
