@@ -121,7 +121,9 @@ def _make_hostile(url: str) -> None:
         ]
         for ticket_id, title in zip(ids, HOSTILE_TITLES, strict=True):
             conn.execute(
-                "UPDATE tickets SET title = %s, description = %s, tags = %s WHERE id = %s",
+                # Fractions of a second: the CSV shows whole seconds, so must the workbook.
+                "UPDATE tickets SET title = %s, description = %s, tags = %s, "
+                "created_at = created_at + interval '0.789 s' WHERE id = %s",
                 (title, title[::-1], [title[:5], "&<>"], ticket_id),
             )
 
