@@ -792,7 +792,7 @@ WHERE id = ANY(%(ids)s::uuid[]) AND status = 'running';
 -- One page of exports, newest first; user_id NULL lists everyone's.
 SELECT e.id, e.status, e.stage, e.attempt, e.rows_done, e.rows_total, e.error_code,
        e.error_message, e.requested_at, e.expires_at, e.view_name, e.requester_id,
-       u.email AS requester_email, m.file_name, m.size_bytes
+       u.email AS requester_email, m.file_name, m.size_bytes, e.request->>'format' AS format
 FROM export_jobs e
 JOIN users u ON u.id = e.requester_id
 LEFT JOIN media_items m ON m.id = e.media_item_id

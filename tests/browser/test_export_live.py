@@ -600,3 +600,45 @@ def test_my_exports_updates_live_and_marks_expired(
     assert row.locator('[data-field="status"]').text_content() == "expired"
     assert row.locator("a[href$='/download']").count() == 0
     assert admin.downloads == []
+
+
+def test_each_format_downloads_with_its_name_and_type(
+    stack: Stack, sessions: Callable[..., Session]
+) -> None:
+    import gzip
+    import zipfile
+
+    stack.start_worker()
+    admin = sessions(ADMIN_EXPORT)
+    kinds = {
+        "csv.gz": "application/gzip",
+        "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    }
+    for key, content_type in kinds.items():
+        admin.page.goto("/staff/tickets?view=open")
+        admin.page.select_option("#export-format", key)
+        before = len(admin.downloads)
+        admin.page.click("#export-button")
+        admin.page.wait_for_url("**/staff/exports/*")
+        export_id = admin.page.get_attribute("#export", "data-export-id")
+        admin.wait_status("completed", timeout=30)
+        deadline = time.monotonic() + 10
+        while len(admin.downloads) == before and time.monotonic() < deadline:
+            admin.page.wait_for_timeout(100)
+        assert len(admin.downloads) == before + 1, key
+        download = admin.downloads[-1]
+        assert re.fullmatch(
+            rf"tickets-open-\d{{8}}-\d{{6}}\.{re.escape(key)}", download.suggested_filename
+        )
+        data = Path(download.path()).read_bytes()
+        if key == "csv.gz":
+            # Saved as sent: Chromium would have unpacked a Content-Encoding: gzip body.
+            assert gzip.decompress(data).startswith(BOM)
+        else:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                assert archive.testzip() is None
+                assert "xl/worksheets/sheet1.xml" in archive.namelist()
+        response = admin.context.request.get(f"/staff/exports/{export_id}/download")
+        assert response.headers["content-type"] == content_type
+        assert "content-encoding" not in response.headers
+        assert response.body() == data

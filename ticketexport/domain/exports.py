@@ -60,6 +60,10 @@ ERROR_MESSAGES: dict[str, str] = {
     "database_unavailable": "The database was unavailable while exporting. Please retry.",
     "expired_before_completion": ("The export did not finish before its retention period ended."),
     "row_count_mismatch": "The export wrote a different number of rows than it counted.",
+    "too_many_rows_for_xlsx": (
+        "The view has more rows than an Excel worksheet holds (1,048,575 below the header). "
+        "Export it as CSV, or narrow the view with filters or a search."
+    ),
     "stalled": "The export stopped making progress and was abandoned after its last attempt.",
     "worker_lost": "The worker running this export stopped and no attempts remain.",
     "internal": "The export failed because of an internal error. Please retry.",

@@ -62,6 +62,7 @@ class ExportPlan:
     select: sql.Composed
     count: sql.Composed
     file_name: str
+    layout: formats.Layout
 
 
 def plan_export(frozen: Mapping[str, Any], as_of: dt.datetime, snapshot: str | None) -> ExportPlan:
@@ -95,12 +96,15 @@ def plan_export(frozen: Mapping[str, Any], as_of: dt.datetime, snapshot: str | N
     except (KeyError, TypeError, ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
         # ViewInputError and an unknown format are ValueErrors too.
         raise ExportFailed("view_unavailable", repr(exc)) from exc
-    compiled = compile_export(resolved, request, actor, as_of, tz, snapshot=snapshot)
+    compiled = compile_export(
+        resolved, request, actor, as_of, tz, snapshot=snapshot, typed=fmt.typed
+    )
     return ExportPlan(
         format=fmt,
         select=fmt.select(compiled.rows),
         count=compiled.count,
         file_name=rules.file_name(view["name"], as_of, zone, extension=fmt.extension),
+        layout=formats.Layout(title=view["name"], columns=compiled.rows.columns),
     )
 
 
@@ -124,6 +128,8 @@ class ExportRun:
         self.completing = False
         # Whether this attempt's count and COPY run on the standby.
         self.reading_standby = False
+        # The frozen request's format, for the audit rows (set once the export is claimed).
+        self.format_key = formats.DEFAULT_FORMAT
         self.log_extra: dict[str, Any] = {"export_id": export_id, "job_id": job_id}
 
     # --- row updates ----------------------------------------------------------------
@@ -198,6 +204,7 @@ class ExportRun:
         key: str | None = None
         try:
             frozen = export["request"]
+            self.format_key = str(frozen.get("format") or formats.DEFAULT_FORMAT)
             await self._check_requester(frozen)
             plan = plan_export(frozen, export["as_of"], export["as_of_snapshot"])
             key = _object_key(self.export_id, self.attempt, plan.file_name)
@@ -359,12 +366,17 @@ class ExportRun:
         self.total = int(counted[0])
         if await self._update("export_counted", total=self.total) is None:
             raise Superseded
+        limit = plan.format.max_rows
+        if limit is not None and self.total > limit:
+            raise ExportFailed(
+                plan.format.too_many_rows, f"{self.total} rows, {plan.format.key} holds {limit}"
+            )
         await self._stage(Stage.EXPORTING)
         conn: psycopg.Connection[Any] = await self._connect(
             url or self.services.database_url, blocking=True
         )
         blocks = self._blocks(conn, plan)
-        stream = plan.format.encode(blocks)
+        stream = plan.format.encode(blocks, plan.layout)
         try:
             stored = await storage.put_stream(key, stream, content_type=plan.format.content_type)
         except StorageError as exc:
@@ -484,6 +496,7 @@ class ExportRun:
                     "attempt": self.attempt,
                     "duration_s": round(duration, 3),
                     "job_id": self.job_id,
+                    "format": self.format_key,
                 },
             )
             await events.publish(conn, self.export_id)
@@ -520,6 +533,7 @@ class ExportRun:
                         "attempt": self.attempt,
                         "duration_s": round(time.monotonic() - self.started, 3),
                         "job_id": self.job_id,
+                        "format": self.format_key,
                     },
                 )
                 await events.publish(conn, self.export_id)

@@ -10,7 +10,8 @@ from typing import Literal, Protocol
 from psycopg import sql
 
 # How a typed format (a spreadsheet cell, say) holds a column's value; CSV and the list
-# show the display text whatever the type.
+# show the display text whatever the type. Only integer and timestamp columns declare a
+# `value` of their own (see Column); the other types hold the displayed text.
 ValueType = Literal["text", "integer", "timestamp", "boolean", "list"]
 KeyKind = Literal["ts", "int", "text", "bool"]
 
@@ -113,6 +114,13 @@ def timestamp(expression: str) -> Display:
         ).format(x=x, tz=tz)
 
     return shown
+
+
+def local_time(expression: str) -> Display:
+    """An instant as the organisation's wall-clock time (timestamp without time zone), to the
+    second as the display shows it, NULL when NULL: what a spreadsheet's date-time holds."""
+    x = sql.SQL(expression)
+    return lambda scope: sql.SQL("date_trunc('second', {} AT TIME ZONE {})").format(x, scope.tz_())
 
 
 def yes_no(predicate: Display) -> Display:
@@ -229,7 +237,10 @@ class Column:
 
     `display` is the text the list and the CSV show ('' for empty), reading the lookups
     named in `joins`; `sort` makes its sort keys, None declaring it unsortable; `searchable`
-    says whether the search box looks at its text; `value_type` is how a typed format holds it.
+    says whether the search box looks at its text; `value_type` is how a typed format holds it,
+    and `value` the SQL of that typed value (NULL for empty) where it is not the display: the
+    bigint of an integer column, the local wall-clock timestamp of a timestamp column.
+    `width` is what typical content needs, in characters (a spreadsheet's column width).
     """
 
     key: str
@@ -241,6 +252,8 @@ class Column:
     default: bool = False
     joins: tuple[str, ...] = ()
     searchable: bool = True
+    value: Display | None = None
+    width: int = 16
 
     @property
     def sortable(self) -> bool:
@@ -251,16 +264,23 @@ class Column:
 
 
 def _text(
-    key: str, label: str, expression: str, *, default: bool = False, joins: tuple[str, ...] = ()
+    key: str,
+    label: str,
+    expression: str,
+    *,
+    default: bool = False,
+    joins: tuple[str, ...] = (),
+    width: int = 16,
 ) -> Column:
     """Text shown as the ticket holds it, sorted as text."""
-    return Column(key, label, "text", constant(expression), by_text, default=default, joins=joins)
+    shown = constant(expression)
+    return Column(key, label, "text", shown, by_text, default=default, joins=joins, width=width)
 
 
 def _person(key: str, label: str, alias: str, *, default: bool = False) -> Column:
     """A user or contact by name, from the lookup `alias`."""
     shown = constant(person(alias))
-    return Column(key, label, "text", shown, by_text, default=default, joins=(alias,))
+    return Column(key, label, "text", shown, by_text, default=default, joins=(alias,), width=22)
 
 
 def _ranked(key: str, label: str, alias: str, *, default: bool = False) -> Column:
@@ -268,7 +288,7 @@ def _ranked(key: str, label: str, alias: str, *, default: bool = False) -> Colum
     a = sql.Identifier(alias)
     shown = constant(sql.SQL("{}.label").format(a))
     rank = by_number(sql.SQL("{}.sort_order").format(a))
-    return Column(key, label, "text", shown, rank, default=default, joins=(alias,))
+    return Column(key, label, "text", shown, rank, default=default, joins=(alias,), width=14)
 
 
 def _number(
@@ -285,7 +305,15 @@ def _number(
     digits = sql.SQL("coalesce({}::text, '')" if nullable else "{}::text").format(x)
     order = by_number(x, nullable=nullable)
     return Column(
-        key, label, "integer", constant(digits), order, default=default, searchable=searchable
+        key,
+        label,
+        "integer",
+        constant(digits),
+        order,
+        default=default,
+        searchable=searchable,
+        value=constant(x),
+        width=11,
     )
 
 
@@ -294,13 +322,24 @@ def _instant(
 ) -> Column:
     """A timestamp, in time order; dates are not searched."""
     shown, order = timestamp(expression), by_time(expression, nullable=nullable)
-    return Column(key, label, "timestamp", shown, order, default=default, searchable=False)
+    return Column(
+        key,
+        label,
+        "timestamp",
+        shown,
+        order,
+        default=default,
+        searchable=False,
+        value=local_time(expression),
+        # "2026-06-01 14:05:09" and the header's filter button
+        width=20,
+    )
 
 
 def _flag(key: str, label: str, predicate: Display) -> Column:
     """A boolean shown as Yes/No, false first; booleans are not searched."""
     shown, order = yes_no(predicate), by_truth(predicate)
-    return Column(key, label, "boolean", shown, order, searchable=False)
+    return Column(key, label, "boolean", shown, order, searchable=False, width=10)
 
 
 _TASKS = "(CASE WHEN tk.total = 0 THEN '' ELSE tk.closed::text || ' / ' || tk.total::text END)"
@@ -311,13 +350,13 @@ COLUMNS: dict[str, Column] = {
     column.key: column
     for column in (
         _number("id", "Ticket ID", "t.id", default=True),
-        _text("title", "Title", "t.title", default=True),
+        _text("title", "Title", "t.title", default=True, width=48),
         _ranked("status", "Status", "st", default=True),
         _ranked("priority", "Priority", "pr", default=True),
         _text("language", "Language", "coalesce(t.language, '')"),
         _text("category", "Category", "coalesce(t.category, '')"),
         _person("assignee", "Assignee", "ua", default=True),
-        _text("team", "Team", "coalesce(tm.name, '')", default=True, joins=("tm",)),
+        _text("team", "Team", "coalesce(tm.name, '')", default=True, joins=("tm",), width=20),
         _number("contact_id", "Contact ID", "t.contact_id", nullable=True, searchable=False),
         _person("contact", "Contact", "ct", default=True),
         _text("sla_status", "SLA Status", "coalesce(t.sla_status, '')"),
@@ -325,12 +364,23 @@ COLUMNS: dict[str, Column] = {
         _instant("created_at", "Created", "t.created_at", default=True),
         _instant("updated_at", "Last Updated", "t.updated_at"),
         _instant("closed_at", "Closed", "t.closed_at", nullable=True),
-        Column("tags", "Tags", "list", constant("array_to_string(t.tags, ', ')"), by_text),
+        Column(
+            "tags", "Tags", "list", constant("array_to_string(t.tags, ', ')"), by_text, width=24
+        ),
         _person("created_by", "Created By", "uc"),
-        _text("description", "Description", "t.description"),
+        _text("description", "Description", "t.description", width=60),
         _flag("snoozed", "Snoozed", _snoozed),
         _instant("snoozed_until", "Snoozed Until", "t.snoozed_until", nullable=True),
-        Column("tasks", "Tasks", "text", constant(_TASKS), None, joins=("tk",), searchable=False),
+        Column(
+            "tasks",
+            "Tasks",
+            "text",
+            constant(_TASKS),
+            None,
+            joins=("tk",),
+            searchable=False,
+            width=8,
+        ),
     )
 }
 

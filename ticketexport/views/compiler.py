@@ -93,7 +93,8 @@ class Binder:
 
 @dataclasses.dataclass(frozen=True)
 class Compiled:
-    """A SELECT of display strings per column, then the ticket id, then the sort keys."""
+    """A SELECT of display strings per column (typed values where `typed`, see compile_list),
+    then the ticket id, then the sort keys."""
 
     statement: sql.Composed
     params: dict[str, Any]
@@ -171,6 +172,16 @@ def display(column: str, ctx: _Context) -> sql.Composable:
     declared = COLUMNS[column]
     ctx.joins.update(declared.joins)
     return declared.display(ctx)
+
+
+def typed_value(column: str, ctx: _Context) -> sql.Composable:
+    """The SQL of one column's typed value (columns.Column.value), its display where it has
+    none."""
+    declared = COLUMNS[column]
+    if declared.value is None:
+        return display(column, ctx)
+    ctx.joins.update(declared.joins)
+    return declared.value(ctx)
 
 
 # Conditions -----------------------------------------------------------------------------
@@ -781,8 +792,12 @@ def compile_list(
     inline: bool = False,
     grouped: bool = False,
     snapshot: str | None = None,
+    typed: bool = False,
 ) -> Compiled:
     """The list SELECT: display columns, ticket id, sort keys; keyset `after`, `limit` rows.
+
+    `typed` selects each column's typed value instead of its display (for a typed export
+    format); the rows and their order are the same.
 
     `grouped` reads a page of a priority/status/assignee sort group by group (see
     _grouped_page); the rows are the same either way, only the plan differs. It pays off
@@ -800,7 +815,7 @@ def compile_list(
     if after is not None:
         where = sql.SQL("{} AND {}").format(where, keyset_after(keys, after, ctx))
         where_joins |= key_joins
-    shown_cols = [display(c, ctx) for c in columns]
+    shown_cols = [(typed_value if typed else display)(c, ctx) for c in columns]
     joins = key_joins | where_joins | ctx.take_joins()
     order = sql.SQL(", ").join(
         sql.SQL("{} {}").format(k.expr, sql.SQL("DESC" if k.descending else "ASC")) for k in keys
@@ -883,16 +898,19 @@ def compile_export(
     tz: str,
     *,
     snapshot: str | None,
+    typed: bool = False,
 ) -> CompiledExport:
     """The export's rows (an export format wraps them, see exports.formats) and its count,
-    which formats no column.
+    which formats no column. `typed` gives the rows typed values (compile_list).
 
     Both read every table as of `snapshot` (the click's recorded pg_snapshot), with relative
     dates evaluated at `as_of` in `tz`: the same statements give the same rows on any server
     that has the click's transactions, however long after the click they run. Without a
     snapshot (an export recorded before versions were kept) they read the tables as they are.
     """
-    rows = compile_list(view, request, actor, now=as_of, tz=tz, inline=True, snapshot=snapshot)
+    rows = compile_list(
+        view, request, actor, now=as_of, tz=tz, inline=True, snapshot=snapshot, typed=typed
+    )
     ctx = _Context(Binder(inline=True), as_of, tz, actor, snapshot=snapshot)
     where = where_clause(view, request, ctx)
     count = sql.SQL("SELECT count(*) FROM {src} WHERE {where}").format(

@@ -108,6 +108,7 @@ async def export_list(request: web.Request) -> web.StreamResponse:
             {
                 "row": row,
                 "payload": payload,
+                "format": formats.recorded(row["format"]),
                 "requested": _stamp(row["requested_at"], tz),
                 "expires": _stamp(row["expires_at"], tz),
                 "active": row["status"] in (Status.QUEUED, Status.RUNNING),
@@ -168,7 +169,10 @@ def _stamp(value: dt.datetime | None, tz: zoneinfo.ZoneInfo) -> str:
 def describe_request(frozen: Mapping[str, Any]) -> list[str]:
     """The view and its filters in words, for the status page."""
     view = frozen.get("view", {})
-    parts = [f"View: {view.get('name', '?')}"]
+    parts = [
+        f"View: {view.get('name', '?')}",
+        f"Format: {formats.recorded(frozen.get('format')).label}",
+    ]
     if frozen.get("q"):
         parts.append(f"Search: “{frozen['q']}”")
     sort = frozen.get("sort")
@@ -211,6 +215,7 @@ async def export_status(request: web.Request) -> web.StreamResponse:
         "payload": payload,
         "payload_json": json.dumps(payload),
         "summary": describe_request(export["request"]),
+        "format": formats.recorded(export["request"].get("format")),
         "requested": _stamp(export["requested_at"], tz),
         "as_of": _stamp(export["as_of"], tz),
         "started": _stamp(export["started_at"], tz),

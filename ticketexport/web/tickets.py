@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from ticketexport.domain.permissions import Permission
+from ticketexport.exports import formats
 from ticketexport.views import registry, saved, service
 from ticketexport.web.keys import USER, pool_of, settings_of
 from ticketexport.web.render import PageError, render
@@ -62,6 +63,8 @@ async def ticket_list(request: web.Request) -> web.StreamResponse:
         "first_url": _link(current) if params.get("page") else None,
         "can_export": user.has(Permission.IMPORT_EXPORT_TICKETS),
         "export_fields": list(current.items()),
+        "export_formats": [(f.key, f.label) for f in formats.FORMATS.values()],
+        "default_format": formats.DEFAULT_FORMAT,
     }
     return render(request, "tickets.html", context)
 

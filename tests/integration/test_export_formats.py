@@ -1,0 +1,262 @@
+"""csv.gz and xlsx exports in-process: the CSV's rows in each, hostile text, byte-identical
+re-runs, the xlsx row limit, and the format on the pages and in the audit rows."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import hashlib
+import io
+import re
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.support.databases import Seeding
+from tests.support.formats import (
+    GZIP_TYPE,
+    XLSX_TYPE,
+    assert_xlsx_holds,
+    gunzip,
+)
+from tests.support.services import actor_for, services_for
+from tests.support.web import running
+from ticketexport import seed
+from ticketexport.bootstrap import Services
+from ticketexport.domain.exports import ERROR_MESSAGES
+from ticketexport.exports import formats, service
+from ticketexport.exports.formats import BOM
+from ticketexport.exports.worker import ExportRun
+from ticketexport.storage.local import LocalStorage
+from ticketexport.views import registry
+from ticketexport.views.model import ListRequest
+
+ANCHOR = dt.date(2026, 6, 1)
+# A view holds at most 20 of the 21 columns; Language is text like several others.
+EVERY_COLUMN = [key for key in registry.COLUMNS if key != "language"]
+ADMIN = next(d for d in seed.DEMO_LOGINS if d.is_admin and d.can_export)
+
+# Text no spreadsheet cell may alter: formula-looking, XML-special, control characters
+# (dropped: XML cannot hold them), line breaks, outer blanks, Office's own escape syntax.
+HOSTILE_TITLES = (
+    "=SUM(1,2)",
+    "+1+2",
+    "  @lead blanks and trail  ",
+    "Tom & Jerry <tag> ]]> \"quoted\" 'single'",
+    "Line 1\r\nLine 2\rLine 3\n",
+    "\tTab first, bell \x07, escape \x1b, form feed \x0c, vertical tab \x0b",
+    "_x0041_ is not A, _x00e9_ nor é",
+    "Ünïcödé Привет 你好 مرحبا 😀👍🏽 \ufffe",
+)
+
+
+@pytest.fixture
+def seeding() -> Seeding:
+    return Seeding(tickets=300, seed=3, anchor=ANCHOR)
+
+
+@pytest.fixture
+async def deps(seeded_url: str, tmp_path: Path) -> AsyncIterator[Services]:
+    async with services_for(
+        seeded_url,
+        tmp_path,
+        env={"TICKETEXPORT_TIMEZONE": "America/St_Johns"},
+        storage=LocalStorage(tmp_path / "exports"),
+    ) as services:
+        yield services
+
+
+async def _export(deps: Services, request: ListRequest, key: str) -> dict[str, Any]:
+    """Request and run one export in-process; its row and stored bytes (as `data`)."""
+    user = actor_for(deps.database_url)
+    requested = await service.request_export(
+        deps, user, request, export_format=formats.get(key), client_ip=None
+    )
+    async with deps.pool.connection() as conn:
+        row = await service.load_export(conn, requested.export_id)
+    assert row is not None
+    await ExportRun(deps, requested.export_id, row["procrastinate_job_id"]).run()
+    async with deps.pool.connection() as conn:
+        row = await service.load_export(conn, requested.export_id)
+    assert row is not None
+    if row["status"] == "completed":
+        assert isinstance(deps.storage, LocalStorage)
+        row["data"] = b"".join([chunk async for chunk in deps.storage.read(row["object_key"])])
+        assert row["size_bytes"] == len(row["data"])
+        assert hashlib.sha256(row["data"]).hexdigest() == row["sha256"]
+    return row
+
+
+def _csv_rows(data: bytes) -> list[list[str]]:
+    assert data.startswith(BOM)
+    return list(csv.reader(io.StringIO(data[len(BOM) :].decode(), newline="")))
+
+
+async def _saved_view(deps: Services, columns: list[str], sort: list[dict[str, str]]) -> str:
+    from ticketexport.views import saved
+    from ticketexport.views.model import parse_definition
+
+    definition = parse_definition(
+        {"name": "Every / column: [all]?", "columns": columns, "sort": sort}
+    )
+    async with deps.pool.connection() as conn:
+        view_id = await saved.create_saved_view(
+            conn, actor_for(deps.database_url), definition, system_wide=False
+        )
+    return str(view_id)
+
+
+def _make_hostile(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        ids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT id FROM tickets ORDER BY id LIMIT %s", (len(HOSTILE_TITLES),)
+            )
+        ]
+        for ticket_id, title in zip(ids, HOSTILE_TITLES, strict=True):
+            conn.execute(
+                # Fractions of a second: the CSV shows whole seconds, so must the workbook.
+                "UPDATE tickets SET title = %s, description = %s, tags = %s, "
+                "created_at = created_at + interval '0.789 s' WHERE id = %s",
+                (title, title[::-1], [title[:5], "&<>"], ticket_id),
+            )
+
+
+async def test_every_format_holds_the_csv_rows(deps: Services, seeded_url: str) -> None:
+    _make_hostile(seeded_url)
+    view_id = await _saved_view(deps, EVERY_COLUMN, [{"column": "title", "direction": "asc"}])
+    request = ListRequest(view=view_id, q="", sort="view", filters={}, page=None)
+    exported = {key: await _export(deps, request, key) for key in formats.FORMATS}
+    for key, row in exported.items():
+        assert row["status"] == "completed", (key, row["error_code"])
+        assert row["rows_done"] == row["rows_total"] == 300
+        assert row["content_type"] == formats.FORMATS[key].content_type
+        assert row["file_name"].endswith("." + key)
+        assert row["request"]["format"] == key
+
+    csv_bytes = exported["csv"]["data"]
+    assert gunzip(exported["csv.gz"]["data"]) == csv_bytes
+    rows = _csv_rows(csv_bytes)
+    types = [registry.COLUMNS[c].value_type for c in EVERY_COLUMN]
+    sheet = assert_xlsx_holds(exported["xlsx"]["data"], rows, types)
+    assert sheet.title == "Every column all"
+    # Every hostile title reaches the workbook as written, less what XML cannot hold.
+    titles = {cell.value for cell in sheet["B"][1:]}
+    assert "=SUM(1,2)" in titles
+    assert "Line 1\r\nLine 2\rLine 3\n" in titles
+    assert "  @lead blanks and trail  " in titles
+    assert "\tTab first, bell , escape , form feed , vertical tab " in titles
+    assert "_x005F_x0041_ is not A, _x005F_x00e9_ nor é" in titles  # raw: Excel shows _x0041_
+    widths = [sheet.column_dimensions[c].width for c in ("A", "B", "K")]
+    assert widths == [13, 48, 20]
+
+
+async def test_reruns_give_the_same_bytes(deps: Services) -> None:
+    request = ListRequest(view="all", q="", sort="priority", filters={}, page=None)
+    for key in formats.FORMATS:
+        first = await _export(deps, request, key)
+        second = await _export(deps, request, key)
+        assert first["id"] != second["id"]
+        assert first["sha256"] == second["sha256"], key
+        assert first["data"] == second["data"], key
+    archive = zipfile.ZipFile(io.BytesIO(first["data"]))
+    assert [i.filename for i in archive.infolist()] == [
+        "[Content_Types].xml",
+        "_rels/.rels",
+        "xl/_rels/workbook.xml.rels",
+        "xl/styles.xml",
+        "xl/worksheets/sheet1.xml",
+        "xl/workbook.xml",
+    ]
+
+
+async def test_a_view_above_the_sheet_limit_fails_at_counting(
+    deps: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A million seeded rows would take minutes; the limit is the format's, so lower it.
+    small = dataclasses.replace(formats.XLSX, max_rows=299)
+    monkeypatch.setitem(formats.FORMATS, "xlsx", small)
+    request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
+    failed = await _export(deps, request, "xlsx")
+    assert failed["status"] == "failed"
+    assert failed["error_code"] == "too_many_rows_for_xlsx"
+    assert failed["error_message"] == ERROR_MESSAGES["too_many_rows_for_xlsx"]
+    assert "CSV" in failed["error_message"]
+    assert failed["rows_total"] == 300
+    assert failed["rows_done"] == 0
+    assert failed["media_item_id"] is None
+    assert not list((Path(deps.settings.home) / "exports").rglob("*.xlsx"))
+    # At the limit it goes through.
+    monkeypatch.setitem(formats.FORMATS, "xlsx", dataclasses.replace(small, max_rows=300))
+    assert (await _export(deps, request, "xlsx"))["status"] == "completed"
+    with psycopg.connect(deps.database_url) as conn:
+        audits = conn.execute(
+            "SELECT action, details->>'format', details->>'error_code' FROM audit_log "
+            "WHERE action IN ('export.failed', 'export.completed') ORDER BY id"
+        ).fetchall()
+    assert audits == [
+        ("export.failed", "xlsx", "too_many_rows_for_xlsx"),
+        ("export.completed", "xlsx", None),
+    ]
+
+
+async def test_pages_offer_and_show_the_format(seeded_url: str, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    async with running(seeded_url, storage_url=(home / "exports").as_uri()) as web:
+        assert (await web.login(ADMIN.email, ADMIN.password)).status == 303
+        page = await (await web.client.get("/staff/tickets?view=open")).text()
+        control = re.search(r'<select name="format"[^>]*>(.*?)</select>', page, re.S)
+        assert control is not None, "the list has no format control"
+        assert re.findall(r'<option value="([^"]+)"', control.group(1)) == list(formats.FORMATS)
+        assert 'id="export-button"' in page
+        token = await web.csrf("/staff/tickets")
+        ids = {}
+        for key in formats.FORMATS:
+            response = await web.client.post(
+                "/staff/tickets/export",
+                data={"csrf_token": token, "view": "open", "format": key},
+                allow_redirects=False,
+            )
+            assert response.status == 303
+            ids[key] = response.headers["Location"].rsplit("/", 1)[1]
+        bad = await web.client.post(
+            "/staff/tickets/export",
+            data={"csrf_token": token, "view": "open", "format": "pdf"},
+            allow_redirects=False,
+        )
+        assert bad.status == 400
+        for key, export_id in ids.items():
+            await ExportRun(web.services, export_id, None).run()
+            status = await (await web.client.get(f"/staff/exports/{export_id}")).text()
+            label = formats.FORMATS[key].label
+            assert f"Format: {label}" in status
+            assert f">Download {label}</a>" in status
+            download = await web.client.get(f"/staff/exports/{export_id}/download")
+            assert download.status == 200
+            assert download.headers["Content-Type"] == formats.FORMATS[key].content_type
+            assert "Content-Encoding" not in download.headers
+            assert re.search(
+                rf'filename="tickets-open-\d{{8}}-\d{{6}}\.{re.escape(key)}"',
+                download.headers["Content-Disposition"],
+            )
+            body = await download.read()
+            if key == "csv.gz":
+                assert download.headers["Content-Type"] == GZIP_TYPE
+                assert gunzip(body).startswith(BOM)
+            if key == "xlsx":
+                assert download.headers["Content-Type"] == XLSX_TYPE
+                assert body.startswith(b"PK\x03\x04")
+        mine = await (await web.client.get("/staff/exports")).text()
+        for key in formats.FORMATS:
+            assert f'<td data-field="format">{formats.FORMATS[key].label}</td>' in mine
+    with psycopg.connect(seeded_url) as conn:
+        requested = conn.execute(
+            "SELECT details->>'format' FROM audit_log WHERE action = 'export.requested' ORDER BY id"
+        ).fetchall()
+    assert [r[0] for r in requested] == list(formats.FORMATS)
