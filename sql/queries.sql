@@ -762,18 +762,21 @@ RETURNING e.id;
 SELECT pg_advisory_xact_lock(hashtextextended('ticketexport.history-horizon', 0));
 
 -- name: history_horizon
--- Under the lock above: this transaction's xmin (every later snapshot sees transactions
--- older than it as finished) and the snapshots of every unfinished export.
-SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon,
+-- Under the lock above: this statement's snapshot (every version superseded by a
+-- transaction it sees is superseded for every later snapshot too) and the snapshots of
+-- every unfinished export.
+SELECT pg_current_snapshot()::text AS horizon,
        COALESCE(array_agg(as_of_snapshot::text), '{}') AS snapshots
 FROM export_jobs
 WHERE status IN ('queued', 'running') AND as_of_snapshot IS NOT NULL;
 
 -- name: history_prune
--- Removes versions no unfinished export's snapshot can see and no later snapshot will
--- ({history} is composed): superseded before the horizon, and not visible to any of them.
+-- Removes versions no unfinished export's snapshot can see and no later one will
+-- ({history} is composed): superseded as the horizon sees it, and not visible to any of
+-- the unfinished exports' snapshots.
 DELETE FROM {history} AS h
-WHERE h.superseded_by < %(horizon)s::xid8
+WHERE (h.superseded_by < pg_snapshot_xmin(%(horizon)s::pg_snapshot)
+       OR pg_visible_in_snapshot(h.superseded_by, %(horizon)s::pg_snapshot))
   AND NOT EXISTS (
       SELECT 1 FROM unnest(%(snapshots)s::text[]::pg_snapshot[]) AS s (snap)
       WHERE (h.row_version < pg_snapshot_xmin(s.snap)

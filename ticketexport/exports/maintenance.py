@@ -242,11 +242,12 @@ async def run_periodic(services: Services, app: procrastinate.App) -> None:
 async def _prune_history(services: Services, report: Report) -> None:
     """Delete row versions that no unfinished export, and no later one, can read.
 
-    The horizon and the unfinished exports' snapshots are read once requests in flight have
-    committed (each holds the shared side of the lock from before it records its snapshot),
-    so a request that records its snapshot later sees every version removed here as
-    superseded. Versions written after an unfinished export's snapshot are not visible to
-    it either, so a long run of updates while exports wait keeps history bounded.
+    The horizon snapshot and the unfinished exports' snapshots are read once requests in
+    flight have committed (each holds the shared side of the lock from before it records
+    its snapshot), so a request that records its snapshot later sees every transaction the
+    horizon sees: the versions those superseded are gone for it too. Versions written after
+    an unfinished export's snapshot are not visible to it either, so a long run of updates
+    while exports wait keeps history bounded, whatever long transactions run elsewhere.
     """
     async with services.pool.connection() as conn, conn.transaction():
         await conn.execute(q("history_horizon_lock"))
