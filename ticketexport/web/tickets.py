@@ -65,6 +65,7 @@ async def ticket_list(request: web.Request) -> web.StreamResponse:
         "export_fields": list(current.items()),
         "export_formats": [(f.key, f.label) for f in formats.FORMATS.values()],
         "default_format": formats.DEFAULT_FORMAT,
+        "default_format_label": formats.get(formats.DEFAULT_FORMAT).label,
     }
     return render(request, "tickets.html", context)
 
