@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.support import reference_views
 from tests.support.components import missing_component, require_module
 from tests.support.databases import scratch_database
 from ticketexport import accounts
@@ -48,7 +49,6 @@ LOGINS = {login.email: login for login in DEMO_LOGINS}
 ADMIN_EXPORT = "admin.export@example.com"
 AGENT_EXPORT = "agent.export@example.com"
 BOM = b"\xef\xbb\xbf"
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 DENIED = "Downloading requires an administrator with the Import / Export Tickets permission"
 
 # Records every state the status page shows, as the page shows it: the badge text and the
@@ -335,7 +335,7 @@ def list_rows(session: Session, path: str) -> tuple[list[str], list[list[str]]]:
 
 def guarded(cell: str) -> str:
     """The CSV's formula guard: text that a spreadsheet would run gets a leading quote."""
-    return "'" + cell if cell.startswith(FORMULA_START) else cell
+    return reference_views.csv_guard(cell)
 
 
 def csv_rows(data: bytes) -> list[list[str]]:
