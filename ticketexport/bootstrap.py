@@ -88,7 +88,15 @@ async def open_services(
     app = jobs.build_app(procrastinate.PsycopgConnector())
     if worker_concurrency:
         jobs.schedule_maintenance(app, settings)
-    hub = events.EventHub(database_url, events.pool_fetcher(pool)) if web else None
+    hub = (
+        events.EventHub(
+            database_url,
+            events.pool_fetcher(pool),
+            recheck_seconds=settings.keepalive_seconds,
+        )
+        if web
+        else None
+    )
     await pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT)
     try:
         async with app.open_async(pool=pool):

@@ -129,11 +129,12 @@ async def running(
                 setup(app)
             async with TestClient(TestServer(app)) as client:
                 yield Web(client, services)
-                errors = list(app[SERVER_ERRORS])
+                served = app[SERVER_ERRORS]
+                errors = (served.count, list(served.recent))
     finally:
         logger.removeHandler(captured)
-    if errors and not expect_500s:
+    if errors[0] and not expect_500s:
         pytest.fail(
-            f"the app served {len(errors)} response(s) with status 500: {errors}\n"
+            f"the app served {errors[0]} response(s) with status 500: {errors[1]}\n"
             + "\n".join(captured.lines)
         )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import logging
+import os
 import secrets
 from pathlib import Path
 
@@ -16,7 +18,13 @@ import ticketexport
 from ticketexport.bootstrap import Services
 from ticketexport.config import Settings
 from ticketexport.web import auth, exports, ops, pages, saved_views, tickets
-from ticketexport.web.keys import LOGIN_KEY, SERVER_ERRORS, SERVICES
+from ticketexport.web.keys import (
+    LOGIN_KEY,
+    PASSWORD_EXECUTOR,
+    SERVER_ERRORS,
+    SERVICES,
+    ServerErrors,
+)
 from ticketexport.web.middleware import all_middlewares, on_response_prepare
 
 log = logging.getLogger(__name__)
@@ -25,12 +33,19 @@ TEMPLATES_DIR = Path(ticketexport.__file__).resolve().parent.parent / "templates
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # Forms are small; the largest is the view editor. A tighter cap than aiohttp's 1 MiB.
 MAX_BODY = 256 * 1024
+# Threads checking passwords at once: at most half the cores, so a flood of sign-ins
+# leaves the others to downloads, pages and (in `demo`) the worker.
+PASSWORD_THREADS = max(1, min(2, (os.cpu_count() or 2) // 2))
 
 
 def _login_key(settings: Settings) -> bytes:
     if settings.secret_key:
         return hashlib.sha256(b"ticketexport-login:" + settings.secret_key.encode()).digest()
     return secrets.token_bytes(32)
+
+
+async def _stop_password_threads(app: web.Application) -> None:
+    app[PASSWORD_EXECUTOR].shutdown(wait=False, cancel_futures=True)
 
 
 def init_app(services: Services) -> web.Application:
@@ -41,7 +56,10 @@ def init_app(services: Services) -> web.Application:
     app = web.Application(middlewares=all_middlewares(), client_max_size=MAX_BODY)
     app[SERVICES] = services
     app[LOGIN_KEY] = _login_key(services.settings)
-    app[SERVER_ERRORS] = []
+    app[SERVER_ERRORS] = ServerErrors()
+    app[PASSWORD_EXECUTOR] = concurrent.futures.ThreadPoolExecutor(
+        max_workers=PASSWORD_THREADS, thread_name_prefix="password-check"
+    )
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
@@ -56,6 +74,7 @@ def init_app(services: Services) -> web.Application:
     # Before aiohttp waits for open handlers: wakes every event stream so it ends now.
     hub = services.hub
     app.on_shutdown.append(lambda _app: hub.stop())
+    app.on_cleanup.append(_stop_password_threads)
     router = app.router
     router.add_get("/", pages.home)
     router.add_get("/login", auth.login_get)
