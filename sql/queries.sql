@@ -199,6 +199,14 @@ INSERT INTO audit_log (actor_id, actor_email, action, client_ip, export_id, deta
 VALUES (%(actor_id)s, %(actor_email)s, %(action)s, %(client_ip)s::inet, %(export_id)s::uuid,
         %(details)s);
 
+-- name: audit_insert_for_requester
+-- One audit row in the name of an export's requester (worker and maintenance actions).
+INSERT INTO audit_log (actor_id, actor_email, action, export_id, details)
+SELECT u.id, u.email, %(action)s, e.id, %(details)s
+FROM export_jobs e
+JOIN users u ON u.id = e.requester_id
+WHERE e.id = %(export_id)s::uuid;
+
 -- Views: saved views and the list page's lookups -------------------------------------
 
 -- name: views_saved_list
@@ -388,11 +396,13 @@ RETURNING id;
 SELECT 1 FROM media_items WHERE object_key = %(key)s;
 
 -- name: export_complete
--- running → completed with its file.
+-- running → completed with its file; refused once the export's retention has ended (it
+-- must then fail with expired_before_completion instead).
 UPDATE export_jobs
 SET status = 'completed', stage = NULL, finished_at = now(), media_item_id = %(media_id)s,
     progress_at = now()
 WHERE id = %(id)s::uuid AND status = 'running' AND attempt = %(attempt)s
+  AND expires_at > now()
 RETURNING requester_id;
 
 -- name: export_fail
