@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import logging
 import os
 import secrets
+import threading
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -36,12 +38,21 @@ MAX_BODY = 256 * 1024
 # Threads checking passwords at once: at most half the cores, so a flood of sign-ins
 # leaves the others to downloads, pages and (in `demo`) the worker.
 PASSWORD_THREADS = max(1, min(2, (os.cpu_count() or 2) // 2))
+PASSWORD_NICENESS = 10
 
 
 def _login_key(settings: Settings) -> bytes:
     if settings.secret_key:
         return hashlib.sha256(b"ticketexport-login:" + settings.secret_key.encode()).digest()
     return secrets.token_bytes(32)
+
+
+def _lower_priority() -> None:
+    """Runs in each password thread as it starts: under a flood of sign-ins, these threads
+    get the CPU only when page, download and worker threads leave it (Linux schedules each
+    thread by its own nice value). Where that cannot be set, they run as they are."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PASSWORD_NICENESS)
 
 
 async def _stop_password_threads(app: web.Application) -> None:
@@ -58,7 +69,9 @@ def init_app(services: Services) -> web.Application:
     app[LOGIN_KEY] = _login_key(services.settings)
     app[SERVER_ERRORS] = ServerErrors()
     app[PASSWORD_EXECUTOR] = concurrent.futures.ThreadPoolExecutor(
-        max_workers=PASSWORD_THREADS, thread_name_prefix="password-check"
+        max_workers=PASSWORD_THREADS,
+        thread_name_prefix="password-check",
+        initializer=_lower_priority,
     )
     env = aiohttp_jinja2.setup(
         app,
