@@ -96,7 +96,13 @@ async def test_all_view_every_sort_equals_the_list(
         worker_process(url, home) as worker,
     ):
         actor = admin_actor(url)
-        async with running(url, storage_url=(home / "exports").as_uri(), timezone=TIMEZONE) as web:
+        # Every Export is clicked before any finishes: no limit on one user's queued exports.
+        async with running(
+            url,
+            storage_url=(home / "exports").as_uri(),
+            timezone=TIMEZONE,
+            max_active_exports_per_user=0,
+        ) as web:
             assert (await web.login(ADMIN.email, ADMIN.password)).status == 303
             exporter = Exporter(web)
             for size in sizes:
@@ -296,7 +302,13 @@ async def test_every_view_equals_the_list(
     ):
         _adjust_seed(url)
         actor = admin_actor(url)
-        async with running(url, storage_url=(home / "exports").as_uri(), timezone=TIMEZONE) as web:
+        # Every Export is clicked before any finishes: no limit on one user's queued exports.
+        async with running(
+            url,
+            storage_url=(home / "exports").as_uri(),
+            timezone=TIMEZONE,
+            max_active_exports_per_user=0,
+        ) as web:
             assert (await web.login(ADMIN.email, ADMIN.password)).status == 303
             saved_ids = await _create_saved_views(web, actor)
             requests: list[dict[str, str]] = [{"view": key} for key in registry.BUILTIN_VIEWS]

@@ -29,6 +29,13 @@ def test_defaults() -> None:
     assert s.heartbeat_seconds == 10.0
     assert s.stall_seconds == 300.0
     assert s.worker_seen_seconds == 60.0
+    assert s.max_active_exports_per_user == 3
+    assert s.max_streams_per_session == 20
+    assert s.login_window_seconds == 900.0
+    assert s.web_statement_timeout_ms == 5000
+    assert s.metrics_token is None
+    # Not an environment setting; tests shorten it by replacing the field.
+    assert s.keepalive_seconds == 15.0
 
 
 def test_every_setting_is_read() -> None:
@@ -48,6 +55,11 @@ def test_every_setting_is_read() -> None:
             "TICKETEXPORT_HEARTBEAT_SECONDS": "0.5",
             "TICKETEXPORT_STALL_SECONDS": "3",
             "TICKETEXPORT_WORKER_SEEN_SECONDS": "2",
+            "TICKETEXPORT_MAX_ACTIVE_EXPORTS_PER_USER": "0",
+            "TICKETEXPORT_MAX_STREAMS_PER_SESSION": "5",
+            "TICKETEXPORT_LOGIN_WINDOW_SECONDS": "60",
+            "TICKETEXPORT_WEB_STATEMENT_TIMEOUT_MS": "250",
+            "TICKETEXPORT_METRICS_TOKEN": " s3cret-token-for-prometheus ",
         }
     )
     assert s == Settings(
@@ -65,6 +77,11 @@ def test_every_setting_is_read() -> None:
         heartbeat_seconds=0.5,
         stall_seconds=3.0,
         worker_seen_seconds=2.0,
+        max_active_exports_per_user=0,
+        max_streams_per_session=5,
+        login_window_seconds=60.0,
+        web_statement_timeout_ms=250,
+        metrics_token="s3cret-token-for-prometheus",
     )
 
 
@@ -197,3 +214,25 @@ def test_home_expands_the_user_directory(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_config_error_is_a_value_error() -> None:
     # The CLI reports ValueErrors as one-line errors; a ConfigError must be one.
     assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("TICKETEXPORT_MAX_ACTIVE_EXPORTS_PER_USER", "-1"),
+        ("TICKETEXPORT_MAX_ACTIVE_EXPORTS_PER_USER", "three"),
+        ("TICKETEXPORT_MAX_STREAMS_PER_SESSION", "2.5"),
+        ("TICKETEXPORT_LOGIN_WINDOW_SECONDS", "0"),
+        ("TICKETEXPORT_LOGIN_WINDOW_SECONDS", "nan"),
+        ("TICKETEXPORT_WEB_STATEMENT_TIMEOUT_MS", "0"),
+        ("TICKETEXPORT_WEB_STATEMENT_TIMEOUT_MS", "2147483648"),
+        ("TICKETEXPORT_WEB_STATEMENT_TIMEOUT_MS", "5s"),
+        ("TICKETEXPORT_METRICS_TOKEN", "short"),
+        ("TICKETEXPORT_METRICS_TOKEN", "a token with spaces in it"),
+        ("TICKETEXPORT_METRICS_TOKEN", "ünïcödé-token-ünïcödé"),
+    ],
+)
+def test_bad_limits_are_refused_naming_the_variable(name: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=name) as refused:
+        settings(**{name: raw})
+    assert "\n" not in str(refused.value)
