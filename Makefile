@@ -19,7 +19,7 @@ DEV_EXTRAS := test,dev,s3,azure
 PYTEST_ARGS ?=
 LINT_PATHS := ticketexport tests $(wildcard bench)
 
-.PHONY: help demo test check lint typecheck format bench venv clean
+.PHONY: help demo test check lint typecheck format bench screenshots venv clean
 
 help:
 	@echo "make demo   - embedded PostgreSQL, migrate, seed, web and worker in one process"
@@ -27,6 +27,7 @@ help:
 	@echo "make check  - ruff check, ruff format --check, mypy --strict, then the tests"
 	@echo "make lint   - ruff check and ruff format --check only"
 	@echo "make bench  - run every script in bench/ (files starting with _ are helpers)"
+	@echo "make screenshots - run the browser tests, saving the README's pictures in docs/"
 
 $(BIN)/python:
 	@"$(PYTHON)" -c 'import sys; assert sys.version_info[:2] in ((3, 11), (3, 12)), sys.version' \
@@ -68,6 +69,10 @@ bench: $(DEV_STAMP)
 	for script in "$${scripts[@]}"; do \
 		echo "== $$script"; $(BIN)/python "$$script"; \
 	done
+
+# The browser tests take the README's screenshots on every run; this keeps them.
+screenshots: $(DEV_STAMP)
+	TICKETEXPORT_SCREENSHOTS=1 $(BIN)/pytest tests/browser/test_export_live.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -15,10 +15,14 @@ CLOCK_MONOTONIC is one clock for every process on the host, so the difference is
 path: NOTIFY → the web process's LISTEN connection → one state query → fan-out → SSE bytes
 → the client. Prints p50, p95 and max per client count.
 
-`python bench/sse_latency.py client --url URL --cookie COOKIE --clients N` is the client
-process on its own (the acceptance tests use it too). It prints one JSON line once every
-stream has its first event ({"ready": n, "failed": n, "errors": [...]}), and one when every
-stream has ended ({"terminal": n, "statuses": {...}, "received": {"<rows>": [t, ...]}}).
+A session may hold at most TICKETEXPORT_MAX_STREAMS_PER_SESSION (20) streams per web
+process, so the clients are spread over one signed-in session per 20 streams.
+
+`python bench/sse_latency.py client --url URL --cookie COOKIE [--cookie COOKIE …] --clients N`
+is the client process on its own (the acceptance tests use it too); stream i uses cookie
+i mod the number given. It prints one JSON line once every stream has its first event
+({"ready": n, "failed": n, "errors": [...]}), and one when every stream has ended
+({"terminal": n, "statuses": {...}, "received": {"<rows>": [t, ...]}}).
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 TERMINAL = {"completed", "failed", "cancelled", "expired"}
 PASSWORD = "bench password 1"  # noqa: S105 - a throw-away user in a scratch database
 EMAIL = "bench.admin@example.com"
+# The server's default TICKETEXPORT_MAX_STREAMS_PER_SESSION.
+STREAMS_PER_SESSION = 20
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -61,12 +67,14 @@ _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 async def _one_stream(
     session: aiohttp.ClientSession,
     url: str,
+    cookie: str,
     first: asyncio.Event,
     report: dict[str, Any],
 ) -> None:
     """Read one event stream to its end, noting when each event (by rows) arrived."""
+    headers = {"Accept": "text/event-stream", "Cookie": cookie}
     try:
-        async with session.get(url, headers={"Accept": "text/event-stream"}) as response:
+        async with session.get(url, headers=headers) as response:
             if response.status != 200:
                 report["error"] = f"HTTP {response.status}"
                 return
@@ -89,18 +97,18 @@ async def _one_stream(
         first.set()
 
 
-async def run_clients(url: str, cookie: str, clients: int, seconds: float) -> None:
+async def run_clients(url: str, cookies: list[str], clients: int, seconds: float) -> None:
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=None)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=client_timeout, headers={"Cookie": cookie}
-    ) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
         firsts = [asyncio.Event() for _ in range(clients)]
         reports: list[dict[str, Any]] = [
             {"times": [], "status": None, "error": None} for _ in range(clients)
         ]
         tasks = [
-            asyncio.create_task(_one_stream(session, url, firsts[i], reports[i]))
+            asyncio.create_task(
+                _one_stream(session, url, cookies[i % len(cookies)], firsts[i], reports[i])
+            )
             for i in range(clients)
         ]
         with contextlib.suppress(TimeoutError):
@@ -242,7 +250,7 @@ async def _read_json(stream: asyncio.StreamReader, seconds: float) -> dict[str, 
 
 
 async def _measure(
-    db_url: str, base_url: str, cookie: str, clients: int, events_n: int
+    db_url: str, base_url: str, cookies: list[str], clients: int, events_n: int
 ) -> list[float]:
     from ticketexport import events
 
@@ -256,8 +264,7 @@ async def _measure(
         "client",
         "--url",
         f"{base_url}/staff/exports/{export_id}/events",
-        "--cookie",
-        cookie,
+        *(arg for cookie in cookies for arg in ("--cookie", cookie)),
         "--clients",
         str(clients),
         stdout=asyncio.subprocess.PIPE,
@@ -333,8 +340,9 @@ def bench(client_counts: list[int], events_n: int) -> None:
                 )
                 try:
                     base_url = f"http://127.0.0.1:{port}"
-                    cookie = asyncio.run(_wait_and_login(base_url))
-                    latencies = asyncio.run(_measure(db_url, base_url, cookie, clients, events_n))
+                    sessions = -(-clients // STREAMS_PER_SESSION)
+                    cookies = asyncio.run(_wait_and_login(base_url, sessions))
+                    latencies = asyncio.run(_measure(db_url, base_url, cookies, clients, events_n))
                 finally:
                     web.send_signal(signal.SIGTERM)
                     try:
@@ -351,15 +359,19 @@ def bench(client_counts: list[int], events_n: int) -> None:
         )
 
 
-async def _wait_and_login(base_url: str) -> str:
+async def _wait_and_login(base_url: str, sessions: int) -> list[str]:
+    """Once the server answers: `sessions` separate sign-ins, one cookie each."""
     deadline = time.monotonic() + 30
     while True:
         try:
-            return await login_cookie(base_url, EMAIL, PASSWORD)
+            first = await login_cookie(base_url, EMAIL, PASSWORD)
+            break
         except (aiohttp.ClientError, OSError):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
+    others = [await login_cookie(base_url, EMAIL, PASSWORD) for _ in range(sessions - 1)]
+    return [first, *others]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -367,7 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="mode")
     client = sub.add_parser("client", help="hold N event streams and report what arrived")
     client.add_argument("--url", required=True)
-    client.add_argument("--cookie", required=True)
+    client.add_argument(
+        "--cookie", required=True, action="append", help="repeat to spread over sessions"
+    )
     client.add_argument("--clients", type=int, required=True)
     client.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--clients", default="1,100,300")

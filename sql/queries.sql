@@ -128,12 +128,66 @@ DELETE FROM web_sessions
 WHERE user_id = %(user_id)s
   AND (expires_at <= now() OR last_seen_at <= now() - make_interval(secs => %(idle)s));
 
--- name: export_states
--- Current live state of several exports at once (event hub fan-out and resync).
-SELECT e.id::text AS id, e.status, e.stage, e.attempt, e.rows_done, e.rows_total,
-       e.error_code, e.error_message, e.requester_id, e.expires_at
+-- Login throttle (ticketexport.web.auth) ---------------------------------------------
+
+-- name: login_throttle_lock
+-- Serialises sign-ins for one address and from one client (until the transaction ends),
+-- so racing guesses are all counted before any is let through. Address first, always.
+SELECT pg_advisory_xact_lock(hashtextextended('ticketexport.login-email:' || %(email)s, 0)),
+       pg_advisory_xact_lock(hashtextextended('ticketexport.login-client:' || %(client_ip)s, 0));
+
+-- name: login_throttle_check
+-- Seconds until the address, and the client, are below their limit of attempts within the
+-- window: when the limit-th newest attempt leaves it. NULL: below the limit now.
+WITH w AS (SELECT make_interval(secs => %(window)s) AS span)
+SELECT (SELECT extract(epoch FROM a.attempted_at + w.span - now())
+        FROM login_attempts a
+        WHERE a.email = %(email)s AND a.attempted_at > now() - w.span
+        ORDER BY a.attempted_at DESC
+        OFFSET %(email_limit)s - 1 LIMIT 1) AS email_wait,
+       (SELECT extract(epoch FROM a.attempted_at + w.span - now())
+        FROM login_attempts a
+        WHERE a.client_ip = %(client_ip)s::inet AND a.attempted_at > now() - w.span
+        ORDER BY a.attempted_at DESC
+        OFFSET %(client_limit)s - 1 LIMIT 1) AS client_wait
+FROM w;
+
+-- name: login_attempt_insert
+-- An attempt about to be checked; it stays (as a failure) unless the password was right.
+INSERT INTO login_attempts (email, client_ip) VALUES (%(email)s, %(client_ip)s::inet)
+RETURNING id;
+
+-- name: login_attempt_delete
+-- The attempt succeeded: it does not count against the throttle.
+DELETE FROM login_attempts WHERE id = %(id)s;
+
+-- name: login_attempts_prune
+-- Drops a few attempts that left the window, oldest first (called as failures arrive).
+DELETE FROM login_attempts
+WHERE id IN (SELECT id FROM login_attempts
+             WHERE attempted_at < now() - make_interval(secs => %(window)s)
+             ORDER BY attempted_at
+             LIMIT 100);
+
+-- name: stream_states
+-- Everything event streams need, in one query (event hub fan-out, resync and recheck):
+-- the current state of several exports ('export' rows), and the sessions watching them
+-- with their users as they are now ('session' rows; none for a session that ended).
+SELECT 'export' AS kind, e.id::text AS id, e.status, e.stage, e.attempt, e.rows_done,
+       e.rows_total, e.error_code, e.error_message, e.requester_id, e.expires_at,
+       NULL::timestamptz AS last_seen_at, NULL::timestamptz AS db_now, NULL::bigint AS user_id,
+       NULL::boolean AS is_active, NULL::boolean AS is_admin, NULL::bigint AS permissions
 FROM export_jobs e
-WHERE e.id = ANY(%(ids)s::uuid[]);
+WHERE e.id = ANY(%(ids)s::uuid[])
+UNION ALL
+SELECT 'session', s.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, s.expires_at,
+       s.last_seen_at, now(), u.id, u.is_active, u.is_admin,
+       COALESCE((SELECT bit_or(r.permissions)
+                 FROM user_roles ur JOIN roles r ON r.id = ur.role_id
+                 WHERE ur.user_id = u.id), 0)
+FROM web_sessions s
+JOIN users u ON u.id = s.user_id
+WHERE s.id = ANY(%(sessions)s::text[]);
 
 -- name: event_publish
 -- Announces a change to an export; delivered to listeners when the transaction commits.
@@ -144,6 +198,14 @@ SELECT pg_notify(%(channel)s, %(export_id)s);
 INSERT INTO audit_log (actor_id, actor_email, action, client_ip, export_id, details)
 VALUES (%(actor_id)s, %(actor_email)s, %(action)s, %(client_ip)s::inet, %(export_id)s::uuid,
         %(details)s);
+
+-- name: audit_insert_for_requester
+-- One audit row in the name of an export's requester (worker and maintenance actions).
+INSERT INTO audit_log (actor_id, actor_email, action, export_id, details)
+SELECT u.id, u.email, %(action)s, e.id, %(details)s
+FROM export_jobs e
+JOIN users u ON u.id = e.requester_id
+WHERE e.id = %(export_id)s::uuid;
 
 -- Views: saved views and the list page's lookups -------------------------------------
 
@@ -177,6 +239,10 @@ WHERE id = %(id)s;
 -- name: views_saved_delete
 -- Delete one saved view.
 DELETE FROM saved_views WHERE id = %(id)s;
+
+-- name: statement_timeout_local
+-- A time limit (milliseconds, as text) for each statement until the transaction ends.
+SELECT set_config('statement_timeout', %(ms)s, true);
 
 -- name: views_statuses
 -- Ticket statuses for filters and the editor, in their display order.
@@ -354,11 +420,13 @@ RETURNING id;
 SELECT 1 FROM media_items WHERE object_key = %(key)s;
 
 -- name: export_complete
--- running → completed with its file.
+-- running → completed with its file; refused once the export's retention has ended (it
+-- must then fail with expired_before_completion instead).
 UPDATE export_jobs
 SET status = 'completed', stage = NULL, finished_at = now(), media_item_id = %(media_id)s,
     progress_at = now()
 WHERE id = %(id)s::uuid AND status = 'running' AND attempt = %(attempt)s
+  AND expires_at > now()
 RETURNING requester_id;
 
 -- name: export_fail

@@ -33,3 +33,18 @@ async def record(
             "details": Jsonb(dict(details or {})),
         },
     )
+
+
+async def record_for_requester(
+    conn: psycopg.AsyncConnection[Any],
+    action: str,
+    *,
+    export_id: str,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """An audit row for what a worker or maintenance did to an export, in its requester's
+    name (id and e-mail as they are now): whose export it was is what the row is about."""
+    await conn.execute(
+        q("audit_insert_for_requester"),
+        {"action": action, "export_id": export_id, "details": Jsonb(dict(details or {}))},
+    )

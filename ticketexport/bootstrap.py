@@ -91,7 +91,15 @@ async def open_services(
     app = jobs.build_app(procrastinate.PsycopgConnector())
     if worker_concurrency:
         jobs.schedule_maintenance(app, settings)
-    hub = events.EventHub(database_url, events.pool_fetcher(pool)) if web else None
+    hub = (
+        events.EventHub(
+            database_url,
+            events.pool_fetcher(pool),
+            recheck_seconds=settings.keepalive_seconds,
+        )
+        if web
+        else None
+    )
     standby_pool = None
     if settings.export_database_url:
         standby_pool = make_pool(settings.export_database_url, name="standby", max_size=2)

@@ -53,6 +53,21 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
     return value
 
 
+# PostgreSQL's statement_timeout is an int of milliseconds.
+_MAX_TIMEOUT_MS = 2**31 - 1
+
+
+def _token(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    token = raw.strip()
+    # It travels in an Authorization header: visible ASCII only, and long enough to guess.
+    if len(token) < 16 or not all(0x21 <= ord(ch) <= 0x7E for ch in token):
+        raise ConfigError(f"{name} must be at least 16 visible ASCII characters")
+    return token
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything the processes need to know about their deployment."""
@@ -74,6 +89,15 @@ class Settings:
     # A hot standby of the primary that exports read from (None: they read the primary).
     export_database_url: str | None = None
     standby_max_lag_seconds: float = 30.0
+    # Limits that keep one client or user from degrading the service for everyone.
+    max_active_exports_per_user: int = 3
+    max_streams_per_session: int = 20
+    login_window_seconds: float = 900.0
+    web_statement_timeout_ms: int = 5000
+    metrics_token: str | None = None
+    # Not read from the environment: the event streams' keep-alive interval, which is also
+    # how often a web process rechecks every open stream (tests shorten it).
+    keepalive_seconds: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -96,6 +120,11 @@ class Settings:
         port = _int(env, "TICKETEXPORT_PORT", 8080, minimum=0)
         if port > 65535:
             raise ConfigError("TICKETEXPORT_PORT must be at most 65535")
+        timeout_ms = _int(env, "TICKETEXPORT_WEB_STATEMENT_TIMEOUT_MS", 5000, minimum=1)
+        if timeout_ms > _MAX_TIMEOUT_MS:
+            raise ConfigError(
+                f"TICKETEXPORT_WEB_STATEMENT_TIMEOUT_MS must be at most {_MAX_TIMEOUT_MS}"
+            )
         return cls(
             database_url=(env.get("DATABASE_URL") or None),
             home=home,
@@ -115,4 +144,11 @@ class Settings:
             standby_max_lag_seconds=_number(
                 env, "TICKETEXPORT_STANDBY_MAX_LAG_SECONDS", 30.0, minimum=0
             ),
+            max_active_exports_per_user=_int(env, "TICKETEXPORT_MAX_ACTIVE_EXPORTS_PER_USER", 3),
+            max_streams_per_session=_int(env, "TICKETEXPORT_MAX_STREAMS_PER_SESSION", 20),
+            login_window_seconds=_number(
+                env, "TICKETEXPORT_LOGIN_WINDOW_SECONDS", 900.0, minimum=1
+            ),
+            web_statement_timeout_ms=timeout_ms,
+            metrics_token=_token(env, "TICKETEXPORT_METRICS_TOKEN"),
         )

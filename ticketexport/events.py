@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -23,8 +24,19 @@ CHANNEL = "ticketexport_export"
 APPLICATION_NAME = "ticketexport-events"
 
 State = Mapping[str, Any]
-# Given export ids, return the current state of each one that exists.
-FetchStates = Callable[[Sequence[str]], Awaitable[Mapping[str, State]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """One read of what subscribers watch: the exports' states by export id, and by session
+    id who is watching (the session's user as they are now; absent when it has ended)."""
+
+    states: Mapping[str, State]
+    viewers: Mapping[str, State] = dataclasses.field(default_factory=dict)
+
+
+# Given export ids and the session ids watching them, read both with one query.
+FetchStates = Callable[[Sequence[str], Sequence[str]], Awaitable[Snapshot]]
 
 
 async def publish(conn: psycopg.AsyncConnection[Any], export_id: str) -> None:
@@ -37,22 +49,34 @@ async def publish(conn: psycopg.AsyncConnection[Any], export_id: str) -> None:
 
 class Subscription:
     """One watcher of one export. Holds only the latest state: a slow reader skips
-    intermediate progress but always sees the newest (and so the terminal) state."""
+    intermediate progress but always sees the newest (and so the terminal) state.
 
-    def __init__(self, hub: EventHub, export_id: str) -> None:
+    A watcher may name the session it belongs to; `viewer` is then that session's user as
+    read with the latest state (None until the first read)."""
+
+    def __init__(self, hub: EventHub, export_id: str, session_id: str | None = None) -> None:
         self.export_id = export_id
+        self.session_id = session_id
+        self.viewer: State | None = None
         self._hub = hub
         self._latest: State | None = None
         self._ready = asyncio.Event()
         self.closed = False
 
-    def offer(self, state: State) -> None:
+    def offer(self, state: State, viewer: State | None = None) -> None:
         self._latest = state
+        if viewer is not None:
+            self.viewer = viewer
         self._ready.set()
 
     def close(self) -> None:
         self.closed = True
         self._ready.set()
+
+    def end(self) -> None:
+        """Its session is over: nothing more for this watcher, not even a pending state."""
+        self._latest = None
+        self.close()
 
     async def next(self, within: float | None = None) -> State | None:
         """The newest state not yet taken, or None on timeout or when the hub stops."""
@@ -83,33 +107,46 @@ class EventHub:
         fetch_states: FetchStates,
         *,
         max_backoff: float = 5.0,
+        recheck_seconds: float | None = None,
     ) -> None:
         self._url = database_url
         self._fetch = fetch_states
         self._max_backoff = max_backoff
+        self._recheck_seconds = recheck_seconds
         self._subscribers: dict[str, set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._recheck_task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._stopping = False
+        # One read at a time, offered in the order read: a slower, older read (a recheck,
+        # say) never lands after a newer one.
+        self._reading = asyncio.Lock()
         self.reconnects = 0
         self.notifications = 0
+        self.rechecks = 0
+        self._rechecked = asyncio.Event()
 
     # lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="export-event-hub")
+        if self._recheck_seconds is not None:
+            self._recheck_task = asyncio.create_task(
+                self._recheck_every(self._recheck_seconds), name="export-event-recheck"
+            )
         # Wait briefly so the first page's stream does not race the LISTEN.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._connected.wait(), 10)
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._recheck_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._recheck_task = None
         for subs in list(self._subscribers.values()):
             for sub in list(subs):
                 sub.close()
@@ -120,8 +157,8 @@ class EventHub:
 
     # subscriptions -------------------------------------------------------------------
 
-    def subscribe(self, export_id: str) -> Subscription:
-        sub = Subscription(self, export_id)
+    def subscribe(self, export_id: str, session_id: str | None = None) -> Subscription:
+        sub = Subscription(self, export_id, session_id)
         if self._stopping:
             sub.close()
         else:
@@ -137,6 +174,12 @@ class EventHub:
 
     def subscriber_count(self) -> int:
         return sum(len(subs) for subs in self._subscribers.values())
+
+    def session_streams(self, session_id: str) -> int:
+        """How many subscriptions of this process belong to one session."""
+        return sum(
+            1 for subs in self._subscribers.values() for sub in subs if sub.session_id == session_id
+        )
 
     # the listener --------------------------------------------------------------------
 
@@ -181,30 +224,71 @@ class EventHub:
         if export_id in self._subscribers:
             await self._resync([export_id])
 
+    async def _recheck_every(self, seconds: float) -> None:
+        """Every open subscription's export, session and user, read again in one query.
+
+        Sessions end and users lose access without any notification; this is how a stream
+        learns of it, within one interval, at one query per interval whatever the number
+        of streams (promise 4)."""
+        while True:
+            await asyncio.sleep(seconds)
+            if self._subscribers:
+                await self._resync(list(self._subscribers))
+            # Counted once done, with or without anyone to recheck (then no query).
+            self.rechecks += 1
+            self._rechecked.set()
+            self._rechecked = asyncio.Event()
+
+    async def wait_rechecks(self, count: int) -> None:
+        """Until `count` rechecks in all have finished."""
+        while self.rechecks < count:
+            await self._rechecked.wait()
+
     async def _resync(self, export_ids: list[str]) -> None:
         if not export_ids:
             return
-        try:
-            states = await self._fetch(export_ids)
-        except (psycopg.Error, OSError):
-            log.exception("could not read export states for subscribers")
-            return
-        for export_id in export_ids:
-            state = states.get(export_id)
-            if state is None:
-                continue
-            for sub in list(self._subscribers.get(export_id, ())):
-                sub.offer(state)
+        sessions = sorted(
+            {
+                sub.session_id
+                for export_id in export_ids
+                for sub in self._subscribers.get(export_id, ())
+                if sub.session_id is not None
+            }
+        )
+        async with self._reading:
+            try:
+                snapshot = await self._fetch(export_ids, sessions)
+            except (psycopg.Error, OSError):
+                log.exception("could not read export states for subscribers")
+                return
+            for export_id in export_ids:
+                state = snapshot.states.get(export_id)
+                for sub in list(self._subscribers.get(export_id, ())):
+                    viewer = None
+                    if sub.session_id is not None:
+                        # No row: signed out, expired, or the user is gone.
+                        viewer = snapshot.viewers.get(sub.session_id)
+                    if state is None or (sub.session_id is not None and viewer is None):
+                        sub.end()
+                        continue
+                    sub.offer(state, viewer)
 
 
 def pool_fetcher(pool: AsyncConnectionPool[Any]) -> FetchStates:
-    """States read with one query from the shared pool, whatever the number of ids."""
+    """States and viewers read with one query from the shared pool, whatever the number of
+    ids."""
 
-    async def fetch(export_ids: Sequence[str]) -> Mapping[str, State]:
+    async def fetch(export_ids: Sequence[str], session_ids: Sequence[str]) -> Snapshot:
         async with pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(q("export_states"), {"ids": list(export_ids)})
+            await cur.execute(
+                q("stream_states"), {"ids": list(export_ids), "sessions": list(session_ids)}
+            )
             rows = await cur.fetchall()
-        return {row["id"]: row for row in rows}
+        states: dict[str, State] = {}
+        viewers: dict[str, State] = {}
+        for row in rows:
+            (viewers if row["kind"] == "session" else states)[row["id"]] = row
+        return Snapshot(states=states, viewers=viewers)
 
     return fetch

@@ -136,23 +136,33 @@ async def _worker_process(settings: Settings, url: str, concurrency: int) -> Non
         await _supervise_workers(services, concurrency, stop)
 
 
-async def _serve(settings: Settings, url: str) -> None:
+async def _run_web(services: Services, stop: asyncio.Event) -> None:
     from ticketexport.web.app import run_web
 
+    settings = services.settings
+    try:
+        await run_web(services, stop=stop)
+    except OSError as exc:
+        # Binding the socket is the only I/O of run_web's own (handlers' errors stay in
+        # aiohttp): a port in use, an address this host does not have.
+        # asyncio's own wording repeats the address; the system's message alone is enough.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
+        raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {reason}") from None
+
+
+async def _serve(settings: Settings, url: str) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     async with open_services(settings, url, web=True) as services:
-        await run_web(services, stop=stop)
+        await _run_web(services, stop)
 
 
 async def _demo(settings: Settings, url: str, concurrency: int) -> None:
     """Web and worker in one process, on one pool."""
-    from ticketexport.web.app import run_web
-
     stop = asyncio.Event()
     _stop_on_signals(stop)
     async with open_services(settings, url, web=True, worker_concurrency=concurrency) as services:
-        web = asyncio.create_task(run_web(services, stop=stop))
+        web = asyncio.create_task(_run_web(services, stop))
         worker = asyncio.create_task(_supervise_workers(services, concurrency, stop))
         stopper = asyncio.create_task(stop.wait())
         tasks: list[asyncio.Task[Any]] = [web, worker, stopper]

@@ -15,7 +15,8 @@ import pytest
 
 from tests.support.components import missing_component, require_module
 from tests.support.databases import scratch_database
-from tests.support.exports import ADMIN, GUARDED_FIRST
+from tests.support.exports import ADMIN, guard
+from tests.support.reference_views import GUARD_FIRST
 from tests.support.services import actor_for, services_for
 from ticketexport import seed
 from ticketexport.exports import service
@@ -34,6 +35,8 @@ pytestmark = [pytest.mark.libreoffice, pytest.mark.slow]
 # field as text" off and "detect special numbers" on: the settings that make Calc evaluate
 # a formula-looking cell, so the guard has something to prove.
 INFILTER = "CSV:44,34,76,1,,0,false,true,false,false,false"
+# The same with "trim spaces" on: Calc then evaluates "  =1+1" as a formula.
+TRIMMING_INFILTER = "CSV:44,34,76,1,,0,false,true,false,false,true"
 
 # Titles and descriptions a spreadsheet would take as formulas, or that stress quoting.
 ADVERSARIAL = (
@@ -46,6 +49,8 @@ ADVERSARIAL = (
     ("\r=SUM(1,2) after a CR", "\t@SUM(1,2)"),
     ('=HYPERLINK("http://example.com","x")', "=cmd|' /C calc'!A0"),
     ("-", "="),
+    ("\n=1+2 after a line feed", "  =1+1 after spaces"),
+    ("\u00a0@SUM(1,2) after a no-break space", " \t-3+4 after a space and a tab"),
     ('Comma, and "quotes", and\nline breaks', 'Line 1\r\nLine 2\rLine 3\n"end"'),
     ("Ünïcödé Привет 你好 مرحبا 😀👍🏽", "emoji only 👨‍💻"),
     ("1,5", "0012"),
@@ -62,7 +67,9 @@ def _soffice() -> str:
     return found
 
 
-def _convert(soffice: str, sources: list[Path], out: Path, profile: Path) -> list[Path]:
+def _convert(
+    soffice: str, sources: list[Path], out: Path, profile: Path, infilter: str = INFILTER
+) -> list[Path]:
     """Headless CSV → xlsx with a private profile (never the user's, never a shared one)."""
     out.mkdir()
     result = subprocess.run(
@@ -71,7 +78,7 @@ def _convert(soffice: str, sources: list[Path], out: Path, profile: Path) -> lis
             f"-env:UserInstallation={profile.as_uri()}",
             "--headless",
             "--norestore",
-            f"--infilter={INFILTER}",
+            f"--infilter={infilter}",
             "--convert-to",
             "xlsx",
             "--outdir",
@@ -129,6 +136,11 @@ def _same_cell(text: str, value: Any, data_type: str) -> bool:
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return False
     return bool(value == calc_lines(text))
+
+
+def _guarded(text: str) -> bool:
+    """Whether a cell the file holds is a value with the formula guard's quote."""
+    return text.startswith("'") and guard(text[1:]) == text
 
 
 def _add_adversarial(url: str) -> list[int]:
@@ -198,7 +210,7 @@ async def test_libreoffice_reads_the_export_cell_for_cell(
 
     # The control: an unguarded formula that Calc, with the same settings, does evaluate.
     control = tmp_path / "control.csv"
-    control.write_bytes(BOM + b'Ticket ID,Title\n1,=1+2\n2,"=SUM(1,2)"\n3,plain\n')
+    control.write_bytes(BOM + b'Ticket ID,Title\n1,=1+2\n2,"=SUM(1,2)"\n3,plain\n4,  =1+1\n')
 
     xlsx, control_xlsx = _convert(
         soffice, [exported, control], tmp_path / "out", tmp_path / "lo-profile"
@@ -223,7 +235,7 @@ async def test_libreoffice_reads_the_export_cell_for_cell(
         for column, (text, (value, data_type), (cached, _)) in enumerate(
             zip(want, padded, shown + [(None, "n")] * len(want), strict=False)
         ):
-            if text[:1] == "'" and text[1:2] in GUARDED_FIRST:
+            if _guarded(text):
                 guarded += 1
                 # Never a formula, never its result: the very text the file holds.
                 if data_type != "s" or value != calc_lines(text) or cached != value:
@@ -233,19 +245,38 @@ async def test_libreoffice_reads_the_export_cell_for_cell(
     assert not mismatches, mismatches[:10]
 
     # Every guard character reached the spreadsheet, and the hand-made rows are all there.
-    firsts = {
-        text[1]
-        for row in expected[1:]
-        for text in row
-        if text[:1] == "'" and text[1:2] in GUARDED_FIRST
-    }
-    assert firsts == set(GUARDED_FIRST)
+    firsts = {text[1] for row in expected[1:] for text in row if _guarded(text)}
+    assert set(GUARD_FIRST) <= firsts
+    # And cells guarded for what follows their leading white space.
+    assert {" ", "\u00a0"} <= firsts
     assert guarded >= 3 * len(ADVERSARIAL)
     by_id = {row[0]: row for row in expected[1:]}
     first = by_id[str(adversarial_ids[0])]
     assert first[1:4] == ["'=SUM(1,2)", "'=1+2", "'=1+2, vpn, a,b"]
     row_of_first = next(i for i, row in enumerate(expected) if row is first)
     assert values[row_of_first][1] == ("'=SUM(1,2)", "s")
-    multiline = by_id[str(adversarial_ids[9])]
+    spaced = by_id[str(adversarial_ids[9])]
+    assert spaced[1:3] == ["'\n=1+2 after a line feed", "'  =1+1 after spaces"]
+    multiline = by_id[str(adversarial_ids[11])]
     assert multiline[1] == 'Comma, and "quotes", and\nline breaks'
     assert multiline[2] == 'Line 1\r\nLine 2\rLine 3\n"end"'
+
+    # Told to trim spaces, Calc evaluates "  =1+1" (the control); a guarded cell stays the
+    # very text the file holds.
+    trimmed_xlsx, trimmed_control = _convert(
+        soffice,
+        [exported, control],
+        tmp_path / "out-trimmed",
+        tmp_path / "lo-profile",
+        infilter=TRIMMING_INFILTER,
+    )
+    assert _cells(trimmed_control, data_only=True)[4][1] == (2, "n")
+    assert _cells(trimmed_control, data_only=False)[4][1] == ("=1+1", "f")
+    trimmed = _cells(trimmed_xlsx, data_only=True)
+    formulas_left = [
+        (number, column, text, cell)
+        for number, (want, got) in enumerate(zip(expected, trimmed, strict=True))
+        for column, (text, cell) in enumerate(zip(want, got, strict=False))
+        if _guarded(text) and cell != (calc_lines(text), "s")
+    ]
+    assert not formulas_left, formulas_left[:10]

@@ -137,7 +137,9 @@ async def test_streams_reach_the_end_when_the_listener_is_killed(
         assert hub is not None
         cookie = await bench.login_cookie(base_url, EMAIL, PASSWORD)
         export_id = await _request_export(base_url, cookie)
-        proc = await start_clients(f"{base_url}/staff/exports/{export_id}/events", cookie, CLIENTS)
+        proc = await start_clients(
+            f"{base_url}/staff/exports/{export_id}/events", [cookie], CLIENTS
+        )
         try:
             ready = await read_report(proc, 60)
             assert ready["ready"] == CLIENTS

@@ -1,10 +1,12 @@
 """300 event streams from another process on one web process: all see the end, one LISTEN
-connection, and no database work per waiting stream."""
+connection, and no database work per waiting stream (one batched recheck per keep-alive
+interval for all of them)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +19,7 @@ from tests.support.sse import (
     load_bench,
     read_report,
     serving,
+    session_cookies,
     start_clients,
 )
 from ticketexport import events
@@ -28,6 +31,8 @@ pytestmark = pytest.mark.slow
 CLIENTS = 300
 PROGRESS_EVENTS = 5
 POOL_SIZE = WEB_CONNECTIONS
+# Shorter than the 15 s default, so several rechecks fall in the idle window.
+KEEPALIVE = 1.0
 
 
 class Statements:
@@ -56,9 +61,16 @@ async def counting_services(
 
     monkeypatch.setattr(psycopg.AsyncCursor, "execute", counting_execute)
     monkeypatch.setattr(psycopg.AsyncCursor, "executemany", counting_executemany)
-    settings = Settings.from_env({"DATABASE_URL": db_url})
+    settings = dataclasses.replace(
+        Settings.from_env({"DATABASE_URL": db_url}), keepalive_seconds=KEEPALIVE
+    )
     async with open_services(settings, db_url, web=True) as services:
         yield services
+
+
+async def _rechecks_done(hub: events.EventHub, more: int) -> None:
+    """Returns just after `more` further rechecks finished (the next is an interval away)."""
+    await asyncio.wait_for(hub.wait_rechecks(hub.rechecks + more), 30 * KEEPALIVE)
 
 
 def _pool_backends(conn: psycopg.Connection[Any]) -> int:
@@ -79,13 +91,14 @@ async def test_300_streams_share_one_listener_and_wait_without_queries(
     counting_services: Services,
 ) -> None:
     bench = load_bench()
-    export_id = bench.insert_export(conn, add_admin(conn))
+    admin = add_admin(conn)
+    export_id = bench.insert_export(conn, admin)
+    # A session holds at most 20 streams: 15 sessions of one user.
+    limit = counting_services.settings.max_streams_per_session
+    cookies = session_cookies(conn, admin, -(-CLIENTS // limit))
     async with serving(counting_services) as (_app, base_url):
-        cookie = await bench.login_cookie(
-            base_url, "watcher.admin@example.com", "correct horse battery"
-        )
         connect_from = Statements.count
-        proc = await start_clients(f"{base_url}/staff/exports/{export_id}/events", cookie, CLIENTS)
+        proc = await start_clients(f"{base_url}/staff/exports/{export_id}/events", cookies, CLIENTS)
         try:
             ready = await read_report(proc, 120)
             assert ready == {"ready": CLIENTS, "failed": 0, "errors": []}
@@ -99,10 +112,15 @@ async def test_300_streams_share_one_listener_and_wait_without_queries(
             # 300 open streams, yet the web process holds no more than its pool.
             assert _pool_backends(conn) <= POOL_SIZE
 
-            # Waiting: no statement at all, however many streams wait.
-            idle_from = Statements.count
-            await asyncio.sleep(2.0)
-            assert Statements.count == idle_from, "statements ran while every stream waited"
+            # Waiting: no statement per stream, however many wait; only the one recheck of
+            # every stream's session, user and export per keep-alive interval. Counted
+            # from just after one recheck to just after the third one after it.
+            await _rechecks_done(hub, 1)
+            idle_from, rechecks_from = Statements.count, hub.rechecks
+            started = asyncio.get_running_loop().time()
+            await _rechecks_done(hub, 3)
+            assert asyncio.get_running_loop().time() - started >= 2 * KEEPALIVE
+            assert Statements.count - idle_from == 3, "statements ran per waiting stream"
 
             # Each notification costs one state query for all 300 watchers, not one each.
             with psycopg.connect(db_url) as writer:
@@ -116,9 +134,11 @@ async def test_300_streams_share_one_listener_and_wait_without_queries(
                     writer.execute("SELECT pg_notify(%s, %s)", (events.CHANNEL, export_id))
                     writer.commit()
                     await asyncio.sleep(0.3)
-            progress_cost = Statements.count - idle_from
+            await _rechecks_done(hub, 1)
+            progress_cost = Statements.count - idle_from - (hub.rechecks - rechecks_from)
             assert 1 <= progress_cost <= PROGRESS_EVENTS
 
+            before_end, rechecks_before_end = Statements.count, hub.rechecks
             await asyncio.to_thread(bench.complete_export, conn, export_id, 1000)
             final = await read_report(proc, 90)
             assert final["statuses"] == {"completed": CLIENTS}, final
@@ -126,13 +146,20 @@ async def test_300_streams_share_one_listener_and_wait_without_queries(
             assert final["errors"] == []
             # Every client saw the last state (rows 1000 arrives only with the completion).
             assert len(final["received"]["1000"]) == CLIENTS
-            assert Statements.count - idle_from <= PROGRESS_EVENTS + 1
-            assert listeners(conn) == 1
             for _ in range(50):
                 if hub.subscriber_count() == 0:
                     break
                 await asyncio.sleep(0.05)
             assert hub.subscriber_count() == 0, "finished streams unsubscribe"
+            # The end cost one state query, besides the rechecks that ran meanwhile.
+            await _rechecks_done(hub, 1)
+            assert Statements.count - before_end <= 1 + hub.rechecks - rechecks_before_end
+            # Once no stream is left, a recheck runs no query at all.
+            after_all, rechecks_after = Statements.count, hub.rechecks
+            await _rechecks_done(hub, 2)
+            assert Statements.count == after_all
+            assert hub.rechecks == rechecks_after + 2
+            assert listeners(conn) == 1
         finally:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime as dt
 import html.parser
 import io
 import os
@@ -23,6 +24,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.support import reference_views
 from tests.support.components import missing_component, require_module
 from tests.support.databases import scratch_database
 from ticketexport import accounts
@@ -30,6 +32,15 @@ from ticketexport.exports.service import copy_application_name
 from ticketexport.seed import DEMO_LOGINS, seed
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+# axe-core, installed by `npm ci` (package.json); injected into pages to check them.
+AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
+# The README's pictures. Taken on every run; written here when TICKETEXPORT_SCREENSHOTS=1
+# (`make screenshots`), so a plain test run leaves the working tree alone.
+SCREENSHOTS = REPO / "docs" / "screenshots"
+VIEWPORT = {"width": 1400, "height": 900}
+STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d")
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -48,7 +59,6 @@ LOGINS = {login.email: login for login in DEMO_LOGINS}
 ADMIN_EXPORT = "admin.export@example.com"
 AGENT_EXPORT = "agent.export@example.com"
 BOM = b"\xef\xbb\xbf"
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 DENIED = "Downloading requires an administrator with the Import / Export Tickets permission"
 
 # Records every state the status page shows, as the page shows it: the badge text and the
@@ -127,11 +137,14 @@ class Process:
 class Stack:
     """A seeded database, a `serve` process and a `worker` process started on demand."""
 
-    def __init__(self, db_url: str, base_url: str, web: Process, worker: Process) -> None:
+    def __init__(
+        self, db_url: str, base_url: str, web: Process, worker: Process, shots: Path
+    ) -> None:
         self.db_url = db_url
         self.base_url = base_url
         self.web = web
         self.worker = worker
+        self.shots = shots
 
     def sql(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.db_url, autocommit=True) as conn:
@@ -176,7 +189,7 @@ def stack(server_url: str, template_db: str, run_dir: Path) -> Iterator[Stack]:
         web.start()
         try:
             _wait_http(f"{base_url}/login", web)
-            yield Stack(db_url, base_url, web, worker)
+            yield Stack(db_url, base_url, web, worker, home / "screenshots")
         finally:
             worker.stop()
             web.stop()
@@ -219,9 +232,15 @@ class Session:
     def __init__(self, browser: Any, stack: Stack, email: str, *, javascript: bool = True) -> None:
         self.stack = stack
         self.context = browser.new_context(
-            accept_downloads=True, base_url=stack.base_url, java_script_enabled=javascript
+            accept_downloads=True,
+            base_url=stack.base_url,
+            java_script_enabled=javascript,
+            viewport=VIEWPORT,
         )
         self.context.add_init_script(OBSERVER)
+        if AXE.exists():
+            # As the page's own script would be, but not subject to its CSP.
+            self.context.add_init_script(path=str(AXE))
         self.page = self.context.new_page()
         self.page.set_default_timeout(20_000)
         self.downloads: list[Any] = []
@@ -254,6 +273,35 @@ class Session:
 
     def states(self) -> list[dict[str, Any]]:
         return list(self.page.evaluate("window.__states"))
+
+    def text(self, selector: str) -> str:
+        return " ".join(str(self.page.text_content(selector)).split())
+
+    def fields(self, *names: str) -> dict[str, str]:
+        """Several fields of the status page, read at one moment."""
+        found: dict[str, str] = self.page.evaluate(
+            "names => Object.fromEntries(names.map(n => [n, document.querySelector("
+            "'#export [data-field=\"' + n + '\"]').textContent.trim()]))",
+            list(names),
+        )
+        return found
+
+    def accessibility_problems(self) -> list[dict[str, Any]]:
+        """axe-core's findings on the page as it is now (every rule, every impact)."""
+        if not AXE.exists():
+            missing_component("axe-core is not installed (run `npm ci`)")
+        return list(
+            self.page.evaluate(
+                "async () => (await axe.run(document)).violations.map(v => "
+                "({id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.target.join(' '))}))"
+            )
+        )
+
+    def screenshot(self, name: str) -> None:
+        folder = SCREENSHOTS if os.environ.get("TICKETEXPORT_SCREENSHOTS") == "1" else None
+        folder = folder or self.stack.shots
+        folder.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(folder / f"{name}.png"))
 
     def close(self) -> None:
         self.context.close()
@@ -335,7 +383,7 @@ def list_rows(session: Session, path: str) -> tuple[list[str], list[list[str]]]:
 
 def guarded(cell: str) -> str:
     """The CSV's formula guard: text that a spreadsheet would run gets a leading quote."""
-    return "'" + cell if cell.startswith(FORMULA_START) else cell
+    return reference_views.csv_guard(cell)
 
 
 def csv_rows(data: bytes) -> list[list[str]]:
@@ -367,9 +415,36 @@ def test_export_moves_live_and_downloads_once(
     if not worker_was_running:
         # No worker has ever run against this database: the page says why nothing moves.
         assert admin.page.is_visible("text=Waiting for a worker")
+    # Not started, not finished, and counted in the navigation.
+    assert admin.text('[data-field="started"]') == ""
+    assert admin.text('[data-field="finished"]') == ""
+    assert admin.text("#nav-exports") == "My exports (1)"
     stack.start_worker()
+    # Started appears the moment the page learns the export runs.
+    admin.page.wait_for_function(
+        "() => window.__states.some(s => s.status === 'running' && s.percent > 0)"
+    )
+    shown = admin.fields("status", "started", "finished")
+    if shown["status"] == "running":
+        assert STAMP.fullmatch(shown["started"]), shown
+        assert shown["finished"] == "", shown
+        admin.screenshot("export-running")
     admin.wait_status("completed", timeout=30)
     admin.page.wait_for_timeout(300)
+    # Completed appears too, the label says so, and the navigation no longer counts it,
+    # all without a reload.
+    started_live = admin.text('[data-field="started"]')
+    finished_live = admin.text('[data-field="finished"]')
+    assert STAMP.fullmatch(started_live), started_live
+    assert STAMP.fullmatch(finished_live), finished_live
+    assert admin.text('[data-field="finished-label"]') == "Completed at"
+    assert admin.text("#nav-exports") == "My exports"
+    # The live times are the times the database recorded, to within the page's delay.
+    recorded = stack.sql(
+        "SELECT started_at, finished_at FROM export_jobs WHERE id = %s", (export_id,)
+    )[0]
+    for live, actual in zip((started_live, finished_live), recorded, strict=True):
+        assert abs((dt.datetime.fromisoformat(live) - actual).total_seconds()) < 3, (live, actual)
 
     # The sequence the page showed: queued, then running with a rising percent, then done.
     states = admin.states()
@@ -554,10 +629,21 @@ def test_my_exports_updates_live_and_marks_expired(
     assert admin.page.locator("table.exports tbody tr").first.get_attribute("data-events-url") == (
         f"/staff/exports/{export_id}/events"
     )
-    # The row moves by itself, and offers the file once there is one.
+    # The row moves by itself, and offers the file once there is one; the navigation's
+    # count follows (read together with the row, which may have finished already).
+    now = admin.page.evaluate(
+        "id => [document.querySelector(`tr:has(a[href='/staff/exports/${id}']) "
+        "[data-field=status]`).textContent, document.getElementById('nav-exports')"
+        ".textContent.replace(/\\s+/g, ' ').trim()]",
+        export_id,
+    )
+    assert now[1] == ("My exports (1)" if now[0] in ("queued", "running") else "My exports"), now
     row.locator('[data-field="status"]:text-is("completed")').wait_for(timeout=30_000)
     row.locator("a[href$='/download']").wait_for()
     assert admin.page.url.endswith("/staff/exports")
+    assert admin.text("#nav-exports") == "My exports"
+    assert admin.accessibility_problems() == []
+    admin.screenshot("my-exports")
 
     # Without JavaScript the first paint alone is complete.
     plain = sessions(ADMIN_EXPORT, javascript=False)
@@ -642,3 +728,65 @@ def test_each_format_downloads_with_its_name_and_type(
         assert response.headers["content-type"] == content_type
         assert "content-encoding" not in response.headers
         assert response.body() == data
+
+
+# The geometry of the ticket list, as laid out: the scrolling region, the last column's
+# header, and every cell whose text is cut short (with its title).
+LIST_GEOMETRY = """() => {
+  const wrap = document.querySelector('.table-wrap');
+  const heads = [...document.querySelectorAll('table.tickets th')];
+  const last = heads[heads.length - 1].getBoundingClientRect();
+  const cut = [...document.querySelectorAll('table.tickets td')]
+    .filter(td => td.querySelector('.cell').scrollWidth > td.querySelector('.cell').clientWidth)
+    .map(td => ({column: heads[td.cellIndex].dataset.column, text: td.textContent,
+                 title: td.getAttribute('title')}));
+  return {regionRight: wrap.getBoundingClientRect().right, lastRight: last.right,
+          scrollWidth: wrap.scrollWidth, clientWidth: wrap.clientWidth, cut: cut,
+          focusable: wrap.tabIndex >= 0, label: wrap.getAttribute('aria-label')};
+}"""
+
+
+def test_the_list_fits_1400_px_and_scrolls_by_keyboard_when_it_must(
+    stack: Stack, sessions: Callable[..., Session]
+) -> None:
+    admin = sessions(ADMIN_EXPORT)
+    admin.page.goto("/staff/tickets?view=all")
+    shown = admin.page.evaluate(LIST_GEOMETRY)
+    # The default columns fit: the last one is whole, nothing to scroll.
+    assert shown["lastRight"] <= shown["regionRight"], shown
+    assert shown["scrollWidth"] <= shown["clientWidth"], shown
+    # Long values are cut, never timestamps; the full text is in the title.
+    assert shown["cut"], "the seeded titles are long enough to be cut"
+    for cell in shown["cut"]:
+        assert not cell["column"].endswith("_at"), cell
+        assert cell["title"] == cell["text"], cell
+    assert admin.accessibility_problems() == []
+    admin.screenshot("tickets-list")
+
+    # Twenty columns do not fit: the table scrolls within its region, which the keyboard
+    # reaches and scrolls.
+    owner = stack.sql("SELECT id FROM users WHERE email = %s", (ADMIN_EXPORT,))[0][0]
+    columns = [
+        "id", "title", "status", "priority", "language", "category", "assignee", "team",
+        "contact_id", "contact", "sla_status", "sla_due_at", "created_at", "updated_at",
+        "closed_at", "tags", "created_by", "description", "snoozed", "snoozed_until",
+    ]  # fmt: skip
+    view_id = stack.sql(
+        "INSERT INTO saved_views (name, owner_id, created_by_id, columns, sort) "
+        'VALUES (\'Every column\', %s, %s, %s, \'[{"column": "id", "direction": "asc"}]\') '
+        "RETURNING id",
+        (owner, owner, columns),
+    )[0][0]
+    try:
+        admin.page.goto(f"/staff/tickets?view={view_id}")
+        wide = admin.page.evaluate(LIST_GEOMETRY)
+        assert wide["scrollWidth"] > wide["clientWidth"], wide
+        assert wide["focusable"], wide
+        assert wide["label"], wide
+        admin.page.focus(".table-wrap")
+        admin.page.keyboard.press("End")
+        admin.page.keyboard.press("ArrowRight")
+        admin.page.wait_for_function("() => document.querySelector('.table-wrap').scrollLeft > 0")
+        assert admin.accessibility_problems() == []
+    finally:
+        stack.sql("DELETE FROM saved_views WHERE id = %s", (view_id,))

@@ -15,7 +15,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests.support.services import services_for
-from tests.support.web import PASSWORD, Web, insert_tickets, make_user, running
+from tests.support.web import PASSWORD, Web, csrf_in, insert_tickets, make_user, running
 from ticketexport.bootstrap import Services
 from ticketexport.domain.exports import MAX_ATTEMPTS
 from ticketexport.exports import maintenance
@@ -180,7 +180,8 @@ async def test_request_completion_download_and_session_are_audited(
     export = await run_export(deps, conn, export_id)
     assert export["status"] == "completed"
     completed = only(conn, "export.completed", export_id)
-    assert completed["actor_id"] == admin_id
+    # The worker acts in the requester's name.
+    assert (completed["actor_id"], completed["actor_email"]) == (admin_id, ADMIN)
     assert completed["ip"] is None  # the worker acts, not a browser
     details = completed["details"]
     assert set(details) == {"rows", "bytes", "sha256", "attempt", "duration_s", "job_id"}
@@ -427,7 +428,7 @@ async def test_worker_failure_is_audited_with_its_code(
     export = await run_export(deps, conn, export_id)
     assert (export["status"], export["error_code"]) == ("failed", "permission_revoked")
     failed = only(conn, "export.failed", export_id)
-    assert failed["actor_id"] == people[STAFF_EXPORT]
+    assert (failed["actor_id"], failed["actor_email"]) == (people[STAFF_EXPORT], STAFF_EXPORT)
     details = failed["details"]
     assert set(details) == {"error_code", "rows", "attempt", "duration_s", "job_id"}
     assert details["error_code"] == "permission_revoked"
@@ -464,7 +465,10 @@ async def test_maintenance_requeue_and_last_attempt_failure_are_audited(
         assert (export["status"], export["attempt"]) == ("queued", attempt + 1)
         jobs.append(export["procrastinate_job_id"])
     requeued = audits(conn, "export.requeued", export_id)
-    assert [(r["actor_id"], r["ip"]) for r in requeued] == [(None, None)] * (MAX_ATTEMPTS - 1)
+    # Maintenance acts in the requester's name too (details say "by": "maintenance").
+    assert [(r["actor_id"], r["actor_email"], r["ip"]) for r in requeued] == [
+        (people[ADMIN], ADMIN, None)
+    ] * (MAX_ATTEMPTS - 1)
     assert [r["details"] for r in requeued] == [
         {
             "reason": "worker_lost",
@@ -483,6 +487,7 @@ async def test_maintenance_requeue_and_last_attempt_failure_are_audited(
     export = export_row(conn, export_id)
     assert (export["status"], export["error_code"]) == ("failed", "worker_lost")
     failed = only(conn, "export.failed", export_id)
+    assert (failed["actor_id"], failed["actor_email"]) == (people[ADMIN], ADMIN)
     assert failed["details"] == {
         "error_code": "worker_lost",
         "attempt": MAX_ATTEMPTS,
@@ -520,12 +525,17 @@ async def test_expiry_is_audited(
     assert (report.expired, report.failed) == (1, 1)
 
     expired = only(conn, "export.expired", done_id)
-    assert (expired["actor_id"], expired["ip"]) == (None, None)
+    assert (expired["actor_id"], expired["actor_email"], expired["ip"]) == (
+        people[ADMIN],
+        ADMIN,
+        None,
+    )
     assert expired["details"] == {"object_key": export["object_key"], "by": "maintenance"}
     assert export_row(conn, done_id)["status"] == "expired"
     assert not stored.exists()
 
     failed = only(conn, "export.failed", unfinished_id)
+    assert failed["actor_email"] == ADMIN
     assert failed["details"] == {
         "error_code": "expired_before_completion",
         "attempt": 1,
@@ -553,11 +563,106 @@ async def test_a_queued_export_whose_job_vanished_fails_audited(
     report = await maintenance.run_maintenance(deps)
     assert report.failed == 1
     failed = only(conn, "export.failed", export_id)
+    assert (failed["actor_id"], failed["actor_email"]) == (people[ADMIN], ADMIN)
     assert failed["details"] == {
         "error_code": "internal",
         "reason": "job_lost",
         "by": "maintenance",
     }
+
+
+async def test_throttle_duplicates_limits_and_unseen_exports_are_audited(
+    db_url: str, conn: Conn, people: dict[str, int], storage_root: Path
+) -> None:
+    async with _app(
+        db_url, storage_root, trusted_proxy=PROXY, max_active_exports_per_user=2
+    ) as web:
+        # A double submit is sent to the first export, and recorded as such.
+        await login(web, STAFF_EXPORT)
+        first = await request_export(web, "192.0.2.20", sort="oldest")
+        again = await request_export(web, "192.0.2.21", sort="oldest")
+        assert again == first
+        deduplicated = only(conn, "export.deduplicated", first)
+        assert (deduplicated["actor_id"], deduplicated["actor_email"], deduplicated["ip"]) == (
+            people[STAFF_EXPORT],
+            STAFF_EXPORT,
+            "192.0.2.21",
+        )
+        assert deduplicated["details"] == {
+            "view": "all",
+            "view_name": "All tickets",
+            "q": "",
+            "sort": "oldest",
+            "filters": {},
+            "format": "csv",
+            "within_s": 10,
+        }
+
+        # One over the active-export limit: refused, recorded, and nothing created.
+        await request_export(web, sort="newest")
+        token = await web.csrf("/staff/exports")
+        refused = await web.client.post(
+            "/staff/tickets/export",
+            data={"csrf_token": token, "view": "all", "sort": "priority"},
+            headers=forwarded("192.0.2.22"),
+            allow_redirects=False,
+        )
+        assert refused.status == 429
+        assert 'href="/staff/exports"' in await refused.text()
+        limited = audits(conn, "export.denied")
+        assert [(d["actor_email"], d["ip"], d["details"]) for d in limited] == [
+            (STAFF_EXPORT, "192.0.2.22", {"action": "request", "reason": "active_export_limit"})
+        ]
+        assert conn.execute("SELECT count(*) FROM export_jobs").fetchone() == (2,)
+
+        # Someone else's export, retried or downloaded: 404, and recorded.
+        await web.logout_cookies()
+        await login(web, STAFF)
+        retry = await post(web, f"/staff/exports/{first}/retry", "192.0.2.23")
+        assert retry.status == 404
+        download = await web.client.get(
+            f"/staff/exports/{first}/download", headers=forwarded("192.0.2.24")
+        )
+        assert download.status == 404
+        unseen = audits(conn, "export.denied", first)
+        assert [(d["actor_id"], d["ip"], d["details"]) for d in unseen] == [
+            (people[STAFF], "192.0.2.23", {"action": "retry", "reason": "not_found"})
+        ]
+        refused_download = only(conn, "export.download_denied", first)
+        assert (refused_download["actor_email"], refused_download["ip"]) == (
+            STAFF,
+            "192.0.2.24",
+        )
+        assert refused_download["details"] == {"reason": "not_found"}
+
+        # Ten failed sign-ins for one address; the eleventh, right or wrong, is throttled.
+        await web.logout_cookies()
+        for _ in range(10):
+            page = await web.client.get("/login")
+            response = await web.client.post(
+                "/login",
+                data={"email": OTHER, "password": "", "csrf_token": csrf_in(await page.text())},
+                headers=forwarded(),
+                allow_redirects=False,
+            )
+            assert response.status == 400
+        page = await web.client.get("/login")
+        response = await web.client.post(
+            "/login",
+            data={"email": OTHER, "password": PASSWORD, "csrf_token": csrf_in(await page.text())},
+            headers=forwarded(),
+            allow_redirects=False,
+        )
+        assert response.status == 429
+        throttled = only(conn, "login.throttled")
+        assert (throttled["actor_id"], throttled["actor_email"], throttled["ip"]) == (
+            None,
+            OTHER,
+            CLIENT,
+        )
+        assert throttled["details"]["limit"] == "email"
+        assert 0 < throttled["details"]["retry_after"] <= 900
+        assert audits(conn, "login.succeeded", None)[-1]["actor_email"] == STAFF
 
 
 def test_every_audit_action_in_the_code_is_covered() -> None:
@@ -580,8 +685,10 @@ def test_every_audit_action_in_the_code_is_covered() -> None:
         "export.downloaded",
         "export.download_denied",
         "export.denied",
+        "export.deduplicated",
         "login.succeeded",
         "login.failed",
+        "login.throttled",
         "logout",
     }
     assert found <= covered, sorted(found - covered)

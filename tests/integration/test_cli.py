@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -302,3 +304,39 @@ def test_bad_settings_are_one_line(db_url: str, name: str, value: str, needle: s
         check=False,
     )
     assert_clean_error(proc, needle)
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_a_port_in_use_is_one_line(
+    db_url: str, conn: psycopg.Connection[Any], tmp_path: Path, command: str
+) -> None:
+    # A ticket, so `demo` finds data and does not seed its own.
+    conn.execute("INSERT INTO tickets (title, status_id, priority_id) VALUES ('t', 1, 1)")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "DATABASE_URL": db_url,
+            "TICKETEXPORT_HOME": str(tmp_path / "home"),
+            "TICKETEXPORT_SECRET_KEY": "k" * 32,
+            "TICKETEXPORT_HOST": "127.0.0.1",
+            "TICKETEXPORT_PORT": str(port),
+        }
+        proc = subprocess.run(
+            [sys.executable, "-m", "ticketexport", command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
+    in_use = os.strerror(errno.EADDRINUSE)
+    assert errors == [f"{ERROR_PREFIX}cannot listen on 127.0.0.1:{port}: {in_use}"]
+    # Nothing else on stderr but the process's own JSON log lines.
+    others = [line for line in proc.stderr.splitlines() if not line.startswith(ERROR_PREFIX)]
+    assert all(line.startswith("{") for line in others), others

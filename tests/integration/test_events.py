@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import psycopg
@@ -41,10 +41,12 @@ class CountingFetch:
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         self.inner = events.pool_fetcher(pool)
         self.calls: list[list[str]] = []
+        self.sessions: list[list[str]] = []
 
-    async def __call__(self, ids: Sequence[str]) -> Mapping[str, events.State]:
+    async def __call__(self, ids: Sequence[str], sessions: Sequence[str]) -> events.Snapshot:
         self.calls.append(list(ids))
-        return await self.inner(ids)
+        self.sessions.append(list(sessions))
+        return await self.inner(ids, sessions)
 
 
 async def _progress(db_url: str, export_id: str, rows: int) -> None:
@@ -177,5 +179,74 @@ async def test_malformed_payload_is_ignored(
             assert state is not None
             assert state["rows_done"] == 3
             assert fetch.calls == [[export_id]]
+    finally:
+        await hub.stop()
+
+
+def _session(conn: psycopg.Connection[Any], user_id: int) -> str:
+    """A live web session of this user; returns its id."""
+    session_id = uuid.uuid4().hex * 2
+    conn.execute(
+        "INSERT INTO web_sessions (id, user_id, csrf_token, expires_at) "
+        "VALUES (%s, %s, %s, now() + interval '1 hour')",
+        (session_id, user_id, "c" * 43),
+    )
+    return session_id
+
+
+async def test_recheck_reads_every_session_in_one_query_and_ends_the_dead(
+    db_url: str, conn: psycopg.Connection[Any], requester: int, pool: AsyncConnectionPool[Any]
+) -> None:
+    exports = [_export(conn, requester) for _ in range(3)]
+    sessions = [_session(conn, requester) for _ in range(4)]
+    fetch = CountingFetch(pool)
+    hub = events.EventHub(db_url, fetch, recheck_seconds=0.3)
+    await hub.start()
+    try:
+        subs = [
+            hub.subscribe(export_id, session_id)
+            for export_id in exports
+            for session_id in sessions
+            for _ in range(5)
+        ]
+        assert hub.session_streams(sessions[0]) == 15
+        # One recheck: one query for 60 subscriptions, and each learns who watches.
+        states = await asyncio.gather(*(s.next(within=5) for s in subs))
+        assert all(state is not None for state in states)
+        assert len(fetch.calls) >= 1
+        assert sorted(fetch.calls[0]) == sorted(exports)
+        assert fetch.sessions[0] == sorted(sessions)
+        assert all(s.viewer is not None and s.viewer["user_id"] == requester for s in subs)
+
+        # A session that ends (logout) ends its subscriptions, and only those, with no
+        # state left for them to read.
+        conn.execute("DELETE FROM web_sessions WHERE id = %s", (sessions[1],))
+        await _progress(db_url, exports[0], 1)  # pending state for everyone on export 0
+        ended = [s for s in subs if s.session_id == sessions[1]]
+        for sub in ended:
+            # States read before the logout may still be taken; then it ends, for good.
+            for _ in range(20):
+                if sub.closed:
+                    break
+                await sub.next(within=0.5)
+            assert sub.closed
+            assert await sub.next(within=0) is None
+        alive = [s for s in subs if s.session_id != sessions[1]]
+        assert not any(s.closed for s in alive)
+        for sub in ended:
+            sub.__exit__()
+        assert hub.session_streams(sessions[1]) == 0
+        assert hub.subscriber_count() == len(alive)
+    finally:
+        await hub.stop()
+
+
+async def test_no_query_without_subscribers(db_url: str, pool: AsyncConnectionPool[Any]) -> None:
+    fetch = CountingFetch(pool)
+    hub = events.EventHub(db_url, fetch, recheck_seconds=0.1)
+    await hub.start()
+    try:
+        await asyncio.wait_for(hub.wait_rechecks(3), 5)
+        assert fetch.calls == []
     finally:
         await hub.stop()

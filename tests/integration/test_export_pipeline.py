@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from tests.support.databases import Seeding
+from tests.support.exports import guard
 from tests.support.services import actor_for, services_for
 from ticketexport import seed
 from ticketexport.bootstrap import Services
@@ -116,9 +117,7 @@ async def test_export_equals_the_list(
     labels, listed = await _list_all(deps, request, user, export["as_of"])
     assert parsed[0] == labels
     # The list shows raw values; the file guards formula-like cells with a leading quote.
-    guarded = [
-        ["'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v for v in row] for row in listed
-    ]
+    guarded = [[guard(v) for v in row] for row in listed]
     assert parsed[1:] == guarded
     assert export["rows_done"] == export["rows_total"] == len(listed)
     assert export["file_name"].startswith("tickets-")
@@ -330,3 +329,49 @@ async def test_storage_failure_stops_the_copy_and_leaves_nothing(
         ).fetchone()
     assert copies == (0,)
     assert [p for p in (tmp_path / "full").rglob("*") if p.is_file()] == []
+
+
+class _RetentionEndsWhileStoring(LocalStorage):
+    """Real files, but the export's retention ends just as its file is stored."""
+
+    def __init__(self, root: Path, url: str) -> None:
+        super().__init__(root)
+        self.url = url
+
+    async def put_stream(self, key, chunks, *, content_type):  # type: ignore[no-untyped-def]
+        stored = await super().put_stream(key, chunks, content_type=content_type)
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            await conn.execute(
+                "UPDATE export_jobs SET expires_at = requested_at + interval '1 microsecond' "
+                "WHERE id = %s",
+                (key.split("/")[1],),
+            )
+        return stored
+
+
+async def test_an_attempt_completing_after_expiry_fails_instead(
+    deps: Services, seeded_url: str, tmp_path: Path
+) -> None:
+    late = dataclasses.replace(
+        deps, storage=_RetentionEndsWhileStoring(tmp_path / "late", seeded_url)
+    )
+    user = _admin(seeded_url)
+    request = ListRequest(view="all", q="", sort="oldest", filters={}, page=None)
+    requested = await service.request_export(late, user, request, client_ip=None)
+    export = await _export_row(late, requested.export_id)
+    await ExportRun(late, requested.export_id, export["procrastinate_job_id"]).run()
+    export = await _export_row(late, requested.export_id)
+    assert (export["status"], export["error_code"]) == ("failed", "expired_before_completion")
+    assert export["media_item_id"] is None
+    # The file it had stored is gone again, and the failure is audited in the requester's
+    # name.
+    assert [p for p in (tmp_path / "late").rglob("*") if p.is_file()] == []
+    with psycopg.connect(seeded_url) as conn:
+        audited = conn.execute(
+            "SELECT action, actor_id, actor_email, details->>'error_code' FROM audit_log "
+            "WHERE export_id = %s AND action <> 'export.requested' ORDER BY id",
+            (requested.export_id,),
+        ).fetchall()
+        media = conn.execute("SELECT count(*) FROM media_items").fetchone()
+    assert audited == [("export.failed", user.id, user.email, "expired_before_completion")]
+    assert media == (0,)

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
+from tests.support import reference_views
 from tests.support.databases import scratch_database
 from ticketexport import seed
 from ticketexport.domain.actor import Actor
@@ -33,7 +34,6 @@ from ticketexport.views import service as view_service
 from ticketexport.views.model import ListRequest
 
 BOM = b"\xef\xbb\xbf"
-GUARDED_FIRST = ("=", "+", "-", "@", "\t", "\r")
 ADMIN = next(d for d in seed.DEMO_LOGINS if d.is_admin and d.can_export)
 # A zone with a half-hour offset: timestamps in the file and on the page must agree on it.
 TIMEZONE = "Asia/Kolkata"
@@ -42,7 +42,12 @@ EXPORT_TIMEOUT = 120.0
 
 def guard(value: str) -> str:
     """What the file holds for a value the list shows (the brief's formula guard)."""
-    return "'" + value if value[:1] in GUARDED_FIRST else value
+    return reference_views.csv_guard(value)
+
+
+def unguard(value: str) -> str:
+    """The value the list shows for a cell the file holds."""
+    return reference_views.csv_unguard(value)
 
 
 def parse_csv(data: bytes) -> list[list[str]]:

@@ -91,6 +91,33 @@ def fetch(conn: psycopg.Connection[Any]) -> list[Row]:
     return result
 
 
+# The CSV formula guard, stated on its own: a text cell a spreadsheet would evaluate is
+# one that starts with = + - @ TAB CR or LF, or whose first character after leading white
+# space (which an import may trim: "  =1+1") is = + - @.
+GUARD_FIRST = ("=", "+", "-", "@", "\t", "\r", "\n")
+GUARD_AFTER_SPACE = ("=", "+", "-", "@")
+# Unicode's White_Space characters but U+0085, and the BOM.
+SPACES = (
+    "\t\n\v\f\r \u00a0\u1680"
+    + "".join(chr(code) for code in range(0x2000, 0x200B))
+    + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+
+
+def csv_guard(value: str) -> str:
+    """What the CSV holds for a text value: prefixed with ' when a spreadsheet would run it."""
+    if value[:1] in GUARD_FIRST or value.lstrip(SPACES)[:1] in GUARD_AFTER_SPACE:
+        return "'" + value
+    return value
+
+
+def csv_unguard(value: str) -> str:
+    """The value behind a CSV cell: the guard's quote taken off, and only that."""
+    if value.startswith("'") and csv_guard(value[1:]) == value:
+        return value[1:]
+    return value
+
+
 def _name(first: str | None, last: str | None) -> str:
     if first is None:
         return ""

@@ -18,6 +18,7 @@ from aiohttp import web
 from ticketexport import accounts, events
 from ticketexport.bootstrap import Services
 from ticketexport.domain.permissions import Permission
+from ticketexport.web import auth
 from ticketexport.web.app import init_app
 
 BENCH_SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "sse_latency.py"
@@ -62,16 +63,31 @@ async def serving(services: Services) -> AsyncIterator[tuple[web.Application, st
         await runner.cleanup()
 
 
-async def start_clients(url: str, cookie: str, clients: int) -> asyncio.subprocess.Process:
-    """The separate client process, holding `clients` event streams on `url`."""
+def session_cookies(conn: psycopg.Connection[Any], user_id: int, count: int) -> list[str]:
+    """`count` signed-in sessions of one user, made as a sign-in makes them (sessions live
+    in the database), without a password check each; returns their Cookie header values."""
+    cookies = []
+    for _ in range(count):
+        token = auth.new_token()
+        conn.execute(
+            "INSERT INTO web_sessions (id, user_id, csrf_token, expires_at) "
+            "VALUES (%s, %s, %s, now() + interval '1 hour')",
+            (auth.session_id(token), user_id, auth.new_token()),
+        )
+        cookies.append(f"{auth.SESSION_COOKIE}={token}")
+    return cookies
+
+
+async def start_clients(url: str, cookies: list[str], clients: int) -> asyncio.subprocess.Process:
+    """The separate client process, holding `clients` event streams on `url`, spread over
+    the sessions of `cookies`."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         str(BENCH_SCRIPT),
         "client",
         "--url",
         url,
-        "--cookie",
-        cookie,
+        *(arg for cookie in cookies for arg in ("--cookie", cookie)),
         "--clients",
         str(clients),
         "--timeout",

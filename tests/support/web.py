@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import html
 import logging
 import os
@@ -49,7 +50,21 @@ def make_user(
         role = "r_" + re.sub(r"[^a-z0-9]", "_", email.lower())[:40]
         accounts.add_role(conn, role, label=role, permissions=Permission(permissions))
         roles.append(role)
-    return accounts.add_user(conn, email, name=name, password=PASSWORD, admin=admin, roles=roles)
+    return accounts.add_user(
+        conn,
+        email,
+        name=name,
+        password=PASSWORD,
+        admin=admin,
+        roles=roles,
+        password_hash=_password_hash(),
+    )
+
+
+@functools.cache
+def _password_hash() -> str:
+    """PASSWORD hashed once per run: argon2 is slow on purpose, and every test makes users."""
+    return accounts.hash_password(PASSWORD)
 
 
 def insert_tickets(conn: psycopg.Connection[Any], count: int, *, title: str = "Ticket") -> None:
@@ -129,11 +144,12 @@ async def running(
                 setup(app)
             async with TestClient(TestServer(app)) as client:
                 yield Web(client, services)
-                errors = list(app[SERVER_ERRORS])
+                served = app[SERVER_ERRORS]
+                errors = (served.count, list(served.recent))
     finally:
         logger.removeHandler(captured)
-    if errors and not expect_500s:
+    if errors[0] and not expect_500s:
         pytest.fail(
-            f"the app served {len(errors)} response(s) with status 500: {errors}\n"
+            f"the app served {errors[0]} response(s) with status 500: {errors[1]}\n"
             + "\n".join(captured.lines)
         )

@@ -31,6 +31,13 @@ def test_defaults() -> None:
     assert s.worker_seen_seconds == 60.0
     assert s.export_database_url is None
     assert s.standby_max_lag_seconds == 30.0
+    assert s.max_active_exports_per_user == 3
+    assert s.max_streams_per_session == 20
+    assert s.login_window_seconds == 900.0
+    assert s.web_statement_timeout_ms == 5000
+    assert s.metrics_token is None
+    # Not an environment setting; tests shorten it by replacing the field.
+    assert s.keepalive_seconds == 15.0
 
 
 def test_every_setting_is_read() -> None:
@@ -52,6 +59,11 @@ def test_every_setting_is_read() -> None:
             "TICKETEXPORT_WORKER_SEEN_SECONDS": "2",
             "TICKETEXPORT_EXPORT_DATABASE_URL": "postgresql://u@standby/te",
             "TICKETEXPORT_STANDBY_MAX_LAG_SECONDS": "12.5",
+            "TICKETEXPORT_MAX_ACTIVE_EXPORTS_PER_USER": "0",
+            "TICKETEXPORT_MAX_STREAMS_PER_SESSION": "5",
+            "TICKETEXPORT_LOGIN_WINDOW_SECONDS": "60",
+            "TICKETEXPORT_WEB_STATEMENT_TIMEOUT_MS": "250",
+            "TICKETEXPORT_METRICS_TOKEN": " s3cret-token-for-prometheus ",
         }
     )
     assert s == Settings(
@@ -71,6 +83,11 @@ def test_every_setting_is_read() -> None:
         worker_seen_seconds=2.0,
         export_database_url="postgresql://u@standby/te",
         standby_max_lag_seconds=12.5,
+        max_active_exports_per_user=0,
+        max_streams_per_session=5,
+        login_window_seconds=60.0,
+        web_statement_timeout_ms=250,
+        metrics_token="s3cret-token-for-prometheus",
     )
 
 
@@ -205,3 +222,25 @@ def test_home_expands_the_user_directory(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_config_error_is_a_value_error() -> None:
     # The CLI reports ValueErrors as one-line errors; a ConfigError must be one.
     assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("TICKETEXPORT_MAX_ACTIVE_EXPORTS_PER_USER", "-1"),
+        ("TICKETEXPORT_MAX_ACTIVE_EXPORTS_PER_USER", "three"),
+        ("TICKETEXPORT_MAX_STREAMS_PER_SESSION", "2.5"),
+        ("TICKETEXPORT_LOGIN_WINDOW_SECONDS", "0"),
+        ("TICKETEXPORT_LOGIN_WINDOW_SECONDS", "nan"),
+        ("TICKETEXPORT_WEB_STATEMENT_TIMEOUT_MS", "0"),
+        ("TICKETEXPORT_WEB_STATEMENT_TIMEOUT_MS", "2147483648"),
+        ("TICKETEXPORT_WEB_STATEMENT_TIMEOUT_MS", "5s"),
+        ("TICKETEXPORT_METRICS_TOKEN", "short"),
+        ("TICKETEXPORT_METRICS_TOKEN", "a token with spaces in it"),
+        ("TICKETEXPORT_METRICS_TOKEN", "ünïcödé-token-ünïcödé"),
+    ],
+)
+def test_bad_limits_are_refused_naming_the_variable(name: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=name) as refused:
+        settings(**{name: raw})
+    assert "\n" not in str(refused.value)

@@ -7,6 +7,8 @@ class DomainError(Exception):
     """A refusal whose message is safe to show to the user as it is."""
 
     default_message = "The request could not be completed."
+    # A page that helps with this refusal, as (path, label); shown on the error page.
+    link: tuple[str, str] | None = None
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.default_message)
@@ -50,3 +52,9 @@ class TooMany(DomainError):
     """A per-user limit is reached (HTTP 429)."""
 
     default_message = "Too many requests; please wait and try again."
+
+
+class TooSlow(DomainError):
+    """The work ran past its time limit and was stopped (HTTP 503)."""
+
+    default_message = "This took too long to answer; please try again later."

@@ -52,9 +52,21 @@ class ExportFormat(abc.ABC):
         its columns for a format that shows them besides the rows."""
 
 
-# Code points of = + - @ TAB CR: a cell starting with one is what spreadsheets evaluate.
-# ascii() on the first character is far cheaper per row than left() or a regexp.
-_FORMULA_START = sql.SQL("(61, 43, 45, 64, 9, 13)")
+# The formula guard. A cell a spreadsheet would evaluate starts with = + - @ TAB CR or LF,
+# or has = + - @ after leading whitespace (some trim it on import: "  =1+1").
+# ascii() on the first character is far cheaper per row than left() or a regexp; only a
+# cell that starts with whitespace pays for trimming it.
+_FORMULA_START = sql.SQL("(61, 43, 45, 64, 9, 13, 10)")
+_FORMULA_AFTER_SPACE = sql.SQL("(61, 43, 45, 64)")
+# Unicode's white space (and the BOM), which an import may trim; TAB, LF and CR already
+# trigger the guard as a first character, but count as whitespace before one that does.
+WHITESPACE = (
+    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+_SPACE_START = sql.SQL("({})").format(
+    sql.SQL(", ").join(sql.Literal(ord(ch)) for ch in WHITESPACE if ch not in "\t\n\r")
+)
 
 
 BOM = b"\xef\xbb\xbf"
@@ -70,10 +82,16 @@ class Csv(ExportFormat):
         return sql.SQL("SELECT {} FROM ({}) AS v ORDER BY {}").format(
             sql.SQL(", ").join(
                 sql.SQL(
-                    "NULLIF(CASE WHEN ascii(v.{c}) IN {chars} "
-                    "THEN '''' || v.{c} ELSE v.{c} END, '') AS {label}"
+                    "NULLIF(CASE WHEN ascii(v.{c}) IN {first} THEN '''' || v.{c} "
+                    "WHEN ascii(v.{c}) IN {space} THEN "
+                    "CASE WHEN ascii(ltrim(v.{c}, {ws})) IN {after} THEN '''' || v.{c} "
+                    "ELSE v.{c} END "
+                    "ELSE v.{c} END, '') AS {label}"
                 ).format(
-                    chars=_FORMULA_START,
+                    first=_FORMULA_START,
+                    space=_SPACE_START,
+                    after=_FORMULA_AFTER_SPACE,
+                    ws=sql.Literal(WHITESPACE),
                     c=sql.Identifier(f"c{i}"),
                     label=sql.Identifier(column.label),
                 )

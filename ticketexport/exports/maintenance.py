@@ -99,11 +99,9 @@ async def _rescue(services: Services, report: Report) -> None:
                     {"error_code": reason, "attempt": export["attempt"]},
                 )
                 report.failed += 1
-            await audit.record(
+            await audit.record_for_requester(
                 conn,
                 action,
-                actor_id=None,
-                actor_email=None,
                 export_id=export_id,
                 details={**details, "by": "maintenance"},
             )
@@ -130,11 +128,9 @@ async def _expire_unfinished(services: Services, report: Report) -> None:
             )
             if export["procrastinate_job_id"] is not None:
                 await jobs.abort_job(services.jobs, conn, export["procrastinate_job_id"])
-            await audit.record(
+            await audit.record_for_requester(
                 conn,
                 "export.failed",
-                actor_id=None,
-                actor_email=None,
                 export_id=export_id,
                 details={"error_code": code, "attempt": export["attempt"], "by": "maintenance"},
             )
@@ -158,11 +154,9 @@ async def _expire_completed(services: Services, report: Report) -> None:
             cur = await conn.execute(q("export_expire"), {"id": export_id})
             if await cur.fetchone() is None:
                 continue
-            await audit.record(
+            await audit.record_for_requester(
                 conn,
                 "export.expired",
-                actor_id=None,
-                actor_email=None,
                 export_id=export_id,
                 details={"object_key": export["object_key"], "by": "maintenance"},
             )
@@ -180,11 +174,9 @@ async def _fail_orphaned_queued(services: Services, report: Report) -> None:
             {"code": code, "message": rules.safe_message(code)},
         )
         for export in await cur.fetchall():
-            await audit.record(
+            await audit.record_for_requester(
                 conn,
                 "export.failed",
-                actor_id=None,
-                actor_email=None,
                 export_id=str(export["id"]),
                 details={"error_code": code, "reason": "job_lost", "by": "maintenance"},
             )

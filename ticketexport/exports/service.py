@@ -16,7 +16,7 @@ from ticketexport import audit, events, jobs
 from ticketexport.db import q
 from ticketexport.domain import exports as rules
 from ticketexport.domain.actor import Actor
-from ticketexport.domain.errors import Conflict, Denied, Gone, NotFound
+from ticketexport.domain.errors import Conflict, Denied, Gone, NotFound, TooMany
 from ticketexport.domain.exports import Status, copy_application_name
 from ticketexport.exports import formats
 from ticketexport.standby import stop_standby_reads
@@ -36,6 +36,7 @@ __all__ = [
     "ExportNotFound",
     "ExportNotReady",
     "Requested",
+    "TooManyExports",
     "authorize_download",
     "cancel_export",
     "copy_application_name",
@@ -76,6 +77,18 @@ class ExportNotReady(NotFound):
     """The export has no file yet (HTTP 404)."""
 
     default_message = "This export has no file yet."
+
+
+class TooManyExports(TooMany):
+    """The requester already has as many exports queued or running as allowed (HTTP 429)."""
+
+    link = ("/staff/exports", "My exports")
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"You already have {limit} export{'s' if limit != 1 else ''} queued or running, "
+            "the most allowed at once. Wait for one to finish, or cancel one, and try again."
+        )
 
 
 DOWNLOAD_DENIED = (
@@ -188,7 +201,22 @@ async def _insert_and_defer(
         )
         existing = await cur.fetchone()
         if existing is not None:
+            await _audit(
+                conn,
+                "export.deduplicated",
+                user,
+                client_ip=client_ip,
+                export_id=str(existing[0]),
+                details={**_request_details(frozen), "within_s": DOUBLE_SUBMIT_SECONDS},
+            )
             return Requested(export_id=str(existing[0]), deduplicated=True)
+    limit = services.settings.max_active_exports_per_user
+    if limit:
+        # Counted under the same lock: two racing clicks cannot both take the last place.
+        cur = await conn.execute(q("export_running_count"), {"user_id": user.id})
+        active = await cur.fetchone()
+        if active is not None and int(active[0]) >= limit:
+            raise TooManyExports(limit)
     await conn.execute(q("history_horizon_share"))
     cur = await conn.execute(
         q("export_insert"),
@@ -213,17 +241,24 @@ async def _insert_and_defer(
         client_ip=client_ip,
         export_id=export_id,
         details={
-            "view": frozen["view"]["key"],
-            "view_name": frozen["view"]["name"],
-            "q": frozen["q"],
-            "sort": frozen["sort"],
-            "filters": frozen["filters"],
-            "format": frozen.get("format", formats.DEFAULT_FORMAT),
+            **_request_details(frozen),
             "procrastinate_job_id": job_id,
             **({"retry_of": retry_of} if retry_of else {}),
         },
     )
     return Requested(export_id=export_id, deduplicated=False)
+
+
+def _request_details(frozen: Mapping[str, Any]) -> dict[str, Any]:
+    """What an audit row says about the view requested."""
+    return {
+        "view": frozen["view"]["key"],
+        "view_name": frozen["view"]["name"],
+        "q": frozen["q"],
+        "sort": frozen["sort"],
+        "filters": frozen["filters"],
+        "format": frozen.get("format", formats.DEFAULT_FORMAT),
+    }
 
 
 async def _deny(
@@ -234,16 +269,16 @@ async def _deny(
     client_ip: str | None,
     export_id: str | None = None,
 ) -> None:
-    """An audit row for a refusal, on its own connection: it must outlive the request."""
+    """An audit row for a refusal, on its own connection: it must outlive the request.
+
+    Downloads have an action of their own (export.download_denied); every other refused
+    action is export.denied and names the action."""
+    if action == "download":
+        kind, details = "export.download_denied", {"reason": reason}
+    else:
+        kind, details = "export.denied", {"action": action, "reason": reason}
     async with services.pool.connection() as conn:
-        await _audit(
-            conn,
-            "export.denied",
-            user,
-            client_ip=client_ip,
-            export_id=export_id,
-            details={"action": action, "reason": reason},
-        )
+        await _audit(conn, kind, user, client_ip=client_ip, export_id=export_id, details=details)
 
 
 async def request_export(
@@ -274,6 +309,9 @@ async def request_export(
     except view_model.ViewInputError as exc:
         await _deny(services, user, "request", f"invalid: {exc}"[:200], client_ip)
         raise
+    except TooManyExports:
+        await _deny(services, user, "request", "active_export_limit", client_ip)
+        raise
 
 
 async def load_export(conn: psycopg.AsyncConnection[Any], export_id: str) -> dict[str, Any] | None:
@@ -299,20 +337,29 @@ async def retry_export(
     services: Services, user: Actor, export_id: str, *, client_ip: str | None
 ) -> Requested:
     """A new export of the same frozen view, as of this click, linked to the original."""
-    async with services.pool.connection() as conn:
-        await visible_export(conn, user, export_id)  # not visible: 404, nothing audited
+    try:
+        async with services.pool.connection() as conn:
+            await visible_export(conn, user, export_id)
+    except ExportNotFound:
+        # Answered as if it did not exist, and recorded: someone tried.
+        await _deny(services, user, "retry", "not_found", client_ip, export_id)
+        raise
     if not user.may_export:
         await _deny(services, user, "retry", "missing_permission", client_ip, export_id)
         raise ExportDenied("Retrying requires the Import / Export Tickets permission.")
-    async with services.pool.connection() as conn, conn.transaction():
-        original = await visible_export(conn, user, export_id)
-        if original["status"] not in (Status.FAILED, Status.CANCELLED):
-            raise ExportConflict("Only failed or cancelled exports can be retried.")
-        frozen = dict(original["request"])
-        frozen["requester"] = _requester(user, await _roles(conn, user.id))
-        return await _insert_and_defer(
-            services, conn, user=user, frozen=frozen, retry_of=export_id, client_ip=client_ip
-        )
+    try:
+        async with services.pool.connection() as conn, conn.transaction():
+            original = await visible_export(conn, user, export_id)
+            if original["status"] not in (Status.FAILED, Status.CANCELLED):
+                raise ExportConflict("Only failed or cancelled exports can be retried.")
+            frozen = dict(original["request"])
+            frozen["requester"] = _requester(user, await _roles(conn, user.id))
+            return await _insert_and_defer(
+                services, conn, user=user, frozen=frozen, retry_of=export_id, client_ip=client_ip
+            )
+    except TooManyExports:
+        await _deny(services, user, "retry", "active_export_limit", client_ip, export_id)
+        raise
 
 
 async def cancel_export(
@@ -352,27 +399,33 @@ async def cancel_export(
 
 
 async def authorize_download(
-    services: Services, user: Actor, export_id: str, *, auto: bool, client_ip: str | None
+    services: Services,
+    user: Actor,
+    export_id: str,
+    *,
+    auto: bool,
+    client_ip: str | None,
+    head: bool = False,
 ) -> dict[str, Any] | None:
     """The export row when the user may download its file now, checked at this moment.
 
     None means the automatic download already happened (another tab or browser): nothing
-    to send. Raises ExportNotFound, ExportDenied (audited), ExportGone or ExportNotReady.
+    to send. Raises ExportNotFound, ExportDenied, ExportGone or ExportNotReady; refusals
+    are audited. `head` (a HEAD request) answers the same question with no effect at all:
+    no audit row, and the automatic download is looked at but not used up.
     """
-    async with services.pool.connection() as conn:
-        export = await visible_export(conn, user, export_id)
-        if not user.may_download:
-            await _audit(
-                conn,
-                "export.download_denied",
-                user,
-                client_ip=client_ip,
-                export_id=export_id,
-                details={"reason": "not_admin_with_permission"},
-            )
+    try:
+        async with services.pool.connection() as conn:
+            export = await visible_export(conn, user, export_id)
+    except ExportNotFound:
+        if not head:
+            await _deny(services, user, "download", "not_found", client_ip, export_id)
+        raise
     if not user.may_download:
-        # Raised outside the block: a pool connection rolls back when left by an exception,
-        # and the denial's audit row must stay.
+        if not head:
+            await _deny(
+                services, user, "download", "not_admin_with_permission", client_ip, export_id
+            )
         raise ExportDenied(DOWNLOAD_DENIED)
     async with services.pool.connection() as conn:
         cur = await conn.execute(q("db_now"))
@@ -382,7 +435,10 @@ async def authorize_download(
             raise ExportGone()
         if export["status"] != Status.COMPLETED or export["object_key"] is None:
             raise ExportNotReady()
-        if auto:
+        if auto and head:
+            if export["auto_downloaded_at"] is not None or export["requester_id"] != user.id:
+                return None
+        elif auto:
             cur = await conn.execute(
                 q("export_claim_auto_download"), {"id": export_id, "user_id": user.id}
             )

@@ -108,6 +108,10 @@ def plan_export(frozen: Mapping[str, Any], as_of: dt.datetime, snapshot: str | N
     )
 
 
+class _Refused(Exception):
+    """The completion found the row no longer this attempt's to complete."""
+
+
 def _object_key(export_id: str, attempt: int, file_name: str) -> str:
     return f"exports/{export_id}/{attempt}/{file_name}"
 
@@ -459,6 +463,17 @@ class ExportRun:
             return await cur.fetchone() is not None
 
     async def _complete(self, plan: ExportPlan, key: str, size: int, sha256: str) -> None:
+        try:
+            await self._record_completion(plan, key, size, sha256)
+        except _Refused:
+            if await self._still_ours():
+                # Still running as this attempt, so only the expiry refused it.
+                raise ExportFailed(
+                    "expired_before_completion", "retention ended before the file was recorded"
+                ) from None
+            raise Superseded from None
+
+    async def _record_completion(self, plan: ExportPlan, key: str, size: int, sha256: str) -> None:
         async with self.services.pool.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
@@ -480,14 +495,13 @@ class ExportRun:
             )
             done = await cur.fetchone()
             if done is None:
-                # Cancelled while storing: roll back the media row, then drop the file.
-                raise Superseded
+                # Cancelled while storing, or the retention ended first: roll back the
+                # media row, then drop the file.
+                raise _Refused
             duration = time.monotonic() - self.started
-            await audit.record(
+            await audit.record_for_requester(
                 conn,
                 "export.completed",
-                actor_id=done["requester_id"],
-                actor_email=None,
                 export_id=self.export_id,
                 details={
                     "rows": self.rows,
@@ -521,11 +535,9 @@ class ExportRun:
                 failed = await cur.fetchone()
                 if failed is None:
                     return
-                await audit.record(
+                await audit.record_for_requester(
                     conn,
                     "export.failed",
-                    actor_id=failed["requester_id"],
-                    actor_email=None,
                     export_id=self.export_id,
                     details={
                         "error_code": code,

@@ -20,6 +20,18 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 _BAD = "the page cursor is not valid; start again from the first page"
 
 
+def _storable(text: str) -> bool:
+    """Whether PostgreSQL text can hold this: no NUL, and no lone surrogate (JSON's \\ud800
+    decodes to one, and it has no UTF-8 form)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def encode(signature: str, values: Sequence[Any]) -> str:
     """The cursor pointing just after the row with these sort key values."""
     keys: list[Any] = []
@@ -93,7 +105,7 @@ def decode(token: str, signature: str, kinds: Sequence[str]) -> tuple[Any, ...]:
                 raise ViewInputError(_BAD)
             result.append(value)
         elif kind == "text":
-            if not isinstance(value, str) or len(value) > MAX_TEXT_KEY or "\x00" in value:
+            if not isinstance(value, str) or len(value) > MAX_TEXT_KEY or not _storable(value):
                 raise ViewInputError(_BAD)
             result.append(value)
         else:

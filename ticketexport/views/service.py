@@ -12,6 +12,7 @@ import psycopg
 
 from ticketexport.db import q
 from ticketexport.domain.actor import Actor
+from ticketexport.domain.errors import TooSlow
 from ticketexport.views import compiler, cursor, registry, saved
 from ticketexport.views.model import (
     ListRequest,
@@ -30,6 +31,7 @@ __all__ = [
     "ListRequest",
     "ResolvedView",
     "ViewNotFound",
+    "ViewTooSlow",
     "builtin_view",
     "check_request",
     "count_text",
@@ -188,6 +190,15 @@ def count_text(count: int) -> str:
     return f"{registry.COUNT_CAP:,}+" if count > registry.COUNT_CAP else f"{count:,}"
 
 
+class ViewTooSlow(TooSlow):
+    """The page or its count ran past the web statement timeout (HTTP 503)."""
+
+    default_message = (
+        "This view took too long to load. Narrow it down (a search, a filter or a smaller "
+        "view) and try again."
+    )
+
+
 async def list_page(
     conn: psycopg.AsyncConnection[Any],
     request: ListRequest,
@@ -195,8 +206,31 @@ async def list_page(
     *,
     now: datetime.datetime,
     tz: str,
+    statement_timeout_ms: int | None = None,
 ) -> ListPage:
-    """One page (50 rows) of the view after the request's cursor, plus the capped count."""
+    """One page (50 rows) of the view after the request's cursor, plus the capped count.
+
+    With `statement_timeout_ms`, each statement stops after that long (ViewTooSlow): a view
+    too expensive for the database cannot hold a web connection for longer. The limit is
+    the page's own (SET LOCAL in its transaction) and ends with it.
+    """
+    try:
+        async with conn.transaction():
+            if statement_timeout_ms is not None:
+                await conn.execute(q("statement_timeout_local"), {"ms": str(statement_timeout_ms)})
+            return await _list_page(conn, request, actor, now=now, tz=tz)
+    except psycopg.errors.QueryCanceled:
+        raise ViewTooSlow() from None
+
+
+async def _list_page(
+    conn: psycopg.AsyncConnection[Any],
+    request: ListRequest,
+    actor: Actor,
+    *,
+    now: datetime.datetime,
+    tz: str,
+) -> ListPage:
     view = await resolve_view(conn, request.view, actor)
     await _check_lookups(conn, request.filters)
     after = None

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import hashlib
 import logging
+import os
 import secrets
+import threading
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -16,7 +20,13 @@ import ticketexport
 from ticketexport.bootstrap import Services
 from ticketexport.config import Settings
 from ticketexport.web import auth, exports, ops, pages, saved_views, tickets
-from ticketexport.web.keys import LOGIN_KEY, SERVER_ERRORS, SERVICES
+from ticketexport.web.keys import (
+    LOGIN_KEY,
+    PASSWORD_EXECUTOR,
+    SERVER_ERRORS,
+    SERVICES,
+    ServerErrors,
+)
 from ticketexport.web.middleware import all_middlewares, on_response_prepare
 
 log = logging.getLogger(__name__)
@@ -25,12 +35,28 @@ TEMPLATES_DIR = Path(ticketexport.__file__).resolve().parent.parent / "templates
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # Forms are small; the largest is the view editor. A tighter cap than aiohttp's 1 MiB.
 MAX_BODY = 256 * 1024
+# Threads checking passwords at once: at most half the cores, so a flood of sign-ins
+# leaves the others to downloads, pages and (in `demo`) the worker.
+PASSWORD_THREADS = max(1, min(2, (os.cpu_count() or 2) // 2))
+PASSWORD_NICENESS = 10
 
 
 def _login_key(settings: Settings) -> bytes:
     if settings.secret_key:
         return hashlib.sha256(b"ticketexport-login:" + settings.secret_key.encode()).digest()
     return secrets.token_bytes(32)
+
+
+def _lower_priority() -> None:
+    """Runs in each password thread as it starts: under a flood of sign-ins, these threads
+    get the CPU only when page, download and worker threads leave it (Linux schedules each
+    thread by its own nice value). Where that cannot be set, they run as they are."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PASSWORD_NICENESS)
+
+
+async def _stop_password_threads(app: web.Application) -> None:
+    app[PASSWORD_EXECUTOR].shutdown(wait=False, cancel_futures=True)
 
 
 def init_app(services: Services) -> web.Application:
@@ -41,7 +67,12 @@ def init_app(services: Services) -> web.Application:
     app = web.Application(middlewares=all_middlewares(), client_max_size=MAX_BODY)
     app[SERVICES] = services
     app[LOGIN_KEY] = _login_key(services.settings)
-    app[SERVER_ERRORS] = []
+    app[SERVER_ERRORS] = ServerErrors()
+    app[PASSWORD_EXECUTOR] = concurrent.futures.ThreadPoolExecutor(
+        max_workers=PASSWORD_THREADS,
+        thread_name_prefix="password-check",
+        initializer=_lower_priority,
+    )
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
@@ -56,6 +87,7 @@ def init_app(services: Services) -> web.Application:
     # Before aiohttp waits for open handlers: wakes every event stream so it ends now.
     hub = services.hub
     app.on_shutdown.append(lambda _app: hub.stop())
+    app.on_cleanup.append(_stop_password_threads)
     router = app.router
     router.add_get("/", pages.home)
     router.add_get("/login", auth.login_get)

@@ -63,13 +63,20 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 async def export_download(request: web.Request) -> web.StreamResponse:
-    """GET /staff/exports/{id}/download: the stored file, streamed through the app."""
+    """GET /staff/exports/{id}/download: the stored file, streamed through the app.
+
+    HEAD answers with the headers GET would send, and nothing else happens: no body, no
+    audit row, no use of the automatic download.
+    """
     export_id = export_id_of(request)
     services = services_of(request)
     user = request[USER]
     ip = client_ip(request)
     auto = request.query.get("auto") == "1"
-    export = await service.authorize_download(services, user, export_id, auto=auto, client_ip=ip)
+    head = request.method == "HEAD"
+    export = await service.authorize_download(
+        services, user, export_id, auto=auto, client_ip=ip, head=head
+    )
     if export is None:
         # Another tab or browser already downloaded it automatically: do nothing.
         return web.Response(status=204, headers={"Cache-Control": "no-store"})
@@ -98,6 +105,11 @@ async def export_download(request: web.Request) -> web.StreamResponse:
     )
     if byte_range is not None:
         response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    if head:
+        # aiohttp sends whatever a handler writes, HEAD or not: write nothing.
+        await response.prepare(request)
+        await response.write_eof()
+        return response
     await service.record_download(
         services,
         user,

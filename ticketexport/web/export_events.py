@@ -11,13 +11,16 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from ticketexport.domain import exports as rules
+from ticketexport.domain.actor import Actor
+from ticketexport.domain.errors import TooMany
 from ticketexport.domain.exports import Status
 from ticketexport.exports import service
+from ticketexport.web import auth
 from ticketexport.web.downloads import export_id_of
-from ticketexport.web.keys import USER, pool_of, services_of
+from ticketexport.web.keys import SESSION, USER, pool_of, services_of
 
-# The keep-alive comment's interval; also the longest a stream waits between checks.
-KEEPALIVE_SECONDS = 15.0
+# How often a waiting stream looks whether its client is still there (no query).
+GONE_CHECK_SECONDS = 1.0
 ACTIVE = (Status.QUEUED, Status.RUNNING)
 
 
@@ -60,38 +63,76 @@ def event_id(payload: Mapping[str, Any]) -> str:
     return f"{payload['attempt']}-{payload['status']}-{payload['stage'] or ''}-{payload['rows']}"
 
 
+class TooManyStreams(TooMany):
+    """The session already holds as many event streams in this process as allowed (429)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"This session already has {limit} live status streams open; close some pages "
+            "and try again."
+        )
+
+
 async def export_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: the current state, then every change, until a terminal state.
 
     A waiting stream holds no database connection: the hub's one LISTEN connection wakes
-    it, and the hub's single fetch per notification hands it the new state.
+    it, and the hub's single fetch per notification hands it the new state. The stream
+    follows its session: the hub reads the session and its user with every state (and all
+    of them once per keep-alive interval), and the stream ends, with nothing more sent,
+    once the session is over, the user inactive or the export no longer theirs to see.
+    `download_url` is decided by the user's permission as read with each state.
     """
     export_id = export_id_of(request)
     user = request[USER]
-    hub = services_of(request).hub
+    session = request[SESSION]
+    services = services_of(request)
+    hub = services.hub
     assert hub is not None  # a web process always has its hub
+    settings = services.settings
+    limit = settings.max_streams_per_session
+    # Counted and taken with no await in between: two racing requests cannot both pass.
+    if limit and hub.session_streams(session.id) >= limit:
+        raise TooManyStreams(limit)
     # Subscribe before reading, so a change between the two is not missed.
-    with hub.subscribe(export_id) as subscription:
+    with hub.subscribe(export_id, session.id) as subscription:
         async with pool_of(request).connection() as conn:
             export = await service.visible_export(conn, user, export_id)
-        stream = EventSourceResponse(sep="\n", ping_interval=KEEPALIVE_SECONDS)
+        stream = EventSourceResponse(sep="\n", ping_interval=settings.keepalive_seconds)
         # Per-user state in every event: never cached by anything between us and the browser.
         stream.headers["Cache-Control"] = "no-store"
         stream.headers["Content-Type"] = "text/event-stream; charset=utf-8"
         await stream.prepare(request)
         async with stream:
             last_sent = stream.last_event_id
+            last_payload: dict[str, Any] | None = None
+            viewer: Actor | None = user
             state: Mapping[str, Any] | None = export
             while True:
                 if state is not None:
-                    payload = event_payload(state, can_download=user.may_download, now=now())
+                    if subscription.viewer is not None:
+                        viewer = auth.current_actor(user, subscription.viewer)
+                    if viewer is None or not service.may_see(viewer, state):
+                        break
+                    payload = event_payload(state, can_download=viewer.may_download, now=now())
                     ident = event_id(payload)
-                    if ident != last_sent:
+                    # A reconnecting client that saw this state is not sent it again; a
+                    # change of permission alone (download_url) is sent.
+                    fresh = ident != last_sent if last_payload is None else payload != last_payload
+                    if fresh:
                         await stream.send(json.dumps(payload), id=ident, event="export")
                         last_sent = ident
+                    last_payload = payload
                     if payload["status"] not in ACTIVE:
                         break
-                state = await subscription.next(within=KEEPALIVE_SECONDS)
-                if state is None and subscription.closed:
+                state = await subscription.next(within=GONE_CHECK_SECONDS)
+                if subscription.closed or _client_gone(request, stream):
                     break
     return stream
+
+
+def _client_gone(request: web.Request, stream: EventSourceResponse) -> bool:
+    # The client's leaving frees its place among the session's streams at once, not
+    # only when the next event fails to send.
+    transport = request.transport
+    return transport is None or transport.is_closing() or not stream.is_connected()

@@ -112,6 +112,7 @@ async def export_list(request: web.Request) -> web.StreamResponse:
                 "requested": _stamp(row["requested_at"], tz),
                 "expires": _stamp(row["expires_at"], tz),
                 "active": row["status"] in (Status.QUEUED, Status.RUNNING),
+                "own": row["requester_id"] == user.id,
             }
         )
     next_url = None
@@ -232,6 +233,10 @@ async def export_status(request: web.Request) -> web.StreamResponse:
         "can_cancel": payload["status"] in (Status.QUEUED, Status.RUNNING),
         "worker_seen": worker_seen,
         "events_url": f"/staff/exports/{export_id}/events",
+        # For the page's script: live times in the organisation's zone, and whether this
+        # export is among the ones the navigation counts.
+        "timezone": settings.timezone,
+        "own": export["requester_id"] == user.id,
     }
     return render(request, "export.html", context)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 from typing import Any
 
@@ -21,14 +23,32 @@ class Session:
     csrf_token: str
 
 
+class ServerErrors:
+    """How many responses with status 500 the app served, and the request ids of the latest
+    few: bounded, however many errors a client manages to provoke."""
+
+    KEEP = 50
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.recent: collections.deque[str] = collections.deque(maxlen=self.KEEP)
+
+    def record(self, request_id: str) -> None:
+        self.count += 1
+        self.recent.append(request_id)
+
+
 # Application state ------------------------------------------------------------------
 
 SERVICES = web.AppKey("services", Services)
 # Key for HMAC of the anonymous login form's CSRF token; random per process when the
 # settings carry no secret (tests), which only means login forms do not survive a restart.
 LOGIN_KEY = web.AppKey("login_key", bytes)
-# Request ids of every 500 served, so tests can assert there were none.
-SERVER_ERRORS = web.AppKey("server_errors", list)
+# The 500s served, so tests can assert there were none.
+SERVER_ERRORS = web.AppKey("server_errors", ServerErrors)
+# The threads that check passwords: a login flood waits for these, never for the threads
+# that read and write files (asyncio's default executor).
+PASSWORD_EXECUTOR = web.AppKey("password_executor", concurrent.futures.ThreadPoolExecutor)
 
 # Request state ----------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from ticketexport.domain.errors import (
     Invalid,
     NotFound,
     TooMany,
+    TooSlow,
 )
 from ticketexport.web import auth
 from ticketexport.web.keys import (
@@ -90,6 +91,7 @@ _STATUS: tuple[tuple[type[DomainError], int], ...] = (
     (Conflict, 409),
     (Gone, 410),
     (TooMany, 429),
+    (TooSlow, 503),
 )
 
 
@@ -108,7 +110,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except PageError as exc:
         return error_page(request, exc.status, exc.message)
     except DomainError as exc:
-        return error_page(request, status_for(exc), exc.message)
+        return error_page(request, status_for(exc), exc.message, link=exc.link)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -122,11 +124,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
-        request.app[SERVER_ERRORS].append(request.get(REQUEST_ID, ""))
+        request.app[SERVER_ERRORS].record(request.get(REQUEST_ID, ""))
         return error_page(request, 500)
     # 503 from /healthz or /metrics is a deliberate answer, not a failure to count.
     if response.status == 500:
-        request.app[SERVER_ERRORS].append(request.get(REQUEST_ID, ""))
+        request.app[SERVER_ERRORS].record(request.get(REQUEST_ID, ""))
     return response
 
 
@@ -153,11 +155,27 @@ def _needs_user(request: web.Request) -> bool:
     return request.method not in _SAFE_METHODS and request.path != "/login"
 
 
+_UNREADABLE_FORM = "The form could not be read: its encoding or format is not valid."
+
+
+async def _read_form(request: web.Request) -> Any:
+    """The posted form, parsed once here for every handler after (aiohttp keeps it).
+
+    A body that is not valid in its declared charset, names a charset Python does not know,
+    or claims multipart without a usable boundary is the client's mistake: 400, not a 500.
+    Too large stays aiohttp's 413.
+    """
+    try:
+        return await request.post()
+    except (UnicodeError, LookupError, ValueError):
+        raise PageError(400, _UNREADABLE_FORM) from None
+
+
 @web.middleware
 async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every state-changing request carries the session's (or login form's) token."""
     if request.method not in _SAFE_METHODS:
-        form = await request.post()
+        form = await _read_form(request)
         sent = form.get("csrf_token")
         if not isinstance(sent, str):
             sent = request.headers.get("X-CSRF-Token", "")

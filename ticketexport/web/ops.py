@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -186,8 +187,26 @@ async def _read(request: web.Request) -> _Reading:
     return _Reading(by_status=by_status, totals=totals, queue=queue, reads=reads, standby=standby)
 
 
+def _metrics_allowed(request: web.Request) -> bool:
+    """With TICKETEXPORT_METRICS_TOKEN set, the scraper must send it as a bearer token."""
+    token = settings_of(request).metrics_token
+    if token is None:
+        return True
+    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not sent.isascii():
+        return False
+    # Constant time: how much of a guess was right must not show in how long it took.
+    return hmac.compare_digest(sent.strip().encode(), token.encode())
+
+
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format: the exports as the database has them, and this process."""
+    if not _metrics_allowed(request):
+        return web.Response(
+            status=401,
+            text="401: a bearer token is required for /metrics\n",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"', "Cache-Control": "no-store"},
+        )
     reading: _Reading | None
     try:
         reading = await _read(request)

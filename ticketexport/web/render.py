@@ -67,7 +67,13 @@ def render(
     return response
 
 
-def error_page(request: web.Request, status: int, message: str | None = None) -> web.Response:
+def error_page(
+    request: web.Request,
+    status: int,
+    message: str | None = None,
+    *,
+    link: tuple[str, str] | None = None,
+) -> web.Response:
     return render(
         request,
         "error.html",
@@ -75,6 +81,7 @@ def error_page(request: web.Request, status: int, message: str | None = None) ->
             "status": status,
             "title": TITLES.get(status, "Error"),
             "message": message or MESSAGES.get(status, TITLES.get(status, "Error")),
+            "link": link,
         },
         status=status,
     )

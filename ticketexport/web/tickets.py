@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import urllib.parse
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -35,9 +37,20 @@ async def ticket_list(request: web.Request) -> web.StreamResponse:
     actor = user
     settings = settings_of(request)
     async with pool_of(request).connection() as conn:
-        page = await service.list_page(
-            conn, list_request, actor, now=dt.datetime.now(dt.UTC), tz=settings.timezone
+        page = await _unless_gone(
+            request,
+            service.list_page(
+                conn,
+                list_request,
+                actor,
+                now=dt.datetime.now(dt.UTC),
+                tz=settings.timezone,
+                statement_timeout_ms=settings.web_statement_timeout_ms,
+            ),
         )
+        if page is None:
+            # nginx's "client closed request": nobody reads it, the access log tells.
+            return web.Response(status=CLIENT_GONE)
         options = await service.filter_options(conn)
         saved_views = await saved.list_saved_views(conn, actor)
 
@@ -68,6 +81,36 @@ async def ticket_list(request: web.Request) -> web.StreamResponse:
         "default_format_label": formats.get(formats.DEFAULT_FORMAT).label,
     }
     return render(request, "tickets.html", context)
+
+
+# How often a running list query looks whether its client is still there.
+_GONE_CHECK_SECONDS = 0.1
+CLIENT_GONE = 499
+T = TypeVar("T")
+
+
+async def _unless_gone(request: web.Request, work: Coroutine[Any, Any, T]) -> T | None:
+    """`work`'s result, or None when the client went away first (the work is cancelled).
+
+    aiohttp lets a handler run on after its client disconnected; a list query nobody waits
+    for would hold a pool connection until it ends. Cancelling the task makes psycopg cancel
+    the statement in the server, and the connection goes back to the pool.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        while not task.done():
+            await asyncio.wait([task], timeout=_GONE_CHECK_SECONDS)
+            transport = request.transport
+            if not task.done() and (transport is None or transport.is_closing()):
+                break
+    finally:
+        if not task.done():
+            task.cancel()
+            # Let it finish cancelling: it gives the connection back in a clean state.
+            await asyncio.wait([task])
+    if task.cancelled():
+        return None
+    return task.result()
 
 
 def _count_label(count: int, count_text: str) -> str:

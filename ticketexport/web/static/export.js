@@ -7,12 +7,45 @@
   var autoDownload = root.getAttribute("data-auto-download") === "true";
   var started = root.getAttribute("data-elapsed-from");
   var startedAt = started ? Date.parse(started) : null;
+  var zone = root.getAttribute("data-timezone") || "UTC";
+  // Counted in the navigation while queued or running, if it is the user's own.
+  var counted = root.getAttribute("data-own") === "true" && !!ACTIVE[root.getAttribute("data-status")];
   var last = null;
 
   function field(name) { return root.querySelector('[data-field="' + name + '"]'); }
   function setText(name, text) { var el = field(name); if (el && el.textContent !== text) { el.textContent = text; } }
   function fmt(n) { return n === null || n === undefined ? "" : Number(n).toLocaleString("en-US"); }
   function known(n) { return n !== null && n !== undefined; }
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  // A moment as the page's other times show it: ISO 8601 in the organisation's time zone,
+  // to the second, with its offset (2026-06-01T14:03:09+02:00).
+  function stamp(date) {
+    var parts = {};
+    try {
+      new Intl.DateTimeFormat("en-US", {
+        timeZone: zone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+        hour: "2-digit", minute: "2-digit", second: "2-digit"
+      }).formatToParts(date).forEach(function (p) { parts[p.type] = p.value; });
+    } catch (e) {
+      return date.toISOString().slice(0, 19) + "+00:00";
+    }
+    var seconds = Math.floor(date.getTime() / 1000) * 1000;
+    var local = Date.UTC(+parts.year, +parts.month - 1, +parts.day, +parts.hour, +parts.minute, +parts.second);
+    var offset = Math.round((local - seconds) / 60000);
+    var sign = offset < 0 ? "-" : "+";
+    offset = Math.abs(offset);
+    return parts.year + "-" + parts.month + "-" + parts.day + "T" + parts.hour + ":" + parts.minute +
+      ":" + parts.second + sign + pad(Math.floor(offset / 60)) + ":" + pad(offset % 60);
+  }
+  // Fill a time the first paint did not have, at the moment the page learns of it.
+  function fillTime(name, date) {
+    var el = field(name);
+    if (el && !el.textContent.trim()) {
+      el.textContent = stamp(date);
+      el.setAttribute("datetime", date.toISOString());
+    }
+  }
+
   function duration(seconds) {
     seconds = Math.max(0, Math.round(seconds));
     var m = Math.floor(seconds / 60), s = seconds % 60;
@@ -45,7 +78,24 @@
     setText("announce", (known(state.percent) ? state.percent + "% · " : "") +
       fmt(state.rows) + (known(state.total) ? " of " + fmt(state.total) : "") + " rows");
     if (state.status === "running" && startedAt === null) { startedAt = Date.now(); }
-    if (ACTIVE[state.status]) { timing(); } else { setText("eta", ""); }
+    // A completed export ran, even if its running state was never seen here.
+    if (state.status === "running" || state.status === "completed") {
+      fillTime("started", new Date(startedAt || Date.now()));
+    }
+    if (ACTIVE[state.status]) {
+      timing();
+    } else {
+      setText("eta", "");
+      fillTime("finished", new Date());
+      setText("finished-label", state.status === "completed" || state.status === "expired" ? "Completed at" : "Finished");
+      if (startedAt !== null) {
+        setText("elapsed", "Took " + duration((Date.now() - startedAt) / 1000) + ".");
+      }
+      if (counted && window.ticketexportNav) {
+        counted = false;
+        window.ticketexportNav.exportFinished();
+      }
+    }
     if (state.error) { setText("error", state.error.message); }
     var sections = root.querySelectorAll("[data-when]");
     for (var i = 0; i < sections.length; i++) {

@@ -26,7 +26,13 @@
         a.textContent = "Download";
         link.replaceChildren(a);
       }
-      if (state.status !== "queued" && state.status !== "running") { done(); }
+      if (state.status !== "queued" && state.status !== "running") {
+        if (row.getAttribute("data-own") === "true" && window.ticketexportNav) {
+          row.setAttribute("data-own", "false");
+          window.ticketexportNav.exportFinished();
+        }
+        done();
+      }
     });
     // A stream the server refused (signed out, gone) frees its place for the next row.
     source.addEventListener("error", function () {
