@@ -184,7 +184,7 @@ async def test_request_completion_download_and_session_are_audited(
     assert (completed["actor_id"], completed["actor_email"]) == (admin_id, ADMIN)
     assert completed["ip"] is None  # the worker acts, not a browser
     details = completed["details"]
-    assert set(details) == {"rows", "bytes", "sha256", "attempt", "duration_s", "job_id"}
+    assert set(details) == {"rows", "bytes", "sha256", "attempt", "duration_s", "job_id", "format"}
     assert details["rows"] == export["rows_done"] == export["rows_total"] > 0
     assert details["bytes"] == export["size_bytes"]
     assert details["sha256"] == export["sha256"]
@@ -430,7 +430,7 @@ async def test_worker_failure_is_audited_with_its_code(
     failed = only(conn, "export.failed", export_id)
     assert (failed["actor_id"], failed["actor_email"]) == (people[STAFF_EXPORT], STAFF_EXPORT)
     details = failed["details"]
-    assert set(details) == {"error_code", "rows", "attempt", "duration_s", "job_id"}
+    assert set(details) == {"error_code", "rows", "attempt", "duration_s", "job_id", "format"}
     assert details["error_code"] == "permission_revoked"
     assert (details["rows"], details["attempt"]) == (0, 1)
     assert details["job_id"] == export["procrastinate_job_id"]
