@@ -96,12 +96,14 @@ async def test_all_view_every_sort_equals_the_list(
         worker_process(url, home) as worker,
     ):
         actor = admin_actor(url)
-        # Every Export is clicked before any finishes: no limit on one user's queued exports.
+        # Every Export is clicked before any finishes, and every status stream stays open
+        # at once on one session: no limit on one user's queued exports or streams.
         async with running(
             url,
             storage_url=(home / "exports").as_uri(),
             timezone=TIMEZONE,
             max_active_exports_per_user=0,
+            max_streams_per_session=0,
         ) as web:
             assert (await web.login(ADMIN.email, ADMIN.password)).status == 303
             exporter = Exporter(web)
@@ -302,12 +304,14 @@ async def test_every_view_equals_the_list(
     ):
         _adjust_seed(url)
         actor = admin_actor(url)
-        # Every Export is clicked before any finishes: no limit on one user's queued exports.
+        # Every Export is clicked before any finishes, and every status stream stays open
+        # at once on one session: no limit on one user's queued exports or streams.
         async with running(
             url,
             storage_url=(home / "exports").as_uri(),
             timezone=TIMEZONE,
             max_active_exports_per_user=0,
+            max_streams_per_session=0,
         ) as web:
             assert (await web.login(ADMIN.email, ADMIN.password)).status == 303
             saved_ids = await _create_saved_views(web, actor)

@@ -92,7 +92,14 @@ async def test_every_view_in_every_format_holds_the_csv_rows(
         worker_process(url, home) as worker,
     ):
         actor = admin_actor(url)
-        async with running(url, storage_url=(home / "exports").as_uri(), timezone=TIMEZONE) as web:
+        # Every Export is clicked before any finishes and watched at once on one session.
+        async with running(
+            url,
+            storage_url=(home / "exports").as_uri(),
+            timezone=TIMEZONE,
+            max_active_exports_per_user=0,
+            max_streams_per_session=0,
+        ) as web:
             assert (await web.login(ADMIN.email, ADMIN.password)).status == 303
             async with web.pool.connection() as conn:
                 typed_view = await saved_views.create_saved_view(
