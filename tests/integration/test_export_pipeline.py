@@ -21,7 +21,7 @@ from ticketexport.bootstrap import Services
 from ticketexport.domain.actor import Actor
 from ticketexport.exports import maintenance, service
 from ticketexport.exports.formats import BOM
-from ticketexport.exports.worker import ExportRun, Transient
+from ticketexport.exports.worker import MAX_ATTEMPTS, ExportRun, Transient
 from ticketexport.storage.local import LocalStorage
 from ticketexport.views import service as view_service
 from ticketexport.views.model import ListRequest
@@ -375,3 +375,50 @@ async def test_an_attempt_completing_after_expiry_fails_instead(
         media = conn.execute("SELECT count(*) FROM media_items").fetchone()
     assert audited == [("export.failed", user.id, user.email, "expired_before_completion")]
     assert media == (0,)
+
+
+def _failure_audits(url: str, export_id: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT action, actor_id, details->>'error_code', (details->>'attempt')::int, "
+            "details->>'format' FROM audit_log "
+            "WHERE export_id = %s AND action <> 'export.requested' ORDER BY id",
+            (export_id,),
+        ).fetchall()
+
+
+@pytest.mark.parametrize(
+    ("setup", "code", "attempt"),
+    [
+        # Retention ran out while the export waited in the queue.
+        (
+            "UPDATE export_jobs SET expires_at = requested_at + interval '1 microsecond' "
+            "WHERE id = %s",
+            "expired_before_completion",
+            1,
+        ),
+        # Every attempt was already used by workers that died mid-export.
+        (
+            f"UPDATE export_jobs SET status = 'running', attempt = {MAX_ATTEMPTS}, "
+            "started_at = now() WHERE id = %s",
+            "worker_lost",
+            MAX_ATTEMPTS,
+        ),
+    ],
+    ids=["expired_in_queue", "attempts_used_up"],
+)
+async def test_an_export_failed_when_claimed_is_audited(
+    deps: Services, seeded_url: str, setup: str, code: str, attempt: int
+) -> None:
+    user = _admin(seeded_url)
+    request = ListRequest(view="all", q="", sort="oldest", filters={}, page=None)
+    requested = await service.request_export(deps, user, request, client_ip=None)
+    with psycopg.connect(seeded_url) as conn:
+        conn.execute(setup, (requested.export_id,))
+    export = await _export_row(deps, requested.export_id)
+    await ExportRun(deps, requested.export_id, export["procrastinate_job_id"]).run()
+    export = await _export_row(deps, requested.export_id)
+    assert (export["status"], export["error_code"]) == ("failed", code)
+    assert _failure_audits(seeded_url, requested.export_id) == [
+        ("export.failed", user.id, code, attempt, "csv")
+    ]

@@ -164,35 +164,54 @@ class ExportRun:
                 return None
             if export["status"] == Status.RUNNING:
                 if export["attempt"] >= MAX_ATTEMPTS:
-                    await cur.execute(
-                        q("export_fail"),
-                        {
-                            "id": self.export_id,
-                            "attempt": export["attempt"],
-                            "code": "worker_lost",
-                            "message": rules.safe_message("worker_lost"),
-                        },
-                    )
-                    await events.publish(conn, self.export_id)
+                    await self._fail_at_claim(conn, export, "export_fail", "worker_lost")
                     return None
                 # A previous try of this job died mid-way: that attempt is over.
                 await cur.execute(q("export_requeue"), {"id": self.export_id})
             if export["expires_at"] <= export["db_now"]:
-                await cur.execute(
-                    q("export_fail_unclaimed"),
-                    {
-                        "id": self.export_id,
-                        "code": "expired_before_completion",
-                        "message": rules.safe_message("expired_before_completion"),
-                    },
+                await self._fail_at_claim(
+                    conn, export, "export_fail_unclaimed", "expired_before_completion"
                 )
-                await events.publish(conn, self.export_id)
                 return None
             await cur.execute(q("export_start"), {"id": self.export_id, "job_id": self.job_id})
             started: dict[str, Any] | None = await cur.fetchone()
             assert started is not None
             await events.publish(conn, self.export_id)
             return started
+
+    async def _fail_at_claim(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        export: Mapping[str, Any],
+        query: str,
+        code: str,
+    ) -> None:
+        """Fail the export before this job runs it, audited like any other failure."""
+        cur = await conn.execute(
+            q(query),
+            {
+                "id": self.export_id,
+                "attempt": export["attempt"],
+                "code": code,
+                "message": rules.safe_message(code),
+            },
+        )
+        if await cur.fetchone() is None:
+            return
+        frozen = export["request"]
+        await audit.record_for_requester(
+            conn,
+            "export.failed",
+            export_id=self.export_id,
+            details={
+                "error_code": code,
+                "rows": 0,
+                "attempt": export["attempt"],
+                "job_id": self.job_id,
+                "format": str(frozen.get("format") or formats.DEFAULT_FORMAT),
+            },
+        )
+        await events.publish(conn, self.export_id)
 
     # --- the run ----------------------------------------------------------------------
 
