@@ -164,13 +164,16 @@ class ExportRun:
                 return None
             if export["status"] == Status.RUNNING:
                 if export["attempt"] >= MAX_ATTEMPTS:
-                    await self._fail_at_claim(conn, export, "export_fail", "worker_lost")
+                    self._adopt(export)
+                    await self._record_failure(conn, "worker_lost")
                     return None
                 # A previous try of this job died mid-way: that attempt is over.
                 await cur.execute(q("export_requeue"), {"id": self.export_id})
+                export["attempt"] += 1
             if export["expires_at"] <= export["db_now"]:
-                await self._fail_at_claim(
-                    conn, export, "export_fail_unclaimed", "expired_before_completion"
+                self._adopt(export)
+                await self._record_failure(
+                    conn, "expired_before_completion", query="export_fail_unclaimed"
                 )
                 return None
             await cur.execute(q("export_start"), {"id": self.export_id, "job_id": self.job_id})
@@ -179,37 +182,43 @@ class ExportRun:
             await events.publish(conn, self.export_id)
             return started
 
-    async def _fail_at_claim(
+    def _adopt(self, export: Mapping[str, Any]) -> None:
+        """Take the claimed row's attempt and format for the updates, logs and audit rows."""
+        self.attempt = int(export["attempt"])
+        self.log_extra["attempt"] = self.attempt
+        self.format_key = str(export["request"].get("format") or formats.DEFAULT_FORMAT)
+
+    async def _record_failure(
         self,
         conn: psycopg.AsyncConnection[Any],
-        export: Mapping[str, Any],
-        query: str,
         code: str,
+        *,
+        query: str = "export_fail",
+        duration_s: float | None = None,
     ) -> None:
-        """Fail the export before this job runs it, audited like any other failure."""
+        """Fail the export with `code` (if this attempt still may) and audit it."""
         cur = await conn.execute(
             q(query),
             {
                 "id": self.export_id,
-                "attempt": export["attempt"],
+                "attempt": self.attempt,
                 "code": code,
                 "message": rules.safe_message(code),
             },
         )
         if await cur.fetchone() is None:
             return
-        frozen = export["request"]
+        details: dict[str, Any] = {
+            "error_code": code,
+            "rows": self.rows,
+            "attempt": self.attempt,
+            "job_id": self.job_id,
+            "format": self.format_key,
+        }
+        if duration_s is not None:
+            details["duration_s"] = duration_s
         await audit.record_for_requester(
-            conn,
-            "export.failed",
-            export_id=self.export_id,
-            details={
-                "error_code": code,
-                "rows": 0,
-                "attempt": export["attempt"],
-                "job_id": self.job_id,
-                "format": str(frozen.get("format") or formats.DEFAULT_FORMAT),
-            },
+            conn, "export.failed", export_id=self.export_id, details=details
         )
         await events.publish(conn, self.export_id)
 
@@ -220,14 +229,12 @@ class ExportRun:
         if export is None:
             log.info("export has nothing to do", extra=self.log_extra)
             return
-        self.attempt = int(export["attempt"])
-        self.log_extra["attempt"] = self.attempt
+        self._adopt(export)
         log.info("export started", extra=self.log_extra)
         heartbeat = asyncio.create_task(self._heartbeat(asyncio.current_task()))
         key: str | None = None
         try:
             frozen = export["request"]
-            self.format_key = str(frozen.get("format") or formats.DEFAULT_FORMAT)
             await self._check_requester(frozen)
             plan = plan_export(frozen, export["as_of"], export["as_of_snapshot"])
             key = _object_key(self.export_id, self.attempt, plan.file_name)
@@ -541,33 +548,9 @@ class ExportRun:
     async def _fail(self, code: str) -> None:
         try:
             async with self.services.pool.connection() as conn, conn.transaction():
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(
-                    q("export_fail"),
-                    {
-                        "id": self.export_id,
-                        "attempt": self.attempt,
-                        "code": code,
-                        "message": rules.safe_message(code),
-                    },
+                await self._record_failure(
+                    conn, code, duration_s=round(time.monotonic() - self.started, 3)
                 )
-                failed = await cur.fetchone()
-                if failed is None:
-                    return
-                await audit.record_for_requester(
-                    conn,
-                    "export.failed",
-                    export_id=self.export_id,
-                    details={
-                        "error_code": code,
-                        "rows": self.rows,
-                        "attempt": self.attempt,
-                        "duration_s": round(time.monotonic() - self.started, 3),
-                        "job_id": self.job_id,
-                        "format": self.format_key,
-                    },
-                )
-                await events.publish(conn, self.export_id)
         except (psycopg.Error, OSError):
             # The database is gone too; maintenance fails the row once it is back.
             log.exception("could not record the export failure", extra=self.log_extra)
