@@ -122,8 +122,9 @@ def test_write_read_range_delete(make_store: StoreFactory) -> None:
         assert await _read(store, "exports/x/1/f.csv") == data
         assert await _read(store, "exports/x/1/f.csv", 10, 19) == data[10:20]
         assert await _read(store, "exports/x/1/f.csv", len(data) - 3) == data[-3:]
-        assert await _read(store, "exports/x/1/f.csv", PART_SIZE - 5, PART_SIZE + 5) == (
-            data[PART_SIZE - 5 : PART_SIZE + 6]
+        assert (
+            await _read(store, "exports/x/1/f.csv", PART_SIZE - 5, PART_SIZE + 5)
+            == (data[PART_SIZE - 5 : PART_SIZE + 6])
         )
         small = b"a,b\n1,2\n"
         await store.put_stream("exports/y/1/s.csv", _chunks(small), content_type="text/csv")

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # SeaweedFS's S3 identity for the tests; requests signed with anything else are refused.
 S3_ACCESS_KEY = "ticketexport-test"
-S3_SECRET_KEY = "ticketexport-test-secret"  # noqa: S105 - a throwaway local server's key
+S3_SECRET_KEY = "ticketexport-test-secret"
 # Azurite's well-known development account (documented by Microsoft for the emulator).
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = (
@@ -157,9 +157,10 @@ class SeaweedFS:
             if _answers(self.ports["s3"]):
                 try:
                     asyncio.run(self._smoke())
-                    return
-                except Exception as exc:  # noqa: BLE001 - retried until the deadline
+                except Exception as exc:  # retried until the deadline: not ready yet
                     last = exc
+                else:
+                    return
             time.sleep(0.2)
         pytest.fail(f"SeaweedFS did not become ready ({last!r}):\n{self.output()[-3000:]}")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 from azure.core.exceptions import AzureError, ResourceNotFoundError
-from azure.storage.blob import ContentSettings
+from azure.storage.blob import BlobBlock, ContentSettings
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
 from ticketexport.storage import (
@@ -129,7 +129,7 @@ class AzureStorage:
         full = self._key(key)
         digest = hashlib.sha256()
         size = 0
-        blocks: list[str] = []
+        blocks: list[BlobBlock] = []
         buffer = bytearray()
         try:
             blob = (await self._client()).get_blob_client(full)
@@ -142,7 +142,7 @@ class AzureStorage:
                     )
                 block = _block_id(len(blocks) + 1)
                 await blob.stage_block(block, bytes(buffer), length=len(buffer))
-                blocks.append(block)
+                blocks.append(BlobBlock(block_id=block))
                 buffer = bytearray()
 
             async for chunk in chunks:

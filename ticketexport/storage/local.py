@@ -48,7 +48,7 @@ class LocalStorage:
                 path.mkdir(mode=DIR_MODE)
             except FileExistsError:
                 continue
-            os.chmod(path, DIR_MODE)  # the umask may have removed nothing, or more
+            path.chmod(DIR_MODE)  # the umask may have taken more than 0700 leaves
 
     def _open_temp(self, temp: Path) -> int:
         return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)

@@ -69,8 +69,10 @@ class S3Storage:
         self.bucket = bucket
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url
-        self.region = region or os.environ.get("AWS_REGION") or os.environ.get(
-            "AWS_DEFAULT_REGION", "us-east-1"
+        self.region = (
+            region
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
         )
         self.part_size = part_size
         self.max_parts = max_parts
@@ -282,7 +284,9 @@ class S3Storage:
         try:
             paginator = s3.get_paginator("list_objects_v2")
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
-                keys.extend(str(item["Key"])[len(self.prefix) :] for item in page.get("Contents", []))
+                keys.extend(
+                    str(item["Key"])[len(self.prefix) :] for item in page.get("Contents", [])
+                )
         except _ERRORS as exc:
             raise StorageError(f"listing objects: {type(exc).__name__}: {exc}") from exc
         return sorted(keys)
