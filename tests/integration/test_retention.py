@@ -141,7 +141,8 @@ async def test_two_runs_at_once_clean_each_export_exactly_once(
             maintenance.run_maintenance(other),
         )
     assert first.expired + second.expired == 6
-    assert first.expired > 0 and second.expired > 0, "the runs did not overlap"
+    assert first.expired > 0, "the runs did not overlap"
+    assert second.expired > 0, "the runs did not overlap"
     for export in exports:
         assert _row(seeded_url, str(export["id"]))["status"] == "expired"
         assert _audited(seeded_url, str(export["id"])) == 1
