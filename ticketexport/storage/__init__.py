@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import uuid
@@ -125,8 +126,12 @@ async def probe(storage: Storage) -> None:
         data = b"".join([chunk async for chunk in storage.read(key)])
         if data != payload:
             raise StorageError("the probe object read back differs from what was written")
-    finally:
-        await storage.delete(key)
+    except BaseException:
+        # The first failure is the one to report; the sweep takes what this leaves.
+        with contextlib.suppress(StorageError, OSError):
+            await storage.delete(key)
+        raise
+    await storage.delete(key)
 
 
 def from_url(url: str) -> Storage:
