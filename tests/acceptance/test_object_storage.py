@@ -160,8 +160,7 @@ def test_serve_and_worker_refuse_storage_they_cannot_use(
     for case, env in cases.items():
         line = _start_fails("worker", db_url, home, env)
         assert line.startswith("ticketexport: error: "), (case, line)
-    for case in ("unreachable endpoint", "no Azure credentials"):
-        _start_fails("serve", db_url, home, cases[case])
+    _start_fails("serve", db_url, home, cases["unreachable endpoint"])
     # The checks left nothing behind in the store.
     keys, uploads = run_async(_everything(seaweed, bucket))
     assert (keys, uploads) == ([], []), (keys, uploads)
@@ -394,16 +393,21 @@ def test_a_storage_outage_fails_cleanly_and_retry_completes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     storage = _Env(_s3_env(seaweed), monkeypatch)
-    export_id = request_export(seeded_url)
-    # Large rows: the file takes several parts, so the outage hits a multipart upload.
+    # Large rows (before the click: the export reads the data as of it): the file takes
+    # several parts, so the outage hits a multipart upload.
     with psycopg.connect(seeded_url, autocommit=True) as conn:
         conn.execute("UPDATE tickets SET description = repeat('x', 8000)")
+    export_id = request_export(seeded_url)
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
         conn.execute(
             "UPDATE export_jobs SET request = jsonb_set(request, '{view,definition,columns}', "
             '\'["id", "description"]\') WHERE id = %s',
             (export_id,),
         )
-    workers.start(seeded_url, max_rows_per_s=2500, extra_env=storage.env)
+    # Waiting on an unreachable store is not a stall: the attempts end by the store's own
+    # errors, not by maintenance giving up on them.
+    env = {**storage.env, "TICKETEXPORT_STALL_SECONDS": "60"}
+    workers.start(seeded_url, max_rows_per_s=2500, extra_env=env)
 
     def uploading() -> bool:
         return bool(storage.contents()[1])

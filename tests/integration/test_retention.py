@@ -198,9 +198,7 @@ async def test_an_undeletable_object_blocks_nothing_is_counted_and_retried(
 ) -> None:
     stuck, *others = await _completed(deps, seeded_url, 3)
     _expire(seeded_url, stuck, *others)
-    refusing = dataclasses.replace(
-        deps, storage=_Refuses(tmp_path / "store", stuck["object_key"])
-    )
+    refusing = dataclasses.replace(deps, storage=_Refuses(tmp_path / "store", stuck["object_key"]))
     report = await maintenance.run_maintenance(refusing)
     assert (report.expired, report.cleanup_failures) == (2, 1)
     for export in others:

@@ -127,6 +127,7 @@ class SeaweedFS:
             f"-volume.port={p['volume']}",
             f"-volume.port.grpc={p['volume_grpc']}",
             "-volume.max=0",
+            "-volume.preStopSeconds=0",
             f"-filer.port={p['filer']}",
             f"-filer.port.grpc={p['filer_grpc']}",
             f"-filer.localSocket={self.data}/filer.sock",
@@ -166,7 +167,9 @@ class SeaweedFS:
 
     async def _smoke(self) -> None:
         async with self.client() as s3:
-            with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            with contextlib.suppress(
+                s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists
+            ):
                 await s3.create_bucket(Bucket=self.BUCKET)
             await s3.put_object(Bucket=self.BUCKET, Key="ready", Body=b"ready")
             await s3.delete_object(Bucket=self.BUCKET, Key="ready")
@@ -199,22 +202,21 @@ class SeaweedFS:
 
         async def create() -> None:
             async with self.client() as s3:
-                with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+                with contextlib.suppress(
+                    s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists
+                ):
                     await s3.create_bucket(Bucket=bucket)
 
         asyncio.run(create())
         return bucket
 
     def stop(self) -> None:
-        """Stop the server for real (an outage); its data stays for start()."""
+        """Stop the server for real, as a crash or a power cut does (an outage); its data
+        stays for start()."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
         deadline = time.monotonic() + 10
         while _answers(self.ports["s3"]) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -139,6 +139,9 @@ class ExportRun:
         # Set once the stored file is about to be recorded: from then on the row stops being
         # "running" because of this attempt's own completion, not a cancel or a rescue.
         self.completing = False
+        # The key of the object this attempt stored, once put_stream returned (before then
+        # the backend itself removes whatever a failed or cancelled write left).
+        self.stored_key: str | None = None
         # Whether this attempt's count and COPY run on the standby.
         self.reading_standby = False
         # The frozen request's format, for the audit rows (set once the export is claimed).
@@ -390,6 +393,7 @@ class ExportRun:
         stream = plan.format.encode(blocks, plan.layout)
         try:
             stored = await storage.put_stream(key, stream, content_type=plan.format.content_type)
+            self.stored_key = key
         except StorageLimitExceeded as exc:
             raise ExportFailed(FILE_TOO_LARGE, str(exc)) from exc
         except StorageError as exc:
@@ -564,7 +568,9 @@ class ExportRun:
     async def _discard(self, key: str | None) -> None:
         """Remove this attempt's file, unless its completion may have committed: an
         interruption that lands after the completion must never take a recorded file."""
-        if key is None:
+        if key is None or key != self.stored_key:
+            # Nothing stored: a write that failed or was cancelled removed its own upload,
+            # or, with the store unreachable, left it to maintenance's sweep.
             return
         if self.completing:
             try:

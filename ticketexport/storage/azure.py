@@ -27,8 +27,10 @@ from ticketexport.storage import (
 MAX_BLOCKS = 50_000
 # An outage must end an attempt promptly, not after minutes of retries.
 CONNECTION_TIMEOUT = 5
-READ_TIMEOUT = 60
-RETRIES = 3
+READ_TIMEOUT = 30
+# One retry: the export job itself retries whole attempts, and an outage must end an
+# attempt in seconds.
+RETRIES = 2
 
 _ERRORS = (AzureError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 

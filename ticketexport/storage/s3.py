@@ -28,8 +28,10 @@ READ_CHUNK = 1024 * 1024
 # What a dead endpoint costs a request before it fails (an outage must end an attempt
 # promptly, not after minutes of retries).
 CONNECT_TIMEOUT = 5
-READ_TIMEOUT = 60
-RETRIES = 3
+READ_TIMEOUT = 30
+# One retry: the export job itself retries whole attempts, and an outage must end an
+# attempt in seconds.
+RETRIES = 2
 
 _ERRORS = (BotoCoreError, ClientError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
