@@ -30,7 +30,7 @@ CONNECTION_TIMEOUT = 5
 READ_TIMEOUT = 30
 # One retry: the export job itself retries whole attempts, and an outage must end an
 # attempt in seconds.
-RETRIES = 2
+RETRIES = 1
 
 _ERRORS = (AzureError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
