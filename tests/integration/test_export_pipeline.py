@@ -21,7 +21,7 @@ from ticketexport.bootstrap import Services
 from ticketexport.domain.actor import Actor
 from ticketexport.exports import maintenance, service
 from ticketexport.exports.formats import BOM
-from ticketexport.exports.worker import ExportRun, Transient
+from ticketexport.exports.worker import ExportRun
 from ticketexport.storage.local import LocalStorage
 from ticketexport.views import service as view_service
 from ticketexport.views.model import ListRequest
