@@ -138,6 +138,7 @@ def _start_fails(command: str, db_url: str, home: Path, env: dict[str, str]) -> 
     return lines[0]
 
 
+@pytest.mark.s3
 def test_serve_and_worker_refuse_storage_they_cannot_use(
     db_url: str, home: Path, seaweed: SeaweedFS
 ) -> None:
@@ -243,7 +244,10 @@ async def _browser() -> AsyncIterator[_Client]:
         await opened.close()
 
 
-@pytest.mark.parametrize("backend", ["s3", "azure"])
+@pytest.mark.parametrize(
+    "backend",
+    [pytest.param("s3", marks=pytest.mark.s3), pytest.param("azure", marks=pytest.mark.azure)],
+)
 def test_an_export_on_each_backend_is_the_local_file_byte_for_byte(
     backend: str,
     seeded_url: str,
@@ -291,6 +295,7 @@ def _started_by(workers: Workers, export_id: str) -> list[str]:
     ]
 
 
+@pytest.mark.s3
 def test_scale_out_on_s3(
     seeded_url: str,
     workers: Workers,
@@ -346,6 +351,7 @@ async def _fifty(url: str) -> list[str]:
     return ids
 
 
+@pytest.mark.s3
 def test_a_worker_killed_mid_export_leaves_the_other_to_finish(
     seeded_url: str,
     workers: Workers,
@@ -386,6 +392,7 @@ def test_a_worker_killed_mid_export_leaves_the_other_to_finish(
 # --- a real outage of the S3 server ---------------------------------------------------
 
 
+@pytest.mark.s3
 def test_a_storage_outage_fails_cleanly_and_retry_completes(
     seeded_url: str,
     workers: Workers,
@@ -448,6 +455,7 @@ async def _retry(url: str, export_id: str) -> str:
     return retried.export_id
 
 
+@pytest.mark.s3
 def test_maintenance_sweeps_an_object_store(
     seeded_url: str, seaweed: SeaweedFS, monkeypatch: pytest.MonkeyPatch
 ) -> None:

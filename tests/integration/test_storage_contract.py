@@ -25,7 +25,11 @@ from ticketexport.storage import (
     probe_key,
 )
 
-BACKENDS = ["local", "s3", "azure"]
+BACKENDS = [
+    "local",
+    pytest.param("s3", marks=pytest.mark.s3),
+    pytest.param("azure", marks=pytest.mark.azure),
+]
 MB = 1024 * 1024
 
 # Builds a fresh, empty store of one backend; keyword arguments shrink its limits.
