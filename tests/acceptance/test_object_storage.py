@@ -273,6 +273,8 @@ def test_an_export_on_each_backend_is_the_local_file_byte_for_byte(
             assert hashlib.sha256(body).hexdigest() == reference_export.sha256
             status, part = await client.download(web, export_id, "bytes=100-199")
             assert (status, part) == (206, body[100:200])
+            async with client.http.get(web.url + "/healthz") as health:
+                assert (await health.json())["storage"] == "ok"
         return export_id
 
     export_id = run_async(scenario())
