@@ -65,9 +65,9 @@ def _peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-async def _request(url: str) -> str:
+async def _request(url: str, home: Path) -> str:
     env = {"TICKETEXPORT_MAX_ACTIVE_EXPORTS_PER_USER": "0"}
-    async with services_for(url, env=env) as services:
+    async with services_for(url, home, env=env) as services:
         request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
         requested = await service.request_export(services, actor_for(url), request, client_ip=None)
     return requested.export_id
@@ -90,7 +90,7 @@ def _measure(url: str, home: Path, env: dict[str, str]) -> dict[str, Any]:
         )
     try:
         time.sleep(3)  # started and probed its storage before the click
-        export_id = asyncio.run(_request(url))
+        export_id = asyncio.run(_request(url, home))
         with psycopg.connect(url, autocommit=True) as conn:
             while True:
                 if worker.poll() is not None:
