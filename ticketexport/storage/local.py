@@ -73,7 +73,10 @@ class LocalStorage:
                 await asyncio.to_thread(os.fsync, fd)
             finally:
                 await asyncio.to_thread(os.close, fd)
-            await asyncio.to_thread(os.replace, temp, final)
+            # In the loop's own thread, not a worker thread: a rename is one metadata
+            # operation, and a cancelled await could not stop a thread that renames after
+            # the clean-up below has run.
+            temp.replace(final)
         except OSError as exc:
             temp.unlink(missing_ok=True)
             if exc.errno == errno.EFBIG:
