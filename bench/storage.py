@@ -6,8 +6,9 @@ Usage (system PostgreSQL; the database is created, migrated and seeded when miss
 
 For each backend (local files, S3 on SeaweedFS, Azure Blob on Azurite, the servers started
 as the tests start them) a fresh `ticketexport worker` process exports the `all` view
-(default columns, CSV); the script prints running → completed, the exporting stage alone
-(COPY into storage), rows/s and the worker's peak RSS (VmHWM), and the load average.
+(default columns, CSV); the script prints running → completed, rows/s, the worker's peak RSS
+(VmHWM), how much of it came during the export (the peak minus the peak once started and
+probed, SDKs loaded), and the load average.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def _measure(url: str, home: Path, env: dict[str, str]) -> dict[str, Any]:
         )
     try:
         time.sleep(3)  # started and probed its storage before the click
+        started_rss = _peak_rss_mib(worker.pid)
         export_id = asyncio.run(_request(url, home))
         with psycopg.connect(url, autocommit=True) as conn:
             while True:
@@ -117,6 +119,7 @@ def _measure(url: str, home: Path, env: dict[str, str]) -> dict[str, Any]:
         "rows": row[1],
         "bytes": row[5],
         "rss": rss,
+        "started_rss": started_rss,
     }
 
 
@@ -156,7 +159,8 @@ def main() -> None:
             rate = figures["rows"] / figures["seconds"]
             print(
                 f"{name:<6} {figures['seconds']:8.2f} s  {rate:>10,.0f} rows/s  "
-                f"{figures['bytes']:>13,} bytes  peak RSS {figures['rss']:6.1f} MiB  "
+                f"{figures['bytes']:>13,} bytes  peak RSS {figures['rss']:6.1f} MiB "
+                f"(idle after start {figures['started_rss']:.1f})  "
                 f"load {load[0]:.1f}",
                 flush=True,
             )
