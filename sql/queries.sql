@@ -798,19 +798,49 @@ WHERE id IN (SELECT id FROM export_jobs
              FOR UPDATE SKIP LOCKED)
 RETURNING id, attempt, procrastinate_job_id;
 
--- name: maintenance_due_for_expiry
--- Completed exports past their expiry, with the object to delete.
-SELECT e.id, m.object_key
+-- name: maintenance_claim_expired
+-- One completed export past its expiry, locked for this run's transaction (a concurrent run
+-- passes over it); exports whose deletion already failed in this run are left for the next.
+SELECT e.id, e.media_item_id, m.object_key, e.cleanup_failures
 FROM export_jobs e JOIN media_items m ON m.id = e.media_item_id
 WHERE e.status = 'completed' AND e.expires_at <= now()
-ORDER BY e.expires_at
-LIMIT 500;
+  AND e.id <> ALL(%(skip)s::uuid[])
+ORDER BY e.expires_at, e.id
+LIMIT 1
+FOR UPDATE OF e SKIP LOCKED;
 
 -- name: export_expire
 -- completed → expired once its file is gone.
 UPDATE export_jobs SET status = 'expired'
 WHERE id = %(id)s::uuid AND status = 'completed' AND expires_at <= now()
 RETURNING id;
+
+-- name: media_item_expire
+-- The media item's file is deleted; the record stays.
+UPDATE media_items SET expired_at = now() WHERE id = %(id)s::uuid AND expired_at IS NULL;
+
+-- name: export_cleanup_failed
+-- Deleting an expired export's file failed; the next run tries again.
+UPDATE export_jobs SET cleanup_failures = cleanup_failures + 1, cleanup_failed_at = now()
+WHERE id = %(id)s::uuid;
+
+-- name: maintenance_stored_keys_kept
+-- Of these object keys, the ones a live media item records (their files must stay).
+SELECT m.object_key FROM media_items m
+WHERE m.object_key = ANY(%(keys)s::text[]) AND m.expired_at IS NULL;
+
+-- name: maintenance_prune_export_jobs
+-- procrastinate's rows for the jobs of exports that finished longer ago than the retention
+-- (or are gone): their outcome lives on in export_jobs and the audit log.
+DELETE FROM procrastinate_jobs j
+WHERE j.queue_name = %(queue)s
+  AND j.status IN ('succeeded', 'failed', 'cancelled', 'aborted')
+  AND NOT EXISTS (
+      SELECT 1 FROM export_jobs e
+      WHERE e.id::text = j.args->>'export_id'
+        AND (e.status IN ('queued', 'running')
+             OR e.finished_at IS NULL
+             OR e.finished_at > now() - make_interval(secs => %(keep_seconds)s)));
 
 -- name: maintenance_fail_orphaned_queued
 -- Queued exports whose procrastinate job finished or vanished without running them.
@@ -894,6 +924,12 @@ WHERE requester_id = %(user_id)s AND status IN ('queued', 'running');
 -- name: metrics_exports_by_status
 -- Export counts by status.
 SELECT status, count(*) AS n FROM export_jobs GROUP BY status;
+
+-- name: metrics_cleanup
+-- Expired exports whose file is not deleted yet, and deletions that failed so far.
+SELECT count(*) FILTER (WHERE status = 'completed' AND expires_at <= now()) AS awaiting,
+       COALESCE(sum(cleanup_failures), 0)::bigint AS failures
+FROM export_jobs;
 
 -- name: metrics_export_totals
 -- Rows, bytes and a duration histogram over exports that completed (expired ones included).

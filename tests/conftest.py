@@ -26,7 +26,7 @@ from ticketexport.embedded import embedded_database
 
 # tests/ is importable as a package because pyproject.toml puts the project root on
 # sys.path (pytest's `pythonpath`); the plugin holds the harness's hooks.
-pytest_plugins = ["tests.support.plugin"]
+pytest_plugins = ["tests.support.plugin", "tests.support.objectstores"]
 
 
 @pytest.fixture(scope="session")

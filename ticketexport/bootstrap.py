@@ -100,6 +100,8 @@ async def open_services(
         if web
         else None
     )
+    owned_storage = storage is None
+    backend = storage or storage_from_url(settings.storage_url)
     standby_pool = None
     if settings.export_database_url:
         standby_pool = make_pool(settings.export_database_url, name="standby", max_size=2)
@@ -113,7 +115,7 @@ async def open_services(
                 settings=settings,
                 database_url=database_url,
                 pool=pool,
-                storage=storage or storage_from_url(settings.storage_url),
+                storage=backend,
                 jobs=app,
                 hub=hub,
                 standby_pool=standby_pool,
@@ -131,3 +133,6 @@ async def open_services(
         if standby_pool is not None:
             with contextlib.suppress(Exception):
                 await standby_pool.close()
+        if owned_storage:
+            with contextlib.suppress(Exception):
+                await backend.close()

@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,14 @@ import psycopg
 from ticketexport import db, jobs
 from ticketexport.bootstrap import Services, open_services
 from ticketexport.config import Settings
+from ticketexport.storage import Storage, StorageError, from_url, probe
 
 log = logging.getLogger(__name__)
 
 DEMO_TICKETS = 20_000
+# How long the start-up storage check may take (an endpoint that drops packets, not one
+# that refuses, would otherwise hold the start for the SDK's retries).
+STORAGE_CHECK_SECONDS = 30.0
 
 
 class StartupError(Exception):
@@ -35,6 +40,46 @@ def _check_migrated(url: str) -> None:
             f"the database has {len(pending)} pending migration(s); "
             "run `ticketexport migrate` first"
         )
+
+
+def _where(url: str) -> str:
+    """The storage URL without its query (which may carry an endpoint's details)."""
+    return url.split("?", 1)[0]
+
+
+async def _checked_storage(settings: Settings) -> Storage:
+    """The configured storage, once a probe object was written, read back and deleted."""
+    try:
+        storage = from_url(settings.storage_url)
+    except StorageError as exc:
+        raise StartupError(f"TICKETEXPORT_STORAGE_URL: {exc}") from None
+    try:
+        async with asyncio.timeout(STORAGE_CHECK_SECONDS):
+            await probe(storage)
+    except (StorageError, OSError, TimeoutError) as exc:
+        with contextlib.suppress(Exception):
+            await storage.close()
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise StartupError(
+            f"TICKETEXPORT_STORAGE_URL ({_where(settings.storage_url)}) is not reachable "
+            f"and writable: {reason}"
+        ) from None
+    return storage
+
+
+@contextlib.asynccontextmanager
+async def _services(
+    settings: Settings, url: str, *, web: bool = False, worker_concurrency: int = 0
+) -> AsyncIterator[Services]:
+    storage = await _checked_storage(settings)
+    try:
+        async with open_services(
+            settings, url, web=web, worker_concurrency=worker_concurrency, storage=storage
+        ) as services:
+            yield services
+    finally:
+        with contextlib.suppress(Exception):
+            await storage.close()
 
 
 def _demo_secret(home: Path) -> str:
@@ -132,7 +177,7 @@ async def _supervise_workers(services: Services, concurrency: int, stop: asyncio
 async def _worker_process(settings: Settings, url: str, concurrency: int) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    async with open_services(settings, url, worker_concurrency=concurrency) as services:
+    async with _services(settings, url, worker_concurrency=concurrency) as services:
         await _supervise_workers(services, concurrency, stop)
 
 
@@ -153,7 +198,7 @@ async def _run_web(services: Services, stop: asyncio.Event) -> None:
 async def _serve(settings: Settings, url: str) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    async with open_services(settings, url, web=True) as services:
+    async with _services(settings, url, web=True) as services:
         await _run_web(services, stop)
 
 
@@ -161,7 +206,7 @@ async def _demo(settings: Settings, url: str, concurrency: int) -> None:
     """Web and worker in one process, on one pool."""
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    async with open_services(settings, url, web=True, worker_concurrency=concurrency) as services:
+    async with _services(settings, url, web=True, worker_concurrency=concurrency) as services:
         web = asyncio.create_task(_run_web(services, stop))
         worker = asyncio.create_task(_supervise_workers(services, concurrency, stop))
         stopper = asyncio.create_task(stop.wait())

@@ -21,7 +21,7 @@ from ticketexport.bootstrap import Services
 from ticketexport.domain.actor import Actor
 from ticketexport.exports import maintenance, service
 from ticketexport.exports.formats import BOM
-from ticketexport.exports.worker import MAX_ATTEMPTS, ExportRun, Transient
+from ticketexport.exports.worker import MAX_ATTEMPTS, ExportRun
 from ticketexport.storage.local import LocalStorage
 from ticketexport.views import service as view_service
 from ticketexport.views.model import ListRequest
@@ -284,51 +284,6 @@ async def test_sweep_never_deletes_a_completed_file(deps: Services, seeded_url: 
     assert report.orphans_removed == 1
     assert final.is_file()
     assert (await _read(deps, export["object_key"])).startswith(BOM)
-
-
-class _FailingStorage(LocalStorage):
-    """Real files, but the disk 'fills up' after the first block."""
-
-    async def put_stream(self, key, chunks, *, content_type):  # type: ignore[no-untyped-def]
-        async def failing():  # type: ignore[no-untyped-def]
-            seen = 0
-            async for chunk in chunks:
-                seen += 1
-                if seen > 2:
-                    raise OSError(28, "No space left on device")
-                yield chunk
-
-        return await super().put_stream(key, failing(), content_type=content_type)
-
-
-async def test_storage_failure_stops_the_copy_and_leaves_nothing(
-    deps: Services, seeded_url: str, tmp_path: Path
-) -> None:
-    failing = dataclasses.replace(deps, storage=_FailingStorage(tmp_path / "full"))
-    user = _admin(seeded_url)
-    # enough rows for several blocks
-    with psycopg.connect(seeded_url, autocommit=True) as conn:
-        conn.execute("UPDATE tickets SET description = repeat('x', 10000)")
-    request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
-    requested = await service.request_export(failing, user, request, client_ip=None)
-    export = await _export_row(failing, requested.export_id)
-    definition = export["request"]["view"]["definition"]
-    assert "description" not in definition["columns"]
-    with psycopg.connect(seeded_url, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE export_jobs SET request = jsonb_set(request, '{view,definition,columns}', "
-            '\'["id", "description"]\') WHERE id = %s',
-            (requested.export_id,),
-        )
-    with pytest.raises(Transient):
-        await ExportRun(failing, requested.export_id, export["procrastinate_job_id"]).run()
-    with psycopg.connect(seeded_url) as conn:
-        copies = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-            (service.copy_application_name(requested.export_id),),
-        ).fetchone()
-    assert copies == (0,)
-    assert [p for p in (tmp_path / "full").rglob("*") if p.is_file()] == []
 
 
 class _RetentionEndsWhileStoring(LocalStorage):

@@ -64,6 +64,10 @@ ERROR_MESSAGES: dict[str, str] = {
         "The view has more rows than an Excel worksheet holds (1,048,575 below the header). "
         "Export it as CSV, or narrow the view with filters or a search."
     ),
+    "file_too_large": (
+        "The file grew larger than the configured storage can hold in one object. "
+        "Narrow the view with filters or a search, or choose csv.gz, and export again."
+    ),
     "stalled": "The export stopped making progress and was abandoned after its last attempt.",
     "worker_lost": "The worker running this export stopped and no attempts remain.",
     "internal": "The export failed because of an internal error. Please retry.",

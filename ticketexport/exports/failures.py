@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+# The file outgrew the largest object the storage backend can hold (its parts or blocks
+# limit times the part size; see docs/operations.md).
+FILE_TOO_LARGE = "file_too_large"
+# Storage unreachable or refusing writes after the automatic attempts.
+STORAGE_UNAVAILABLE = "storage_unavailable"
+
 
 class ExportFailed(Exception):
     """Ends the export as failed with a fixed, safe error code."""

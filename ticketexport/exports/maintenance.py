@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from typing import TYPE_CHECKING
 
 import procrastinate
@@ -16,7 +17,7 @@ from ticketexport.db import VERSIONED_TABLES, q
 from ticketexport.domain import exports as rules
 from ticketexport.domain.exports import MAX_ATTEMPTS, copy_application_name
 from ticketexport.standby import stop_standby_reads
-from ticketexport.storage import StorageError
+from ticketexport.storage import PROBE_PREFIX, StorageError, probe_is_stale
 
 if TYPE_CHECKING:
     from ticketexport.bootstrap import Services
@@ -29,7 +30,11 @@ class Report:
     requeued: int = 0
     failed: int = 0
     expired: int = 0
+    # Expired exports whose file could not be deleted this run (retried on the next).
+    cleanup_failures: int = 0
     orphans_removed: int = 0
+    probes_removed: int = 0
+    jobs_pruned: int = 0
     versions_pruned: int = 0
 
 
@@ -45,7 +50,8 @@ async def run_maintenance(services: Services) -> Report:
     await _expire_unfinished(services, report)
     await _expire_completed(services, report)
     await _fail_orphaned_queued(services, report)
-    await _sweep_uploads(services, report)
+    await _sweep_storage(services, report)
+    await _prune_export_jobs(services, report)
     await _prune_history(services, report)
     return report
 
@@ -139,19 +145,36 @@ async def _expire_unfinished(services: Services, report: Report) -> None:
 
 
 async def _expire_completed(services: Services, report: Report) -> None:
-    async with services.pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(q("maintenance_due_for_expiry"))
-        due = await cur.fetchall()
-    for export in due:
-        export_id = str(export["id"])
-        try:
-            await services.storage.delete(export["object_key"])
-        except (StorageError, OSError):
-            log.exception("could not delete an expired export file", extra={"export_id": export_id})
-            continue
+    """Delete each expired export's file, then mark its media item and export expired.
+
+    One export at a time, its row locked (SKIP LOCKED) from before the delete until the
+    marks commit: two runs never clean the same export, and a run that dies half-way leaves
+    the row completed, so the next run deletes again (a missing object is no error) and
+    marks it. A file that cannot be deleted is counted on its row and passed over until the
+    next run; the others go on.
+    """
+    failed: list[str] = []
+    while True:
         async with services.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(q("export_expire"), {"id": export_id})
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(q("maintenance_claim_expired"), {"skip": failed})
+            export = await cur.fetchone()
+            if export is None:
+                return
+            export_id = str(export["id"])
+            try:
+                await services.storage.delete(export["object_key"])
+            except (StorageError, OSError):
+                log.exception(
+                    "could not delete an expired export file; retrying on the next run",
+                    extra={"export_id": export_id, "object_key": export["object_key"]},
+                )
+                await cur.execute(q("export_cleanup_failed"), {"id": export_id})
+                failed.append(export_id)
+                report.cleanup_failures += 1
+                continue
+            await cur.execute(q("media_item_expire"), {"id": export["media_item_id"]})
+            await cur.execute(q("export_expire"), {"id": export_id})
             if await cur.fetchone() is None:
                 continue
             await audit.record_for_requester(
@@ -184,36 +207,91 @@ async def _fail_orphaned_queued(services: Services, report: Report) -> None:
             report.failed += 1
 
 
-async def _sweep_uploads(services: Services, report: Report) -> None:
-    """Unfinished uploads that no running attempt owns are removed."""
+def _attempt_of(key: str) -> tuple[str, int] | None:
+    """(export id, attempt) of an export object key `exports/<id>/<attempt>/<file>`."""
+    parts = key.split("/")
+    if len(parts) < 4 or parts[0] != "exports" or not parts[2].isdigit():
+        return None
     try:
-        pending = await services.storage.pending_uploads("exports/")
+        return str(uuid.UUID(parts[1])), int(parts[2])
+    except ValueError:
+        return None
+
+
+async def _sweep_storage(services: Services, report: Report) -> None:
+    """Remove every export object and unfinished upload that no live media item records and
+    no running attempt owns, and probe objects left by processes that died during their
+    start-up check.
+
+    The store is listed first, the database asked second. An attempt's object can only
+    become recorded while that attempt is the export's running one (the completion is
+    guarded by status and attempt), and an export never goes back to an earlier attempt: an
+    object that is neither recorded nor owned when the database is asked never will be, so
+    removing it cannot race a completion. What an interrupted attempt left behind (a file it
+    stored but could not record, an upload it could not abort while the store or database
+    was away) goes on the next pass, whatever the attempt itself managed to clean.
+    """
+    storage = services.storage
+    try:
+        objects = await storage.list_keys("exports/")
+        uploads = await storage.pending_uploads("exports/")
+        probes = set(await storage.list_keys(PROBE_PREFIX))
+        probes.update(await storage.pending_uploads(PROBE_PREFIX))
     except (StorageError, OSError):
-        log.exception("could not list unfinished uploads")
+        log.exception("could not list the stored files")
         return
-    if not pending:
-        return
-    owners: dict[str, tuple[str, int]] = {}
-    for key in pending:
-        parts = key.split("/")
-        if len(parts) >= 3 and parts[2].isdigit():
-            owners[key] = (parts[1], int(parts[2]))
-    async with services.pool.connection() as conn:
-        cur = await conn.execute(
-            q("maintenance_running_attempts"),
-            {"ids": sorted({owner[0] for owner in owners.values()})},
-        )
-        running = {(str(row[0]), int(row[1])) for row in await cur.fetchall()}
-    for key in pending:
-        if owners.get(key) in running:
+    for key in sorted(probes):
+        if not probe_is_stale(key):
             continue
         try:
-            # Only the unfinished upload: the attempt may have completed since the listing,
-            # and its finished file must stay.
-            await services.storage.abort_uploads(key)
+            await storage.delete(key)
+            report.probes_removed += 1
+        except (StorageError, OSError):
+            log.exception("could not remove a stale probe object", extra={"object_key": key})
+    owners = {key: _attempt_of(key) for key in {*objects, *uploads}}
+    ours = [key for key, owner in owners.items() if owner is not None]
+    if not ours:
+        return
+    async with services.pool.connection() as conn:
+        cur = await conn.execute(q("maintenance_stored_keys_kept"), {"keys": ours})
+        recorded = {str(row[0]) for row in await cur.fetchall()}
+        cur = await conn.execute(
+            q("maintenance_running_attempts"),
+            {"ids": sorted({owner[0] for owner in owners.values() if owner is not None})},
+        )
+        running = {(str(row[0]), int(row[1])) for row in await cur.fetchall()}
+
+    def unowned(key: str) -> bool:
+        owner = owners[key]
+        return owner is not None and owner not in running
+
+    orphans = {key for key in objects if unowned(key) and key not in recorded}
+    for key in sorted(orphans):
+        try:
+            await storage.delete(key)
+            report.orphans_removed += 1
+            log.warning("removed an export file no export records", extra={"object_key": key})
+        except (StorageError, OSError):
+            log.exception("could not remove an orphan export file", extra={"object_key": key})
+    # An unfinished upload of no running attempt goes too; aborting it never touches a
+    # complete object under the same key (a recorded file stays).
+    for key in sorted(k for k in set(uploads) - orphans if unowned(k)):
+        try:
+            await storage.abort_uploads(key)
             report.orphans_removed += 1
         except (StorageError, OSError):
             log.exception("could not remove an orphan upload", extra={"object_key": key})
+
+
+async def _prune_export_jobs(services: Services, report: Report) -> None:
+    """procrastinate's rows of exports that finished more than a retention period ago."""
+    keep = services.settings.retention_hours * 3600
+    async with services.pool.connection() as conn:
+        cur = await conn.execute(
+            q("maintenance_prune_export_jobs"),
+            {"queue": jobs.EXPORT_QUEUE, "keep_seconds": keep},
+        )
+        report.jobs_pruned += max(cur.rowcount, 0)
 
 
 async def run_periodic(services: Services, app: procrastinate.App) -> None:

@@ -24,8 +24,14 @@ from ticketexport.domain.exports import MAX_ATTEMPTS, Stage, Status, copy_applic
 from ticketexport.domain.permissions import Permission
 from ticketexport.exports import formats
 from ticketexport.exports.copyreader import CopyReader
-from ticketexport.exports.failures import ExportFailed, Superseded, Transient
-from ticketexport.storage import StorageError
+from ticketexport.exports.failures import (
+    FILE_TOO_LARGE,
+    STORAGE_UNAVAILABLE,
+    ExportFailed,
+    Superseded,
+    Transient,
+)
+from ticketexport.storage import StorageError, StorageLimitExceeded
 from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
 from ticketexport.views.compiler import compile_export
@@ -113,6 +119,9 @@ class _Refused(Exception):
 
 
 def _object_key(export_id: str, attempt: int, file_name: str) -> str:
+    """Each attempt writes a key of its own: an interrupted attempt's leftovers can never be
+    mistaken for (or overwrite) a later attempt's file, and maintenance tells by the key
+    whether any running attempt still owns it."""
     return f"exports/{export_id}/{attempt}/{file_name}"
 
 
@@ -130,6 +139,9 @@ class ExportRun:
         # Set once the stored file is about to be recorded: from then on the row stops being
         # "running" because of this attempt's own completion, not a cancel or a rescue.
         self.completing = False
+        # The key of the object this attempt stored, once put_stream returned (before then
+        # the backend itself removes whatever a failed or cancelled write left).
+        self.stored_key: str | None = None
         # Whether this attempt's count and COPY run on the standby.
         self.reading_standby = False
         # The frozen request's format, for the audit rows (set once the export is claimed).
@@ -378,8 +390,6 @@ class ExportRun:
 
     async def _copy_to_storage(self, plan: ExportPlan, key: str, export: Mapping[str, Any]) -> None:
         storage = self.services.storage
-        # Leftovers of an earlier attempt that died mid-upload go first.
-        await storage.delete(key)
         await self._stage(Stage.COUNTING)
         source, counter = await self._reader(export)
         url = self.services.settings.export_database_url if source == "standby" else None
@@ -409,19 +419,21 @@ class ExportRun:
         stream = plan.format.encode(blocks, plan.layout)
         try:
             stored = await storage.put_stream(key, stream, content_type=plan.format.content_type)
+            self.stored_key = key
+        except StorageLimitExceeded as exc:
+            raise ExportFailed(FILE_TOO_LARGE, str(exc)) from exc
         except StorageError as exc:
-            raise Transient("storage_unavailable", exc) from exc
+            raise Transient(STORAGE_UNAVAILABLE, exc) from exc
         except psycopg.OperationalError as exc:
             raise Transient("database_unavailable", exc) from exc
         except OSError as exc:
-            raise Transient("storage_unavailable", exc) from exc
+            raise Transient(STORAGE_UNAVAILABLE, exc) from exc
         finally:
             # Stops the reader thread and its statement if storage gave up first.
             await blocks.aclose()
             with contextlib.suppress(psycopg.Error, OSError):
                 await asyncio.to_thread(conn.close)
         if self.rows != self.total:
-            await storage.delete(key)
             raise ExportFailed("row_count_mismatch", f"counted {self.total}, wrote {self.rows}")
         await self._stage(Stage.STORING)
         self.completing = True
@@ -558,7 +570,9 @@ class ExportRun:
     async def _discard(self, key: str | None) -> None:
         """Remove this attempt's file, unless its completion may have committed: an
         interruption that lands after the completion must never take a recorded file."""
-        if key is None:
+        if key is None or key != self.stored_key:
+            # Nothing stored: a write that failed or was cancelled removed its own upload,
+            # or, with the store unreachable, left it to maintenance's sweep.
             return
         if self.completing:
             try:
@@ -566,8 +580,8 @@ class ExportRun:
                     cur = await conn.execute(q("media_item_recorded"), {"key": key})
                     recorded = await cur.fetchone() is not None
             except (psycopg.Error, OSError):
-                # Cannot tell: keep the file. Maintenance removes objects that no export
-                # records once the database answers again.
+                # Cannot tell: keep the file. Maintenance removes it once the database
+                # answers again if no export records it (and this attempt no longer runs).
                 log.warning("kept a file whose completion is unknown", extra=self.log_extra)
                 return
             if recorded:

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
-from ticketexport.storage import StorageError, StoredObject
+from ticketexport.storage import StorageError, StorageLimitExceeded, StoredObject
 
 _PART_SUFFIX = ".part"
+# Exports hold other people's data: only the account running the service may read them.
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 
 
 class LocalStorage:
     """Objects are files under `root`; unfinished uploads are `<key>.<uuid>.part` beside them."""
 
     backend = "local"
+    # Only the file system limits a file (its maximum file size and free space).
+    max_object_size: int | None = None
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
@@ -30,6 +36,23 @@ class LocalStorage:
             raise StorageError(f"object key {key!r} escapes the storage root")
         return path
 
+    def _make_dirs(self, folder: Path) -> None:
+        """Create `folder` and its missing parents, each 0700 (mkdir's parents= would use
+        the umask's mode for the parents)."""
+        missing = []
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
+        for path in reversed(missing):
+            try:
+                path.mkdir(mode=DIR_MODE)
+            except FileExistsError:
+                continue
+            path.chmod(DIR_MODE)  # the umask may have taken more than 0700 leaves
+
+    def _open_temp(self, temp: Path) -> int:
+        return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+
     async def put_stream(
         self, key: str, chunks: AsyncIterable[bytes], *, content_type: str
     ) -> StoredObject:
@@ -38,20 +61,27 @@ class LocalStorage:
         digest = hashlib.sha256()
         size = 0
         try:
-            await asyncio.to_thread(final.parent.mkdir, parents=True, exist_ok=True)
-            handle = await asyncio.to_thread(temp.open, "wb")
+            await asyncio.to_thread(self._make_dirs, final.parent)
+            fd = await asyncio.to_thread(self._open_temp, temp)
             try:
                 # A file needs no parts: each block the caller hands over is written as it
                 # comes, so this backend holds nothing beyond the block in hand.
                 async for chunk in chunks:
                     digest.update(chunk)
                     size += len(chunk)
-                    await asyncio.to_thread(handle.write, chunk)
-                await asyncio.to_thread(handle.flush)
-                await asyncio.to_thread(os.fsync, handle.fileno())
+                    await asyncio.to_thread(_write_all, fd, chunk)
+                await asyncio.to_thread(os.fsync, fd)
             finally:
-                await asyncio.to_thread(handle.close)
-            await asyncio.to_thread(os.replace, temp, final)
+                await asyncio.to_thread(os.close, fd)
+            # In the loop's own thread, not a worker thread: a rename is one metadata
+            # operation, and a cancelled await could not stop a thread that renames after
+            # the clean-up below has run.
+            temp.replace(final)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            if exc.errno == errno.EFBIG:
+                raise StorageLimitExceeded(f"{key}: {exc}") from exc
+            raise
         except BaseException:
             # Cancelled or failed: never leave a partial file behind.
             temp.unlink(missing_ok=True)
@@ -97,6 +127,21 @@ class LocalStorage:
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self._path(key).is_file)
 
+    async def list_keys(self, prefix: str = "") -> list[str]:
+        def scan() -> list[str]:
+            if not self.root.exists():
+                return []
+            found = []
+            for path in self.root.rglob("*"):
+                if path.name.endswith(_PART_SUFFIX) or not path.is_file():
+                    continue
+                relative = path.relative_to(self.root).as_posix()
+                if relative.startswith(prefix):
+                    found.append(relative)
+            return sorted(found)
+
+        return await asyncio.to_thread(scan)
+
     async def pending_uploads(self, prefix: str = "") -> list[str]:
         if not self.root.exists():
             return []
@@ -108,3 +153,25 @@ class LocalStorage:
             if key.startswith(prefix):
                 found.append(key)
         return sorted(set(found))
+
+    async def check(self) -> None:
+        def writable() -> None:
+            if not self.root.exists():
+                self._make_dirs(self.root)
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise StorageError(f"{self.root} is not writable")
+
+        try:
+            await asyncio.to_thread(writable)
+        except OSError as exc:
+            raise StorageError(f"{self.root}: {exc.strerror or exc}") from exc
+
+    async def close(self) -> None:
+        return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

@@ -26,6 +26,7 @@ from ticketexport import db
 from ticketexport.db import q
 from ticketexport.domain.exports import Status
 from ticketexport.standby import StandbyStatus, standby_status
+from ticketexport.storage import StorageError
 from ticketexport.web.keys import pool_of, services_of, settings_of
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,25 @@ async def healthz(request: web.Request) -> web.Response:
     if standby is not None:
         # Reported, never a reason for 503: exports fall back to the primary.
         checks["standby"] = dataclasses.asdict(standby)
+    # Reported, not a reason for 503: pages and event streams work without the store, and
+    # a load balancer taking every web process out for it would make that worse.
+    checks["storage"] = await _storage_state(request)
     checks["status"] = "ok" if healthy else "unhealthy"
     return web.json_response(
         checks, status=200 if healthy else 503, headers={"Cache-Control": "no-store"}
     )
+
+
+async def _storage_state(request: web.Request) -> str:
+    """ "ok" when the configured store answers a read-only check, else "unavailable"."""
+    storage = services_of(request).storage
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            await storage.check()
+    except (StorageError, OSError, TimeoutError) as exc:
+        log.warning("health check: storage unavailable (%s)", type(exc).__name__)
+        return "unavailable"
+    return "ok"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +109,7 @@ class _Reading:
     queue: Mapping[str, Any]
     reads: Sequence[Mapping[str, Any]] = ()
     standby: StandbyStatus | None = None
+    cleanup: Mapping[str, Any] | None = None
 
 
 class _ExportCollector(Collector):
@@ -150,6 +167,17 @@ class _ExportCollector(Collector):
         for row in reading.reads:
             reads.add_metric([row["read_from"], row["fallback"]], row["n"])
         yield reads
+        if reading.cleanup is not None:
+            yield GaugeMetricFamily(
+                "ticketexport_expired_files_pending",
+                "Exports past their expiry whose file is not deleted yet.",
+                value=reading.cleanup["awaiting"],
+            )
+            yield CounterMetricFamily(
+                "ticketexport_file_cleanup_failures",
+                "Deletions of expired exports' files that failed (each is retried).",
+                value=reading.cleanup["failures"],
+            )
         standby = reading.standby
         if standby is not None:
             up = GaugeMetricFamily(
@@ -181,10 +209,19 @@ async def _read(request: web.Request) -> _Reading:
         queue = await cur.fetchone()
         await cur.execute(q("metrics_export_reads"))
         reads = await cur.fetchall()
+        await cur.execute(q("metrics_cleanup"))
+        cleanup = await cur.fetchone()
     assert totals is not None
     assert queue is not None
     standby = await standby_status(services_of(request))
-    return _Reading(by_status=by_status, totals=totals, queue=queue, reads=reads, standby=standby)
+    return _Reading(
+        by_status=by_status,
+        totals=totals,
+        queue=queue,
+        reads=reads,
+        standby=standby,
+        cleanup=cleanup,
+    )
 
 
 def _metrics_allowed(request: web.Request) -> bool:
