@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import random
@@ -13,9 +14,12 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
+from psycopg import sql
 
 from tests.support import reference_views, view_data
-from tests.support.databases import scratch_database
+from tests.support.clusters import icu_server
+from tests.support.databases import drop_database, scratch_database, with_dbname
+from ticketexport import db
 from ticketexport.domain.actor import Actor
 from ticketexport.exports import formats
 from ticketexport.views import compiler, cursor, registry
@@ -55,6 +59,10 @@ def reference(dataset: psycopg.Connection[Any]) -> reference_views.Evaluator:
 
 @pytest.fixture(scope="module")
 def pools(reference: reference_views.Evaluator) -> dict[str, list[str]]:
+    return make_pools(reference)
+
+
+def make_pools(reference: reference_views.Evaluator) -> dict[str, list[str]]:
     """Text values worth searching for, per text field and for the search box."""
     rng = random.Random(7)  # noqa: S311 - reproducible test data, not secrets
     pools: dict[str, list[str]] = {}
@@ -437,6 +445,8 @@ def compare_generated_views(
     reference: reference_views.Evaluator,
     pools: dict[str, list[str]],
     hypothesis_seed: int,
+    *,
+    examples: int = EXAMPLES,
 ) -> None:
     """Generated views (up to 6 sort levels, generated values, any page size) agree with the
     reference on every page; every field and operator pair was among the compared views."""
@@ -522,7 +532,7 @@ def compare_generated_views(
 
         compare()
 
-    search(pairs, EXAMPLES, 0)
+    search(pairs, examples, 0)
     # Hypothesis favours simple draws, so a bounded search leaves pairs out; each of those
     # gets a short search of its own whose views all hold it. What is asserted is what the
     # compared views held, read back from their definitions.
@@ -571,3 +581,49 @@ def test_now_is_near_dst_and_midnight_data_exists(reference: reference_views.Eva
     assert any(t.hour == 23 and t.minute >= 30 for t in local_times)
     assert any(t.hour == 0 for t in local_times)
     assert any(r["sla_due_at"] is None for r in reference.rows)
+
+
+@contextlib.contextmanager
+def linguistic_database(server_url: str) -> Iterator[str]:
+    """A database whose default collation is ICU en-US: made on the suite's server when it
+    has ICU, else on a throw-away server of the system's binaries."""
+    name = f"te_icu_{secrets.token_hex(6)}"
+    try:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL(
+                    "CREATE DATABASE {} ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE 'en-US' "
+                    "LOCALE 'C.UTF-8' TEMPLATE template0"
+                ).format(sql.Identifier(name))
+            )
+    except psycopg.Error:
+        # The embedded server is built without ICU.
+        with icu_server() as cluster:
+            yield cluster.url("postgres")
+        return
+    try:
+        yield with_dbname(server_url, name)
+    finally:
+        drop_database(server_url, name)
+
+
+def test_generated_views_agree_on_a_linguistic_default_collation(server_url: str) -> None:
+    """The compiler names its collations: on a database whose default collation sorts and
+    folds linguistically (ICU en-US) it still agrees with the reference."""
+    with linguistic_database(server_url) as url:
+        db.migrate(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            provider = conn.execute(
+                "SELECT datlocprovider FROM pg_database WHERE datname = current_database()"
+            ).fetchone()
+            # Linguistic for real: en-US puts 'a' before 'B', code-point order does not.
+            linguistic = conn.execute("SELECT 'a' < 'B', 'a' COLLATE \"C\" < 'B'").fetchone()
+            assert (provider, linguistic) == (("i",), (True, False))
+            with conn.transaction():
+                view_data.build(conn)
+            evaluator = reference_views.Evaluator(
+                reference_views.fetch(conn), now=view_data.NOW, tz=view_data.TZ, actor_id=ACTOR.id
+            )
+            compare_generated_views(
+                conn, evaluator, make_pools(evaluator), FIXED_SEED, examples=EXAMPLES // 2
+            )
