@@ -127,19 +127,22 @@ def test_cancel_mid_stream_stops_the_copy_and_leaves_no_file(
     record_property("cancel_to_clean_seconds", round(elapsed, 3))
     assert elapsed < CANCEL_DEADLINE
 
-    # It stays that way: the worker does not resurrect the row or write a file later.
-    time.sleep(1.0)
+    # It stays that way: once the worker has let go of the job, the row is still cancelled
+    # and no file was written (an event to wait for, not a pause).
+    wait_for(
+        "the procrastinate job to end",
+        lambda: _job_status(seeded_url, export_id) not in ("todo", "doing"),
+        timeout=30,
+        workers=workers,
+    )
     row = export_row(seeded_url, export_id)
     assert row["status"] == "cancelled"
     assert row["media_item_id"] is None
     assert row["rows_done"] < row["rows_total"], "the COPY ran to its end"
     assert worker.alive()
-    wait_for(
-        "the procrastinate job to end",
-        lambda: _job_status(seeded_url, export_id) not in ("todo", "doing"),
-        timeout=5,
-        workers=workers,
-    )
+    events = worker.events(export_id)
+    assert "started" in events, events
+    assert not {"completed", "failed", "retrying"} & set(events), events
     assert_settled(seeded_url, export_id, home, workers)
 
     # The worker is free for the next export.
