@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.support.clusters import icu_server
 from tests.support.databases import (
     SeededTemplates,
     Seeding,
@@ -67,6 +68,12 @@ def isolated_home(run_dir: Path) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def server_url(run_dir: Path) -> Iterator[str]:
     """A maintenance URL (database `postgres`) on the server the suite runs against."""
+    if os.environ.get("TICKETEXPORT_TEST_SERVER") == "icu":
+        # The whole suite on a server whose default collation is linguistic (ICU en-US):
+        # results must not depend on the server's locale.
+        with icu_server() as cluster:
+            yield cluster.url("postgres")
+        return
     url = os.environ.get("DATABASE_URL")
     if url:
         yield with_dbname(url, "postgres")

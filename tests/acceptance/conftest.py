@@ -15,6 +15,7 @@ from tests.support.workers import (
     Reference,
     Workers,
     request_export,
+    stored_digest,
     wait_status,
 )
 
@@ -59,4 +60,6 @@ def reference_export(
     assert row["status"] == "completed", row["error_code"]
     assert row["attempt"] == 1
     assert row["rows_done"] == row["rows_total"] == TICKETS
+    # The reference is the bytes in storage, not the hash the worker recorded.
+    assert stored_digest(home, row["object_key"]) == (row["sha256"], row["size_bytes"])
     return Reference(sha256=row["sha256"], size=row["size_bytes"], rows=row["rows_done"])

@@ -178,7 +178,21 @@ def test_idle_worker_survives_a_database_restart(
 
     wait_for("the worker to register", registered, timeout=20, workers=workers)
     _restart(cluster, 2.0)
-    time.sleep(1.0)
+    with psycopg.connect(cluster_db, autocommit=True) as conn:
+        back = conn.execute("SELECT now()").fetchone()
+    assert back is not None
+
+    def heartbeat_since_restart() -> bool:
+        with psycopg.connect(cluster_db, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat > %s",
+                (back[0],),
+            ).fetchone()
+        return row is not None and row[0] >= 1
+
+    # Back after the outage: the worker's heartbeat reaches the restarted server (an event
+    # to wait for, not a pause).
+    wait_for("a heartbeat after the restart", heartbeat_since_restart, timeout=60, workers=workers)
     assert worker.alive(), workers.outputs()
     export_id = request_export(cluster_db)
     row = wait_status(cluster_db, export_id, {"completed", "failed"}, timeout=30, workers=workers)

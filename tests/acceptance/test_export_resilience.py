@@ -122,7 +122,7 @@ def test_hung_worker_is_rescued_and_cannot_overwrite_when_it_wakes(
     a.resume()
     wait_for(
         "the woken worker to drop its attempt",
-        lambda: "superseded" in a.output() or "no longer running here" in a.output(),
+        lambda: {"superseded", "no_longer_running_here"} & set(a.events(export_id)),
         timeout=10,
         workers=workers,
     )

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import os
 import random
+import secrets
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
+from psycopg import sql
 
 from tests.support import reference_views, view_data
-from tests.support.databases import scratch_database
+from tests.support.clusters import icu_server
+from tests.support.databases import drop_database, scratch_database, with_dbname
+from ticketexport import db
 from ticketexport.domain.actor import Actor
 from ticketexport.exports import formats
-from ticketexport.views import compiler, registry
+from ticketexport.views import compiler, cursor, registry
 from ticketexport.views.model import (
     ResolvedView,
     definition_to_json,
@@ -30,7 +36,6 @@ ALL_PAIRS = {
     for field in registry.FIELDS.values()
     for op in registry.OPERATORS[field.type]
 }
-COVERED: set[tuple[str, str]] = set()
 
 Pick = Callable[[Sequence[Any]], Any]
 
@@ -54,6 +59,10 @@ def reference(dataset: psycopg.Connection[Any]) -> reference_views.Evaluator:
 
 @pytest.fixture(scope="module")
 def pools(reference: reference_views.Evaluator) -> dict[str, list[str]]:
+    return make_pools(reference)
+
+
+def make_pools(reference: reference_views.Evaluator) -> dict[str, list[str]]:
     """Text values worth searching for, per text field and for the search box."""
     rng = random.Random(7)  # noqa: S311 - reproducible test data, not secrets
     pools: dict[str, list[str]] = {}
@@ -187,10 +196,12 @@ def check(
     builtin: str | None,
     definition: dict[str, Any],
     params: dict[str, str],
+    page_size: int | None = None,
+    seed_hint: str = "",
 ) -> list[tuple[int, list[str]]]:
+    """Fails unless the compiler's rows (all at once, and page by page when `page_size`
+    is given) are the reference's; returns them."""
     parsed = parse_definition(definition)
-    for c in (*parsed.conditions_and, *parsed.conditions_or):
-        COVERED.add((c.field, c.operator))
     if builtin is not None:
         view = builtin_view(builtin)
     else:
@@ -209,6 +220,10 @@ def check(
         q=request.q,
         sort=request.sort,
     )
+    if got == expected and page_size is not None:
+        # Small pages where the view is small: at most about a dozen pages a view.
+        got = paged_rows(conn, view, params, max(page_size, -(-len(expected) // 12)))
+        seed_hint = f"page size {page_size} {seed_hint}"
     if got != expected:
         got_ids = [r[0] for r in got]
         want_ids = [r[0] for r in expected]
@@ -217,7 +232,8 @@ def check(
             min(len(got), len(expected)),
         )
         pytest.fail(
-            f"compiler and reference disagree for builtin={builtin} definition={definition} "
+            f"compiler and reference disagree ({seed_hint}) for builtin={builtin} "
+            f"definition={definition} "
             f"params={params}: {len(got_ids)} vs {len(want_ids)} rows; first difference at "
             f"{first}: sql={got[first : first + 2]} reference={expected[first : first + 2]}; "
             f"only in sql={sorted(set(got_ids) - set(want_ids))[:10]} "
@@ -329,65 +345,232 @@ def test_export_query_matches_reference_with_formula_guard(
     assert any(v.startswith("'=") for row in got for v in row)
 
 
-@settings(
-    max_examples=500,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    database=None,
-)
-@given(data=st.data())
-def test_random_views_agree(
-    data: st.DataObject,
+# The property test searches: CI runs a fixed seed (reproducible), and every run also runs
+# a rotating one, printed in any failure; TICKETEXPORT_VIEW_SEED=N replays that one.
+FIXED_SEED = 20260309
+ROTATING_SEED = int(os.environ.get("TICKETEXPORT_VIEW_SEED") or secrets.randbits(32))
+EXAMPLES = int(os.environ.get("TICKETEXPORT_VIEW_EXAMPLES") or 120)
+
+# Text values are drawn from the data (whole values, pieces, upper-cased) and generated
+# from an alphabet that holds the characters whose case mapping is not one to one.
+ALPHABET = "aAeEiIİıoOsSßẞσςΣοΟδΔéÉиИ %_\\'-=,1 "
+DAY_RANGE = (datetime.date(2025, 9, 1), datetime.date(2026, 5, 1))
+
+
+def generated_value(
+    field: registry.Field, op: registry.Operator, data: st.DataObject, pools: dict[str, list[str]]
+) -> Any:
+    kind = op.value_kind
+    if kind == "text":
+        return data.draw(
+            st.one_of(
+                st.sampled_from(pools[field.key]),
+                st.text(ALPHABET, min_size=1, max_size=4).filter(str.strip),
+            )
+        )
+    if kind == "number":
+        top = 470 if field.key == "id" else 35
+        return data.draw(st.integers(-2, top))
+    if kind == "date":
+        return data.draw(st.dates(*DAY_RANGE)).isoformat()
+    if kind == "relative":
+        return {
+            "amount": data.draw(st.integers(1, registry.MAX_RELATIVE)),
+            "unit": data.draw(st.sampled_from(registry.RELATIVE_UNITS)),
+        }
+
+    def pick(options: Sequence[Any]) -> Any:
+        return data.draw(st.sampled_from(list(options)))
+
+    return value_for(field, op, pick, pools)
+
+
+def generated_condition(
+    data: st.DataObject, pools: dict[str, list[str]], pairs: Sequence[tuple[str, str]]
+) -> dict[str, Any]:
+    field_key, op_key = data.draw(st.sampled_from(pairs))
+    field = registry.FIELDS[field_key]
+    op = registry.operator(field.type, op_key)
+    assert op is not None
+    value = generated_value(field, op, data, pools)
+    return {"field": field_key, "operator": op_key, "value": value}
+
+
+FILTER_VALUES: dict[str, list[str]] = {
+    "status": ["new", "open", "pending", "resolved", "waiting"],
+    "type": ["open", "closed"],
+    "priority": ["urgent", "high", "normal", "low"],
+    "assignee": ["1", "2", "3", "7", "none"],
+    "team": ["1", "2", "5", "none"],
+    "contact": ["1", "7", "none"],
+    "created_by": ["1", "6", "7", "none"],
+    "snoozed": ["exclude", "only", "any"],
+}
+
+
+def paged_rows(
+    conn: psycopg.Connection[Any], view: ResolvedView, params: dict[str, str], page_size: int
+) -> list[tuple[int, list[str]]]:
+    """Every row of the view read page by page, each page after the previous page's last
+    row through the opaque cursor the list page hands out."""
+    request = parse_list_request(params)
+    rows: list[tuple[int, list[str]]] = []
+    after = None
+    while True:
+        compiled = compiler.compile_list(
+            view,
+            request,
+            ACTOR,
+            now=view_data.NOW,
+            tz=view_data.TZ,
+            after=after,
+            limit=page_size + 1,
+        )
+        page = conn.execute(compiled.statement, compiled.params).fetchall()
+        width = len(compiled.columns)
+        rows.extend((row[width], list(row[:width])) for row in page[:page_size])
+        if len(page) <= page_size:
+            return rows
+        token = cursor.encode(compiled.signature, page[page_size - 1][width + 1 :])
+        after = cursor.decode(token, compiled.signature, compiled.key_kinds)
+        assert len(rows) <= len(view_data_rows(conn)), "paging does not end"
+
+
+def view_data_rows(conn: psycopg.Connection[Any]) -> list[Any]:
+    return conn.execute("SELECT id FROM tickets").fetchall()
+
+
+def compare_generated_views(
+    dataset: psycopg.Connection[Any],
+    reference: reference_views.Evaluator,
+    pools: dict[str, list[str]],
+    hypothesis_seed: int,
+    *,
+    examples: int = EXAMPLES,
+) -> None:
+    """Generated views (up to 6 sort levels, generated values, any page size) agree with the
+    reference on every page; every field and operator pair was among the compared views."""
+    covered: set[tuple[str, str]] = set()
+    pairs = sorted(ALL_PAIRS)
+
+    def search(fresh: list[tuple[str, str]], examples: int, round_: int) -> None:
+        """`examples` generated views, each with one condition drawn from `fresh` (fixed for
+        the run: a strategy that followed `covered` would replay differently)."""
+
+        @seed(hypothesis_seed + round_)
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+            database=None,
+            print_blob=True,
+        )
+        @given(data=st.data())
+        def compare(data: st.DataObject) -> None:
+            def pick(options: Sequence[Any]) -> Any:
+                return data.draw(st.sampled_from(list(options)))
+
+            builtin = pick([None, None, None, *registry.BUILTIN_VIEWS])
+            if builtin is None:
+                # The first condition's pair comes from `fresh`; the rest are any pair.
+                conditions_and = [generated_condition(data, pools, fresh)]
+                conditions_and += [
+                    generated_condition(data, pools, pairs) for _ in range(pick([0, 0, 1, 2]))
+                ]
+                conditions_or = [
+                    generated_condition(data, pools, pairs) for _ in range(pick([0, 0, 1, 2, 3]))
+                ]
+                if pick([False, True]):
+                    # Sometimes the fresh pair is one of the OR alternatives instead.
+                    conditions_or.append(conditions_and.pop(0))
+                    if len(conditions_or) == 1:
+                        conditions_or.append(generated_condition(data, pools, pairs))
+                columns = data.draw(
+                    st.lists(st.sampled_from(EVERY_COLUMN), min_size=1, max_size=20, unique=True)
+                )
+                levels = data.draw(
+                    st.lists(
+                        st.sampled_from(list(registry.SORTABLE_COLUMNS)),
+                        min_size=1,
+                        max_size=registry.MAX_SORT_LEVELS,
+                        unique=True,
+                    )
+                )
+                sort = [{"column": c, "direction": pick(["asc", "desc"])} for c in levels]
+                definition = saved(conditions_and, conditions_or, columns, sort)
+            else:
+                definition = definition_to_json(builtin_view(builtin).definition)
+            params: dict[str, str] = {"sort": pick(["", *registry.SORTS])}
+            if builtin is not None:
+                params["view"] = builtin
+            for key in data.draw(
+                st.lists(st.sampled_from(list(FILTER_VALUES)), max_size=2, unique=True)
+            ):
+                params[key] = pick(FILTER_VALUES[key])
+            if pick([False, False, True]):
+                params["q"] = data.draw(
+                    st.one_of(
+                        st.sampled_from(pools["search"]),
+                        st.text(ALPHABET, min_size=1, max_size=3).filter(str.strip),
+                    )
+                )
+            page_size = data.draw(st.sampled_from([1, 7, 50, 1000]))
+            check(
+                dataset,
+                reference,
+                builtin=builtin,
+                definition=definition,
+                params=params,
+                page_size=page_size,
+                seed_hint=f"TICKETEXPORT_VIEW_SEED={hypothesis_seed}",
+            )
+            # What the compared view held, read back from the definition the compiler was given.
+            parsed = parse_definition(definition)
+            covered.update(
+                (c.field, c.operator) for c in (*parsed.conditions_and, *parsed.conditions_or)
+            )
+
+        compare()
+
+    search(pairs, examples, 0)
+    # Hypothesis favours simple draws, so a bounded search leaves pairs out; each of those
+    # gets a short search of its own whose views all hold it. What is asserted is what the
+    # compared views held, read back from their definitions.
+    for round_, pair in enumerate(sorted(ALL_PAIRS - covered), start=1):
+        search([pair], 2, round_)
+    missing = sorted(ALL_PAIRS - covered)
+    assert not missing, f"no compared view held: {missing}"
+
+
+def test_generated_views_agree_fixed_seed(
     dataset: psycopg.Connection[Any],
     reference: reference_views.Evaluator,
     pools: dict[str, list[str]],
 ) -> None:
-    def pick(options: Sequence[Any]) -> Any:
-        return data.draw(st.sampled_from(list(options)))
-
-    builtin = pick([None, None, *registry.BUILTIN_VIEWS])
-    if builtin is None:
-        conditions_and = [random_condition(pick, pools) for _ in range(pick([0, 1, 1, 2, 3]))]
-        conditions_or = [random_condition(pick, pools) for _ in range(pick([0, 0, 1, 2, 3]))]
-        columns = data.draw(
-            st.lists(st.sampled_from(EVERY_COLUMN), min_size=1, max_size=8, unique=True)
-        )
-        levels = data.draw(
-            st.lists(
-                st.sampled_from(list(registry.SORTABLE_COLUMNS)),
-                min_size=1,
-                max_size=3,
-                unique=True,
-            )
-        )
-        sort = [{"column": c, "direction": pick(["asc", "desc"])} for c in levels]
-        definition = saved(conditions_and, conditions_or, columns, sort)
-    else:
-        definition = definition_to_json(builtin_view(builtin).definition)
-    params: dict[str, str] = {"sort": pick(["", *registry.SORTS])}
-    if builtin is not None:
-        params["view"] = builtin
-    filter_values: dict[str, list[str]] = {
-        "status": ["new", "open", "pending", "resolved", "waiting"],
-        "type": ["open", "closed"],
-        "priority": ["urgent", "high", "normal", "low"],
-        "assignee": ["1", "2", "3", "none"],
-        "team": ["1", "2", "none"],
-        "contact": ["1", "7", "none"],
-        "created_by": ["1", "6", "none"],
-        "snoozed": ["exclude", "only", "any"],
-    }
-    for key in data.draw(st.lists(st.sampled_from(list(filter_values)), max_size=2, unique=True)):
-        params[key] = pick(filter_values[key])
-    if pick([False, False, True]):
-        params["q"] = pick(pools["search"])
-    check(dataset, reference, builtin=builtin, definition=definition, params=params)
+    compare_generated_views(dataset, reference, pools, FIXED_SEED)
 
 
-def test_every_field_operator_pair_was_generated() -> None:
-    missing = sorted(ALL_PAIRS - COVERED)
-    assert not missing, f"never generated: {missing}"
+def test_generated_views_agree_rotating_seed(
+    dataset: psycopg.Connection[Any],
+    reference: reference_views.Evaluator,
+    pools: dict[str, list[str]],
+) -> None:
+    compare_generated_views(dataset, reference, pools, ROTATING_SEED)
+
+
+def test_every_sort_key_has_empty_values_and_ties(reference: reference_views.Evaluator) -> None:
+    """Paging and sorting are only tested where a level can decide nothing: every sortable
+    column (the ticket id aside) has ties among its values, and every one that can be empty
+    is empty somewhere."""
+    never_empty = {"id", "title", "status", "priority", "created_at", "updated_at", "snoozed"}
+    for column in registry.SORTABLE_COLUMNS:
+        if column == "id":
+            continue
+        shown = [reference.shown(row, column) for row in reference.rows]
+        filled = [v for v in shown if v]
+        assert len(set(filled)) < len(filled), f"no ties in {column}"
+        if column not in never_empty:
+            assert len(filled) < len(shown), f"no empty {column}"
 
 
 def test_now_is_near_dst_and_midnight_data_exists(reference: reference_views.Evaluator) -> None:
@@ -398,3 +581,49 @@ def test_now_is_near_dst_and_midnight_data_exists(reference: reference_views.Eva
     assert any(t.hour == 23 and t.minute >= 30 for t in local_times)
     assert any(t.hour == 0 for t in local_times)
     assert any(r["sla_due_at"] is None for r in reference.rows)
+
+
+@contextlib.contextmanager
+def linguistic_database(server_url: str) -> Iterator[str]:
+    """A database whose default collation is ICU en-US: made on the suite's server when it
+    has ICU, else on a throw-away server of the system's binaries."""
+    name = f"te_icu_{secrets.token_hex(6)}"
+    try:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL(
+                    "CREATE DATABASE {} ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE 'en-US' "
+                    "LOCALE 'C.UTF-8' TEMPLATE template0"
+                ).format(sql.Identifier(name))
+            )
+    except psycopg.Error:
+        # The embedded server is built without ICU.
+        with icu_server() as cluster:
+            yield cluster.url("postgres")
+        return
+    try:
+        yield with_dbname(server_url, name)
+    finally:
+        drop_database(server_url, name)
+
+
+def test_generated_views_agree_on_a_linguistic_default_collation(server_url: str) -> None:
+    """The compiler names its collations: on a database whose default collation sorts and
+    folds linguistically (ICU en-US) it still agrees with the reference."""
+    with linguistic_database(server_url) as url:
+        db.migrate(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            provider = conn.execute(
+                "SELECT datlocprovider FROM pg_database WHERE datname = current_database()"
+            ).fetchone()
+            # Linguistic for real: en-US puts 'a' before 'B', code-point order does not.
+            linguistic = conn.execute("SELECT 'a' < 'B', 'a' COLLATE \"C\" < 'B'").fetchone()
+            assert (provider, linguistic) == (("i",), (True, False))
+            with conn.transaction():
+                view_data.build(conn)
+            evaluator = reference_views.Evaluator(
+                reference_views.fetch(conn), now=view_data.NOW, tz=view_data.TZ, actor_id=ACTOR.id
+            )
+            compare_generated_views(
+                conn, evaluator, make_pools(evaluator), FIXED_SEED, examples=EXAMPLES // 2
+            )

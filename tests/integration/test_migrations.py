@@ -238,7 +238,10 @@ def test_migrates_whatever_the_database_locale(server_url: str, locale: str) -> 
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
         conn.execute(
             sql.SQL(
-                "CREATE DATABASE {} ENCODING 'UTF8' LC_COLLATE {} LC_CTYPE {} TEMPLATE template0"
+                # The provider is named: on a server whose default is ICU the libc locale
+                # alone would not decide the database's collation.
+                "CREATE DATABASE {} ENCODING 'UTF8' LOCALE_PROVIDER libc LC_COLLATE {} "
+                "LC_CTYPE {} TEMPLATE template0"
             ).format(sql.Identifier(name), sql.Literal(locale), sql.Literal(locale))
         )
     try:
@@ -261,8 +264,9 @@ def test_a_non_utf8_database_is_refused(server_url: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
         conn.execute(
             sql.SQL(
-                "CREATE DATABASE {} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' "
-                "TEMPLATE template0"
+                # libc named: ICU, a server's default perhaps, refuses SQL_ASCII.
+                "CREATE DATABASE {} ENCODING 'SQL_ASCII' LOCALE_PROVIDER libc LC_COLLATE 'C' "
+                "LC_CTYPE 'C' TEMPLATE template0"
             ).format(sql.Identifier(name))
         )
     url = with_dbname(server_url, name)

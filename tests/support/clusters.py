@@ -214,3 +214,64 @@ def replicated_pair() -> Iterator[ReplicatedPair]:
         yield pair
     finally:
         pair.destroy()
+
+
+def linguistic_initdb_args() -> list[str]:
+    """initdb arguments for a server whose default collation is linguistic (ICU en-US)."""
+    return ["--locale-provider=icu", "--icu-locale=en-US", "--locale=C.UTF-8"]
+
+
+class IcuServer:
+    """A single throw-away server whose default collation is ICU's en-US: what a suite that
+    promises locale independence must also pass on. The embedded package is built without
+    ICU, so the system's server binaries are needed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.cluster = Cluster(server_binaries(), root / "data", free_port(), root / "sockets")
+
+    def create(self) -> None:
+        self.cluster.sockets.mkdir()
+        owner = _owner()
+        if owner is not None:
+            for path in (self.root, self.cluster.sockets):
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+        proc = _run(
+            [
+                str(self.cluster.bindir / "initdb"),
+                "-D",
+                str(self.cluster.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                *linguistic_initdb_args(),
+            ],
+            check=False,
+        )
+        if proc.returncode != 0:
+            if "ICU" in proc.stderr or "icu" in proc.stderr:
+                missing_component(f"no PostgreSQL server built with ICU: {proc.stderr.strip()}")
+            raise RuntimeError(f"initdb: {proc.stderr.strip()[-800:]}")
+        with (self.cluster.data / "postgresql.conf").open("a", encoding="utf-8") as conf:
+            # Throw-away data: durability only costs time.
+            conf.write("\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
+            conf.write("max_connections = 300\n")
+        self.cluster.start()
+
+    def destroy(self) -> None:
+        self.cluster.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def icu_server() -> Iterator[Cluster]:
+    """A running server whose default collation is ICU en-US, removed afterwards."""
+    # Under /tmp, not the run directory: the server account must be able to reach it.
+    server = IcuServer(Path(tempfile.mkdtemp(prefix="te-icu-")))
+    try:
+        server.create()
+        yield server.cluster
+    finally:
+        server.destroy()

@@ -118,6 +118,14 @@ def csv_unguard(value: str) -> str:
     return value
 
 
+def fold(text: str) -> str:
+    """Case-insensitive form, stated independently of the compiler: each character on its
+    own lower-cased (no context, so a word-final Σ is σ) and kept one character (İ, whose
+    full lower case is "i" plus a combining dot, becomes "i"), then ς folded to σ. ß stays
+    ß and ẞ becomes ß; "ss" is not ß."""
+    return "".join(c.lower()[:1] for c in text).replace("ς", "σ")
+
+
 def _name(first: str | None, last: str | None) -> str:
     if first is None:
         return ""
@@ -257,7 +265,7 @@ class Evaluator:
 
     @staticmethod
     def text_match(value: str, op: str, arg: str) -> bool:
-        v, a = value.lower(), arg.lower()
+        v, a = fold(value), fold(arg)
         return {
             "equals": v == a,
             "contains": a in v,
@@ -442,8 +450,8 @@ class Evaluator:
     )
 
     def search(self, row: Row, q: str, columns: Sequence[str]) -> bool:
-        needle = q.lower()
-        return any(needle in self.shown(row, c).lower() for c in columns if c in self.SEARCHED)
+        needle = fold(q)
+        return any(needle in fold(self.shown(row, c)) for c in columns if c in self.SEARCHED)
 
     # sorting ----------------------------------------------------------------
 
@@ -475,8 +483,8 @@ class Evaluator:
             return nulls_last(self.is_snoozed(a), self.is_snoozed(b))
         ta, tb = self.shown(a, column), self.shown(b, column)
         return nulls_last(
-            (ta.lower()[:60], ta[:60]) if ta else None,
-            (tb.lower()[:60], tb[:60]) if tb else None,
+            (fold(ta)[:60], ta[:60]) if ta else None,
+            (fold(tb)[:60], tb[:60]) if tb else None,
         )
 
     NAMED_SORTS: Mapping[str, list[tuple[str, bool]]] = {

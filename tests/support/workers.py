@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -64,6 +67,26 @@ class Worker:
             return self.log_path.read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return ""
+
+    def log_entries(self, **fields: Any) -> list[dict[str, Any]]:
+        """The JSON log lines whose fields include `fields` (event=..., export_id=...)."""
+        return [e for e in json_log_lines(self.output()) if fields.items() <= e.items()]
+
+    def events(self, export_id: str) -> list[str]:
+        """The structured `event` of every log line about one export, in order."""
+        return [e["event"] for e in self.log_entries(export_id=export_id) if "event" in e]
+
+
+def json_log_lines(text: str) -> list[dict[str, Any]]:
+    """The JSON objects among a process's output lines (anything else is skipped)."""
+    entries = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict):
+                    entries.append(entry)
+    return entries
 
 
 class Workers:
@@ -249,6 +272,17 @@ def export_files(home: Path, export_id: str) -> list[str]:
     return [f for f in storage_files(home) if f.startswith(f"exports/{export_id}/")]
 
 
+def stored_digest(home: Path, object_key: str) -> tuple[str, int]:
+    """sha-256 and size of the bytes local storage holds under `object_key`, read back."""
+    digest = hashlib.sha256()
+    size = 0
+    with (home / "exports" / object_key).open("rb") as stored:
+        while chunk := stored.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
 def doing_jobs(url: str, export_id: str) -> list[int]:
     """procrastinate jobs for this export still marked as being worked on."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -302,6 +336,9 @@ def assert_settled(url: str, export_id: str, home: Path, workers: Workers) -> di
         # is what tells a slow sweep from an attempt that outlived its export.
         raise AssertionError(f"storage holds {storage_files(home)}") from timed_out
     assert not [f for f in storage_files(home) if f.endswith(".part")]
+    if row["status"] == "completed":
+        # What the worker recorded is only a claim: the stored bytes must hash to it.
+        assert stored_digest(home, row["object_key"]) == (row["sha256"], row["size_bytes"])
     return row
 
 

@@ -126,3 +126,22 @@ def test_reference_views_imports_nothing_from_the_product() -> None:
             imported.append("." * node.level + (node.module or ""))
     assert imported, "no imports found: the check would prove nothing"
     assert not [name for name in imported if name.startswith(("ticketexport", "."))], imported
+
+
+SKIPS = {"importorskip", "skip", "skipif"}
+
+
+def test_every_skip_goes_through_the_component_helper() -> None:
+    """pytest.importorskip, pytest.skip and skip marks bypass TICKETEXPORT_REQUIRE_ALL: the
+    only skip in the suite is the one in components.missing_component."""
+    allowed = REPO / "tests" / "support" / "components.py"
+    found = []
+    for path in sorted((REPO / "tests").rglob("*.py")):
+        if path == allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in SKIPS:
+                found.append(f"{path.relative_to(REPO)}:{node.lineno} .{node.attr}")
+            if isinstance(node, ast.ImportFrom) and any(a.name in SKIPS for a in node.names):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno} import")
+    assert not found, f"skips outside components.missing_component: {found}"

@@ -239,10 +239,10 @@ class ExportRun:
     async def run(self) -> None:
         export = await self._claim()
         if export is None:
-            log.info("export has nothing to do", extra=self.log_extra)
+            log.info("export has nothing to do", extra={**self.log_extra, "event": "nothing_to_do"})
             return
         self._adopt(export)
-        log.info("export started", extra=self.log_extra)
+        log.info("export started", extra={**self.log_extra, "event": "started"})
         heartbeat = asyncio.create_task(self._heartbeat(asyncio.current_task()))
         key: str | None = None
         try:
@@ -252,10 +252,14 @@ class ExportRun:
             key = _object_key(self.export_id, self.attempt, plan.file_name)
             await self._copy_to_storage(plan, key, export)
         except Superseded:
-            log.info("export superseded; stopping", extra=self.log_extra)
+            log.info("export superseded; stopping", extra={**self.log_extra, "event": "superseded"})
             await self._discard(key)
         except ExportFailed as exc:
-            log.warning("export failed: %s", exc, extra={**self.log_extra, "error_code": exc.code})
+            log.warning(
+                "export failed: %s",
+                exc,
+                extra={**self.log_extra, "event": "failed", "error_code": exc.code},
+            )
             await self._discard(key)
             await self._fail(exc.code)
         except Transient as exc:
@@ -272,20 +276,33 @@ class ExportRun:
             if not await self._still_ours():
                 # A cancel or a maintenance rescue cut our statement short: not an outage,
                 # and a procrastinate retry of this job would only find nothing to do.
-                log.info("export stopped by a cancel or rescue", extra=self.log_extra)
+                log.info(
+                    "export stopped by a cancel or rescue",
+                    extra={**self.log_extra, "event": "stopped"},
+                )
                 return
             if self.attempt >= MAX_ATTEMPTS:
-                log.exception("export failed after its last attempt", extra=self.log_extra)
+                log.exception(
+                    "export failed after its last attempt",
+                    extra={**self.log_extra, "event": "failed", "error_code": exc.code},
+                )
                 await self._fail(exc.code)
                 return
-            log.warning("export hit a transient error; will retry: %s", exc, extra=self.log_extra)
+            log.warning(
+                "export hit a transient error; will retry: %s",
+                exc,
+                extra={**self.log_extra, "event": "retrying", "error_code": exc.code},
+            )
             raise
         except asyncio.CancelledError:
             # Aborted (cancel) or shutting down: never leave a file behind.
             await asyncio.shield(self._discard(key))
             raise
         except Exception:
-            log.exception("export failed unexpectedly", extra=self.log_extra)
+            log.exception(
+                "export failed unexpectedly",
+                extra={**self.log_extra, "event": "failed", "error_code": "internal"},
+            )
             await self._discard(key)
             await self._fail("internal")
         finally:
@@ -295,7 +312,10 @@ class ExportRun:
             # attempt's end must not depend on it.
             done, _ = await asyncio.wait([heartbeat], timeout=HEARTBEAT_STOP_SECONDS)
             if not done:
-                log.warning("heartbeat did not stop; leaving it behind", extra=self.log_extra)
+                log.warning(
+                    "heartbeat did not stop; leaving it behind",
+                    extra={**self.log_extra, "event": "heartbeat_stuck"},
+                )
 
     async def _check_requester(self, frozen: Mapping[str, Any]) -> None:
         async with self.services.pool.connection() as conn:
@@ -476,14 +496,19 @@ class ExportRun:
             try:
                 alive = await self._update_quiet("export_heartbeat")
             except (psycopg.Error, OSError):
-                log.warning("heartbeat failed", extra=self.log_extra)
+                log.warning(
+                    "heartbeat failed", extra={**self.log_extra, "event": "heartbeat_failed"}
+                )
                 continue
             if not alive and main is not None:
                 if self.completing:
                     # Our own completion committed (the row is no longer running because it
                     # is done); cancelling now would only throw away the finished file.
                     return
-                log.info("export no longer running here; cancelling", extra=self.log_extra)
+                log.info(
+                    "export no longer running here; cancelling",
+                    extra={**self.log_extra, "event": "no_longer_running_here"},
+                )
                 main.cancel()
                 return
 
@@ -554,7 +579,7 @@ class ExportRun:
             await events.publish(conn, self.export_id)
         log.info(
             "export completed",
-            extra={**self.log_extra, "rows": self.rows, "bytes": size},
+            extra={**self.log_extra, "event": "completed", "rows": self.rows, "bytes": size},
         )
 
     async def _fail(self, code: str) -> None:
@@ -565,7 +590,10 @@ class ExportRun:
                 )
         except (psycopg.Error, OSError):
             # The database is gone too; maintenance fails the row once it is back.
-            log.exception("could not record the export failure", extra=self.log_extra)
+            log.exception(
+                "could not record the export failure",
+                extra={**self.log_extra, "event": "failure_not_recorded"},
+            )
 
     async def _discard(self, key: str | None) -> None:
         """Remove this attempt's file, unless its completion may have committed: an
@@ -582,11 +610,17 @@ class ExportRun:
             except (psycopg.Error, OSError):
                 # Cannot tell: keep the file. Maintenance removes it once the database
                 # answers again if no export records it (and this attempt no longer runs).
-                log.warning("kept a file whose completion is unknown", extra=self.log_extra)
+                log.warning(
+                    "kept a file whose completion is unknown",
+                    extra={**self.log_extra, "event": "kept_unknown_file"},
+                )
                 return
             if recorded:
                 return
         try:
             await self.services.storage.delete(key)
         except (StorageError, OSError):
-            log.exception("could not remove a partial export file", extra=self.log_extra)
+            log.exception(
+                "could not remove a partial export file",
+                extra={**self.log_extra, "event": "partial_file_left"},
+            )

@@ -52,7 +52,11 @@ Sort = Callable[[Scope, Display, bool], list[SortKey]]
 
 
 def lowered(expr: sql.Composable) -> sql.Composable:
-    return sql.SQL("lower(({}) {})").format(expr, CI)
+    """The case-insensitive form of a text: each character's simple lower-case mapping
+    (İ becomes i, ẞ becomes ß; one character never becomes two, so prefixes and lengths
+    keep their meaning), with the final sigma ς folded to σ so that Σ, σ and ς match each
+    other wherever they stand in a word. ß stays ß: "ss" does not find it."""
+    return sql.SQL("translate(lower(({}) {}), 'ς', 'σ')").format(expr, CI)
 
 
 def person(alias: str) -> sql.Composable:

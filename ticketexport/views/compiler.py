@@ -3,7 +3,9 @@
 Semantics (tests/reference_views.py implements the same rules independently):
 
 - Text conditions compare the displayed value, NULL shown as '' (contact fields of a
-  ticket without contact are ''), lower-cased under the fixed C.UTF-8 collation. Negated
+  ticket without contact are ''), case-folded by `columns.lowered`: each character's simple
+  lower-case mapping under the fixed C.UTF-8 collation (İ → i, ẞ → ß, never one character
+  to two), final sigma ς folded to σ. Negated
   operators are the exact complement, so "does not equal X" includes empty values. Tags
   match per tag: "contains x" holds when some tag contains x, its negation when none does;
   "is empty" means no tags.
@@ -17,9 +19,9 @@ Semantics (tests/reference_views.py implements the same rules independently):
   top-bar `snoozed=` replace that part of their rule; everywhere else `snoozed=` is ANDed.
   `snoozed=any` therefore shows snoozed tickets in those views too. No `snoozed=` keeps the
   view's own rule.
-- Search looks for the query (lower-cased) inside the lower-cased displayed text of the
+- Search looks for the query (case-folded) inside the case-folded displayed text of the
   view's visible searchable columns; with no searchable column visible nothing matches.
-- Sorting: text sorts on its first 60 displayed characters, lower-cased then as typed, in
+- Sorting: text sorts on its first 60 displayed characters, case-folded then as typed, in
   code-point order (collation "C"), empty values last in both directions; dates, numbers
   and people/team names put empty values last in both directions; status and priority sort
   by their lookup's sort order. Every order ends with the ticket id, so it is total.
