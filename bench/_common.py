@@ -142,6 +142,7 @@ def cli(url: str, *args: str, env: dict[str, str] | None = None) -> None:
     subprocess.run(
         [sys.executable, "-m", "ticketexport", *args],
         env={**os.environ, **(env or {}), "DATABASE_URL": url},
+        stdout=sys.stderr,
         check=True,
         cwd=ROOT,
     )
@@ -560,3 +561,60 @@ def file_sha256(path: Path, prefix: bytes = b"") -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def requester(url: str) -> Any:
+    """The seeded export admin as an Actor."""
+    from ticketexport.domain.actor import Actor
+    from ticketexport.domain.permissions import Permission
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT u.id, u.email, u.is_admin, COALESCE(bit_or(r.permissions), 0) FROM users u "
+            "LEFT JOIN user_roles ur ON ur.user_id = u.id LEFT JOIN roles r ON r.id = ur.role_id "
+            "WHERE u.email = %s GROUP BY u.id",
+            (ADMIN,),
+        ).fetchone()
+    if row is None:
+        raise SystemExit(f"{ADMIN} not found: the database is not seeded")
+    return Actor(id=row[0], email=row[1], is_admin=row[2], permissions=Permission(row[3]))
+
+
+# Every column a saved view can hold: twenty of the twenty-one (a view holds at most 20,
+# ticketexport/views/registry.py MAX_COLUMNS); Contact ID, a plain integer, is left out.
+WIDE_COLUMNS = (
+    "id", "title", "status", "priority", "language", "category", "assignee", "team",
+    "contact", "sla_status", "sla_due_at", "created_at", "updated_at", "closed_at", "tags",
+    "created_by", "description", "snoozed", "snoozed_until", "tasks",
+)  # fmt: skip
+
+
+def saved_view(url: str, name: str, columns: Sequence[str]) -> str:
+    """The id of the admin's saved view `name` (newest first, `columns`), made if missing."""
+    import asyncio
+
+    from ticketexport.views import saved
+    from ticketexport.views.model import parse_definition
+
+    user = requester(url)
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT id FROM saved_views WHERE name = %s AND owner_id = %s", (name, user.id)
+        ).fetchone()
+    if row is not None:
+        return str(row[0])
+    definition = parse_definition(
+        {
+            "name": name,
+            "conditions_and": [],
+            "conditions_or": [],
+            "columns": list(columns),
+            "sort": [{"column": "created_at", "direction": "desc"}],
+        }
+    )
+
+    async def make() -> str:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            return str(await saved.create_saved_view(conn, user, definition, system_wide=False))
+
+    return asyncio.run(make())
