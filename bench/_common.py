@@ -167,7 +167,9 @@ def seeded(admin_url: str, tickets: int) -> str:
             return url
         log(f"seeding {name}: {tickets:,} tickets (one-off; cached afterwards)")
         started = time.monotonic()
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         conn.execute(
             sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(
                 sql.Identifier(name)
@@ -330,9 +332,7 @@ class Pairs:
         )
 
 
-def alternate(
-    count: int, ours: Callable[[int], float], base: Callable[[int], float]
-) -> Pairs:
+def alternate(count: int, ours: Callable[[int], float], base: Callable[[int], float]) -> Pairs:
     """`count` pairs, ours first in even pairs and the baseline first in odd ones."""
     pairs = Pairs()
     for i in range(count):

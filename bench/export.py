@@ -148,8 +148,10 @@ def clicks(url: str, samples: int, tmp: Path) -> list[tuple[float, float]]:
                 if "completed" not in marks:
                     raise SystemExit(f"export {export_id} did not complete")
                 found.append((marks["running"] - at, marks["completed"] - at))
-                c.log(f"click → running {found[-1][0] * 1000:.1f} ms, → completed "
-                      f"{found[-1][1]:.2f} s ({c.load()})")
+                c.log(
+                    f"click → running {found[-1][0] * 1000:.1f} ms, → completed "
+                    f"{found[-1][1]:.2f} s ({c.load()})"
+                )
                 row = c.export_row(url, export_id)
                 (tmp / "home-clicks" / "exports" / row["object_key"]).unlink(missing_ok=True)
     finally:
@@ -170,7 +172,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.tickets, args.pairs, args.columns, args.as_of, args.clicks = (
-            "100000", 2, "default", "on", 1,
+            "100000",
+            2,
+            "default",
+            "on",
+            1,
         )
     counts = [int(n) for n in args.tickets.split(",")]
     started = dt.datetime.now(dt.UTC)
@@ -182,7 +188,10 @@ def main() -> int:
         print(f"export throughput · {started:%Y-%m-%d %H:%M} UTC · {version} · {c.machine()}")
         for tickets in counts:
             url = c.seeded(admin, tickets)
-            views = {"default": "all", "wide": c.saved_view(url, "Bench: 20 columns", c.WIDE_COLUMNS)}
+            views = {
+                "default": "all",
+                "wide": c.saved_view(url, "Bench: 20 columns", c.WIDE_COLUMNS),
+            }
             for columns in args.columns.split(","):
                 for as_of in args.as_of.split(","):
                     case = one_case(url, views[columns], as_of == "on", args.pairs, tmp, tickets)
@@ -196,14 +205,20 @@ def main() -> int:
     for tickets, columns, as_of, case in results:
         if columns == "default" and as_of == "on":
             n = f"{tickets / 1e6:g}M" if tickets >= 1_000_000 else f"{tickets // 1000}k"
-            print(f"ratio ours/psql ({n} tickets, local storage): "
-                  f"{statistics.median(case['whole'].ratios()):.2f}")
-            print(f"streaming ratio ours/psql ({n} tickets, local storage): "
-                  f"{statistics.median(case['streaming'].ratios()):.2f}")
+            print(
+                f"ratio ours/psql ({n} tickets, local storage): "
+                f"{statistics.median(case['whole'].ratios()):.2f}"
+            )
+            print(
+                f"streaming ratio ours/psql ({n} tickets, local storage): "
+                f"{statistics.median(case['streaming'].ratios()):.2f}"
+            )
     print()
-    header = (f"{'tickets':>9} {'columns':<8} {'as-of':<5} {'sql':<12} {'psql s':>7} "
-              f"{'stream s':>8} {'whole s':>8} {'count s':>7} {'stream×':>7} {'whole×':>7} "
-              f"{'rows/s':>9} {'MB/s':>6} {'MB':>7} {'RSS MiB':>7}")
+    header = (
+        f"{'tickets':>9} {'columns':<8} {'as-of':<5} {'sql':<12} {'psql s':>7} "
+        f"{'stream s':>8} {'whole s':>8} {'count s':>7} {'stream×':>7} {'whole×':>7} "
+        f"{'rows/s':>9} {'MB/s':>6} {'MB':>7} {'RSS MiB':>7}"
+    )
     print(header)
     for tickets, columns, as_of, case in results:
         whole, streaming = case["whole"], case["streaming"]

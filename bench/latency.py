@@ -160,8 +160,10 @@ def stalls(url: str, runs: int, tmp: Path) -> tuple[dict[str, float], list[dict[
                 windows.append((marks["running"], marks["completed"]))
                 row = c.export_row(url, export_id)
                 (home / "exports" / row["object_key"]).unlink(missing_ok=True)
-                c.log(f"stall run {i + 1}: export {marks['completed'] - marks['running']:.1f} s "
-                      f"({c.load()})")
+                c.log(
+                    f"stall run {i + 1}: export {marks['completed'] - marks['running']:.1f} s "
+                    f"({c.load()})"
+                )
     finally:
         c.stop(worker)
         watcher.close()
@@ -203,8 +205,10 @@ def main() -> int:
                 version = c.server_version(admin)
                 url = c.seeded(admin, 100_000)
                 clicks.append((which, click_latency(url, args.clicks, tmp / which), version))
-                c.log(f"{which}: click → running p50 "
-                      f"{statistics.median(clicks[-1][1]['click_to_running']):.1f} ms")
+                c.log(
+                    f"{which}: click → running p50 "
+                    f"{statistics.median(clicks[-1][1]['click_to_running']):.1f} ms"
+                )
         with c.server() as admin:
             stall_version = c.server_version(admin)
             url = c.seeded(admin, args.stall_tickets)
@@ -217,19 +221,27 @@ def main() -> int:
         print(f"  {which:<8} {'':<40} POST → 303 only  {_line(found['post'])}")
         print(f"  {which:<8} {'':<40} NOTIFY round trip {_line(found['notify'])}")
     print()
-    print(f"event-loop lateness of a 1 ms ticker in the worker, ms ({stall_version}, "
-          f"{args.stall_tickets:,}-ticket exports)")
-    print(f"  idle worker (3 s)      p50 {idle['p50']:.2f}  p99 {idle['p99']:.2f}  max "
-          f"{idle['max']:.2f}  ticks {idle['ticks']:.0f}")
+    print(
+        f"event-loop lateness of a 1 ms ticker in the worker, ms ({stall_version}, "
+        f"{args.stall_tickets:,}-ticket exports)"
+    )
+    print(
+        f"  idle worker (3 s)      p50 {idle['p50']:.2f}  p99 {idle['p99']:.2f}  max "
+        f"{idle['max']:.2f}  ticks {idle['ticks']:.0f}"
+    )
     for i, run in enumerate(per_run, 1):
-        print(f"  exporting, run {i}       p50 {run['p50']:.2f}  p99 {run['p99']:.2f}  max "
-              f"{run['max']:.2f}  ticks {run['ticks']:.0f}  >10 ms {run['over10']:.0f}  "
-              f">50 ms {run['over50']:.0f}")
+        print(
+            f"  exporting, run {i}       p50 {run['p50']:.2f}  p99 {run['p99']:.2f}  max "
+            f"{run['max']:.2f}  ticks {run['ticks']:.0f}  >10 ms {run['over10']:.0f}  "
+            f">50 ms {run['over50']:.0f}"
+        )
     med: dict[str, Any] = {
         k: statistics.median(r[k] for r in per_run) for k in ("p50", "p99", "max", "over50")
     }
-    print(f"  exporting, median of {len(per_run)}  p50 {med['p50']:.2f}  p99 {med['p99']:.2f}  "
-          f"max {med['max']:.2f}  (target p99 < 10, max < 50)")
+    print(
+        f"  exporting, median of {len(per_run)}  p50 {med['p50']:.2f}  p99 {med['p99']:.2f}  "
+        f"max {med['max']:.2f}  (target p99 < 10, max < 50)"
+    )
     return 0
 
 

@@ -55,7 +55,9 @@ def idle_rss(url: str, home: Path, env: dict[str, str]) -> float:
         c.stop(worker)
 
 
-def export_rss(url: str, server: c.Web, home: Path, env: dict[str, str]) -> tuple[float, float, int]:
+def export_rss(
+    url: str, server: c.Web, home: Path, env: dict[str, str]
+) -> tuple[float, float, int]:
     """(peak RSS MiB, seconds running → completed, rows) of one export on a fresh worker."""
     watcher = c.Watcher(url)
     export_id, _ = c.click(server, "all")
@@ -112,22 +114,29 @@ def main() -> int:
                 with c.web(urls[n], tmp / f"web-{n}", env) as server:
                     rss, seconds, done = export_rss(urls[n], server, tmp / f"w-{n}", env)
                 rows.append((done, rss, seconds))
-                c.log(f"{label} {done:,} rows: peak RSS {rss:.1f} MiB in {seconds:.1f} s "
-                      f"({c.load()})")
+                c.log(
+                    f"{label} {done:,} rows: peak RSS {rss:.1f} MiB in {seconds:.1f} s ({c.load()})"
+                )
             results.append((label, base, rows))
     print(f"finished {dt.datetime.now(dt.UTC):%H:%M} UTC · {c.load()}")
     print()
-    print(f"{'storage':<24} {'rows':>10} {'peak RSS MiB':>12} {'÷ smallest':>10} "
-          f"{'÷ idle':>7} {'export s':>8}")
+    print(
+        f"{'storage':<24} {'rows':>10} {'peak RSS MiB':>12} {'÷ smallest':>10} "
+        f"{'÷ idle':>7} {'export s':>8}"
+    )
     for label, base, rows in results:
         print(f"{label:<24} {'idle worker':>10} {base:>12.1f}")
         for done, rss, seconds in rows:
-            print(f"{label:<24} {done:>10,} {rss:>12.1f} {rss / rows[0][1]:>10.3f} "
-                  f"{rss / base:>7.3f} {seconds:>8.1f}")
+            print(
+                f"{label:<24} {done:>10,} {rss:>12.1f} {rss / rows[0][1]:>10.3f} "
+                f"{rss / base:>7.3f} {seconds:>8.1f}"
+            )
         peak = max(r for _, r, _ in rows)
         flat = max(r for _, r, _ in rows) / min(r for _, r, _ in rows) - 1
-        print(f"{label}: peak {peak:.1f} MiB (target < 150 MB = 143 MiB), spread "
-              f"{flat * 100:.1f}% from {rows[0][0]:,} to {rows[-1][0]:,} rows (target ±10%)")
+        print(
+            f"{label}: peak {peak:.1f} MiB (target < 150 MB = 143 MiB), spread "
+            f"{flat * 100:.1f}% from {rows[0][0]:,} to {rows[-1][0]:,} rows (target ±10%)"
+        )
     return 0
 
 
