@@ -85,7 +85,7 @@ def tool(name: str) -> str:
 # --- servers and databases ------------------------------------------------------------
 
 
-def _reachable(url: str) -> bool:
+def reachable(url: str) -> bool:
     try:
         with psycopg.connect(url, connect_timeout=2):
             return True
@@ -119,7 +119,7 @@ def server(which: str = "default") -> Iterator[str]:
     if url:
         yield url
         return
-    if _reachable(SYSTEM_URL):
+    if reachable(SYSTEM_URL):
         yield SYSTEM_URL
         return
     with embedded_server() as url:
@@ -406,7 +406,6 @@ async def _sign_in(base: str, proc: subprocess.Popen[bytes]) -> tuple[str, str]:
     import re
 
     import aiohttp
-
     from sse_latency import login_cookie
 
     deadline = time.monotonic() + 60
@@ -420,9 +419,11 @@ async def _sign_in(base: str, proc: subprocess.Popen[bytes]) -> tuple[str, str]:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.1)
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{base}/staff/tickets", headers={"Cookie": cookie}) as page:
-            match = re.search(_CSRF_RE, await page.text())
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{base}/staff/tickets", headers={"Cookie": cookie}) as page,
+    ):
+        match = re.search(_CSRF_RE, await page.text())
     assert match, "the list page carries a csrf_token"
     return cookie, match.group(1)
 
@@ -436,7 +437,7 @@ def click(server: Web, view: str = "all", export_format: str = "csv") -> tuple[s
     body = urllib.parse.urlencode(
         {"view": view, "format": export_format, "csrf_token": server.csrf}
     ).encode()
-    request = urllib.request.Request(
+    request = urllib.request.Request(  # noqa: S310 - the bench's own http:// server
         f"{server.base}/staff/tickets/export",
         data=body,
         headers={"Cookie": server.cookie, "Content-Type": "application/x-www-form-urlencoded"},

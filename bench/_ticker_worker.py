@@ -38,7 +38,7 @@ async def _main(concurrency: int, samples: list[tuple[float, float]]) -> None:
     with db.database_url(settings) as url:
         ticker = asyncio.create_task(_ticker(samples))
         try:
-            await runtime._worker_process(settings, url, concurrency)  # noqa: SLF001
+            await runtime._worker_process(settings, url, concurrency)
         finally:
             ticker.cancel()
 

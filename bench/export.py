@@ -31,17 +31,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 import _common as c
+import psycopg
 
 
 def one_case(
@@ -90,7 +87,7 @@ def one_case(
                     "rss": rss,
                 }
 
-            def base() -> float:
+            def base(statement: str = statement, out: Path = out) -> float:
                 return c.psql_copy(url, statement, out)
 
             if i % 2 == 0:

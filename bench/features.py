@@ -30,9 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common as c
 import psycopg
 
-import _common as c
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.permissions import Permission
 from ticketexport.exports import formats
@@ -134,20 +134,27 @@ def main() -> int:
             order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 times[name].append(run(url, found[name], Path(tmpdir)))
-            c.log(f"round {r + 1}: " + ", ".join(f"{times[n][-1]:.2f}" for n in names)
-                  + f" ({c.load()})")
+            c.log(
+                f"round {r + 1}: "
+                + ", ".join(f"{times[n][-1]:.2f}" for n in names)
+                + f" ({c.load()})"
+            )
     print(f"finished {dt.datetime.now(dt.UTC):%H:%M} UTC · {c.load()}")
     print()
-    print(f"{args.tickets:,} tickets, `all`, psql COPY … TO STDOUT into /dev/null, median of "
-          f"{args.rounds} (min–max)")
+    print(
+        f"{args.tickets:,} tickets, `all`, psql COPY … TO STDOUT into /dev/null, median of "
+        f"{args.rounds} (min–max)"
+    )
     print(f"{'statement':<40} {'s':>6} {'min–max':>13} {'+ s':>6} {'× plain':>7}  sql")
     previous = None
     plain = statistics.median(times[names[0]])
     for name in names:
         median = statistics.median(times[name])
         added = "" if previous is None or name.startswith("all") else f"{median - previous:+6.2f}"
-        print(f"{name:<40} {median:>6.2f} {min(times[name]):>6.2f}–{max(times[name]):<6.2f} "
-              f"{added:>6} {median / plain:>7.2f}  {c.sha(found[name])}")
+        print(
+            f"{name:<40} {median:>6.2f} {min(times[name]):>6.2f}–{max(times[name]):<6.2f} "
+            f"{added:>6} {median / plain:>7.2f}  {c.sha(found[name])}"
+        )
         if not name.startswith("all"):
             previous = median
     return 0

@@ -34,9 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 import _common as c
+import psycopg
 
 HERE = Path(__file__).resolve().parent
 
@@ -198,7 +197,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="te-bench-latency-") as tmpdir:
         tmp = Path(tmpdir)
         for which in args.servers.split(","):
-            if which == "system" and not c._reachable(c.SYSTEM_URL):  # noqa: SLF001
+            if which == "system" and not c.reachable(c.SYSTEM_URL):
                 print("system: skipped, no PostgreSQL answers at 127.0.0.1:5432")
                 continue
             with c.server(which) as admin:

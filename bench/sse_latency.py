@@ -7,13 +7,14 @@ Usage:
 
 `--servers`: `system` (PostgreSQL at 127.0.0.1:5432), `embedded` (pgserver), `default`
 (bench/_common.py's rule: DATABASE_URL, else the system server, else the embedded one).
-For each server and client count: a fresh migrated scratch database, one `ticketexport serve` process,
-and one separate client process holding that many `GET /staff/exports/{id}/events` streams
-(aiohttp, no connection limit). This process then moves the export along with
-`UPDATE export_jobs … ; events.publish(…)` every 150 ms, writing the event's sequence
-number into rows_done and noting time.monotonic() just before COMMIT (the moment NOTIFY
-is sent; `events.publish` is the call the worker makes on every change). Each client notes time.monotonic() when the event with that number arrives;
-CLOCK_MONOTONIC is one clock for every process on the host, so the difference is the full
+For each server and client count: a fresh migrated scratch database, one
+`ticketexport serve` process, and one separate client process holding that many
+`GET /staff/exports/{id}/events` streams (aiohttp, no connection limit). This process then
+moves the export along with `UPDATE export_jobs … ; events.publish(…)` every 150 ms (the
+call the worker makes on every change), writing the event's sequence number into rows_done
+and noting time.monotonic() just before COMMIT (the moment NOTIFY is sent). Each client
+notes time.monotonic() when the event with that number arrives; CLOCK_MONOTONIC is one
+clock for every process on the host, so the difference is the full
 path: NOTIFY → the web process's LISTEN connection → one state query → fan-out → SSE bytes
 → the client. Prints p50, p95 and max per client count.
 
@@ -361,7 +362,7 @@ def bench(servers: list[str], client_counts: list[int], events_n: int) -> None:
     print(f"NOTIFY → SSE client · {started:%Y-%m-%d %H:%M} UTC · {_common.machine()}")
     rows = []
     for which in servers:
-        if which == "system" and not _common._reachable(_common.SYSTEM_URL):  # noqa: SLF001
+        if which == "system" and not _common.reachable(_common.SYSTEM_URL):
             print("system: skipped, no PostgreSQL answers at 127.0.0.1:5432")
             continue
         with _server(which) as server:
