@@ -531,6 +531,14 @@ def export_row(url: str, export_id: str) -> dict[str, Any]:
     return row
 
 
+def psql_env() -> dict[str, str]:
+    """psql's environment: the session settings the worker's export connections use, so
+    psql runs the very statement under the very settings."""
+    from ticketexport.exports.worker import EXPORT_SESSION_OPTIONS
+
+    return {**os.environ, "PGOPTIONS": EXPORT_SESSION_OPTIONS}
+
+
 def export_statement(url: str, export_id: str) -> str:
     """The COPY statement the worker runs for this export (ticketexport.exports.worker's
     plan_export on the recorded request, click instant and snapshot), as text."""
@@ -550,7 +558,9 @@ def psql_copy(url: str, statement: str, out: Path) -> float:
     script.write_text(f"{statement} \\g '{out}'\n")
     started = time.perf_counter()
     subprocess.run(
-        [tool("psql"), url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script)], check=True
+        [tool("psql"), url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script)],
+        check=True,
+        env=psql_env(),
     )
     subprocess.run(["sync"], check=True)
     return time.perf_counter() - started

@@ -12,7 +12,9 @@ the `all` view's default columns in its order (newest first), run by psql into /
    zone — this is the product's statement with as-of off
 5. + as-of: the product's statement reading every table as of a snapshot (what exports run)
 
-plus, for reference, all 21 columns (a view holds at most 20; built past that check) with
+psql runs with the worker's session options (ticketexport/exports/worker.py
+EXPORT_SESSION_OPTIONS: JIT off); statement 5 also runs with the server's default JIT for
+reference. Plus, for reference, all 21 columns (a view holds at most 20; built past that check) with
 as-of off and on. Each round runs the statements in a rotated order; medians of the rounds,
 the load average beside each round. The statements come from the product's compiler and its
 CSV wrapper; 1–3 are derived from statement 4 by replacing the part that feature adds.
@@ -40,6 +42,10 @@ from ticketexport.views.compiler import compile_export
 from ticketexport.views.model import ListRequest
 from ticketexport.views.registry import COLUMNS
 from ticketexport.views.service import ResolvedView, builtin_view
+
+# The product's statement under the server's default JIT settings, for reference: every
+# other line runs with the worker's session options (JIT off).
+JIT_REFERENCE = "5 with the server's default JIT"
 
 
 def _statement(url: str, view: ResolvedView, snapshot: str | None) -> str:
@@ -99,17 +105,20 @@ def statements(url: str) -> dict[str, str]:
         "3 + formula guard": no_tz,
         "4 + time-zone formatting (as-of off)": full_off,
         "5 + as-of (the product)": full_on,
+        JIT_REFERENCE: full_on,
         "all 21 columns, as-of off": _statement(url, wide, None),
         "all 21 columns, as-of on": _statement(url, wide, str(snap[0])),
     }
 
 
-def run(url: str, statement: str, tmp: Path) -> float:
+def run(url: str, statement: str, tmp: Path, *, jit: bool) -> float:
     script = tmp / "statement.sql"
     script.write_text(f"{statement} \\g /dev/null\n")
     started = time.perf_counter()
     subprocess.run(
-        [c.tool("psql"), url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script)], check=True
+        [c.tool("psql"), url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script)],
+        check=True,
+        env=None if jit else c.psql_env(),
     )
     return time.perf_counter() - started
 
@@ -133,7 +142,7 @@ def main() -> int:
         for r in range(args.rounds):
             order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
-                times[name].append(run(url, found[name], Path(tmpdir)))
+                times[name].append(run(url, found[name], Path(tmpdir), jit=name == JIT_REFERENCE))
             c.log(
                 f"round {r + 1}: "
                 + ", ".join(f"{times[n][-1]:.2f}" for n in names)
@@ -150,12 +159,13 @@ def main() -> int:
     plain = statistics.median(times[names[0]])
     for name in names:
         median = statistics.median(times[name])
-        added = "" if previous is None or name.startswith("all") else f"{median - previous:+6.2f}"
+        extra = name.startswith("all") or name == JIT_REFERENCE
+        added = "" if previous is None or extra else f"{median - previous:+6.2f}"
         print(
             f"{name:<40} {median:>6.2f} {min(times[name]):>6.2f}–{max(times[name]):<6.2f} "
             f"{added:>6} {median / plain:>7.2f}  {c.sha(found[name])}"
         )
-        if not name.startswith("all"):
+        if not extra:
             previous = median
     return 0
 
