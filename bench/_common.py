@@ -152,9 +152,10 @@ def _marker(tickets: int) -> str:
     return f"ticketexport bench: seeded tickets={tickets} seed={SEED} anchor={ANCHOR}"
 
 
-def seeded(admin_url: str, tickets: int) -> str:
-    """A migrated database holding `tickets` seeded tickets (cached by name + count)."""
-    name = f"te_bench_{tickets}"
+def seeded(admin_url: str, tickets: int, tag: str = "") -> str:
+    """A migrated database holding `tickets` seeded tickets (cached by name + count); `tag`
+    gives a script that changes the data a database of its own."""
+    name = f"te_bench_{tag}_{tickets}" if tag else f"te_bench_{tickets}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
