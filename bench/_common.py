@@ -489,6 +489,10 @@ class Watcher:
         if row is None:
             return "gone"
         marks = self.seen.setdefault(export_id, {})
+        if row[0] != "queued":
+            # The first event after queued is the claim's: a short export may already have
+            # moved on by the time the row is read, yet it turned running at that event.
+            marks.setdefault("running", at)
         for state in (row[0], row[1]):
             if state is not None:
                 marks.setdefault(state, at)
