@@ -62,13 +62,20 @@ check: lint typecheck test
 format: $(DEV_STAMP)
 	$(BIN)/ruff format $(LINT_PATHS)
 
+# `make bench BENCH_ARGS=--quick` (or BENCH_QUICK=1) is the smoke test: small databases, few
+# repetitions, a few minutes. The full run seeds 100k/1M/5M-ticket databases once (cached by
+# name and count on the benchmark server; see bench/README.md) and takes about an hour.
+BENCH_ARGS ?=
+
 bench: $(DEV_STAMP)
-	@shopt -s nullglob; scripts=(); \
+	@shopt -s nullglob; scripts=(); failed=(); \
 	for script in bench/*.py; do [[ $$(basename "$$script") == _* ]] || scripts+=("$$script"); done; \
 	if [ $${#scripts[@]} -eq 0 ]; then echo "no benchmark scripts in bench/"; exit 0; fi; \
 	for script in "$${scripts[@]}"; do \
-		echo "== $$script"; $(BIN)/python "$$script"; \
-	done
+		echo "== $$script $(BENCH_ARGS) ($$(date -u +%H:%M:%S) UTC, $$(cut -d' ' -f1-3 /proc/loadavg))"; \
+		$(BIN)/python "$$script" $(BENCH_ARGS) || failed+=("$$script"); \
+	done; \
+	if [ $${#failed[@]} -gt 0 ]; then echo "failed: $${failed[*]}"; exit 1; fi
 
 # The browser tests take the README's screenshots on every run; this keeps them.
 screenshots: $(DEV_STAMP)

@@ -1,217 +1,265 @@
-"""Export throughput next to `psql \\copy` of the same query, worker RSS and click-to-running.
+"""Export throughput through the real pipeline against psql's copy of the same statement.
 
-Usage (the database must be migrated and seeded; see bench/README.md):
+    .venv/bin/python bench/export.py [--tickets 100000,1000000] [--pairs 5]
+        [--columns default,wide] [--as-of on,off] [--clicks 3] [--quick]
 
-    DATABASE_URL=postgresql://postgres@127.0.0.1/te_bench .venv/bin/python bench/export.py
+Server and seeded databases: bench/_common.py (DATABASE_URL, else 127.0.0.1:5432, else the
+embedded PostgreSQL; `te_bench_<N>` cached by ticket count).
 
-Prints one table: psql's time, ours (a real `ticketexport worker` process, from the click to
-completed), the ratio, rows/s, worker peak RSS for a 100k-row and the full export, and the
-median click-to-running latency.
+Each pair starts with the Export click (POST /staff/tickets/export to a `ticketexport serve`
+process, as the browser sends it) while no worker runs, so the export waits queued with its
+recorded snapshot. Its COPY statement is then rebuilt from the recorded row with the worker's
+own plan_export, and the two sides run in alternating order (ours first in even pairs):
+
+- ours: a fresh `ticketexport worker --concurrency 1` claims the job; this process LISTENs to
+  the export's events and notes when it turned running, exporting, storing and completed.
+  "whole" = running → completed (count + COPY streamed into storage with fsync + sha-256 +
+  the completion record); "streaming" = exporting → storing (the COPY into storage).
+- psql: `COPY … TO STDOUT \\g file` of exactly that statement text (psql's \\copy loop) to a
+  file in the same directory as the stored export, then `sync`.
+
+Both files are checked to be the same bytes (ours = BOM + psql's). Columns: `default` is
+the `all` view (its default columns); `wide` a saved view of 20 columns, the most a view
+holds (every column but Contact ID). As-of `on` is the product; `off` (for reference) clears
+the recorded snapshot before the worker runs, so the same view reads the tables as they are.
+
+Then `--clicks` samples of click → completed with a worker already waiting (the 10 s
+target) at the largest ticket count, default columns, as-of on.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
-import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+import _common as c
 import psycopg
-from psycopg_pool import AsyncConnectionPool
-
-from ticketexport.bootstrap import open_services
-from ticketexport.config import Settings
-from ticketexport.domain.actor import Actor
-from ticketexport.domain.permissions import Permission
-from ticketexport.exports import formats, service
-from ticketexport.views import saved
-from ticketexport.views import service as view_service
-from ticketexport.views.compiler import compile_export
-from ticketexport.views.model import ListRequest, parse_definition
-
-ADMIN = "admin.export@example.com"
 
 
-def _psql() -> str:
-    found = shutil.which("psql")
-    if found:
-        return found
-    import pgserver  # the embedded server ships its own psql
+def one_case(
+    url: str, view: str, as_of: bool, pairs: int, tmp: Path, tickets: int
+) -> dict[str, Any]:
+    home = tmp / "home"
+    watcher = c.Watcher(url)
+    whole = c.Pairs()
+    streaming = c.Pairs()
+    details: list[dict[str, Any]] = []
+    with c.web(url, tmp / "web") as server:
+        for i in range(pairs):
+            export_id, _ = c.click(server, view)
+            if not as_of:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute(
+                        "UPDATE export_jobs SET as_of_snapshot = NULL WHERE id = %s", (export_id,)
+                    )
+            statement = c.export_statement(url, export_id)
+            out = tmp / "psql.csv"
 
-    return str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql")
+            def ours(export_id: str = export_id) -> dict[str, Any]:
+                worker = c.start_worker(url, home)
 
+                def alive() -> None:
+                    if worker.poll() is not None:
+                        raise SystemExit(f"the worker exited with status {worker.returncode}")
 
-def _requester(url: str) -> Actor:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT u.id, u.email, u.is_admin, COALESCE(bit_or(r.permissions), 0) FROM users u "
-            "LEFT JOIN user_roles ur ON ur.user_id = u.id LEFT JOIN roles r ON r.id = ur.role_id "
-            "WHERE u.email = %s GROUP BY u.id",
-            (ADMIN,),
-        ).fetchone()
-    if row is None:
-        raise SystemExit(f"{ADMIN} not found: seed the database first")
-    return Actor(id=row[0], email=row[1], is_admin=row[2], permissions=Permission(row[3]))
+                try:
+                    marks = watcher.wait([export_id], alive=alive)[export_id]
+                    rss = c.peak_rss_mib(worker.pid)
+                finally:
+                    c.stop(worker)
+                row = c.export_row(url, export_id)
+                if row["status"] != "completed":
+                    raise SystemExit(f"export {export_id} ended {row['status']}")
+                end_stream = marks.get("storing", marks["completed"])
+                return {
+                    "whole": marks["completed"] - marks["running"],
+                    "streaming": end_stream - marks["exporting"],
+                    "counting": marks["exporting"] - marks["running"],
+                    "rows": row["rows_done"],
+                    "bytes": row["size_bytes"],
+                    "sha256": row["sha256"],
+                    "path": home / "exports" / row["object_key"],
+                    "rss": rss,
+                }
 
+            def base(statement: str = statement, out: Path = out) -> float:
+                return c.psql_copy(url, statement, out)
 
-def psql_copy(url: str, user: Actor, out: Path) -> tuple[float, int]:
-    """Time psql's client-side \\copy of exactly the SELECT our worker runs."""
-    view = view_service.builtin_view("all")
-    request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
-    compiled = compile_export(view, request, user, dt.datetime.now(dt.UTC), "UTC", snapshot=None)
-    query = formats.CSV.select(compiled.rows)
-    with psycopg.connect(url) as conn:
-        text = query.as_string(conn)
-    command = f"\\copy ({' '.join(text.split())}) TO '{out}' WITH (FORMAT csv, HEADER)"
-    started = time.perf_counter()
-    subprocess.run([_psql(), url, "-X", "-q", "-c", command], check=True)
-    return time.perf_counter() - started, out.stat().st_size
-
-
-def _peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
-async def _wait_status(
-    pool: AsyncConnectionPool[Any],
-    export_id: str,
-    wanted: set[str],
-    worker: subprocess.Popen[bytes],
-) -> str:
-    while True:
-        if worker.poll() is not None:
-            raise SystemExit(f"the worker exited with status {worker.returncode}")
-        async with pool.connection() as conn:
-            cur = await conn.execute("SELECT status FROM export_jobs WHERE id = %s", (export_id,))
-            row = await cur.fetchone()
-        assert row is not None
-        if row[0] in wanted:
-            return str(row[0])
-        await asyncio.sleep(0.005)
-
-
-async def worker_export(url: str, user: Actor, view: str, home: Path) -> dict[str, float]:
-    """Start a fresh worker, click, and time queued → running → completed."""
-    env = {**os.environ, "DATABASE_URL": url, "TICKETEXPORT_HOME": str(home)}
-    worker = subprocess.Popen(  # noqa: ASYNC220 - started once per measurement, before timing
-        [sys.executable, "-m", "ticketexport", "worker", "--concurrency", "1"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=(home / "worker.log").open("ab"),
-    )
-    try:
-        settings = Settings.from_env(env)
-        async with open_services(settings, url) as services:
-            pool = services.pool
-            await asyncio.sleep(2)  # let the worker connect and listen
-            request = ListRequest(view=view, q="", sort=None, filters={}, page=None)
-            clicked = time.perf_counter()
-            requested = await service.request_export(services, user, request, client_ip=None)
-            await _wait_status(
-                pool, requested.export_id, {"running", "completed", "failed"}, worker
+            if i % 2 == 0:
+                mine = ours()
+                psql_s = base()
+            else:
+                psql_s = base()
+                mine = ours()
+            same = c.file_sha256(out, b"\xef\xbb\xbf") == mine["sha256"]
+            if not same:
+                raise SystemExit(f"pair {i + 1}: our file differs from psql's (+ BOM)")
+            psql_bytes = out.stat().st_size
+            out.unlink()
+            mine["path"].unlink(missing_ok=True)
+            whole.ours.append(mine["whole"])
+            whole.base.append(psql_s)
+            streaming.ours.append(mine["streaming"])
+            streaming.base.append(psql_s)
+            details.append(
+                {k: v for k, v in mine.items() if k != "path"} | {"psql": psql_s, "load": c.load()}
             )
-            running = time.perf_counter()
-            status = await _wait_status(pool, requested.export_id, {"completed", "failed"}, worker)
-            finished = time.perf_counter()
-            if status != "completed":
-                raise SystemExit(f"export {requested.export_id} ended {status}")
-            async with pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT e.rows_done, m.size_bytes FROM export_jobs e "
-                    "JOIN media_items m ON m.id = e.media_item_id WHERE e.id = %s",
-                    (requested.export_id,),
-                )
-                row = await cur.fetchone()
-            assert row is not None
-            rss = _peak_rss_kib(worker.pid)
-    finally:
-        worker.terminate()
-        worker.wait(30)
+            c.log(
+                f"{tickets:,} {view} as-of {'on' if as_of else 'off'} pair {i + 1}"
+                f"{' (ours first)' if i % 2 == 0 else ' (psql first)'}: whole "
+                f"{mine['whole']:.2f} s, streaming {mine['streaming']:.2f} s, psql "
+                f"{psql_s:.2f} s, RSS {mine['rss']:.1f} MiB; sql {c.sha(statement)}; "
+                f"{c.load()}"
+            )
+    watcher.close()
+    rows = details[0]["rows"]
     return {
-        "click_to_running": running - clicked,
-        "total": finished - clicked,
-        "rows": float(row[0]),
-        "bytes": float(row[1]),
-        "peak_rss_mib": rss / 1024,
+        "sql_sha": c.sha(statement),
+        "rows": rows,
+        "bytes": details[0]["bytes"],
+        "psql_bytes": psql_bytes,
+        "whole": whole,
+        "streaming": streaming,
+        "counting": statistics.median(d["counting"] for d in details),
+        "rss": max(d["rss"] for d in details),
+        "details": details,
     }
 
 
-async def _saved_view_first(url: str, user: Actor, rows: int) -> str:
-    definition = parse_definition(
-        {
-            "name": f"First {rows}",
-            "conditions_and": [{"field": "id", "operator": "le", "value": rows}],
-            "conditions_or": [],
-            "columns": [
-                "id",
-                "title",
-                "status",
-                "priority",
-                "assignee",
-                "team",
-                "contact",
-                "created_at",
-            ],
-            "sort": [{"column": "created_at", "direction": "desc"}],
-        }
-    )
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        view_id = await saved.create_saved_view(conn, user, definition, system_wide=False)
-    return str(view_id)
+def clicks(url: str, samples: int, tmp: Path) -> list[tuple[float, float]]:
+    """(click → running, click → completed) with a worker waiting."""
+    watcher = c.Watcher(url)
+    found = []
+    worker = c.start_worker(url, tmp / "home-clicks")
+    try:
+        c.wait_worker_ready(url, worker)
+        with c.web(url, tmp / "web-clicks") as server:
+            for _ in range(samples):
+                export_id, at = c.click(server, "all")
+                marks = watcher.wait([export_id])[export_id]
+                if "completed" not in marks:
+                    raise SystemExit(f"export {export_id} did not complete")
+                found.append((marks["running"] - at, marks["completed"] - at))
+                c.log(
+                    f"click → running {found[-1][0] * 1000:.1f} ms, → completed "
+                    f"{found[-1][1]:.2f} s ({c.load()})"
+                )
+                row = c.export_row(url, export_id)
+                (tmp / "home-clicks" / "exports" / row["object_key"]).unlink(missing_ok=True)
+    finally:
+        c.stop(worker)
+        watcher.close()
+    return found
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--clicks", type=int, default=5, help="click-to-running samples")
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tickets", default="100000,1000000")
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--columns", default="default,wide")
+    parser.add_argument("--as-of", default="on,off")
+    parser.add_argument("--clicks", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", default=c.QUICK)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        raise SystemExit("set DATABASE_URL to a migrated, seeded database")
-    user = _requester(url)
-    with psycopg.connect(url) as conn:
-        count = conn.execute("SELECT count(*) FROM tickets").fetchone()
-    tickets = int(count[0]) if count else 0
-    with tempfile.TemporaryDirectory(prefix="te-bench-") as tmp:
-        home = Path(tmp)
-        psql_s, psql_bytes = psql_copy(url, user, home / "psql.csv")
-        ours = await worker_export(url, user, "all", home)
-        small_view = await _saved_view_first(url, user, 100_000)
-        small = await worker_export(url, user, small_view, home)
-        clicks = []
-        for _ in range(args.clicks):
-            sample = await worker_export(url, user, small_view, home)
-            clicks.append(sample["click_to_running"])
-    ours_s = ours["total"] - ours["click_to_running"]
-    table = [
-        ("psql \\copy, all tickets (s)", f"{psql_s:.2f}"),
-        ("psql bytes", f"{psql_bytes:,}"),
-        ("ours, running → completed (s)", f"{ours_s:.2f}"),
-        ("ours, click → completed (s)", f"{ours['total']:.2f}"),
-        ("ours bytes (BOM included)", f"{int(ours['bytes']):,}"),
-        ("ours rows/s", f"{ours['rows'] / ours_s:,.0f}"),
-        ("worker peak RSS, 100k rows (MiB)", f"{small['peak_rss_mib']:.1f}"),
-        ("worker peak RSS, all rows (MiB)", f"{ours['peak_rss_mib']:.1f}"),
-        (
-            f"click → running, median of {len(clicks)} (ms)",
-            f"{statistics.median(clicks) * 1000:.1f}",
-        ),
-    ]
-    print(f"ratio ours/psql ({tickets / 1e6:g}M tickets, local storage): {ours_s / psql_s:.2f}")
-    print(f"tickets in database: {tickets:,}")
-    for label, value in table:
-        print(f"{label:<44}{value:>16}")
+    if args.quick:
+        args.tickets, args.pairs, args.columns, args.as_of, args.clicks = (
+            "100000",
+            2,
+            "default",
+            "on",
+            1,
+        )
+    counts = [int(n) for n in args.tickets.split(",")]
+    started = dt.datetime.now(dt.UTC)
+    results: list[tuple[int, str, str, dict[str, Any]]] = []
+    click_samples: list[tuple[float, float]] = []
+    with c.server() as admin, tempfile.TemporaryDirectory(prefix="te-bench-export-") as tmpdir:
+        tmp = Path(tmpdir)
+        version = c.server_version(admin)
+        print(f"export throughput · {started:%Y-%m-%d %H:%M} UTC · {version} · {c.machine()}")
+        for tickets in counts:
+            url = c.seeded(admin, tickets)
+            views = {
+                "default": "all",
+                "wide": c.saved_view(url, "Bench: 20 columns", c.WIDE_COLUMNS),
+            }
+            for columns in args.columns.split(","):
+                for as_of in args.as_of.split(","):
+                    case = one_case(url, views[columns], as_of == "on", args.pairs, tmp, tickets)
+                    results.append((tickets, columns, as_of, case))
+        if args.clicks:
+            url = c.seeded(admin, max(counts))
+            click_samples = clicks(url, args.clicks, tmp)
+    finished = dt.datetime.now(dt.UTC)
+    print(f"finished {finished:%H:%M} UTC · {c.load()}")
+    print()
+    for tickets, columns, as_of, case in results:
+        if columns == "default" and as_of == "on":
+            n = f"{tickets / 1e6:g}M" if tickets >= 1_000_000 else f"{tickets // 1000}k"
+            print(
+                f"ratio ours/psql ({n} tickets, local storage): "
+                f"{statistics.median(case['whole'].ratios()):.2f}"
+            )
+            print(
+                f"streaming ratio ours/psql ({n} tickets, local storage): "
+                f"{statistics.median(case['streaming'].ratios()):.2f}"
+            )
+    print()
+    header = (
+        f"{'tickets':>9} {'columns':<8} {'as-of':<5} {'sql':<12} {'psql s':>7} "
+        f"{'stream s':>8} {'whole s':>8} {'count s':>7} {'stream×':>7} {'whole×':>7} "
+        f"{'rows/s':>9} {'MB/s':>6} {'MB':>7} {'RSS MiB':>7}"
+    )
+    print(header)
+    for tickets, columns, as_of, case in results:
+        whole, streaming = case["whole"], case["streaming"]
+        median_whole = statistics.median(whole.ours)
+        print(
+            f"{tickets:>9,} {columns:<8} {as_of:<5} {case['sql_sha']:<12} "
+            f"{statistics.median(whole.base):>7.2f} {statistics.median(streaming.ours):>8.2f} "
+            f"{median_whole:>8.2f} {case['counting']:>7.2f} "
+            f"{statistics.median(streaming.ratios()):>7.2f} "
+            f"{statistics.median(whole.ratios()):>7.2f} "
+            f"{case['rows'] / median_whole:>9,.0f} {case['bytes'] / 1e6 / median_whole:>6.1f} "
+            f"{case['bytes'] / 1e6:>7.1f} {case['rss']:>7.1f}"
+        )
+    print()
+    for tickets, columns, as_of, case in results:
+        label = f"{tickets:,} {columns} as-of {as_of}"
+        print(case["streaming"].line(f"{label}, streaming"))
+        print(case["whole"].line(f"{label}, whole"))
+    if click_samples:
+        to_running = [a * 1000 for a, _ in click_samples]
+        to_done = [b for _, b in click_samples]
+        print(
+            f"click → completed, {max(counts):,} tickets, all, default columns, as-of on: "
+            f"median {statistics.median(to_done):.2f} s (min {min(to_done):.2f}, max "
+            f"{max(to_done):.2f}) over {len(to_done)}; click → running median "
+            f"{statistics.median(to_running):.1f} ms"
+        )
+    if args.json:
+        c.emit_json(
+            args.json,
+            {
+                "started": started, "finished": finished, "server": version,
+                "cases": [
+                    {"tickets": t, "columns": col, "as_of": a, "sql_sha": case["sql_sha"],
+                     "rows": case["rows"], "bytes": case["bytes"], "whole": vars(case["whole"]),
+                     "streaming": vars(case["streaming"]), "details": case["details"]}
+                    for t, col, a, case in results
+                ],
+                "clicks": click_samples,
+            },
+        )  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.path.insert(0, str(Path(__file__).parent))
+    raise SystemExit(main())

@@ -1,8 +1,8 @@
 """Each export format next to `psql \\copy` of the CSV: streaming time, bytes, worker peak RSS.
 
-Usage (a migrated database seeded with `ticketexport seed --tickets 1000000`):
+Usage (server and seeded database as in bench/_common.py):
 
-    DATABASE_URL=postgresql://postgres@127.0.0.1/te_bench .venv/bin/python bench/formats.py
+    .venv/bin/python bench/formats.py [--rounds 5] [--tickets 1000000] [--quick]
 
 Every export is the `all` view (default columns) run by a fresh `ticketexport worker`
 process to local storage. The streaming stage is the export's `exporting` stage (COPY into
@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _common
 import psycopg
 
 from ticketexport.bootstrap import open_services
@@ -70,26 +71,15 @@ def _check_database(url: str) -> tuple[Actor, int]:
     return Actor(id=row[0], email=row[1], is_admin=row[2], permissions=Permission(row[3])), tickets
 
 
-def _psql() -> str:
-    found = shutil.which("psql")
-    if found:
-        return found
-    import pgserver  # the embedded server ships its own psql
-
-    return str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql")
-
-
 def psql_copy(url: str, user: Actor, out: Path) -> tuple[float, int]:
-    """psql's client-side \\copy of exactly the CSV's SELECT, to a local file."""
+    """psql's client-side copy of exactly the CSV's COPY statement to a local file, then
+    sync (bench/_common.py), with the worker's session options."""
     view = view_service.builtin_view("all")
     request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
     compiled = compile_export(view, request, user, dt.datetime.now(dt.UTC), "UTC", snapshot=None)
     with psycopg.connect(url) as conn:
-        text = formats.CSV.select(compiled.rows).as_string(conn)
-    command = f"\\copy ({' '.join(text.split())}) TO '{out}' WITH (FORMAT csv, HEADER)"
-    started = time.perf_counter()
-    subprocess.run([_psql(), url, "-X", "-q", "-c", command], check=True)
-    return time.perf_counter() - started, out.stat().st_size
+        statement = formats.CSV.copy_statement(formats.CSV.select(compiled.rows)).as_string(conn)
+    return _common.psql_copy(url, statement, out), out.stat().st_size
 
 
 def _peak_rss_kib(pid: int) -> int:
@@ -166,13 +156,22 @@ async def _first_ids_view(url: str, user: Actor, rows: int) -> str:
     return str(view_id)
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the three formats")
+    parser.add_argument("--tickets", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", default=_common.QUICK)
     args = parser.parse_args()
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        raise SystemExit("set DATABASE_URL to a migrated database seeded with 1M tickets")
+    if args.quick:
+        args.rounds, args.tickets = 1, 100_000
+    with _common.server() as admin:
+        url = _common.seeded(admin, args.tickets)
+        print(f"formats · {_common.server_version(admin)} · {_common.machine()}")
+        asyncio.run(run(url, args))
+        print(f"finished · {_common.load()}")
+
+
+async def run(url: str, args: argparse.Namespace) -> None:
     user, tickets = _check_database(url)
     keys = list(formats.FORMATS)
     runs: dict[str, list[dict[str, float]]] = {key: [] for key in keys}
@@ -220,4 +219,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

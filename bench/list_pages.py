@@ -1,8 +1,8 @@
 """List-page server time per built-in view and sort: first page, a deep page, and search.
 
-Usage (a database seeded with `ticketexport seed --tickets 1000000`):
+Usage (server and seeded 1M-ticket database as in bench/_common.py, or --database-url):
 
-    DATABASE_URL=postgresql://... .venv/bin/python bench/list_pages.py [--runs 5]
+    .venv/bin/python bench/list_pages.py [--runs 5] [--database-url URL] [--quick]
         [--views team-tickets,following] [--sorts assignee,priority,view] [--no-search]
 
 Times one `list_page()` call (the page query plus its capped count) on a warm connection,
@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import os
 import statistics
 import sys
 import time
 from typing import Any
 
+import _common
 import psycopg
 
 from ticketexport.domain.actor import Actor
@@ -83,7 +83,11 @@ def _chosen(text: str, known: tuple[str, ...], what: str) -> tuple[str, ...] | N
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    parser.add_argument(
+        "--database-url", help="a seeded database (default: bench/_common.py's, 1M tickets)"
+    )
+    parser.add_argument("--tickets", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", default=_common.QUICK)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tz", default="America/New_York")
     parser.add_argument("--search", default="printer")
@@ -97,9 +101,20 @@ async def main() -> int:
     sorts = _chosen(args.sorts, tuple(registry.SORTS), "sort")
     if views is None or sorts is None:
         return 2
+    if args.quick:
+        args.runs, args.tickets, args.no_search = 1, 100_000, True
+        args.views = args.views or "all,my-tickets"
+        views = _chosen(args.views, tuple(registry.BUILTIN_VIEWS), "view")
+        assert views is not None
     if not args.database_url:
-        print("set DATABASE_URL or pass --database-url", file=sys.stderr)
-        return 2
+        with _common.server() as admin:
+            args.database_url = _common.seeded(admin, args.tickets)
+            print(f"list pages · {_common.server_version(admin)} · {_common.machine()}")
+            return await measure(args, views, sorts)
+    return await measure(args, views, sorts)
+
+
+async def measure(args: argparse.Namespace, views: Any, sorts: Any) -> int:
     now = datetime.datetime.now(datetime.UTC)
     async with await psycopg.AsyncConnection.connect(args.database_url, autocommit=True) as conn:
         # The busiest agent: most assigned tickets, so "my" views are as large as they get.
@@ -115,7 +130,7 @@ async def main() -> int:
         actor = Actor(int(row[0]), is_admin=False, permissions=0)
         total = await (await conn.execute("SELECT count(*) FROM tickets")).fetchone()
         print(
-            f"tickets: {total[0] if total else 0:,}; acting user id {actor.user_id}; "
+            f"tickets: {total[0] if total else 0:,}; acting user id {actor.id}; "
             f"median of {args.runs} runs; ms"
         )
         header = f"{'view':<16} {'sort':<9} {'rows':>8} {'first':>8} {'deep':>8}  target"

@@ -1,17 +1,20 @@
 """NOTIFY-to-client latency of live export events with 1, 100 and 300 watching clients.
 
-Usage (embedded PostgreSQL when DATABASE_URL is unset):
+Usage:
 
-    [DATABASE_URL=postgresql://postgres@127.0.0.1/postgres] \\
-        .venv/bin/python bench/sse_latency.py [--clients 1,100,300] [--events 30]
+    .venv/bin/python bench/sse_latency.py [--servers system,embedded] [--clients 1,100,300]
+        [--events 30] [--quick]
 
-For each client count: a fresh migrated scratch database, one `ticketexport serve` process,
-and one separate client process holding that many `GET /staff/exports/{id}/events` streams
-(aiohttp, no connection limit). This process then moves the export along with
-`UPDATE export_jobs … ; events.publish(…)` every 150 ms, writing the event's sequence
-number into rows_done and noting time.monotonic() just before COMMIT (the moment NOTIFY
-is sent). Each client notes time.monotonic() when the event with that number arrives;
-CLOCK_MONOTONIC is one clock for every process on the host, so the difference is the full
+`--servers`: `system` (PostgreSQL at 127.0.0.1:5432), `embedded` (pgserver), `default`
+(bench/_common.py's rule: DATABASE_URL, else the system server, else the embedded one).
+For each server and client count: a fresh migrated scratch database, one
+`ticketexport serve` process, and one separate client process holding that many
+`GET /staff/exports/{id}/events` streams (aiohttp, no connection limit). This process then
+moves the export along with `UPDATE export_jobs … ; events.publish(…)` every 150 ms (the
+call the worker makes on every change), writing the event's sequence number into rows_done
+and noting time.monotonic() just before COMMIT (the moment NOTIFY is sent). Each client
+notes time.monotonic() when the event with that number arrives; CLOCK_MONOTONIC is one
+clock for every process on the host, so the difference is the full
 path: NOTIFY → the web process's LISTEN connection → one state query → fan-out → SSE bytes
 → the client. Prints p50, p95 and max per client count.
 
@@ -203,18 +206,13 @@ def complete_export(conn: psycopg.Connection[Any], export_id: str, rows: int) ->
 
 
 @contextlib.contextmanager
-def _server() -> Iterator[str]:
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        yield url
-        return
-    from ticketexport.embedded import embedded_database
+def _server(which: str) -> Iterator[str]:
+    """The benchmark server (bench/_common.py's rule; `system` or `embedded` by name)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _common
 
-    with (
-        tempfile.TemporaryDirectory(prefix="sse-bench-") as home,
-        embedded_database(Path(home)) as embedded,
-    ):
-        yield embedded
+    with _common.server(which) as url:
+        yield url
 
 
 @contextlib.contextmanager
@@ -311,11 +309,13 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def bench(client_counts: list[int], events_n: int) -> None:
+def bench_server(
+    which: str, client_counts: list[int], events_n: int
+) -> list[tuple[int, list[float]]]:
     from ticketexport import accounts
 
     results = []
-    with _server() as server:
+    with _server(which) as server:
         for clients in client_counts:
             with _scratch(server) as db_url:
                 with psycopg.connect(db_url, autocommit=True) as conn:
@@ -351,11 +351,36 @@ def bench(client_counts: list[int], events_n: int) -> None:
                         web.kill()
                         web.wait()
             results.append((clients, latencies))
-    print(f"{'clients':>7}  {'samples':>7}  {'p50 ms':>7}  {'p95 ms':>7}  {'max ms':>7}")
-    for clients, latencies in results:
+    return results
+
+
+def bench(servers: list[str], client_counts: list[int], events_n: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _common
+
+    started = dt.datetime.now(dt.UTC)
+    print(f"NOTIFY → SSE client · {started:%Y-%m-%d %H:%M} UTC · {_common.machine()}")
+    rows = []
+    for which in servers:
+        if which == "system" and not _common.reachable(_common.SYSTEM_URL):
+            print("system: skipped, no PostgreSQL answers at 127.0.0.1:5432")
+            continue
+        with _server(which) as server:
+            version = _common.server_version(server)
+        for clients, latencies in bench_server(which, client_counts, events_n):
+            rows.append((version, clients, latencies, _common.load()))
+            _common.log(f"{version}, {clients} clients: p95 {_percentile(latencies, 95):.1f} ms")
+    print(f"finished {dt.datetime.now(dt.UTC):%H:%M} UTC · {_common.load()}")
+    print()
+    print(
+        f"{'server':<18} {'clients':>7}  {'samples':>7}  {'p50 ms':>7}  {'p95 ms':>7}  "
+        f"{'max ms':>7}  load after"
+    )
+    for version, clients, latencies, load in rows:
+        short = " ".join(version.split()[:2])
         print(
-            f"{clients:>7}  {len(latencies):>7}  {statistics.median(latencies):>7.1f}  "
-            f"{_percentile(latencies, 95):>7.1f}  {max(latencies):>7.1f}"
+            f"{short:<18} {clients:>7}  {len(latencies):>7}  {statistics.median(latencies):>7.1f}  "
+            f"{_percentile(latencies, 95):>7.1f}  {max(latencies):>7.1f}  {load}"
         )
 
 
@@ -386,11 +411,15 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--clients", default="1,100,300")
     parser.add_argument("--events", type=int, default=30)
+    parser.add_argument("--servers", default="system,embedded")
+    parser.add_argument("--quick", action="store_true", default=bool(os.environ.get("BENCH_QUICK")))
     args = parser.parse_args(argv)
     if args.mode == "client":
         asyncio.run(run_clients(args.url, args.cookie, args.clients, args.timeout))
         return 0
-    bench([int(n) for n in args.clients.split(",")], args.events)
+    if args.quick:
+        args.servers, args.clients, args.events = "default", "1,40", 10
+    bench(args.servers.split(","), [int(n) for n in args.clients.split(",")], args.events)
     return 0
 
 

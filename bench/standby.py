@@ -145,7 +145,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tickets", type=int, default=1_000_000)
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", default=bool(os.environ.get("BENCH_QUICK")))
     args = parser.parse_args()
+    if args.quick:
+        args.tickets, args.pairs = 100_000, 1
     with replicated_pair() as pair, tempfile.TemporaryDirectory(prefix="te-standby-") as tmp:
         with psycopg.connect(pair.primary.url(), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("te_bench")))

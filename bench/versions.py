@@ -1,9 +1,10 @@
 """What row versions cost: as-of exports against plain ones, and writes with and without the
 history triggers, each side measured in alternating pairs in one run.
 
-Usage (the database must be migrated and seeded, e.g. with 1,000,000 tickets):
+Usage (server as in bench/_common.py; it seeds and keeps a database of its own,
+`te_bench_versions_<N>`, since it updates tickets):
 
-    DATABASE_URL=postgresql://postgres@127.0.0.1/te_bench .venv/bin/python bench/versions.py
+    .venv/bin/python bench/versions.py [--tickets 1000000] [--quick]
 
 1. Export throughput: `psql \\copy` of the CSV export of `all` (default columns, newest
    first) read as of a snapshot taken before `--history` tickets were updated (so the
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import re
 import statistics
 import subprocess
@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import _common
 import psycopg
 
 from ticketexport.domain.actor import Actor
@@ -212,10 +213,20 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--skip", action="append", default=[], choices=["export", "update", "bulk"])
+    parser.add_argument("--tickets", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", default=_common.QUICK)
     args = parser.parse_args()
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        raise SystemExit("set DATABASE_URL to a migrated, seeded database")
+    if args.quick:
+        args.pairs, args.history, args.seconds, args.tickets = 1, 10_000, 5, 100_000
+    with _common.server() as admin:
+        # A database of its own: this script updates tickets and toggles triggers.
+        url = _common.seeded(admin, args.tickets, tag="versions")
+        print(f"versions · {_common.server_version(admin)} · {_common.machine()}")
+        run(url, args)
+        print(f"finished · {_common.load()}")
+
+
+def run(url: str, args: argparse.Namespace) -> None:
     try:
         if "export" not in args.skip:
             print(exports(url, args.pairs, args.history), flush=True)

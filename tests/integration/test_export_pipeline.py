@@ -378,3 +378,19 @@ async def test_an_export_failed_when_claimed_is_audited(
     assert _failure_audits(seeded_url, requested.export_id) == [
         ("export.failed", user.id, code, attempt, "csv")
     ]
+
+
+async def test_export_sessions_run_without_jit(deps: Services, seeded_url: str) -> None:
+    # JIT compiling an export's plan costs seconds before the first row (bench/README.md).
+    run = ExportRun(deps, "00000000-0000-0000-0000-000000000000", None)
+    counter = await run._connect(seeded_url)
+    try:
+        cur = await counter.execute("SHOW jit")
+        assert await cur.fetchone() == ("off",)
+    finally:
+        await counter.close()
+    copier = await run._connect(seeded_url, blocking=True)
+    try:
+        assert copier.execute("SHOW jit").fetchone() == ("off",)
+    finally:
+        copier.close()

@@ -51,6 +51,12 @@ HEARTBEAT_STOP_SECONDS = 2.0
 STANDBY_POLL_SECONDS = 0.05
 # Attempts a standby's recovery conflicts may cut short before the next one reads the primary.
 STANDBY_CONFLICTS_BEFORE_PRIMARY = 2
+# The export's count and COPY sessions run without JIT. An export's plan costs far above
+# jit_above_cost (an as-of read of 1M tickets is estimated at ~570,000), so PostgreSQL would
+# compile it with inlining and optimisation: measured at 4 s of a 1M-ticket export and 5 s
+# of a 100k-ticket one of every column (bench/features.py, bench/README.md), paid before the
+# first row, while a streaming scan that formats text gains next to nothing from it.
+EXPORT_SESSION_OPTIONS = "-c jit=off"
 # How a hot standby cancels a query that conflicts with the WAL it must replay
 # ("canceling statement due to conflict with recovery").
 RECOVERY_CONFLICTS = (
@@ -336,6 +342,7 @@ class ExportRun:
             "autocommit": True,
             "application_name": copy_application_name(self.export_id),
             "connect_timeout": connect_timeout,
+            "options": EXPORT_SESSION_OPTIONS,
         }
         try:
             if blocking:

@@ -1,0 +1,144 @@
+"""Worker peak RSS exporting 100k, 1M and 5M tickets, per storage backend.
+
+    .venv/bin/python bench/memory.py [--tickets 100000,1000000,5000000]
+        [--storage local] [--storage s3://bucket/prefix?endpoint_url=…] [--quick]
+
+`--storage` (repeatable) takes TICKETEXPORT_STORAGE_URL values; `local` is a file:// URL in
+a temporary directory. With no --storage, TICKETEXPORT_STORAGE_URL (if set) and local are
+measured. A backend this build cannot open (an unknown scheme, an unreachable service) is
+skipped with the reason.
+
+Each export (the `all` view, default columns, as-of on, CSV) is clicked while no worker
+runs, then a fresh `ticketexport worker --concurrency 1` runs it alone; its peak RSS is the
+process's VmHWM when the export has completed. The baseline from the same run is the peak
+RSS of an identical worker that started, connected and ran no export (held for 3 s). The
+target: under 150 MB, and flat (within ±10%) from the smallest to the largest export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common as c
+
+
+def _usable(storage_url: str) -> str | None:
+    """Why this build cannot use the backend, or None."""
+    from ticketexport.storage import StorageError, from_url
+
+    try:
+        from_url(storage_url)
+    except (StorageError, ValueError, ImportError, OSError) as exc:
+        return str(exc)
+    return None
+
+
+def _delete(storage_url: str, key: str) -> None:
+    from ticketexport.storage import from_url
+
+    asyncio.run(from_url(storage_url).delete(key))
+
+
+def idle_rss(url: str, home: Path, env: dict[str, str]) -> float:
+    worker = c.start_worker(url, home, env=env)
+    try:
+        c.wait_worker_ready(url, worker)
+        time.sleep(3)
+        return c.peak_rss_mib(worker.pid)
+    finally:
+        c.stop(worker)
+
+
+def export_rss(
+    url: str, server: c.Web, home: Path, env: dict[str, str]
+) -> tuple[float, float, int]:
+    """(peak RSS MiB, seconds running → completed, rows) of one export on a fresh worker."""
+    watcher = c.Watcher(url)
+    export_id, _ = c.click(server, "all")
+    worker = c.start_worker(url, home, env=env)
+
+    def alive() -> None:
+        if worker.poll() is not None:
+            raise SystemExit(f"the worker exited with status {worker.returncode}")
+
+    try:
+        marks = watcher.wait([export_id], alive=alive)[export_id]
+        rss = c.peak_rss_mib(worker.pid)
+    finally:
+        c.stop(worker)
+        watcher.close()
+    row = c.export_row(url, export_id)
+    if row["status"] != "completed":
+        raise SystemExit(f"export {export_id} ended {row['status']}: {row['error_code']}")
+    _delete(env["TICKETEXPORT_STORAGE_URL"], row["object_key"])
+    return rss, marks["completed"] - marks["running"], int(row["rows_done"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tickets", default="100000,1000000,5000000")
+    parser.add_argument("--storage", action="append", default=[])
+    parser.add_argument("--quick", action="store_true", default=c.QUICK)
+    args = parser.parse_args()
+    if args.quick:
+        args.tickets = "100000"
+    counts = [int(n) for n in args.tickets.split(",")]
+    backends = args.storage or [
+        *([u] if (u := __import__("os").environ.get("TICKETEXPORT_STORAGE_URL")) else []),
+        "local",
+    ]
+    started = dt.datetime.now(dt.UTC)
+    results: list[tuple[str, float, list[tuple[int, float, float]]]] = []
+    with c.server() as admin, tempfile.TemporaryDirectory(prefix="te-bench-memory-") as tmpdir:
+        tmp = Path(tmpdir)
+        version = c.server_version(admin)
+        print(f"worker peak RSS · {started:%Y-%m-%d %H:%M} UTC · {version} · {c.machine()}")
+        urls = {n: c.seeded(admin, n) for n in counts}
+        for name in backends:
+            storage_url = (tmp / "exports").as_uri() if name == "local" else name
+            label = "local" if name == "local" else name.split("?", 1)[0]
+            reason = _usable(storage_url)
+            if reason is not None:
+                print(f"{label}: skipped, not available in this build: {reason}")
+                continue
+            env = {"TICKETEXPORT_STORAGE_URL": storage_url}
+            rows: list[tuple[int, float, float]] = []
+            base = idle_rss(urls[counts[0]], tmp / "idle", env)
+            for n in counts:
+                with c.web(urls[n], tmp / f"web-{n}", env) as server:
+                    rss, seconds, done = export_rss(urls[n], server, tmp / f"w-{n}", env)
+                rows.append((done, rss, seconds))
+                c.log(
+                    f"{label} {done:,} rows: peak RSS {rss:.1f} MiB in {seconds:.1f} s ({c.load()})"
+                )
+            results.append((label, base, rows))
+    print(f"finished {dt.datetime.now(dt.UTC):%H:%M} UTC · {c.load()}")
+    print()
+    print(
+        f"{'storage':<24} {'rows':>10} {'peak RSS MiB':>12} {'÷ smallest':>10} "
+        f"{'÷ idle':>7} {'export s':>8}"
+    )
+    for label, base, rows in results:
+        print(f"{label:<24} {'idle worker':>10} {base:>12.1f}")
+        for done, rss, seconds in rows:
+            print(
+                f"{label:<24} {done:>10,} {rss:>12.1f} {rss / rows[0][1]:>10.3f} "
+                f"{rss / base:>7.3f} {seconds:>8.1f}"
+            )
+        peak = max(r for _, r, _ in rows)
+        flat = max(r for _, r, _ in rows) / min(r for _, r, _ in rows) - 1
+        print(
+            f"{label}: peak {peak:.1f} MiB (target < 150 MB = 143 MiB), spread "
+            f"{flat * 100:.1f}% from {rows[0][0]:,} to {rows[-1][0]:,} rows (target ±10%)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
