@@ -44,7 +44,7 @@ from ticketexport.views.model import ListRequest
 pytestmark = pytest.mark.slow
 
 ADMIN = next(d for d in seed.DEMO_LOGINS if d.is_admin and d.can_export)
-# Workers in these tests notice lost peers and sweep quickly.
+# Tests that queue many exports for one user lift the per-user limit.
 FAST = {"TICKETEXPORT_MAX_ACTIVE_EXPORTS_PER_USER": "0"}
 
 
