@@ -166,13 +166,15 @@ def main() -> None:
             )
     print()
     print(
-        "backend   running → completed   rows/s      bytes          worker peak RSS   load (1 min)"
+        "backend   running → completed     rows/s          bytes   worker peak RSS"
+        "   during the export   load (1 min)"
     )
     for name, figures, load in results:
+        rate = figures["rows"] / figures["seconds"]
         print(
-            f"{name:<9} {figures['seconds']:>10.2f} s        "
-            f"{figures['rows'] / figures['seconds']:>9,.0f}   {figures['bytes']:>13,}   "
-            f"{figures['rss']:>8.1f} MiB      {load[0]:.1f}"
+            f"{name:<9} {figures['seconds']:>17.2f} s  {rate:>9,.0f}"
+            f"  {figures['bytes']:>13,}  {figures['rss']:>12.1f} MiB"
+            f"  {figures['rss'] - figures['started_rss']:>14.1f} MiB  {load[0]:>13.1f}"
         )
 
 

@@ -44,7 +44,7 @@ from ticketexport.views.model import ListRequest
 pytestmark = pytest.mark.slow
 
 ADMIN = next(d for d in seed.DEMO_LOGINS if d.is_admin and d.can_export)
-# Workers in these tests notice lost peers and sweep quickly.
+# Tests that queue many exports for one user lift the per-user limit.
 FAST = {"TICKETEXPORT_MAX_ACTIVE_EXPORTS_PER_USER": "0"}
 
 
@@ -318,7 +318,6 @@ def test_scale_out_on_s3(
             export_id = await client.request_export(web_1)
             events = await asyncio.wait_for(client.watch(web_2, export_id), timeout=90)
             assert events[-1]["status"] == "completed", workers.outputs()
-            assert any(e["status"] == "running" for e in events) or len(events) >= 1
             status, body = await client.download(web_2, export_id)
             assert status == 200
             assert hashlib.sha256(body).hexdigest() == reference_export.sha256

@@ -7,7 +7,7 @@ import base64
 import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -40,7 +40,7 @@ def _block_id(number: int) -> str:
     return base64.b64encode(f"{number:08d}".encode()).decode()
 
 
-def _credentials(environ: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
+def _credentials(environ: Mapping[str, str]) -> dict[str, Any]:
     """BlobServiceClient arguments from the variables the Azure tools read."""
     connection_string = environ.get("AZURE_STORAGE_CONNECTION_STRING")
     if connection_string:
@@ -84,7 +84,7 @@ class AzureStorage:
         *,
         part_size: int = PART_SIZE,
         max_blocks: int = MAX_BLOCKS,
-        environ: dict[str, str] | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.container_name = container
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
