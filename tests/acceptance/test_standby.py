@@ -148,7 +148,13 @@ def test_a_standby_behind_the_click_makes_the_worker_wait(
         conn.execute("SELECT pg_wal_replay_pause()")
     export_id = _click(primary)
     workers.start(primary, extra_env=_standby_env(standby, max_lag=120))
-    wait_status(primary, export_id, {"running"}, timeout=60, workers=workers)
+    # The claim sets `running`; the attempt's first stage, counting, is the next update.
+    wait_for(
+        "the export to reach its counting stage",
+        lambda: (row := export_row(primary, export_id))["stage"] == "counting" and row,
+        timeout=60,
+        workers=workers,
+    )
     # Held at counting: nothing read on either server while replay is paused.
     waiting_since = time.monotonic()
     while time.monotonic() - waiting_since < 2.0:
