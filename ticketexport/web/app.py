@@ -21,6 +21,7 @@ from ticketexport.bootstrap import Services
 from ticketexport.config import Settings
 from ticketexport.web import auth, exports, ops, pages, saved_views, tickets
 from ticketexport.web.keys import (
+    LOGIN_GATE,
     LOGIN_KEY,
     PASSWORD_EXECUTOR,
     SERVER_ERRORS,
@@ -38,7 +39,13 @@ MAX_BODY = 256 * 1024
 # Threads checking passwords at once: at most half the cores, so a flood of sign-ins
 # leaves the others to downloads, pages and (in `demo`) the worker.
 PASSWORD_THREADS = max(1, min(2, (os.cpu_count() or 2) // 2))
-PASSWORD_NICENESS = 10
+# The lowest priority: at nice 10 the password threads still took slices long enough to
+# delay each wake-up of a download's threads, making a 24 MiB download 3-5 times slower
+# during a sign-in flood; at 19 they run only on time nobody else wants.
+PASSWORD_NICENESS = 19
+# A few sign-ins at a time keep the password threads busy while leaving most of the web
+# pool's connections (bootstrap.WEB_CONNECTIONS) to everyone else.
+LOGIN_CONCURRENCY = 3
 
 
 def _login_key(settings: Settings) -> bytes:
@@ -68,6 +75,7 @@ def init_app(services: Services) -> web.Application:
     app[SERVICES] = services
     app[LOGIN_KEY] = _login_key(services.settings)
     app[SERVER_ERRORS] = ServerErrors()
+    app[LOGIN_GATE] = asyncio.Semaphore(LOGIN_CONCURRENCY)
     app[PASSWORD_EXECUTOR] = concurrent.futures.ThreadPoolExecutor(
         max_workers=PASSWORD_THREADS,
         thread_name_prefix="password-check",

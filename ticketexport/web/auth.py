@@ -23,6 +23,7 @@ from ticketexport.accounts import verify_password
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.permissions import ALL_PERMISSIONS, Permission
 from ticketexport.web.keys import (
+    LOGIN_GATE,
     LOGIN_KEY,
     PASSWORD_EXECUTOR,
     SESSION,
@@ -313,6 +314,11 @@ async def _verify(request: web.Request, hashed: str, password: str) -> bool:
 
 async def login_post(request: web.Request) -> web.StreamResponse:
     form = await request.post()
+    async with request.app[LOGIN_GATE]:
+        return await _sign_in(request, form)
+
+
+async def _sign_in(request: web.Request, form: Mapping[str, Any]) -> web.StreamResponse:
     email = _field(form, "email").strip().lower()
     password = _field(form, "password")
     target = safe_next(_field(form, "next")) or "/staff/tickets"

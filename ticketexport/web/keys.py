@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import concurrent.futures
 import dataclasses
@@ -49,6 +50,9 @@ SERVER_ERRORS = web.AppKey("server_errors", ServerErrors)
 # The threads that check passwords: a login flood waits for these, never for the threads
 # that read and write files (asyncio's default executor).
 PASSWORD_EXECUTOR = web.AppKey("password_executor", concurrent.futures.ThreadPoolExecutor)
+# Sign-ins in progress at once in this process: a flood queues here, in memory, instead of
+# taking every pooled connection from the pages and downloads of signed-in users.
+LOGIN_GATE = web.AppKey("login_gate", asyncio.Semaphore)
 
 # Request state ----------------------------------------------------------------------
 
