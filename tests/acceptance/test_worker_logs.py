@@ -22,15 +22,25 @@ def test_worker_log_lines_carry_export_and_job_ids(
 
     # The lines the export's own code writes are found by their ids alone ...
     mine = worker.log_entries(export_id=export_id, job_id=job_id)
-    assert [e["event"] for e in mine if "event" in e] == ["started", "completed"]
+    events = [e["event"] for e in mine if "event" in e]
+    # A loaded machine may add a line (a late heartbeat, say); the attempt's own start and
+    # end are always there, in order, and nothing failed.
+    assert events[0] == "started", events
+    assert events[-1] == "completed", events
+    assert not {"failed", "retrying", "stopped"} & set(events), events
     completed = next(e for e in mine if e.get("event") == "completed")
     assert (completed["attempt"], completed["rows"], completed["bytes"]) == (
         1,
         row["rows_done"],
         row["size_bytes"],
     )
-    # ... and every line of the worker that names the export also names its job.
+    # ... and every line the export job writes names both (maintenance, which runs in the
+    # same process, may name the export under its own job).
     entries = json_log_lines(worker.output())
-    about_it = [e for e in entries if export_id in str(e.get("export_id", ""))]
+    about_it = [
+        e
+        for e in entries
+        if e.get("export_id") == export_id and e.get("logger") == "ticketexport.exports.worker"
+    ]
     assert about_it
     assert all(e.get("job_id") == job_id for e in about_it), about_it
