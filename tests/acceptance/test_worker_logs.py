@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.workers import Workers, json_log_lines, request_export, wait_status
+from tests.support.workers import (
+    Workers,
+    json_log_lines,
+    request_export,
+    wait_for,
+    wait_status,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -19,6 +25,13 @@ def test_worker_log_lines_carry_export_and_job_ids(
     row = wait_status(seeded_url, export_id, {"completed", "failed"}, timeout=60, workers=workers)
     assert row["status"] == "completed", row["error_code"]
     job_id = row["procrastinate_job_id"]
+    # The row turns completed when the worker commits; its log line follows a moment later.
+    wait_for(
+        "the worker's completion line",
+        lambda: "completed" in worker.events(export_id),
+        timeout=30,
+        workers=workers,
+    )
 
     # The lines the export's own code writes are found by their ids alone ...
     mine = worker.log_entries(export_id=export_id, job_id=job_id)
