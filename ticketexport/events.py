@@ -81,8 +81,11 @@ class Subscription:
     async def next(self, within: float | None = None) -> State | None:
         """The newest state not yet taken, or None on timeout or when the hub stops."""
         if self._latest is None and not self.closed:
+            # asyncio.timeout, not wait_for: wait_for makes a task per call, and with 300
+            # streams waiting that was a tenth of a web process's time (bench/README.md).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), within)
+                async with asyncio.timeout(within):
+                    await self._ready.wait()
         state, self._latest = self._latest, None
         self._ready.clear()
         return state
