@@ -1,12 +1,13 @@
 """Worker peak RSS exporting 100k, 1M and 5M tickets, per storage backend.
 
     .venv/bin/python bench/memory.py [--tickets 100000,1000000,5000000]
-        [--storage local] [--storage s3://bucket/prefix?endpoint_url=…] [--quick]
+        [--storage local|s3|azure|<TICKETEXPORT_STORAGE_URL>]... [--quick]
 
-`--storage` (repeatable) takes TICKETEXPORT_STORAGE_URL values; `local` is a file:// URL in
-a temporary directory. With no --storage, TICKETEXPORT_STORAGE_URL (if set) and local are
-measured. A backend this build cannot open (an unknown scheme, an unreachable service) is
-skipped with the reason.
+`--storage` (repeatable): `local` is a file:// URL in a temporary directory; `s3` and
+`azure` start SeaweedFS and Azurite on loopback ports as the tests do; anything else is
+used as a TICKETEXPORT_STORAGE_URL. With no --storage: local, s3, azure and
+TICKETEXPORT_STORAGE_URL (if set). A backend this build cannot open (an unknown scheme, an
+unreachable service) is skipped with the reason.
 
 Each export (the `all` view, default columns, as-of on, CSV) is clicked while no worker
 runs, then a fresh `ticketexport worker --concurrency 1` runs it alone; its peak RSS is the
@@ -19,30 +20,62 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
+import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import _common as c
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' object stores
+from tests.support.objectstores import azurite, seaweedfs
 
 
-def _usable(storage_url: str) -> str | None:
+@contextlib.contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    """The backend's URL and credentials in this process's environment, for a moment."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _usable(env: dict[str, str]) -> str | None:
     """Why this build cannot use the backend, or None."""
     from ticketexport.storage import StorageError, from_url
 
     try:
-        from_url(storage_url)
+        with _environ(env):
+            from_url(env["TICKETEXPORT_STORAGE_URL"])
     except (StorageError, ValueError, ImportError, OSError) as exc:
         return str(exc)
     return None
 
 
-def _delete(storage_url: str, key: str) -> None:
+def _delete(env: dict[str, str], key: str) -> None:
+    """Remove the measured file, with the backend's credentials from `env`."""
     from ticketexport.storage import from_url
 
-    asyncio.run(from_url(storage_url).delete(key))
+    async def delete() -> None:
+        storage = from_url(env["TICKETEXPORT_STORAGE_URL"])
+        try:
+            await storage.delete(key)
+        finally:
+            await storage.close()
+
+    with _environ(env):
+        asyncio.run(delete())
 
 
 def idle_rss(url: str, home: Path, env: dict[str, str]) -> float:
@@ -76,8 +109,43 @@ def export_rss(
     row = c.export_row(url, export_id)
     if row["status"] != "completed":
         raise SystemExit(f"export {export_id} ended {row['status']}: {row['error_code']}")
-    _delete(env["TICKETEXPORT_STORAGE_URL"], row["object_key"])
+    _delete(env, row["object_key"])
     return rss, marks["completed"] - marks["running"], int(row["rows_done"])
+
+
+# Backends named rather than given as URLs: the benchmark starts their servers itself, as
+# the tests do (SeaweedFS for S3, Azurite for Azure Blob Storage).
+STARTED = ("local", "s3", "azure")
+
+
+@contextlib.contextmanager
+def _backend(name: str, tmp: Path) -> Iterator[dict[str, str]]:
+    if name == "local":
+        yield {"TICKETEXPORT_STORAGE_URL": (tmp / "exports").as_uri()}
+    elif name == "s3":
+        with seaweedfs() as server:
+            yield {**server.env, "TICKETEXPORT_STORAGE_URL": server.url(server.create_bucket())}
+    elif name == "azure":
+        with azurite() as server:
+            yield {
+                **server.env,
+                "TICKETEXPORT_STORAGE_URL": server.url(server.create_container()),
+            }
+    else:
+        yield {"TICKETEXPORT_STORAGE_URL": name}
+
+
+def _measure(
+    label: str, env: dict[str, str], counts: list[int], urls: dict[int, str], tmp: Path
+) -> tuple[str, float, list[tuple[int, float, float]]]:
+    rows: list[tuple[int, float, float]] = []
+    base = idle_rss(urls[counts[0]], tmp / "idle", env)
+    for n in counts:
+        with c.web(urls[n], tmp / f"web-{n}", env) as server:
+            rss, seconds, done = export_rss(urls[n], server, tmp / f"w-{n}", env)
+        rows.append((done, rss, seconds))
+        c.log(f"{label} {done:,} rows: peak RSS {rss:.1f} MiB in {seconds:.1f} s ({c.load()})")
+    return label, base, rows
 
 
 def main() -> int:
@@ -90,8 +158,10 @@ def main() -> int:
         args.tickets = "100000"
     counts = [int(n) for n in args.tickets.split(",")]
     backends = args.storage or [
-        *([u] if (u := __import__("os").environ.get("TICKETEXPORT_STORAGE_URL")) else []),
         "local",
+        "s3",
+        "azure",
+        *([u] if (u := os.environ.get("TICKETEXPORT_STORAGE_URL")) else []),
     ]
     started = dt.datetime.now(dt.UTC)
     results: list[tuple[str, float, list[tuple[int, float, float]]]] = []
@@ -101,23 +171,20 @@ def main() -> int:
         print(f"worker peak RSS · {started:%Y-%m-%d %H:%M} UTC · {version} · {c.machine()}")
         urls = {n: c.seeded(admin, n) for n in counts}
         for name in backends:
-            storage_url = (tmp / "exports").as_uri() if name == "local" else name
-            label = "local" if name == "local" else name.split("?", 1)[0]
-            reason = _usable(storage_url)
-            if reason is not None:
-                print(f"{label}: skipped, not available in this build: {reason}")
-                continue
-            env = {"TICKETEXPORT_STORAGE_URL": storage_url}
-            rows: list[tuple[int, float, float]] = []
-            base = idle_rss(urls[counts[0]], tmp / "idle", env)
-            for n in counts:
-                with c.web(urls[n], tmp / f"web-{n}", env) as server:
-                    rss, seconds, done = export_rss(urls[n], server, tmp / f"w-{n}", env)
-                rows.append((done, rss, seconds))
-                c.log(
-                    f"{label} {done:,} rows: peak RSS {rss:.1f} MiB in {seconds:.1f} s ({c.load()})"
-                )
-            results.append((label, base, rows))
+            with contextlib.ExitStack() as stack:
+                try:
+                    env = stack.enter_context(_backend(name, tmp))
+                except (Exception, pytest.skip.Exception, pytest.fail.Exception) as exc:
+                    # A missing SeaweedFS or Azurite is reported, and the others still run.
+                    print(f"{name}: skipped, its server did not start: {exc}")
+                    continue
+                storage_url = env["TICKETEXPORT_STORAGE_URL"]
+                label = name if name in STARTED else storage_url.split("?", 1)[0]
+                reason = _usable(env)
+                if reason is not None:
+                    print(f"{label}: skipped, not available in this build: {reason}")
+                    continue
+                results.append(_measure(label, env, counts, urls, tmp))
     print(f"finished {dt.datetime.now(dt.UTC):%H:%M} UTC · {c.load()}")
     print()
     print(
