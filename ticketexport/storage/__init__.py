@@ -134,6 +134,14 @@ async def probe(storage: Storage) -> None:
     await storage.delete(key)
 
 
+def prefixed_key(prefix: str, key: str) -> str:
+    """An object store's name for `key` under the configured prefix; refuses empty and
+    absolute keys, which would escape the prefix."""
+    if not key or key.startswith("/"):
+        raise StorageError(f"invalid object key {key!r}")
+    return prefix + key
+
+
 def from_url(url: str) -> Storage:
     """The backend named by TICKETEXPORT_STORAGE_URL's scheme.
 

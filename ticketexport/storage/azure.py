@@ -21,6 +21,7 @@ from ticketexport.storage import (
     StorageError,
     StorageLimitExceeded,
     StoredObject,
+    prefixed_key,
 )
 
 # Azure's own limit on the committed blocks of one block blob.
@@ -97,9 +98,7 @@ class AzureStorage:
         self._lock = asyncio.Lock()
 
     def _key(self, key: str) -> str:
-        if not key or key.startswith("/"):
-            raise StorageError(f"invalid object key {key!r}")
-        return self.prefix + key
+        return prefixed_key(self.prefix, key)
 
     async def _client(self) -> ContainerClient:
         if self._container is None:

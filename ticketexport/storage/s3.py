@@ -20,6 +20,7 @@ from ticketexport.storage import (
     StorageError,
     StorageLimitExceeded,
     StoredObject,
+    prefixed_key,
 )
 
 # S3's own limit on the parts of one multipart upload.
@@ -95,9 +96,7 @@ class S3Storage:
         self._lock = asyncio.Lock()
 
     def _key(self, key: str) -> str:
-        if not key or key.startswith("/"):
-            raise StorageError(f"invalid object key {key!r}")
-        return self.prefix + key
+        return prefixed_key(self.prefix, key)
 
     async def _s3(self) -> Any:
         if self._client is None:
@@ -132,24 +131,12 @@ class S3Storage:
                 buffer += chunk
                 if len(buffer) < self.part_size:
                     continue
-                if len(parts) >= self.max_parts:
-                    raise StorageLimitExceeded(
-                        f"{key}: more than {self.max_parts} parts of {self.part_size} bytes"
-                    )
                 if upload_id is None:
                     created = await s3.create_multipart_upload(
                         Bucket=self.bucket, Key=full, ContentType=content_type
                     )
                     upload_id = str(created["UploadId"])
-                number = len(parts) + 1
-                sent = await s3.upload_part(
-                    Bucket=self.bucket,
-                    Key=full,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=bytes(buffer),
-                )
-                parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+                await self._send_part(s3, key, full, upload_id, parts, bytes(buffer))
                 buffer = bytearray()
             if upload_id is None:
                 await s3.put_object(
@@ -157,19 +144,7 @@ class S3Storage:
                 )
             else:
                 if buffer:
-                    if len(parts) >= self.max_parts:
-                        raise StorageLimitExceeded(
-                            f"{key}: more than {self.max_parts} parts of {self.part_size} bytes"
-                        )
-                    number = len(parts) + 1
-                    sent = await s3.upload_part(
-                        Bucket=self.bucket,
-                        Key=full,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=bytes(buffer),
-                    )
-                    parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+                    await self._send_part(s3, key, full, upload_id, parts, bytes(buffer))
                 buffer = bytearray()
                 await s3.complete_multipart_upload(
                     Bucket=self.bucket,
@@ -185,6 +160,26 @@ class S3Storage:
                 raise
             raise StorageError(f"{key}: {type(exc).__name__}: {exc}") from exc
         return StoredObject(key=key, size=size, sha256=digest.hexdigest())
+
+    async def _send_part(
+        self,
+        s3: Any,
+        key: str,
+        full: str,
+        upload_id: str,
+        parts: list[dict[str, Any]],
+        body: bytes,
+    ) -> None:
+        """Upload the next part, unless the object would outgrow S3's part count."""
+        if len(parts) >= self.max_parts:
+            raise StorageLimitExceeded(
+                f"{key}: more than {self.max_parts} parts of {self.part_size} bytes"
+            )
+        number = len(parts) + 1
+        sent = await s3.upload_part(
+            Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=body
+        )
+        parts.append({"PartNumber": number, "ETag": sent["ETag"]})
 
     async def _undo(self, full: str, upload_id: str | None) -> None:
         """Abort the upload, and remove the object in case its last request landed after
