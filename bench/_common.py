@@ -52,6 +52,32 @@ UNCAPPED = {
 }
 
 
+@contextlib.contextmanager
+def storage_backend(name: str, home: Path) -> Iterator[dict[str, str]]:
+    """TICKETEXPORT_STORAGE_URL (with its credentials) for `local`, `s3` or `azure`, the
+    object stores started on loopback ports as the tests start them and stopped after; any
+    other name is taken as the URL itself."""
+    if name == "local":
+        yield {"TICKETEXPORT_STORAGE_URL": (home / "exports").as_uri()}
+        return
+    if name not in ("s3", "azure"):
+        yield {"TICKETEXPORT_STORAGE_URL": name}
+        return
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.support.objectstores import azurite, seaweedfs
+
+    if name == "s3":
+        with seaweedfs() as s3:
+            yield {**s3.env, "TICKETEXPORT_STORAGE_URL": s3.url(s3.create_bucket(), "bench")}
+    else:
+        with azurite() as blobs:
+            yield {
+                **blobs.env,
+                "TICKETEXPORT_STORAGE_URL": blobs.url(blobs.create_container(), "bench"),
+            }
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 

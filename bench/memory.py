@@ -32,9 +32,6 @@ from pathlib import Path
 import _common as c
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' object stores
-from tests.support.objectstores import azurite, seaweedfs
-
 
 @contextlib.contextmanager
 def _environ(env: dict[str, str]) -> Iterator[None]:
@@ -118,23 +115,6 @@ def export_rss(
 STARTED = ("local", "s3", "azure")
 
 
-@contextlib.contextmanager
-def _backend(name: str, tmp: Path) -> Iterator[dict[str, str]]:
-    if name == "local":
-        yield {"TICKETEXPORT_STORAGE_URL": (tmp / "exports").as_uri()}
-    elif name == "s3":
-        with seaweedfs() as server:
-            yield {**server.env, "TICKETEXPORT_STORAGE_URL": server.url(server.create_bucket())}
-    elif name == "azure":
-        with azurite() as server:
-            yield {
-                **server.env,
-                "TICKETEXPORT_STORAGE_URL": server.url(server.create_container()),
-            }
-    else:
-        yield {"TICKETEXPORT_STORAGE_URL": name}
-
-
 def _measure(
     label: str, env: dict[str, str], counts: list[int], urls: dict[int, str], tmp: Path
 ) -> tuple[str, float, list[tuple[int, float, float]]]:
@@ -173,7 +153,7 @@ def main() -> int:
         for name in backends:
             with contextlib.ExitStack() as stack:
                 try:
-                    env = stack.enter_context(_backend(name, tmp))
+                    env = stack.enter_context(c.storage_backend(name, tmp))
                 except (Exception, pytest.skip.Exception, pytest.fail.Exception) as exc:
                     # A missing SeaweedFS or Azurite is reported, and the others still run.
                     print(f"{name}: skipped, its server did not start: {exc}")

@@ -15,23 +15,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import _common as c
 import psycopg
 from psycopg import sql
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the object-store helpers the tests use
 
-from tests.support.objectstores import azurite, seaweedfs  # noqa: E402
 from tests.support.services import actor_for, services_for  # noqa: E402
 from ticketexport.exports import service  # noqa: E402
 from ticketexport.views.model import ListRequest  # noqa: E402
@@ -123,24 +121,6 @@ def _measure(url: str, home: Path, env: dict[str, str]) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def _backend(name: str, home: Path) -> Iterator[dict[str, str]]:
-    if name == "local":
-        yield {"TICKETEXPORT_STORAGE_URL": (home / "exports").as_uri()}
-    elif name == "s3":
-        with seaweedfs() as server:
-            yield {
-                **server.env,
-                "TICKETEXPORT_STORAGE_URL": server.url(server.create_bucket(), "bench"),
-            }
-    else:
-        with azurite() as server:
-            yield {
-                **server.env,
-                "TICKETEXPORT_STORAGE_URL": server.url(server.create_container(), "bench"),
-            }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--database", default="te_storage_bench")
@@ -152,7 +132,7 @@ def main() -> None:
     for name in args.backends.split(","):
         with tempfile.TemporaryDirectory(prefix=f"te-bench-{name}-") as tmp:
             home = Path(tmp)
-            with _backend(name, home) as env:
+            with c.storage_backend(name, home) as env:
                 load = os.getloadavg()
                 figures = _measure(url, home, env)
             results.append((name, figures, load))
