@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.databases import SeededTemplates, Seeding, scratch_database
+from tests.support.servers import Servers
 from tests.support.workers import (
     SEEDING,
     TICKETS,
@@ -37,6 +38,15 @@ def home(run_dir: Path, request: pytest.FixtureRequest) -> Path:
 @pytest.fixture
 def workers(home: Path) -> Iterator[Workers]:
     started = Workers(home)
+    try:
+        yield started
+    finally:
+        started.stop_all()
+
+
+@pytest.fixture
+def servers(home: Path) -> Iterator[Servers]:
+    started = Servers(home)
     try:
         yield started
     finally:

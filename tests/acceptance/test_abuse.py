@@ -14,7 +14,7 @@ import os
 import secrets
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +33,6 @@ AGENT = "agent@example.com"  # Import / Export Tickets, not an administrator
 WATCHER = "watcher@example.com"  # another administrator with the permission
 EXPORT = 512
 TRUSTED = {"TICKETEXPORT_TRUSTED_PROXY": "127.0.0.1"}
-
-
-@pytest.fixture
-def servers(home: Path) -> Iterator[Servers]:
-    started = Servers(home)
-    try:
-        yield started
-    finally:
-        started.stop_all()
 
 
 @pytest.fixture

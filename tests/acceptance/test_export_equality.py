@@ -25,7 +25,7 @@ from tests.support.exports import (
     worker_log,
     worker_process,
 )
-from tests.support.web import running
+from tests.support.web import exporting_web
 from ticketexport.domain.actor import Actor
 from ticketexport.views import registry
 from ticketexport.views import saved as saved_views
@@ -96,16 +96,9 @@ async def test_all_view_every_sort_equals_the_list(
         worker_process(url, home) as worker,
     ):
         actor = admin_actor(url)
-        # Every Export is clicked before any finishes, and every status stream stays open
-        # at once on one session: no limit on one user's queued exports or streams.
-        async with running(
-            url,
-            storage_url=(home / "exports").as_uri(),
-            timezone=TIMEZONE,
-            max_active_exports_per_user=0,
-            max_streams_per_session=0,
+        async with exporting_web(
+            url, home, timezone=TIMEZONE, email=ADMIN.email, password=ADMIN.password
         ) as web:
-            assert (await web.login(ADMIN.email, ADMIN.password)).status == 303
             exporter = Exporter(web)
             for size in sizes:
                 _shrink_to(url, size)
@@ -304,16 +297,9 @@ async def test_every_view_equals_the_list(
     ):
         _adjust_seed(url)
         actor = admin_actor(url)
-        # Every Export is clicked before any finishes, and every status stream stays open
-        # at once on one session: no limit on one user's queued exports or streams.
-        async with running(
-            url,
-            storage_url=(home / "exports").as_uri(),
-            timezone=TIMEZONE,
-            max_active_exports_per_user=0,
-            max_streams_per_session=0,
+        async with exporting_web(
+            url, home, timezone=TIMEZONE, email=ADMIN.email, password=ADMIN.password
         ) as web:
-            assert (await web.login(ADMIN.email, ADMIN.password)).status == 303
             saved_ids = await _create_saved_views(web, actor)
             requests: list[dict[str, str]] = [{"view": key} for key in registry.BUILTIN_VIEWS]
             for index, view_id in enumerate(saved_ids):

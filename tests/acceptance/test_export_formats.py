@@ -34,7 +34,7 @@ from tests.support.formats import (
     unguard,
 )
 from tests.support.services import actor_for, services_for
-from tests.support.web import running
+from tests.support.web import exporting_web
 from ticketexport import seed
 from ticketexport.exports import formats, service
 from ticketexport.exports.worker import ExportRun
@@ -92,15 +92,9 @@ async def test_every_view_in_every_format_holds_the_csv_rows(
         worker_process(url, home) as worker,
     ):
         actor = admin_actor(url)
-        # Every Export is clicked before any finishes and watched at once on one session.
-        async with running(
-            url,
-            storage_url=(home / "exports").as_uri(),
-            timezone=TIMEZONE,
-            max_active_exports_per_user=0,
-            max_streams_per_session=0,
+        async with exporting_web(
+            url, home, timezone=TIMEZONE, email=ADMIN.email, password=ADMIN.password
         ) as web:
-            assert (await web.login(ADMIN.email, ADMIN.password)).status == 303
             async with web.pool.connection() as conn:
                 typed_view = await saved_views.create_saved_view(
                     conn,

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +46,6 @@ pytestmark = pytest.mark.slow
 ADMIN = next(d for d in seed.DEMO_LOGINS if d.is_admin and d.can_export)
 # Tests that queue many exports for one user lift the per-user limit.
 FAST = {"TICKETEXPORT_MAX_ACTIVE_EXPORTS_PER_USER": "0"}
-
-
-@pytest.fixture
-def servers(home: Path) -> Iterator[Servers]:
-    started = Servers(home)
-    try:
-        yield started
-    finally:
-        started.stop_all()
 
 
 def _s3_env(seaweed: SeaweedFS) -> dict[str, str]:

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -312,6 +312,20 @@ class Azurite:
             return ""
 
 
+_Server = TypeVar("_Server", "SeaweedFS", "Azurite")
+
+
+@contextlib.contextmanager
+def _started(server: _Server) -> Iterator[_Server]:
+    """The server running until the block ends; then stopped and its directory removed."""
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.data, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def seaweedfs() -> Iterator[SeaweedFS]:
     """A running SeaweedFS with an S3 gateway in a temporary directory, removed after."""
@@ -324,17 +338,14 @@ def seaweedfs() -> Iterator[SeaweedFS]:
     data = Path(tempfile.mkdtemp(prefix="te-seaweedfs-"))
     names = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3"]
     names += ["s3_grpc", "metrics"]
-    server = SeaweedFS(
-        data=data,
-        log_path=data / "weed.log",
-        ports=dict(zip(names, _free_ports(len(names)), strict=True)),
-    )
-    try:
-        server.start()
+    with _started(
+        SeaweedFS(
+            data=data,
+            log_path=data / "weed.log",
+            ports=dict(zip(names, _free_ports(len(names)), strict=True)),
+        )
+    ) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(data, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -347,13 +358,10 @@ def azurite() -> Iterator[Azurite]:
     except ImportError:
         missing_component("azure-storage-blob (the azure extra)")
     data = Path(tempfile.mkdtemp(prefix="te-azurite-"))
-    server = Azurite(data=data, log_path=data / "azurite.log", port=_free_ports(1)[0])
-    try:
-        server.start()
+    with _started(
+        Azurite(data=data, log_path=data / "azurite.log", port=_free_ports(1)[0])
+    ) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -153,3 +154,21 @@ async def running(
             f"the app served {errors[0]} response(s) with status 500: {errors[1]}\n"
             + "\n".join(captured.lines)
         )
+
+
+@contextlib.asynccontextmanager
+async def exporting_web(
+    db_url: str, home: Path, *, timezone: str, email: str, password: str
+) -> AsyncIterator[Web]:
+    """The app storing under `home`, signed in, for tests that click every Export before
+    any finishes and keep every status stream open on one session: neither per-user limit
+    applies."""
+    async with running(
+        db_url,
+        storage_url=(home / "exports").as_uri(),
+        timezone=timezone,
+        max_active_exports_per_user=0,
+        max_streams_per_session=0,
+    ) as web:
+        assert (await web.login(email, password)).status == 303
+        yield web
