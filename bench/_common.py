@@ -631,8 +631,14 @@ WIDE_COLUMNS = (
 )  # fmt: skip
 
 
-def saved_view(url: str, name: str, columns: Sequence[str]) -> str:
-    """The id of the admin's saved view `name` (newest first, `columns`), made if missing."""
+def saved_view(
+    url: str,
+    name: str,
+    columns: Sequence[str],
+    conditions: Sequence[dict[str, Any]] = (),
+) -> str:
+    """The id of the admin's saved view `name` (newest first, `columns`, all of
+    `conditions`), made if missing."""
     import asyncio
 
     from ticketexport.views import saved
@@ -648,7 +654,7 @@ def saved_view(url: str, name: str, columns: Sequence[str]) -> str:
     definition = parse_definition(
         {
             "name": name,
-            "conditions_and": [],
+            "conditions_and": list(conditions),
             "conditions_or": [],
             "columns": list(columns),
             "sort": [{"column": "created_at", "direction": "desc"}],

@@ -53,35 +53,14 @@ def ticker_worker(url: str, home: Path, out: Path) -> subprocess.Popen[bytes]:
 
 def small_view(url: str) -> str:
     """A saved view of the first 1,000 tickets (default columns), made if missing."""
-    import asyncio
-
-    from ticketexport.views import saved
-    from ticketexport.views.model import parse_definition
     from ticketexport.views.registry import DEFAULT_COLUMNS
 
-    user = c.requester(url)
-    name = "Bench: first 1,000"
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT id FROM saved_views WHERE name = %s AND owner_id = %s", (name, user.id)
-        ).fetchone()
-    if row is not None:
-        return str(row[0])
-    definition = parse_definition(
-        {
-            "name": name,
-            "conditions_and": [{"field": "id", "operator": "le", "value": 1000}],
-            "conditions_or": [],
-            "columns": list(DEFAULT_COLUMNS),
-            "sort": [{"column": "created_at", "direction": "desc"}],
-        }
+    return c.saved_view(
+        url,
+        "Bench: first 1,000",
+        DEFAULT_COLUMNS,
+        [{"field": "id", "operator": "le", "value": 1000}],
     )
-
-    async def make() -> str:
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            return str(await saved.create_saved_view(conn, user, definition, system_wide=False))
-
-    return asyncio.run(make())
 
 
 def notify_round_trips(url: str, samples: int) -> list[float]:
