@@ -783,11 +783,6 @@ WHERE e.status = 'running'
 ORDER BY e.requested_at
 FOR UPDATE SKIP LOCKED;
 
--- name: procrastinate_finish_stale_job
--- Marks a job whose worker is gone as failed, so it is not left 'doing' forever.
-UPDATE procrastinate_jobs SET status = 'failed'
-WHERE id = %(job_id)s AND status = 'doing';
-
 -- name: maintenance_expire_unfinished
 -- Queued or running exports whose retention ended first fail.
 UPDATE export_jobs
@@ -842,18 +837,26 @@ WHERE j.queue_name = %(queue)s
              OR e.finished_at IS NULL
              OR e.finished_at > now() - make_interval(secs => %(keep_seconds)s)));
 
--- name: maintenance_fail_orphaned_queued
--- Queued exports whose procrastinate job finished or vanished without running them.
-UPDATE export_jobs e
-SET status = 'failed', error_code = %(code)s, error_message = %(message)s, finished_at = now()
-WHERE e.id IN (
-    SELECT x.id FROM export_jobs x
-    LEFT JOIN procrastinate_jobs j ON j.id = x.procrastinate_job_id
-    WHERE x.status = 'queued'
-      AND x.requested_at < now() - interval '5 seconds'
-      AND (j.id IS NULL OR j.status NOT IN ('todo', 'doing'))
-    FOR UPDATE OF x SKIP LOCKED)
-RETURNING e.id;
+-- name: maintenance_queued_exports
+-- Queued exports within their retention, with the job meant to run each.
+SELECT id, procrastinate_job_id FROM export_jobs
+WHERE status = 'queued' AND expires_at > now();
+
+-- name: maintenance_lock_queued
+-- One queued export, locked for its rescue; skipped while a worker's claim holds it.
+SELECT id, attempt, rows_done, procrastinate_job_id FROM export_jobs
+WHERE id = %(id)s::uuid AND status = 'queued' AND expires_at > now()
+FOR UPDATE SKIP LOCKED;
+
+-- name: export_requeue_lost_job
+-- A queued export whose job was lost before any attempt claimed it: a new attempt.
+UPDATE export_jobs SET attempt = attempt + 1, rows_done = 0, rows_total = NULL, heartbeat_at = NULL
+WHERE id = %(id)s::uuid AND status = 'queued' AND attempt = %(attempt)s;
+
+-- name: maintenance_jobs_of_unfinished
+-- Which of these procrastinate job ids a queued or running export names as its job.
+SELECT procrastinate_job_id FROM export_jobs
+WHERE status IN ('queued', 'running') AND procrastinate_job_id = ANY(%(ids)s::bigint[]);
 
 -- name: history_horizon_lock
 -- Waits for export requests in flight (they hold the shared lock until they commit).

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import procrastinate
+import procrastinate.exceptions
 import psycopg
 
 from ticketexport.config import Settings
@@ -94,6 +95,53 @@ async def abort_job(
     """Cancel a waiting job, or ask the worker running it to abort, in the caller's
     transaction (the worker is notified when it commits)."""
     await app.job_manager.cancel_job_by_id_async(job_id, abort=True, connection=conn)
+
+
+async def stalled_jobs(
+    app: procrastinate.App, seconds_since_heartbeat: float
+) -> list[procrastinate.jobs.Job]:
+    """Jobs marked 'doing' whose worker is gone: silent for `seconds_since_heartbeat`, or
+    already pruned by procrastinate. Every queue: a lost job of any task can hold a lock
+    that the jobs behind it wait on."""
+    found = await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=seconds_since_heartbeat)
+    return list(found)
+
+
+async def live_export_jobs(app: procrastinate.App) -> set[int]:
+    """Ids of the export jobs a worker may still run: waiting ('todo') or taken ('doing').
+
+    Two listings, not one snapshot: a job put back for a retry between them shows in
+    neither, so callers confirm a job missing here with `job_status` before acting.
+    """
+    ids: set[int] = set()
+    for status in (procrastinate.jobs.Status.TODO, procrastinate.jobs.Status.DOING):
+        listed = await app.job_manager.list_jobs_async(
+            queue=EXPORT_QUEUE, task=EXPORT_TASK, status=status.value
+        )
+        ids.update(job.id for job in listed if job.id is not None)
+    return ids
+
+
+async def job_status(app: procrastinate.App, job_id: int) -> procrastinate.jobs.Status | None:
+    """The job's status now, or None when its row is gone."""
+    found = [job.status for job in await app.job_manager.list_jobs_async(id=job_id)]
+    return procrastinate.jobs.Status(found[0]) if found else None
+
+
+async def retire_job(app: procrastinate.App, job_id: int) -> bool:
+    """Record as failed a stalled job whose worker is gone: that worker would have recorded
+    its outcome, and nothing else will. False when the job had ended meanwhile (another
+    maintenance run retired it, or its worker was only slow and finished it)."""
+    try:
+        await app.job_manager.finish_job_by_id_async(
+            job_id, status=procrastinate.jobs.Status.FAILED, delete_job=False
+        )
+    except procrastinate.exceptions.ConnectorException as exc:
+        # procrastinate_finish_job_v1 raises when the job is no longer todo or doing.
+        if isinstance(exc.__cause__, psycopg.errors.RaiseException):
+            return False
+        raise
+    return True
 
 
 # procrastinate's own command line -------------------------------------------------------

@@ -548,25 +548,42 @@ async def test_expiry_is_audited(
     assert len(audits(conn, "export.failed")) == 1
 
 
-async def test_a_queued_export_whose_job_vanished_fails_audited(
+async def test_a_queued_export_whose_job_vanished_is_requeued_then_failed_audited(
     web: Web, deps: Services, conn: Conn, people: dict[str, int]
 ) -> None:
     await login(web, ADMIN)
     export_id = await request_export(web)
-    job_id = export_row(conn, export_id)["procrastinate_job_id"]
-    # The job ended without ever running the export (e.g. failed before the claim).
-    conn.execute("UPDATE procrastinate_jobs SET status = 'failed' WHERE id = %s", (job_id,))
-    conn.execute(
-        "UPDATE export_jobs SET requested_at = requested_at - interval '1 minute' WHERE id = %s",
-        (export_id,),
-    )
-    report = await maintenance.run_maintenance(deps)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        job_id = export_row(conn, export_id)["procrastinate_job_id"]
+        # The job ended without ever running the export (e.g. failed before the claim).
+        conn.execute("UPDATE procrastinate_jobs SET status = 'failed' WHERE id = %s", (job_id,))
+        report = await maintenance.run_maintenance(deps)
+        if attempt < MAX_ATTEMPTS:
+            assert report.requeued == 1
+            requeued = audits(conn, "export.requeued", export_id)[-1]
+            assert (requeued["actor_id"], requeued["actor_email"], requeued["ip"]) == (
+                people[ADMIN],
+                ADMIN,
+                None,
+            )
+            assert requeued["details"] == {
+                "reason": "job_lost",
+                "attempt": attempt + 1,
+                "rows_done": 0,
+                "procrastinate_job_id": export_row(conn, export_id)["procrastinate_job_id"],
+                "lost_job_id": job_id,
+                "lost_job_status": "failed",
+                "by": "maintenance",
+            }
     assert report.failed == 1
     failed = only(conn, "export.failed", export_id)
     assert (failed["actor_id"], failed["actor_email"]) == (people[ADMIN], ADMIN)
     assert failed["details"] == {
         "error_code": "internal",
         "reason": "job_lost",
+        "attempt": MAX_ATTEMPTS,
+        "lost_job_id": job_id,
+        "lost_job_status": "failed",
         "by": "maintenance",
     }
 

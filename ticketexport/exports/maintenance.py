@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import procrastinate
+import procrastinate.exceptions
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 class Report:
     requeued: int = 0
     failed: int = 0
+    # Stalled procrastinate jobs (their worker gone) recorded as failed.
+    jobs_retired: int = 0
     expired: int = 0
     # Expired exports whose file could not be deleted this run (retried on the next).
     cleanup_failures: int = 0
@@ -49,7 +53,7 @@ async def run_maintenance(services: Services) -> Report:
     await _rescue(services, report)
     await _expire_unfinished(services, report)
     await _expire_completed(services, report)
-    await _fail_orphaned_queued(services, report)
+    await _rescue_lost_jobs(services, report)
     await _sweep_storage(services, report)
     await _prune_export_jobs(services, report)
     await _prune_history(services, report)
@@ -57,6 +61,12 @@ async def run_maintenance(services: Services) -> Report:
 
 
 async def _rescue(services: Services, report: Report) -> None:
+    """Running attempts whose heartbeat stopped (their worker is gone) or whose progress
+    stalled: a new attempt on a new job, or a failure once the attempts are used up.
+
+    The old job is left to procrastinate: a live worker ends it once its attempt finds the
+    row no longer its own; a dead worker's job is retired by `_rescue_lost_jobs`.
+    """
     rescued: list[str] = []
     async with services.pool.connection() as conn, conn.transaction():
         cur = conn.cursor(row_factory=dict_row)
@@ -66,58 +76,75 @@ async def _rescue(services: Services, report: Report) -> None:
         )
         for export in await cur.fetchall():
             export_id = str(export["id"])
-            reason = export["reason"]
             # Whatever the old attempt is still doing in the database, it stops now.
             await cur.execute(
                 q("export_cancel_backends"), {"app": copy_application_name(export_id)}
             )
-            if export["procrastinate_job_id"] is not None:
-                await cur.execute(
-                    q("procrastinate_finish_stale_job"),
-                    {"job_id": export["procrastinate_job_id"]},
-                )
-            if export["attempt"] < MAX_ATTEMPTS:
-                await cur.execute(q("export_requeue"), {"id": export_id})
-                job_id = await jobs.defer_export(services.jobs, conn, export_id)
-                await cur.execute(q("export_set_job_id"), {"id": export_id, "job_id": job_id})
-                action, details = (
-                    "export.requeued",
-                    {
-                        "reason": reason,
-                        "attempt": export["attempt"] + 1,
-                        "rows_done": export["rows_done"],
-                        "procrastinate_job_id": job_id,
-                    },
-                )
-                report.requeued += 1
-            else:
-                await cur.execute(
-                    q("export_fail"),
-                    {
-                        "id": export_id,
-                        "attempt": export["attempt"],
-                        "code": reason,
-                        "message": rules.safe_message(reason),
-                    },
-                )
-                action, details = (
-                    "export.failed",
-                    {"error_code": reason, "attempt": export["attempt"]},
-                )
-                report.failed += 1
-            await audit.record_for_requester(
-                conn,
-                action,
-                export_id=export_id,
-                details={**details, "by": "maintenance"},
+            reason = export["reason"]
+            await _requeue_or_fail(
+                services, conn, export, report, requeue="export_requeue", reason=reason, code=reason
             )
-            await events.publish(conn, export_id)
             rescued.append(export_id)
-            log.warning(
-                "rescued a %s export", reason, extra={"export_id": export_id, "action": action}
-            )
     for export_id in rescued:
         await stop_standby_reads(services, export_id)
+
+
+async def _requeue_or_fail(
+    services: Services,
+    conn: psycopg.AsyncConnection[Any],
+    export: Mapping[str, Any],
+    report: Report,
+    *,
+    requeue: str,
+    reason: str,
+    code: str,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """A new attempt on a new job for an export whose attempt was lost (`requeue` names the
+    guarded update), or, its attempts used up, its failure with `code`; audited in the
+    requester's name and announced, in the caller's transaction.
+
+    A new job rather than procrastinate's retry of the old one: an attempt is owned by its
+    job id, so a worker that was only frozen and wakes up holding the old job finds the
+    export no longer its own instead of running it a second time.
+    """
+    export_id = str(export["id"])
+    attempt = int(export["attempt"])
+    if attempt < MAX_ATTEMPTS:
+        await conn.execute(q(requeue), {"id": export_id, "attempt": attempt})
+        job_id = await jobs.defer_export(services.jobs, conn, export_id)
+        await conn.execute(q("export_set_job_id"), {"id": export_id, "job_id": job_id})
+        action = "export.requeued"
+        recorded: dict[str, Any] = {
+            "reason": reason,
+            "attempt": attempt + 1,
+            "rows_done": export["rows_done"],
+            "procrastinate_job_id": job_id,
+        }
+        report.requeued += 1
+    else:
+        await conn.execute(
+            q("export_fail"),
+            {
+                "id": export_id,
+                "attempt": attempt,
+                "code": code,
+                "message": rules.safe_message(code),
+            },
+        )
+        action = "export.failed"
+        recorded = {"error_code": code, "attempt": attempt}
+        if reason != code:
+            recorded["reason"] = reason
+        report.failed += 1
+    await audit.record_for_requester(
+        conn,
+        action,
+        export_id=export_id,
+        details={**recorded, **(details or {}), "by": "maintenance"},
+    )
+    await events.publish(conn, export_id)
+    log.warning("rescued a %s export", reason, extra={"export_id": export_id, "action": action})
 
 
 async def _expire_unfinished(services: Services, report: Report) -> None:
@@ -187,24 +214,99 @@ async def _expire_completed(services: Services, report: Report) -> None:
         report.expired += 1
 
 
-async def _fail_orphaned_queued(services: Services, report: Report) -> None:
-    """Queued exports whose job ended without running them (it failed before the claim)."""
-    code = "internal"
+async def _rescue_lost_jobs(services: Services, report: Report) -> None:
+    """Queued exports that no job will run any more, and jobs no worker will ever finish.
+
+    An export's job is lost when its row is gone or has ended while the export still waits
+    (deleted or cancelled by hand, failed before the claim), or when procrastinate reports
+    it stalled: taken ('doing') by a worker that stopped heartbeating, say one killed
+    between fetching the job and claiming the export. Such an export gets a new attempt on
+    a new job, counted like any other, or fails once its attempts are used up. A running
+    export is judged by its attempt's own heartbeat instead (`_rescue`): a worker whose
+    procrastinate heartbeat stopped during a database outage may still be running it.
+
+    Then every stalled job that no unfinished export still names is recorded as failed, so
+    it neither shows as running forever nor holds a lock the jobs behind it wait on.
+    """
+    app = services.jobs
+    stalled = {
+        job.id: job
+        for job in await jobs.stalled_jobs(app, heartbeat_timeout(services))
+        if job.id is not None
+    }
+    # The exports first, their jobs second: a new export's job commits with it, so every
+    # export read here has its job in the listing below unless that job is really gone.
+    async with services.pool.connection() as conn:
+        cur = await conn.execute(q("maintenance_queued_exports"))
+        queued = [(str(row[0]), row[1]) for row in await cur.fetchall()]
+    live = await jobs.live_export_jobs(app) if queued else set()
+    for export_id, job_id in queued:
+        if job_id in live and job_id not in stalled:
+            continue
+        await _rescue_queued(services, report, export_id, job_id, stalled)
+    await _retire_stalled(services, report, stalled)
+
+
+async def _rescue_queued(
+    services: Services,
+    report: Report,
+    export_id: str,
+    job_id: int | None,
+    stalled: Mapping[int, procrastinate.jobs.Job],
+) -> None:
+    """Re-queue (or fail) one queued export whose job looked lost, once its row is locked
+    and the job checked again: a worker claiming it right now holds the lock and wins."""
     async with services.pool.connection() as conn, conn.transaction():
         cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(
-            q("maintenance_fail_orphaned_queued"),
-            {"code": code, "message": rules.safe_message(code)},
+        await cur.execute(q("maintenance_lock_queued"), {"id": export_id})
+        export = await cur.fetchone()
+        if export is None or export["procrastinate_job_id"] != job_id:
+            return
+        status = None if job_id is None else await jobs.job_status(services.jobs, job_id)
+        if status == procrastinate.jobs.Status.DOING and job_id in stalled:
+            reason, code = "worker_lost", "worker_lost"
+        elif status in (procrastinate.jobs.Status.TODO, procrastinate.jobs.Status.DOING):
+            return  # it can still run (fetched, or put back for a retry, meanwhile)
+        else:
+            reason, code = "job_lost", "internal"
+        await _requeue_or_fail(
+            services,
+            conn,
+            export,
+            report,
+            requeue="export_requeue_lost_job",
+            reason=reason,
+            code=code,
+            details={
+                "lost_job_id": job_id,
+                "lost_job_status": None if status is None else status.value,
+            },
         )
-        for export in await cur.fetchall():
-            await audit.record_for_requester(
-                conn,
-                "export.failed",
-                export_id=str(export["id"]),
-                details={"error_code": code, "reason": "job_lost", "by": "maintenance"},
-            )
-            await events.publish(conn, str(export["id"]))
-            report.failed += 1
+
+
+async def _retire_stalled(
+    services: Services, report: Report, stalled: Mapping[int, procrastinate.jobs.Job]
+) -> None:
+    if not stalled:
+        return
+    async with services.pool.connection() as conn:
+        cur = await conn.execute(q("maintenance_jobs_of_unfinished"), {"ids": sorted(stalled)})
+        # A running export's attempt may outlive its worker's procrastinate heartbeat; a
+        # queued one whose rescue waited for a claim's lock is looked at again next time.
+        held = {int(row[0]) for row in await cur.fetchall()}
+    for job_id, job in sorted(stalled.items()):
+        if job_id in held or not await jobs.retire_job(services.jobs, job_id):
+            continue
+        report.jobs_retired += 1
+        log.warning(
+            "recorded a job whose worker is gone as failed",
+            extra={
+                "job_id": job_id,
+                "queue": job.queue,
+                "export_id": job.task_kwargs.get("export_id"),
+                "worker_id": job.worker_id,
+            },
+        )
 
 
 def _attempt_of(key: str) -> tuple[str, int] | None:
@@ -299,6 +401,12 @@ async def run_periodic(services: Services, app: procrastinate.App) -> None:
     try:
         report = await run_maintenance(services)
     except (psycopg.OperationalError, OSError):
+        log.warning("maintenance skipped: database unavailable")
+        return
+    except procrastinate.exceptions.ConnectorException as exc:
+        # procrastinate's own calls wrap the driver's errors.
+        if not isinstance(exc.__cause__, (psycopg.OperationalError, OSError)):
+            raise
         log.warning("maintenance skipped: database unavailable")
         return
     if report != Report():
