@@ -1,8 +1,10 @@
-"""Promise 6 with real worker processes: SIGKILL mid-export, a hung worker, a locked table."""
+"""Promise 6 with real worker processes: SIGKILL mid-export or before the claim, a hung
+worker, a locked table, a job removed by hand."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -12,9 +14,11 @@ from tests.support.workers import (
     Reference,
     Workers,
     assert_settled,
+    claim_blocked,
     doing_jobs,
     export_files,
     export_row,
+    job_status,
     request_export,
     storage_files,
     wait_for,
@@ -34,6 +38,29 @@ def _audit_actions(url: str, export_id: str) -> list[str]:
             "SELECT action FROM audit_log WHERE export_id = %s ORDER BY id", (export_id,)
         ).fetchall()
     return [str(r[0]) for r in rows]
+
+
+def _requeued_details(url: str, export_id: str) -> list[dict[str, Any]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT details FROM audit_log WHERE export_id = %s AND action = 'export.requeued' "
+            "ORDER BY id",
+            (export_id,),
+        ).fetchall()
+    return [dict(r[0]) for r in rows]
+
+
+def _completed_like_a_calm_export(
+    url: str, export_id: str, home: Path, workers: Workers, reference: Reference, attempt: int
+) -> dict[str, Any]:
+    row = wait_status(url, export_id, {"completed", "failed"}, timeout=30, workers=workers)
+    assert row["status"] == "completed", (row["error_code"], workers.outputs())
+    assert row["attempt"] == attempt
+    assert row["rows_done"] == row["rows_total"] == reference.rows
+    assert (row["sha256"], row["size_bytes"]) == (reference.sha256, reference.size)
+    assert row["object_key"].startswith(f"exports/{export_id}/{attempt}/")
+    assert_settled(url, export_id, home, workers)
+    return row
 
 
 @pytest.mark.parametrize("kill_at", [None, 0.3, 0.7], ids=["early", "30pct", "70pct"])
@@ -164,10 +191,14 @@ def test_stalled_export_is_requeued_and_completes_once_unblocked(
                 (export_id,),
             ).fetchall()
         assert reasons[0][0] == "stalled"
-        assert doing_jobs(seeded_url, export_id) in (
-            [],
-            [export_row(seeded_url, export_id)["procrastinate_job_id"]],
-        )
+
+        # The worker is alive: its cancelled count ends the old job through procrastinate
+        # a moment after the rescue commits, never left 'doing'.
+        def only_the_new_job_doing() -> bool:
+            current = export_row(seeded_url, export_id)["procrastinate_job_id"]
+            return doing_jobs(seeded_url, export_id) in ([], [current])
+
+        wait_for("the stalled attempt's job to end", only_the_new_job_doing, timeout=10)
         locker.rollback()
     row = wait_status(seeded_url, export_id, {"completed", "failed"}, timeout=30, workers=workers)
     assert row["status"] == "completed", (row["error_code"], workers.outputs())
@@ -197,3 +228,58 @@ def test_stalled_on_the_last_attempt_fails_with_a_clear_code(
     assert row["error_code"] == "stalled"
     assert row["error_message"]
     assert_settled(seeded_url, export_id, home, workers)
+
+
+def test_worker_killed_between_fetch_and_claim_runs_again(
+    seeded_url: str, home: Path, workers: Workers, reference_export: Reference
+) -> None:
+    """procrastinate marked the job 'doing', then its worker died before the export's claim:
+    the export is still queued, and nothing would ever run it without the rescue."""
+    export_id = request_export(seeded_url)
+    lost_job = export_row(seeded_url, export_id)["procrastinate_job_id"]
+    with claim_blocked(seeded_url, export_id) as waiting_at_claim:
+        a = workers.start(seeded_url, name="a")
+        wait_for("worker a to wait at the claim", waiting_at_claim, timeout=30, workers=workers)
+        a.kill()
+    row = export_row(seeded_url, export_id)
+    assert (row["status"], row["attempt"]) == ("queued", 1)
+    assert job_status(seeded_url, lost_job) == "doing"
+
+    workers.start(seeded_url, name="b")
+    row = _completed_like_a_calm_export(
+        seeded_url, export_id, home, workers, reference_export, attempt=2
+    )
+    assert row["procrastinate_job_id"] != lost_job
+    # procrastinate's job of the dead worker is recorded as failed, not left 'doing'.
+    assert job_status(seeded_url, lost_job) == "failed"
+    [requeued] = _requeued_details(seeded_url, export_id)
+    assert requeued["reason"] == "worker_lost"
+    assert requeued["attempt"] == 2
+    assert (requeued["lost_job_id"], requeued["lost_job_status"]) == (lost_job, "doing")
+    assert requeued["procrastinate_job_id"] == row["procrastinate_job_id"]
+    assert _audit_actions(seeded_url, export_id)[-1] == "export.completed"
+
+
+@pytest.mark.parametrize("how", ["deleted", "cancelled"])
+def test_export_whose_job_was_removed_by_hand_runs_again(
+    seeded_url: str, home: Path, workers: Workers, reference_export: Reference, how: str
+) -> None:
+    """A DBA deletes the waiting job's row, or cancels it in SQL: the export gets a new job."""
+    export_id = request_export(seeded_url)
+    lost_job = export_row(seeded_url, export_id)["procrastinate_job_id"]
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        if how == "deleted":
+            conn.execute("DELETE FROM procrastinate_jobs WHERE id = %s", (lost_job,))
+        else:
+            conn.execute(
+                "UPDATE procrastinate_jobs SET status = 'cancelled' WHERE id = %s", (lost_job,)
+            )
+    workers.start(seeded_url, name="a")
+    row = _completed_like_a_calm_export(
+        seeded_url, export_id, home, workers, reference_export, attempt=2
+    )
+    assert row["procrastinate_job_id"] != lost_job
+    [requeued] = _requeued_details(seeded_url, export_id)
+    assert requeued["reason"] == "job_lost"
+    expected_status = None if how == "deleted" else "cancelled"
+    assert (requeued["lost_job_id"], requeued["lost_job_status"]) == (lost_job, expected_status)

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -291,6 +291,46 @@ def doing_jobs(url: str, export_id: str) -> list[int]:
             (export_id,),
         ).fetchall()
     return [int(r[0]) for r in rows]
+
+
+def job_status(url: str, job_id: int) -> str | None:
+    """A procrastinate job's status, None when its row is gone."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT status::text FROM procrastinate_jobs WHERE id = %s", (job_id,)
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+@contextlib.contextmanager
+def claim_blocked(url: str, export_id: str) -> Iterator[Callable[[], bool]]:
+    """Holds the export's row lock: a worker that fetches its job (procrastinate marks it
+    'doing') then stops at the export's claim, which locks that row, until the block ends.
+
+    Yields a probe that is true once the job is 'doing' and a backend waits on this lock:
+    the worker sits between procrastinate's fetch and the claim, for as long as the test
+    wants.
+    """
+    with psycopg.connect(url) as holder:
+        holder.execute("SELECT 1 FROM export_jobs WHERE id = %s FOR UPDATE", (export_id,))
+        pid = holder.info.backend_pid
+
+        def waiting_at_claim() -> bool:
+            with psycopg.connect(url, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT (SELECT j.status::text FROM export_jobs e "
+                    "        JOIN procrastinate_jobs j ON j.id = e.procrastinate_job_id "
+                    "        WHERE e.id = %s), "
+                    "       EXISTS (SELECT 1 FROM pg_stat_activity "
+                    "               WHERE %s = ANY (pg_blocking_pids(pid)))",
+                    (export_id, pid),
+                ).fetchone()
+            return row == ("doing", True)
+
+        try:
+            yield waiting_at_claim
+        finally:
+            holder.rollback()
 
 
 def copy_backends(url: str, export_id: str) -> list[dict[str, Any]]:
