@@ -1,10 +1,12 @@
-"""Promise 6 across a PostgreSQL restart: a throwaway cluster restarted under a live export."""
+"""Promise 6 across a PostgreSQL restart: a throwaway cluster restarted under a live export,
+and a short chaos run of worker kills and restarts that must leave nothing unfinished."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -25,8 +27,12 @@ from tests.support.workers import (
     Reference,
     Workers,
     assert_settled,
+    claim_blocked,
+    doing_jobs,
     export_row,
     request_export,
+    storage_files,
+    stored_digest,
     wait_for,
     wait_rows,
     wait_status,
@@ -201,3 +207,147 @@ def test_idle_worker_survives_a_database_restart(
     # Restarted after the outage, it still stops cleanly on SIGTERM.
     worker.proc.terminate()
     assert worker.proc.wait(timeout=20) == 0, workers.outputs()
+
+
+# Every chaos request differs from the others (view and sort), so none is sent to an
+# earlier one by the double-submit rule, and each is compared with a calm export of its own.
+CHAOS_REQUESTS = [
+    (view, sort)
+    for view in ("all", "open", "closed", "unassigned")
+    for sort in (None, "oldest", "sla")
+]
+# 6,000 rows at 3,000 rows/s: each export streams for about two seconds.
+CHAOS_THROTTLE = 3000
+# What an export may fail with when every one of its attempts was cut short.
+LOST_TO_CHAOS = {"worker_lost", "database_unavailable", "stalled"}
+
+
+def _unfinished(url: str) -> list[tuple[str, str]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT id::text, status FROM export_jobs WHERE status IN ('queued', 'running')"
+        ).fetchall()
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def _completed_keys(url: str) -> list[str]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT m.object_key FROM export_jobs e JOIN media_items m ON m.id = e.media_item_id "
+            "WHERE e.status = 'completed' ORDER BY 1"
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def _kill_one(workers: Workers, rng: random.Random, url: str) -> None:
+    """SIGKILL a live worker, whatever it is doing, and start a replacement."""
+    victim = rng.choice([w for w in workers.started if w.alive()])
+    victim.kill()
+    workers.start(url, max_rows_per_s=CHAOS_THROTTLE)
+
+
+def test_chaos_of_kills_and_restarts_leaves_no_export_unfinished(
+    cluster: Cluster,
+    cluster_db: str,
+    home: Path,
+    workers: Workers,
+    reference_export: Reference,
+) -> None:
+    """Exports requested while workers are SIGKILLed (one of them between fetching a job
+    and claiming its export), the database restarts and goes away for a moment, and a job
+    is deleted by hand. Once the chaos stops, every export ends: completed with the bytes
+    of a calm export of the same request, or failed with a code saying why."""
+    rng = random.Random(29)  # noqa: S311 - a reproducible schedule, not a secret
+    requests = list(CHAOS_REQUESTS)
+    rng.shuffle(requests)
+    chaos: dict[str, tuple[str, str | None]] = {}
+
+    def request(view: str, sort: str | None) -> str:
+        export_id = request_export(cluster_db, view, sort, max_active=0)
+        chaos[export_id] = (view, sort)
+        return export_id
+
+    # First, the window this guards: every worker dies while one sits between its fetch
+    # of a job and the export's claim.
+    first = request(*requests.pop())
+    with claim_blocked(cluster_db, first) as waiting_at_claim:
+        workers.start(cluster_db, max_rows_per_s=CHAOS_THROTTLE)
+        wait_for("a worker at the claim", waiting_at_claim, timeout=30, workers=workers)
+        for worker in workers.started:
+            worker.kill()
+    for _ in range(2):
+        workers.start(cluster_db, max_rows_per_s=CHAOS_THROTTLE)
+
+    for step, (view, sort) in enumerate(requests):
+        export_id = request(view, sort)
+        if step in (1, 4, 7, 9):
+            _kill_one(workers, rng, cluster_db)
+        elif step == 3:
+            _restart(cluster, 0)
+        elif step == 6:
+            _restart(cluster, 2.0)
+        elif step == 8:
+            with psycopg.connect(cluster_db, autocommit=True) as conn:
+                # A DBA removes a job; if a worker took it already, that worker runs it.
+                conn.execute(
+                    "DELETE FROM procrastinate_jobs WHERE status = 'todo' AND id = "
+                    "(SELECT procrastinate_job_id FROM export_jobs WHERE id = %s)",
+                    (export_id,),
+                )
+        # Pacing only: the checks below wait on outcomes, never on this.
+        time.sleep(rng.uniform(0.5, 1.5))
+
+    # The calm: no more kills or restarts; two live workers take what is left.
+    assert sum(w.alive() for w in workers.started) == 2, workers.outputs()
+    wait_for(
+        "no export left queued or running",
+        lambda: _unfinished(cluster_db) == [],
+        timeout=120,
+        interval=0.5,
+        workers=workers,
+    )
+    with psycopg.connect(cluster_db, autocommit=True) as conn:
+        reasons = conn.execute(
+            "SELECT details->>'reason' FROM audit_log "
+            "WHERE export_id = %s AND action = 'export.requeued' ORDER BY id",
+            (first,),
+        ).fetchall()
+    # Its job was left 'doing' by the dead worker: the rescue gave it a new attempt.
+    assert reasons[:1] == [("worker_lost",)], reasons
+    rows = {export_id: export_row(cluster_db, export_id) for export_id in chaos}
+    completed = {i: r for i, r in rows.items() if r["status"] == "completed"}
+    failed = {i: r["error_code"] for i, r in rows.items() if r["status"] != "completed"}
+    assert set(failed.values()) <= LOST_TO_CHAOS, (failed, workers.outputs())
+    assert completed, "the chaos left no export to compare"
+    wait_for(
+        "no job left 'doing'",
+        lambda: not any(doing_jobs(cluster_db, i) for i in chaos),
+        timeout=10,
+        workers=workers,
+    )
+
+    # Each completed file holds what a calm export of the same request holds.
+    calm: dict[tuple[str, str | None], tuple[str, int]] = {
+        ("all", None): (reference_export.sha256, reference_export.size)
+    }
+    for export_id, row in completed.items():
+        assert row["rows_done"] == row["rows_total"]
+        assert stored_digest(home, row["object_key"]) == (row["sha256"], row["size_bytes"])
+        view, sort = chaos[export_id]
+        if (view, sort) not in calm:
+            again = request_export(cluster_db, view, sort, max_active=0)
+            done = wait_status(
+                cluster_db, again, {"completed", "failed"}, timeout=30, workers=workers
+            )
+            assert done["status"] == "completed", (done["error_code"], workers.outputs())
+            calm[(view, sort)] = (done["sha256"], done["size_bytes"])
+        assert (row["sha256"], row["size_bytes"]) == calm[(view, sort)], (view, sort)
+    # The store's exports are the completed files, nothing else (dead attempts' uploads
+    # swept; a worker killed while starting may leave a probe object, swept later).
+    kept = _completed_keys(cluster_db)
+    wait_for(
+        "storage to hold only completed files",
+        lambda: [f for f in storage_files(home) if f.startswith("exports/")] == kept,
+        timeout=10,
+        workers=workers,
+    )

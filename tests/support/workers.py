@@ -161,8 +161,7 @@ def run_async(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-async def _request(url: str, user: Actor, request: ListRequest, retention_hours: float) -> str:
-    env = {"TICKETEXPORT_RETENTION_HOURS": str(retention_hours)}
+async def _request(url: str, user: Actor, request: ListRequest, env: dict[str, str]) -> str:
     async with services_for(url, env=env) as services:
         requested = await service.request_export(services, user, request, client_ip="127.0.0.1")
     assert not requested.deduplicated
@@ -170,11 +169,21 @@ async def _request(url: str, user: Actor, request: ListRequest, retention_hours:
 
 
 def request_export(
-    url: str, view: str = "all", sort: str | None = None, *, retention_hours: float = 72
+    url: str,
+    view: str = "all",
+    sort: str | None = None,
+    *,
+    retention_hours: float = 72,
+    max_active: int = 3,
 ) -> str:
-    """The Export click for the seeded export admin; returns the export id."""
+    """The Export click for the seeded export admin, who may have `max_active` exports
+    queued or running (0: any number); returns the export id."""
     request = ListRequest(view=view, q="", sort=sort, filters={}, page=None)
-    return str(run_async(_request(url, actor_for(url), request, retention_hours)))
+    env = {
+        "TICKETEXPORT_RETENTION_HOURS": str(retention_hours),
+        "TICKETEXPORT_MAX_ACTIVE_EXPORTS_PER_USER": str(max_active),
+    }
+    return str(run_async(_request(url, actor_for(url), request, env)))
 
 
 async def _cancel(url: str, user: Actor, export_id: str) -> None:
