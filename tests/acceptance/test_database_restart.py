@@ -27,6 +27,7 @@ from tests.support.workers import (
     Reference,
     Workers,
     assert_settled,
+    audit_details,
     claim_blocked,
     doing_jobs,
     export_row,
@@ -306,14 +307,9 @@ def test_chaos_of_kills_and_restarts_leaves_no_export_unfinished(
         interval=0.5,
         workers=workers,
     )
-    with psycopg.connect(cluster_db, autocommit=True) as conn:
-        reasons = conn.execute(
-            "SELECT details->>'reason' FROM audit_log "
-            "WHERE export_id = %s AND action = 'export.requeued' ORDER BY id",
-            (first,),
-        ).fetchall()
     # Its job was left 'doing' by the dead worker: the rescue gave it a new attempt.
-    assert reasons[:1] == [("worker_lost",)], reasons
+    requeued = audit_details(cluster_db, first, "export.requeued")
+    assert [d["reason"] for d in requeued][:1] == ["worker_lost"], requeued
     rows = {export_id: export_row(cluster_db, export_id) for export_id in chaos}
     completed = {i: r for i, r in rows.items() if r["status"] == "completed"}
     failed = {i: r["error_code"] for i, r in rows.items() if r["status"] != "completed"}

@@ -14,6 +14,7 @@ from tests.support.workers import (
     Reference,
     Workers,
     assert_settled,
+    audit_details,
     claim_blocked,
     doing_jobs,
     export_files,
@@ -38,16 +39,6 @@ def _audit_actions(url: str, export_id: str) -> list[str]:
             "SELECT action FROM audit_log WHERE export_id = %s ORDER BY id", (export_id,)
         ).fetchall()
     return [str(r[0]) for r in rows]
-
-
-def _requeued_details(url: str, export_id: str) -> list[dict[str, Any]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT details FROM audit_log WHERE export_id = %s AND action = 'export.requeued' "
-            "ORDER BY id",
-            (export_id,),
-        ).fetchall()
-    return [dict(r[0]) for r in rows]
 
 
 def _completed_like_a_calm_export(
@@ -161,12 +152,8 @@ def test_hung_worker_is_rescued_and_cannot_overwrite_when_it_wakes(
         reference_export.sha256,
     )
     assert_settled(seeded_url, export_id, home, workers)
-    with psycopg.connect(seeded_url, autocommit=True) as conn:
-        details = conn.execute(
-            "SELECT details FROM audit_log WHERE export_id = %s AND action = 'export.requeued'",
-            (export_id,),
-        ).fetchall()
-    assert [d[0]["reason"] for d in details] == ["worker_lost"]
+    requeued = audit_details(seeded_url, export_id, "export.requeued")
+    assert [d["reason"] for d in requeued] == ["worker_lost"]
 
 
 def test_stalled_export_is_requeued_and_completes_once_unblocked(
@@ -184,13 +171,8 @@ def test_stalled_export_is_requeued_and_completes_once_unblocked(
 
         # stall threshold 3 s, maintenance about every second
         wait_for("the stalled export to be re-queued", requeued, timeout=15, workers=workers)
-        with psycopg.connect(seeded_url, autocommit=True) as conn:
-            reasons = conn.execute(
-                "SELECT details->>'reason' FROM audit_log "
-                "WHERE export_id = %s AND action = 'export.requeued'",
-                (export_id,),
-            ).fetchall()
-        assert reasons[0][0] == "stalled"
+        requeued = audit_details(seeded_url, export_id, "export.requeued")
+        assert requeued[0]["reason"] == "stalled"
 
         # The worker is alive: its cancelled count ends the old job through procrastinate
         # a moment after the rescue commits, never left 'doing'.
@@ -252,7 +234,7 @@ def test_worker_killed_between_fetch_and_claim_runs_again(
     assert row["procrastinate_job_id"] != lost_job
     # procrastinate's job of the dead worker is recorded as failed, not left 'doing'.
     assert job_status(seeded_url, lost_job) == "failed"
-    [requeued] = _requeued_details(seeded_url, export_id)
+    [requeued] = audit_details(seeded_url, export_id, "export.requeued")
     assert requeued["reason"] == "worker_lost"
     assert requeued["attempt"] == 2
     assert (requeued["lost_job_id"], requeued["lost_job_status"]) == (lost_job, "doing")
@@ -279,7 +261,7 @@ def test_export_whose_job_was_removed_by_hand_runs_again(
         seeded_url, export_id, home, workers, reference_export, attempt=2
     )
     assert row["procrastinate_job_id"] != lost_job
-    [requeued] = _requeued_details(seeded_url, export_id)
+    [requeued] = audit_details(seeded_url, export_id, "export.requeued")
     assert requeued["reason"] == "job_lost"
     expected_status = None if how == "deleted" else "cancelled"
     assert (requeued["lost_job_id"], requeued["lost_job_status"]) == (lost_job, expected_status)

@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 
 from tests.support.databases import Seeding
 from tests.support.services import actor_for, services_for
+from tests.support.workers import audit_details
 from ticketexport import jobs
 from ticketexport.bootstrap import Services
 from ticketexport.domain.exports import MAX_ATTEMPTS
@@ -82,22 +83,8 @@ def _suspects(deps: Services) -> dict[str, str]:
         return {str(r[0]): str(r[1]) for r in rows.fetchall()}
 
 
-def _requeued(deps: Services, export_id: str) -> list[dict[str, Any]]:
-    with psycopg.connect(deps.database_url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT details FROM audit_log WHERE export_id = %s AND action = %s ORDER BY id",
-            (export_id, "export.requeued"),
-        ).fetchall()
-    return [dict(r[0]) for r in rows]
-
-
-def _failed(deps: Services, export_id: str) -> list[dict[str, Any]]:
-    with psycopg.connect(deps.database_url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT details FROM audit_log WHERE export_id = %s AND action = %s ORDER BY id",
-            (export_id, "export.failed"),
-        ).fetchall()
-    return [dict(r[0]) for r in rows]
+def _audited(deps: Services, export_id: str, action: str) -> list[dict[str, Any]]:
+    return audit_details(deps.database_url, export_id, action)
 
 
 async def _take(deps: Services, queue: str = jobs.EXPORT_QUEUE) -> tuple[int, int]:
@@ -198,7 +185,7 @@ async def test_a_queued_export_whose_job_was_lost_runs_again_on_a_new_job(
         jobs.EXPORT_TASK,
         {"export_id": export_id},
     )
-    assert _requeued(deps, export_id) == [
+    assert _audited(deps, export_id, "export.requeued") == [
         {
             "reason": reason,
             "attempt": 2,
@@ -254,8 +241,8 @@ async def test_a_lost_job_on_the_last_attempt_fails_the_export(
     }
     if reason != code:
         expected["reason"] = reason
-    assert _failed(deps, export_id) == [expected]
-    assert _requeued(deps, export_id) == []
+    assert _audited(deps, export_id, "export.failed") == [expected]
+    assert _audited(deps, export_id, "export.requeued") == []
 
 
 async def test_a_job_waiting_behind_a_lock_held_by_a_lost_worker_is_freed(deps: Services) -> None:
@@ -360,7 +347,7 @@ async def test_a_running_attempt_outliving_its_workers_heartbeat_is_judged_by_it
     assert (export["status"], export["attempt"]) == ("queued", 2)
     assert export["procrastinate_job_id"] != job_id
     assert (_job(deps, job_id) or {}).get("status") == "failed"
-    assert [d["reason"] for d in _requeued(deps, export_id)] == ["worker_lost"]
+    assert [d["reason"] for d in _audited(deps, export_id, "export.requeued")] == ["worker_lost"]
 
 
 async def test_an_export_being_claimed_is_rescued_only_after_the_claim_lets_go(

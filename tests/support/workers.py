@@ -302,6 +302,16 @@ def doing_jobs(url: str, export_id: str) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
+def audit_details(url: str, export_id: str, action: str) -> list[dict[str, Any]]:
+    """The details of one export's audit rows of `action`, oldest first."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT details FROM audit_log WHERE export_id = %s AND action = %s ORDER BY id",
+            (export_id, action),
+        ).fetchall()
+    return [dict(r[0]) for r in rows]
+
+
 def job_status(url: str, job_id: int) -> str | None:
     """A procrastinate job's status, None when its row is gone."""
     with psycopg.connect(url, autocommit=True) as conn:
