@@ -362,6 +362,40 @@ async def test_denials_are_audited_and_create_nothing(
 # --- cancel, retry, worker failure ------------------------------------------------------------
 
 
+async def test_head_denials_are_audited_as_get_denials(
+    web: Web, deps: Services, conn: Conn, people: dict[str, int]
+) -> None:
+    """HEAD answers what GET would and uses nothing up, but a refusal is a refusal: it is
+    audited for HEAD as for GET (a script probing for files shows in the log)."""
+    await login(web, STAFF_EXPORT)
+    own = await request_export(web)
+    assert (await run_export(deps, conn, own))["status"] == "completed"
+    await web.logout_cookies()
+    await login(web, OTHER)
+    others = await request_export(web)
+    await web.logout_cookies()
+    await login(web, STAFF_EXPORT)
+    # Not an administrator: may not download even their own file.
+    refused = await web.client.head(
+        f"/staff/exports/{own}/download", headers=forwarded("192.0.2.31")
+    )
+    assert refused.status == 403
+    denied = only(conn, "export.download_denied", own)
+    assert (denied["actor_id"], denied["ip"], denied["details"]) == (
+        people[STAFF_EXPORT],
+        "192.0.2.31",
+        {"reason": "not_admin_with_permission"},
+    )
+    # Someone else's export: not found, and audited as such.
+    hidden = await web.client.head(
+        f"/staff/exports/{others}/download", headers=forwarded("192.0.2.32")
+    )
+    assert hidden.status == 404
+    unseen = only(conn, "export.download_denied", others)
+    assert (unseen["ip"], unseen["details"]) == ("192.0.2.32", {"reason": "not_found"})
+    assert audits(conn, "export.downloaded") == []
+
+
 async def test_cancel_and_retry_are_audited(
     web: Web, deps: Services, conn: Conn, people: dict[str, int]
 ) -> None:
