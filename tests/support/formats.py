@@ -9,6 +9,7 @@ import re
 import zipfile
 from typing import Any
 
+from tests.support import reference_views
 from tests.support.components import require_module
 
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -16,7 +17,6 @@ GZIP_TYPE = "application/gzip"
 # What XML 1.0 cannot hold; the workbook drops these characters from text.
 XML_FORBIDDEN = re.compile("[\x01-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _OOXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
-_FORMULA_FIRST = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
 def gunzip(data: bytes) -> bytes:
@@ -28,11 +28,7 @@ def gunzip(data: bytes) -> bytes:
 
 def unguard(value: str) -> str:
     """A CSV cell's text without the formula guard (the brief's rule, read backwards)."""
-    if value.startswith("'"):
-        rest = value[1:]
-        if rest[:1] in _FORMULA_FIRST or rest.lstrip()[:1] in ("=", "+", "-", "@"):
-            return rest
-    return value
+    return reference_views.csv_unguard(value)
 
 
 def ooxml_text(value: str) -> str:
