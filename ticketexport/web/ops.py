@@ -27,7 +27,8 @@ from ticketexport.db import q
 from ticketexport.domain.exports import Status
 from ticketexport.standby import StandbyStatus, standby_status
 from ticketexport.storage import StorageError
-from ticketexport.web.keys import pool_of, services_of, settings_of
+from ticketexport.web.keys import LOGIN_GATE, pool_of, services_of, settings_of
+from ticketexport.web.signin_gate import SignInGate
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,35 @@ class _ExportCollector(Collector):
                 )
 
 
+class _SignInCollector(Collector):
+    """This process's sign-in gate: how many sign-ins run and wait, and how many it refused."""
+
+    def __init__(self, gate: SignInGate) -> None:
+        self._gate = gate
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "ticketexport_sign_ins_running",
+            "Sign-ins this web process is checking now.",
+            value=self._gate.running,
+        )
+        yield GaugeMetricFamily(
+            "ticketexport_sign_ins_waiting",
+            "Sign-ins waiting for a turn in this web process.",
+            value=self._gate.waiting,
+        )
+        yield GaugeMetricFamily(
+            "ticketexport_sign_ins_queued",
+            "Of the waiting sign-ins, those past the throttle's check and waiting for a turn.",
+            value=self._gate.queued,
+        )
+        yield CounterMetricFamily(
+            "ticketexport_sign_ins_refused",
+            "Sign-ins this web process refused (503) because too many were waiting.",
+            value=self._gate.refused,
+        )
+
+
 async def _read(request: web.Request) -> _Reading:
     async with pool_of(request).connection(timeout=CHECK_TIMEOUT) as conn:
         cur = conn.cursor(row_factory=dict_row)
@@ -253,6 +283,7 @@ async def metrics(request: web.Request) -> web.Response:
     # A registry per scrape: the database figures are this scrape's own reading.
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_ExportCollector(reading))
+    registry.register(_SignInCollector(request.app[LOGIN_GATE]))
     ProcessCollector(registry=registry)
     return web.Response(
         body=generate_latest(registry),
