@@ -132,6 +132,9 @@ class Settings:
     # Not read from the environment: the event streams' keep-alive interval, which is also
     # how often a web process rechecks every open stream (tests shorten it).
     keepalive_seconds: float = 15.0
+    # Not read from the environment: how long /healthz keeps the storage's and the
+    # standby's states before probing them again (tests set 0 to see every change).
+    health_cache_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

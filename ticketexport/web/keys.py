@@ -13,6 +13,7 @@ from aiohttp import web
 from ticketexport.bootstrap import Services
 from ticketexport.config import Settings
 from ticketexport.domain.actor import Actor
+from ticketexport.web.health import HealthChecks
 from ticketexport.web.signin_gate import SignInGate
 
 
@@ -54,6 +55,9 @@ PASSWORD_EXECUTOR = web.AppKey("password_executor", concurrent.futures.ThreadPoo
 # here, in memory, instead of taking every pooled connection from the pages and downloads
 # of signed-in users, and what does not fit is refused.
 LOGIN_GATE = web.AppKey("login_gate", SignInGate)
+
+# The checks /healthz runs, with the states kept between requests.
+HEALTH = web.AppKey("health", HealthChecks)
 
 # Request state ----------------------------------------------------------------------
 
