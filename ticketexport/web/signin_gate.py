@@ -53,8 +53,9 @@ class SignInGate:
     taken, a newcomer from a network that holds fewer waiting places than the network
     holding the most takes the youngest of those (that sign-in is refused): a flood from
     a few networks cannot keep anyone else out. A turn that comes free goes to the waiting
-    network with the fewest sign-ins running, the longest-waiting first among equals, so a
-    sign-in from elsewhere does not queue behind a flood.
+    network with the fewest sign-ins running, among equals the one served longest ago (or
+    never), and within a network to its oldest sign-in: a sign-in from elsewhere does not
+    queue behind a flood.
     """
 
     def __init__(self, *, running: int, waiting: int) -> None:
@@ -64,6 +65,9 @@ class SignInGate:
         # Places not yet running, per network, oldest first.
         self._waiting: dict[Hashable, list[Place]] = {}
         self._order = itertools.count()
+        # When each network present at the gate last got a turn (a count of turns given).
+        self._served: dict[Hashable, int] = {}
+        self._turns = itertools.count()
         # Sign-ins refused since the process started (for /metrics).
         self.refused = 0
 
@@ -130,12 +134,15 @@ class SignInGate:
         waiting = [p for p in candidates if p is not None]
         if not waiting:
             return None
-        return min(waiting, key=lambda p: (self._running[p.key], p.order))
+        return min(
+            waiting, key=lambda p: (self._running[p.key], self._served.get(p.key, -1), p.order)
+        )
 
     def _start(self, place: Place) -> None:
         self._remove_waiting(place)
         place.running = True
         self._running[place.key] += 1
+        self._served[place.key] = next(self._turns)
 
     def _remove_waiting(self, place: Place) -> None:
         places = self._waiting[place.key]
@@ -154,6 +161,9 @@ class SignInGate:
         elif not place.displaced:
             # Gone before its turn (a throttled attempt, a cancelled request).
             self._remove_waiting(place)
+        if place.key not in self._running and place.key not in self._waiting:
+            # Kept only while the network is at the gate: memory follows the places.
+            self._served.pop(place.key, None)
         self._hand_over()
 
     def _hand_over(self) -> None:
