@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support.components import missing_component, require_module
+from tests.support.components import require_module
 from tests.support.databases import scratch_database
 from tests.support.exports import ADMIN, guard
-from tests.support.formats import ooxml_text
+from tests.support.formats import calc_csv, ooxml_text, soffice
 from tests.support.reference_views import GUARD_FIRST
 from tests.support.services import actor_for, services_for
 from ticketexport import seed
@@ -60,22 +59,14 @@ ADVERSARIAL_TAGS = ["=1+2", "vpn", "a,b"]
 COLUMNS = ["id", "title", "description", "tags", "contact", "created_at", "tasks", "status"]
 
 
-def _soffice() -> str:
-    found = shutil.which("soffice") or shutil.which("libreoffice")
-    if found is None:
-        missing_component("LibreOffice (soffice) not installed")
-    assert found is not None
-    return found
-
-
 def _convert(
-    soffice: str, sources: list[Path], out: Path, profile: Path, infilter: str = INFILTER
+    command: str, sources: list[Path], out: Path, profile: Path, infilter: str = INFILTER
 ) -> list[Path]:
     """Headless CSV → xlsx with a private profile (never the user's, never a shared one)."""
     out.mkdir()
     result = subprocess.run(
         [
-            soffice,
+            command,
             f"-env:UserInstallation={profile.as_uri()}",
             "--headless",
             "--norestore",
@@ -204,7 +195,7 @@ async def _export(
 async def test_libreoffice_reads_the_export_cell_for_cell(
     server_url: str, template_db: str, tmp_path: Path
 ) -> None:
-    soffice = _soffice()
+    command = soffice()
     with scratch_database(server_url, template_db) as url:
         with psycopg.connect(url, autocommit=True) as conn:
             seed.seed(conn, tickets=250, seed=3)
@@ -222,7 +213,7 @@ async def test_libreoffice_reads_the_export_cell_for_cell(
     control.write_bytes(BOM + b'Ticket ID,Title\n1,=1+2\n2,"=SUM(1,2)"\n3,plain\n4,  =1+1\n')
 
     xlsx, control_xlsx = _convert(
-        soffice, [exported, control], tmp_path / "out", tmp_path / "lo-profile"
+        command, [exported, control], tmp_path / "out", tmp_path / "lo-profile"
     )
 
     evaluated = _cells(control_xlsx, data_only=True)
@@ -273,7 +264,7 @@ async def test_libreoffice_reads_the_export_cell_for_cell(
     # Told to trim spaces, Calc evaluates "  =1+1" (the control); a guarded cell stays the
     # very text the file holds.
     trimmed_xlsx, trimmed_control = _convert(
-        soffice,
+        command,
         [exported, control],
         tmp_path / "out-trimmed",
         tmp_path / "lo-profile",
@@ -321,35 +312,10 @@ def _fitted(text: str) -> str:
     return "".join(kept) + xlsx.CUT_MARKER
 
 
-def _workbook_as_csv(soffice: str, workbook: Path, out: Path, profile: Path) -> Path:
-    """Calc opens the workbook and writes its cells as UTF-8 CSV: the text as Calc holds it."""
-    out.mkdir()
-    result = subprocess.run(
-        [
-            soffice,
-            f"-env:UserInstallation={profile.as_uri()}",
-            "--headless",
-            "--norestore",
-            "--convert-to",
-            "csv:Text - txt - csv (StarCalc):44,34,76,1",
-            "--outdir",
-            str(out),
-            str(workbook),
-        ],
-        capture_output=True,
-        timeout=180,
-        check=False,
-    )
-    converted = out / (workbook.stem + ".csv")
-    assert result.returncode == 0, result
-    assert converted.exists(), result
-    return converted
-
-
 async def test_libreoffice_reads_the_workbook_cells_as_written(
     server_url: str, template_db: str, tmp_path: Path
 ) -> None:
-    soffice = _soffice()
+    command = soffice()
     with scratch_database(server_url, template_db) as url:
         with psycopg.connect(url, autocommit=True) as conn:
             seed.seed(conn, tickets=5, seed=3)
@@ -369,10 +335,7 @@ async def test_libreoffice_reads_the_workbook_cells_as_written(
             columns=["id", "title", "description"],
             export_format=formats.XLSX,
         )
-    workbook = tmp_path / "export.xlsx"
-    workbook.write_bytes(data)
-    converted = _workbook_as_csv(soffice, workbook, tmp_path / "out", tmp_path / "lo-profile")
-    rows = list(csv.reader(io.StringIO(converted.read_text("utf-8"), newline="")))
+    rows = calc_csv(command, data, tmp_path)
     calc = {row[0]: row[1:] for row in rows[1:]}
     for ticket_id, text in zip(ids, WORKBOOK_TEXTS, strict=True):
         title, description = calc[ticket_id]
@@ -381,7 +344,7 @@ async def test_libreoffice_reads_the_workbook_cells_as_written(
     assert calc[ids[0]] == ["_x0041_x0007_", "_x0041_x0007_"]
     assert calc[ids[2]][1].endswith(xlsx.CUT_MARKER)
     # openpyxl holds the same cells, Office's escapes decoded as Excel decodes them.
-    book = openpyxl.load_workbook(workbook)
+    book = openpyxl.load_workbook(io.BytesIO(data))
     held = {
         str(row[0].value): [ooxml_text(cell.value) for cell in row[1:]]
         for row in book.active.iter_rows(min_row=2)
