@@ -1,4 +1,5 @@
-"""Staff sign-in: Postgres-backed sessions, login and logout, CSRF tokens, audit rows."""
+"""Staff sign-in on the web: Postgres-backed sessions, the login and logout handlers, CSRF
+tokens (the sign-in itself, with its throttle, is ticketexport.signin)."""
 
 from __future__ import annotations
 
