@@ -128,33 +128,37 @@ DELETE FROM web_sessions
 WHERE user_id = %(user_id)s
   AND (expires_at <= now() OR last_seen_at <= now() - make_interval(secs => %(idle)s));
 
--- Login throttle (ticketexport.web.auth) ---------------------------------------------
+-- Login throttle (ticketexport.signin) --------------------------------------------------
 
 -- name: login_throttle_lock
--- Serialises sign-ins for one address and from one client (until the transaction ends),
--- so racing guesses are all counted before any is let through. Address first, always.
-SELECT pg_advisory_xact_lock(hashtextextended('ticketexport.login-email:' || %(email)s, 0)),
-       pg_advisory_xact_lock(hashtextextended('ticketexport.login-client:' || %(client_ip)s, 0));
+-- Serialises sign-ins for one address from one client network, and from one network (until
+-- the transaction ends), so racing guesses are all counted before any is let through. The
+-- address's lock first, always.
+SELECT pg_advisory_xact_lock(
+           hashtextextended('ticketexport.login-email:' || %(email)s || ' from ' || %(network)s, 0)),
+       pg_advisory_xact_lock(hashtextextended('ticketexport.login-network:' || %(network)s, 0));
 
 -- name: login_throttle_check
--- Seconds until the address, and the client, are below their limit of attempts within the
--- window: when the limit-th newest attempt leaves it. NULL: below the limit now.
+-- Seconds until the address from the network, and the network, are below their limit of
+-- attempts within the window: when the limit-th newest attempt leaves it. NULL: below the
+-- limit now.
 WITH w AS (SELECT make_interval(secs => %(window)s) AS span)
 SELECT (SELECT extract(epoch FROM a.attempted_at + w.span - now())
         FROM login_attempts a
-        WHERE a.email = %(email)s AND a.attempted_at > now() - w.span
+        WHERE a.email = %(email)s AND a.client_network = %(network)s::cidr
+          AND a.attempted_at > now() - w.span
         ORDER BY a.attempted_at DESC
         OFFSET %(email_limit)s - 1 LIMIT 1) AS email_wait,
        (SELECT extract(epoch FROM a.attempted_at + w.span - now())
         FROM login_attempts a
-        WHERE a.client_ip = %(client_ip)s::inet AND a.attempted_at > now() - w.span
+        WHERE a.client_network = %(network)s::cidr AND a.attempted_at > now() - w.span
         ORDER BY a.attempted_at DESC
-        OFFSET %(client_limit)s - 1 LIMIT 1) AS client_wait
+        OFFSET %(network_limit)s - 1 LIMIT 1) AS network_wait
 FROM w;
 
 -- name: login_attempt_insert
 -- An attempt about to be checked; it stays (as a failure) unless the password was right.
-INSERT INTO login_attempts (email, client_ip) VALUES (%(email)s, %(client_ip)s::inet)
+INSERT INTO login_attempts (email, client_network) VALUES (%(email)s, %(network)s::cidr)
 RETURNING id;
 
 -- name: login_attempt_delete
@@ -168,6 +172,24 @@ WHERE id IN (SELECT id FROM login_attempts
              WHERE attempted_at < now() - make_interval(secs => %(window)s)
              ORDER BY attempted_at
              LIMIT 100);
+
+-- name: login_throttle_audit_claim
+-- A row when this refusal is the first for the key since its last one was audited (the
+-- caller audits it): the key is then on record for the given seconds. No row: already on
+-- record.
+INSERT INTO login_throttle_audits (key, audited_until)
+VALUES (%(key)s, now() + make_interval(secs => %(seconds)s))
+ON CONFLICT (key) DO UPDATE SET audited_until = EXCLUDED.audited_until
+    WHERE login_throttle_audits.audited_until <= now()
+RETURNING key;
+
+-- name: login_throttle_audits_prune
+-- Drops a few keys whose refusals are no longer on record (called as refusals arrive).
+DELETE FROM login_throttle_audits
+WHERE key IN (SELECT key FROM login_throttle_audits
+              WHERE audited_until <= now()
+              ORDER BY audited_until
+              LIMIT 100);
 
 -- name: stream_states
 -- Everything event streams need, in one query (event hub fan-out, resync and recheck):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import zoneinfo
@@ -12,6 +13,9 @@ from pathlib import Path
 
 class ConfigError(ValueError):
     """A setting in the environment is missing or malformed."""
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -68,6 +72,35 @@ def _token(env: Mapping[str, str], name: str) -> str | None:
     return token
 
 
+def plain_network(network: Network) -> Network:
+    """An IPv4-mapped IPv6 network (::ffff:10.0.0.0/104) as the IPv4 network it maps, since
+    client addresses are compared in their IPv4 form."""
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network(f"{mapped}/{network.prefixlen - 96}")
+    return network
+
+
+def networks(env: Mapping[str, str], name: str) -> tuple[Network, ...]:
+    """A comma-separated list of addresses (a /32 or /128) and networks; a bare address
+    with host bits past its mask (10.1.2.3/16) means its network."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return ()
+    found = []
+    for item in raw.split(","):
+        text = item.strip()
+        try:
+            found.append(plain_network(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be a comma-separated list of IP addresses or networks; "
+                f"{text!r} is neither"
+            ) from None
+    return tuple(found)
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything the processes need to know about their deployment."""
@@ -81,7 +114,8 @@ class Settings:
     host: str
     port: int
     cookie_secure: bool
-    trusted_proxy: str | None
+    # The reverse proxies whose X-Forwarded-For is believed (TICKETEXPORT_TRUSTED_PROXY).
+    trusted_proxies: tuple[Network, ...]
     export_max_rows_per_s: int
     heartbeat_seconds: float
     stall_seconds: float
@@ -98,6 +132,9 @@ class Settings:
     # Not read from the environment: the event streams' keep-alive interval, which is also
     # how often a web process rechecks every open stream (tests shorten it).
     keepalive_seconds: float = 15.0
+    # Not read from the environment: how long /healthz keeps the storage's and the
+    # standby's states before probing them again (tests set 0 to see every change).
+    health_cache_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -135,7 +172,7 @@ class Settings:
             host=env.get("TICKETEXPORT_HOST") or "127.0.0.1",
             port=port,
             cookie_secure=_bool(env, "TICKETEXPORT_COOKIE_SECURE", False),
-            trusted_proxy=(env.get("TICKETEXPORT_TRUSTED_PROXY") or None),
+            trusted_proxies=networks(env, "TICKETEXPORT_TRUSTED_PROXY"),
             export_max_rows_per_s=_int(env, "TICKETEXPORT_EXPORT_MAX_ROWS_PER_S", 0),
             heartbeat_seconds=_number(env, "TICKETEXPORT_HEARTBEAT_SECONDS", 10.0, minimum=0.1),
             stall_seconds=_number(env, "TICKETEXPORT_STALL_SECONDS", 300.0, minimum=0.5),

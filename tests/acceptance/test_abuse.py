@@ -14,6 +14,7 @@ import os
 import secrets
 import statistics
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import aiohttp
 import psycopg
 import pytest
+from multidict import CIMultiDict
 
 from tests.support.servers import Server, Servers
 from tests.support.web import PASSWORD, csrf_in, insert_tickets, make_user
@@ -60,20 +62,32 @@ class Browser:
         self.http = aiohttp.ClientSession(
             cookie_jar=aiohttp.CookieJar(unsafe=True), timeout=aiohttp.ClientTimeout(total=60)
         )
-        self.headers = {"X-Forwarded-For": client_ip} if client_ip else {}
+        self.headers: Any = {"X-Forwarded-For": client_ip} if client_ip else {}
+
+    def forwarded(self, *lines: str) -> None:
+        """Send these X-Forwarded-For lines from now on, each as a field line of its own."""
+        self.headers = CIMultiDict(("X-Forwarded-For", line) for line in lines)
 
     async def close(self) -> None:
         await self.http.close()
 
     async def get(self, server: Server, path: str, **headers: str) -> Answer:
         async with self.http.get(
-            server.url + path, headers={**self.headers, **headers}, allow_redirects=False
+            server.url + path,
+            headers=CIMultiDict([*self.headers.items(), *headers.items()]),
+            allow_redirects=False,
         ) as response:
             return Answer(response.status, response.headers, await response.text(errors="replace"))
 
-    async def post(self, server: Server, path: str, data: dict[str, str]) -> Answer:
+    async def post(
+        self, server: Server, path: str, data: dict[str, str], *, seconds: float = 60
+    ) -> Answer:
         async with self.http.post(
-            server.url + path, data=data, headers=self.headers, allow_redirects=False
+            server.url + path,
+            data=data,
+            headers=self.headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=seconds),
         ) as response:
             return Answer(response.status, response.headers, await response.text(errors="replace"))
 
@@ -108,14 +122,14 @@ def audit_count(conn: psycopg.Connection[Any], action: str) -> int:
 # --- password guessing ------------------------------------------------------------------
 
 
-async def test_login_throttle_per_address_across_processes(
+async def test_login_throttle_per_address_and_network_across_processes(
     servers: Servers, db_url: str, conn: psycopg.Connection[Any], people: dict[str, int]
 ) -> None:
     one, two = servers.pair(db_url, TRUSTED)
-    # Ten wrong passwords for one address, from ten clients, half at each process (and
-    # at once: each is counted before any is checked).
+    # Ten wrong passwords for one address from one client, half at each process (and at
+    # once: each is counted before any is checked).
     async with contextlib.AsyncExitStack() as stack:
-        guessers = [await stack.enter_async_context(browser(f"198.51.100.{i}")) for i in range(10)]
+        guessers = [await stack.enter_async_context(browser("198.51.100.20")) for _ in range(10)]
         answers = await asyncio.gather(
             *(
                 guesser.login(one if i % 2 else two, ADMIN, f"guess {i}")
@@ -123,51 +137,108 @@ async def test_login_throttle_per_address_across_processes(
             )
         )
     assert [a.status for a in answers] == [400] * 10
-    # Now the right password is refused too, at either process, from a new client.
-    async with browser("203.0.113.5") as owner:
+    async with browser("198.51.100.20") as guesser:
+        # Now the right password is refused too from that client, at either process.
         for server in (one, two):
-            refused = await owner.login(server, ADMIN)
+            refused = await guesser.login(server, ADMIN)
             assert refused.status == 429, refused.text[:300]
             retry_after = int(refused.headers["Retry-After"])
             assert 880 <= retry_after <= 900
             assert "Too many failed sign-in attempts" in refused.text
-        assert "te_session" not in {c.key for c in owner.http.cookie_jar}
+        assert "te_session" not in {c.key for c in guesser.http.cookie_jar}
         # Another address from the same client is not affected.
-        assert (await owner.login(one, AGENT)).status == 303
+        assert (await guesser.login(one, AGENT)).status == 303
+    # Nor is the account, from anywhere else: the guesses locked nobody out.
+    async with browser("203.0.113.5") as owner:
+        assert (await owner.login(two, ADMIN)).status == 303
     # An address nobody has counts the same way.
     async with browser("198.51.100.77") as guesser:
         for i in range(10):
             failed = await guesser.login((one, two)[i % 2], "nobody@example.com", f"g{i}")
             assert failed.status == 400
-        assert (await guesser.login(one, "nobody@example.com", "g")).status == 429
-    assert audit_count(conn, "login.throttled") == 3
+        for server in (one, two, one):
+            assert (await guesser.login(server, "nobody@example.com", "g")).status == 429
+    # Refused five times for two keys: audited once per key and window.
+    assert audit_count(conn, "login.throttled") == 2
     assert audit_count(conn, "login.failed") == 20
 
 
-async def test_login_throttle_per_client_across_processes(
+async def test_login_throttle_per_network_across_processes(
     servers: Servers, db_url: str, conn: psycopg.Connection[Any], people: dict[str, int]
 ) -> None:
     one, two = servers.pair(db_url, TRUSTED)
-    async with browser("192.0.2.50") as guesser:
-        # 100 failed attempts from one client, for 100 addresses (known or not), split
-        # over both processes. An empty password is refused without checking a hash, and
-        # still counts.
+    async with browser() as guesser:
+        # 100 failed attempts from one IPv6 /64, each from an address of its own, for 100
+        # addresses (known or not), split over both processes. An empty password is
+        # refused without checking a hash, and still counts.
         for batch in range(10):
-            answers = await asyncio.gather(
-                *(
+            attempts = []
+            for i in range(10):
+                guesser.forwarded(f"2001:db8:1:2:{batch:x}::{i + 1:x}")
+                attempts.append(
                     guesser.login((one, two)[i % 2], f"user{batch}-{i}@example.com", "")
-                    for i in range(10)
                 )
-            )
+            answers = await asyncio.gather(*attempts)
             assert {a.status for a in answers} == {400}
-        for server in (one, two):
+        # Any address of that /64 is refused now, for any account.
+        for server, address in ((one, "2001:db8:1:2::ffff"), (two, "[2001:db8:1:2:ab::1]:443")):
+            guesser.forwarded(address)
             refused = await guesser.login(server, ADMIN)
             assert refused.status == 429
             assert 0 < int(refused.headers["Retry-After"]) <= 900
-    # Another client signs in to the same account.
-    async with browser("192.0.2.51") as other:
+    # The next /64, and an IPv4 client, sign in to the same account.
+    async with browser("2001:db8:1:3::1") as neighbour, browser("192.0.2.51") as other:
+        assert (await neighbour.login(one, ADMIN)).status == 303
         assert (await other.login(two, ADMIN)).status == 303
-    assert audit_count(conn, "login.throttled") == 2
+    throttled = conn.execute(
+        "SELECT details->>'limit', details->>'network' FROM audit_log "
+        "WHERE action = 'login.throttled'"
+    ).fetchall()
+    assert throttled == [("network", "2001:db8:1:2::/64")]
+
+
+# Proxies in front of the web processes: the local one, a private network, an IPv6 range.
+PROXIES = {"TICKETEXPORT_TRUSTED_PROXY": "127.0.0.1, 10.0.0.0/8, 2001:db8:ffff::/48"}
+
+
+async def test_the_throttle_counts_the_client_behind_chained_proxies(
+    servers: Servers, db_url: str, conn: psycopg.Connection[Any], people: dict[str, int]
+) -> None:
+    one, two = servers.pair(db_url, PROXIES)
+    # One client, 198.51.100.20, as proxies in a chain report it: several field lines,
+    # ports, brackets, and addresses the client itself put first (never believed).
+    same_client = [
+        ["198.51.100.20, 10.0.0.2"],
+        ["198.51.100.20", "10.1.1.1:8080"],
+        ["203.0.113.99, 198.51.100.20:4711, [2001:db8:ffff::1]:443"],
+        ["198.51.100.20:1234"],
+        ["203.0.113.1", "198.51.100.20", "10.0.0.9"],
+        ["unknown, 198.51.100.20, 2001:db8:ffff:1::7"],
+    ]
+    async with browser() as client:
+        for i in range(10):
+            client.forwarded(*same_client[i % len(same_client)])
+            assert (await client.login((one, two)[i % 2], ADMIN, f"guess {i}")).status == 400
+        client.forwarded(*same_client[2])
+        assert (await client.login(one, ADMIN)).status == 429
+    # Another client behind the same proxies signs in: nobody else is locked out.
+    async with browser() as owner:
+        owner.forwarded("198.51.100.21, 10.0.0.2")
+        assert (await owner.login(two, ADMIN)).status == 303
+    # An entry a proxy wrote that does not parse: the client is the last trusted hop,
+    # whatever the client sends to the left of it. Never nobody: the throttle still holds.
+    async with browser() as client:
+        for i in range(10):
+            client.forwarded(f"198.51.100.{30 + i}, not-an-address, 10.0.0.7")
+            assert (await client.login((one, two)[i % 2], WATCHER, f"guess {i}")).status == 400
+        client.forwarded("10.0.0.7")
+        assert (await client.login(one, WATCHER)).status == 429
+        client.forwarded("198.51.100.40, 10.0.0.8")
+        assert (await client.login(two, WATCHER)).status == 303
+    rows = conn.execute(
+        "SELECT host(client_ip) FROM audit_log WHERE action = 'login.failed' ORDER BY id"
+    ).fetchall()
+    assert [r[0] for r in rows] == ["198.51.100.20"] * 10 + ["10.0.0.7"] * 10
 
 
 async def test_the_window_passes(
@@ -230,6 +301,186 @@ async def test_a_login_flood_does_not_slow_downloads(
                 answers = await asyncio.gather(*flood, return_exceptions=True)
         assert all(isinstance(a, Answer) and a.status == 400 for a in answers)
     assert statistics.median(busy) <= 3 * calm, (calm, busy)
+
+
+FLOOD = 500
+RUNNING = 3  # web.app.LOGIN_CONCURRENCY
+WAITING = 64  # web.app.LOGIN_WAITING
+
+
+def gate_metrics(text: str) -> dict[str, float]:
+    """This process's sign-in gate, as /metrics shows it."""
+    found = {}
+    for name in ("running", "waiting", "queued", "refused_total"):
+        line = next(
+            (ln for ln in text.splitlines() if ln.startswith(f"ticketexport_sign_ins_{name} ")),
+            None,
+        )
+        assert line is not None, f"/metrics has no ticketexport_sign_ins_{name}"
+        found[name] = float(line.split()[1])
+    return found
+
+
+async def gate_of(client: Browser, server: Server) -> dict[str, float]:
+    return gate_metrics((await client.get(server, "/metrics")).text)
+
+
+async def until_gate(client: Browser, server: Server, **want: float) -> dict[str, float]:
+    """Waits for the gate to reach this state (an event the server reports, not a time)."""
+    deadline = time.monotonic() + 90
+    while True:
+        seen = await gate_of(client, server)
+        if all(seen[name] == value for name, value in want.items()):
+            return seen
+        assert time.monotonic() < deadline, (want, seen)
+        await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def attempts_held(db_url: str) -> Any:
+    """Sign-ins block where they record their attempt, until the block ends: the sign-ins
+    running then stay running, so the gate's state stands still while the test looks."""
+    with psycopg.connect(db_url) as locker:
+        locker.execute("LOCK TABLE login_attempts IN EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            locker.rollback()
+
+
+async def test_a_sign_in_flood_waits_in_a_bounded_queue_and_others_get_through(
+    servers: Servers, db_url: str, conn: psycopg.Connection[Any], people: dict[str, int]
+) -> None:
+    (one,) = [servers.start(db_url, TRUSTED)]
+    flood_client = "198.18.0.1"
+    async with (
+        browser() as observer,
+        browser(flood_client) as flooder,
+        browser("203.0.113.7") as agent,
+    ):
+        token = csrf_in((await flooder.get(one, "/login")).text)
+        agent_token = csrf_in((await agent.get(one, "/login")).text)
+        # Every request at once: no connection limit on the client's side.
+        flood_http = aiohttp.ClientSession(
+            cookie_jar=flooder.http.cookie_jar,
+            connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(total=300),
+        )
+
+        async def flood_one(i: int) -> Answer:
+            form = {"email": f"flood{i}@example.com", "password": "wrong", "csrf_token": token}
+            async with flood_http.post(
+                one.url + "/login", data=form, headers=flooder.headers, allow_redirects=False
+            ) as response:
+                return Answer(response.status, response.headers, await response.text())
+
+        try:
+            with attempts_held(db_url):
+                flood = [asyncio.create_task(flood_one(i)) for i in range(FLOOD)]
+                # Three sign-ins run (held where they record their attempt), 64 wait for a
+                # turn, and every other one was refused at once.
+                await until_gate(
+                    observer,
+                    one,
+                    running=RUNNING,
+                    waiting=WAITING,
+                    queued=WAITING,
+                    refused_total=FLOOD - RUNNING - WAITING,
+                )
+                refused = [await t for t in flood if t.done()]
+                assert len(refused) == FLOOD - RUNNING - WAITING
+                for answer in refused:
+                    assert answer.status == 503
+                    assert 0 < int(answer.headers["Retry-After"]) <= 10
+                    assert "Too many people are signing in" in answer.text
+                # A real sign-in from elsewhere: it takes the place of the flood's youngest
+                # waiting sign-in (refused in its turn), then waits for a turn.
+                real = asyncio.create_task(
+                    agent.post(
+                        one,
+                        "/login",
+                        {"email": AGENT, "password": PASSWORD, "csrf_token": agent_token},
+                        # However long the flood ahead of it would take: what is checked
+                        # is the order, below.
+                        seconds=300,
+                    )
+                )
+                await until_gate(
+                    observer,
+                    one,
+                    running=RUNNING,
+                    queued=WAITING,
+                    refused_total=FLOOD - WAITING - 2,
+                )
+                assert not real.done()
+            signed_in = await real
+            assert signed_in.status == 303
+            answers = await asyncio.gather(*flood)
+        finally:
+            await flood_http.close()
+        statuses = [a.status for a in answers]
+        # Every flood sign-in was answered: checked (a wrong password), or refused.
+        assert statuses.count(400) == RUNNING + WAITING - 1
+        assert statuses.count(503) == FLOOD - RUNNING - WAITING + 1
+        assert await gate_of(observer, one) == {
+            "running": 0,
+            "waiting": 0,
+            "queued": 0,
+            "refused_total": FLOOD - RUNNING - WAITING + 1,
+        }
+    # The real sign-in took the first turn that came free: it was checked, and done, while
+    # the flood's waiting sign-ins were still to be checked.
+    order = conn.execute(
+        "SELECT action FROM audit_log WHERE action IN ('login.failed', 'login.succeeded') "
+        "ORDER BY id"
+    ).fetchall()
+    actions = [row[0] for row in order]
+    assert actions.count("login.failed") == RUNNING + WAITING - 1
+    before = actions.index("login.succeeded")
+    assert before <= 2 * RUNNING, actions[: before + 1]
+    assert len(actions) - before - 1 >= WAITING - 2 * RUNNING
+
+
+async def test_a_sign_in_whose_client_left_is_not_checked(
+    servers: Servers, db_url: str, conn: psycopg.Connection[Any], people: dict[str, int]
+) -> None:
+    (one,) = [servers.start(db_url, TRUSTED)]
+    async with browser() as observer, contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(browser(f"198.51.100.{i}")) for i in range(3)]
+        with attempts_held(db_url):
+            running = [
+                asyncio.create_task(c.login(one, f"busy{i}@example.com", "wrong"))
+                for i, c in enumerate(clients)
+            ]
+            await until_gate(observer, one, running=RUNNING, waiting=0)
+            # One more, sent by hand; its client hangs up while it waits for a turn.
+            page = await observer.get(one, "/login")
+            cookie = page.headers["Set-Cookie"].split(";")[0]
+            body = urllib.parse.urlencode(
+                {"email": "gone@example.com", "password": "x", "csrf_token": csrf_in(page.text)}
+            ).encode()
+            reader, writer = await asyncio.open_connection("127.0.0.1", one.port)
+            writer.write(
+                b"POST /login HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 192.0.2.99\r\n"
+                + f"Cookie: {cookie}\r\n".encode()
+                + b"Content-Type: application/x-www-form-urlencoded\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+            await until_gate(observer, one, running=RUNNING, queued=1)
+            writer.close()
+            await writer.wait_closed()
+            assert await reader.read() == b""
+        assert [a.status for a in await asyncio.gather(*running)] == [400] * RUNNING
+        await until_gate(observer, one, running=0, waiting=0)
+    failed = conn.execute(
+        "SELECT actor_email FROM audit_log WHERE action = 'login.failed' ORDER BY actor_email"
+    ).fetchall()
+    assert [r[0] for r in failed] == [f"busy{i}@example.com" for i in range(RUNNING)]
+    kept = conn.execute("SELECT email FROM login_attempts ORDER BY email").fetchall()
+    assert [r[0] for r in kept] == [f"busy{i}@example.com" for i in range(RUNNING)]
+    assert "its client went away" in one.output()
 
 
 # --- expensive views -----------------------------------------------------------------------

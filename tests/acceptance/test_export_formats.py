@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.support.components import missing_component
 from tests.support.databases import scratch_database
 from tests.support.exports import (
     ADMIN,
@@ -30,7 +27,9 @@ from tests.support.formats import (
     XLSX_TYPE,
     XML_FORBIDDEN,
     assert_xlsx_holds,
+    calc_csv,
     gunzip,
+    soffice,
     unguard,
 )
 from tests.support.services import actor_for, services_for
@@ -152,14 +151,6 @@ HOSTILE = (
 LO_COLUMNS = ["id", "title", "description", "tags", "contact_id", "created_at", "snoozed", "tasks"]
 
 
-def _soffice() -> str:
-    found = shutil.which("soffice") or shutil.which("libreoffice")
-    if found is None:
-        missing_component("LibreOffice (soffice) not installed")
-    assert found is not None
-    return found
-
-
 async def _export_both(url: str, home: Path) -> tuple[bytes, bytes]:
     """The CSV and the xlsx of one saved view, run in-process."""
     storage = LocalStorage(home / "exports")
@@ -197,33 +188,6 @@ async def _export_both(url: str, home: Path) -> tuple[bytes, bytes]:
     return files[0], files[1]
 
 
-def _calc_csv(soffice: str, xlsx_bytes: bytes, tmp_path: Path) -> list[list[str]]:
-    """The workbook as Calc (headless, a private profile) saves it as CSV: cells as shown."""
-    source = tmp_path / "export.xlsx"
-    source.write_bytes(xlsx_bytes)
-    out = tmp_path / "out"
-    result = subprocess.run(
-        [
-            soffice,
-            f"-env:UserInstallation={(tmp_path / 'lo-profile').as_uri()}",
-            "--headless",
-            "--norestore",
-            "--convert-to",
-            "csv:Text - txt - csv (StarCalc):44,34,76,1",
-            "--outdir",
-            str(out),
-            str(source),
-        ],
-        capture_output=True,
-        timeout=180,
-        check=False,
-    )
-    converted = out / "export.csv"
-    assert result.returncode == 0, result
-    assert converted.exists(), (result.stdout, result.stderr)
-    return list(csv.reader(io.StringIO(converted.read_text("utf-8"), newline="")))
-
-
 def _as_calc_shows(value_type: str, text: str) -> str:
     """What Calc's CSV export of the workbook shows for one of our CSV cells."""
     if value_type == "timestamp" and text:
@@ -235,7 +199,7 @@ def _as_calc_shows(value_type: str, text: str) -> str:
 async def test_libreoffice_opens_the_workbook_and_evaluates_nothing(
     server_url: str, template_db: str, tmp_path: Path
 ) -> None:
-    soffice = _soffice()
+    command = soffice()
     with scratch_database(server_url, template_db) as url:
         with psycopg.connect(url, autocommit=True) as conn:
             seed.seed(conn, tickets=200, seed=5)
@@ -247,7 +211,7 @@ async def test_libreoffice_opens_the_workbook_and_evaluates_nothing(
                 )
         csv_bytes, xlsx_bytes = await _export_both(url, tmp_path / "home")
 
-    calc = _calc_csv(soffice, xlsx_bytes, tmp_path)
+    calc = calc_csv(command, xlsx_bytes, tmp_path)
     ours = list(csv.reader(io.StringIO(csv_bytes[3:].decode(), newline="")))
     types = [registry.COLUMNS[key].value_type for key in LO_COLUMNS]
     assert calc[0] == ours[0]

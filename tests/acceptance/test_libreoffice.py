@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,13 +12,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support.components import missing_component, require_module
+from tests.support.components import require_module
 from tests.support.databases import scratch_database
 from tests.support.exports import ADMIN, guard
+from tests.support.formats import calc_csv, ooxml_text, soffice
 from tests.support.reference_views import GUARD_FIRST
 from tests.support.services import actor_for, services_for
 from ticketexport import seed
-from ticketexport.exports import service
+from ticketexport.exports import formats, service, xlsx
 from ticketexport.exports.formats import BOM
 from ticketexport.exports.worker import ExportRun
 from ticketexport.storage.local import LocalStorage
@@ -59,22 +59,14 @@ ADVERSARIAL_TAGS = ["=1+2", "vpn", "a,b"]
 COLUMNS = ["id", "title", "description", "tags", "contact", "created_at", "tasks", "status"]
 
 
-def _soffice() -> str:
-    found = shutil.which("soffice") or shutil.which("libreoffice")
-    if found is None:
-        missing_component("LibreOffice (soffice) not installed")
-    assert found is not None
-    return found
-
-
 def _convert(
-    soffice: str, sources: list[Path], out: Path, profile: Path, infilter: str = INFILTER
+    command: str, sources: list[Path], out: Path, profile: Path, infilter: str = INFILTER
 ) -> list[Path]:
     """Headless CSV → xlsx with a private profile (never the user's, never a shared one)."""
     out.mkdir()
     result = subprocess.run(
         [
-            soffice,
+            command,
             f"-env:UserInstallation={profile.as_uri()}",
             "--headless",
             "--norestore",
@@ -157,11 +149,19 @@ def _add_adversarial(url: str) -> list[int]:
     return ids
 
 
-async def _export(url: str, home: Path) -> bytes:
+async def _export(
+    url: str,
+    home: Path,
+    *,
+    columns: list[str] | None = None,
+    export_format: formats.ExportFormat = formats.CSV,
+) -> bytes:
     """A saved view over the seeded tickets plus the adversarial ones, run in-process."""
     storage = LocalStorage(home / "exports")
     user = actor_for(url, ADMIN.email)
     env = {"TICKETEXPORT_TIMEZONE": "Europe/Berlin"}
+    if columns is None:
+        columns = [*COLUMNS, *(c for c in registry.COLUMNS if c not in COLUMNS)][:20]
     async with services_for(url, home, env=env, storage=storage) as deps:
         pool = deps.pool
         async with pool.connection() as conn:
@@ -171,16 +171,16 @@ async def _export(url: str, home: Path) -> bytes:
                 parse_definition(
                     {
                         "name": "Spreadsheet check =1+2",
-                        "columns": [*COLUMNS, *(c for c in registry.COLUMNS if c not in COLUMNS)][
-                            :20
-                        ],
+                        "columns": columns,
                         "sort": [{"column": "id", "direction": "desc"}],
                     }
                 ),
                 system_wide=False,
             )
         request = ListRequest(view=str(view_id), q="", sort=None, filters={}, page=None)
-        requested = await service.request_export(deps, user, request, client_ip=None)
+        requested = await service.request_export(
+            deps, user, request, export_format=export_format, client_ip=None
+        )
         async with pool.connection() as conn:
             export = await service.load_export(conn, requested.export_id)
         assert export is not None
@@ -195,7 +195,7 @@ async def _export(url: str, home: Path) -> bytes:
 async def test_libreoffice_reads_the_export_cell_for_cell(
     server_url: str, template_db: str, tmp_path: Path
 ) -> None:
-    soffice = _soffice()
+    command = soffice()
     with scratch_database(server_url, template_db) as url:
         with psycopg.connect(url, autocommit=True) as conn:
             seed.seed(conn, tickets=250, seed=3)
@@ -213,7 +213,7 @@ async def test_libreoffice_reads_the_export_cell_for_cell(
     control.write_bytes(BOM + b'Ticket ID,Title\n1,=1+2\n2,"=SUM(1,2)"\n3,plain\n4,  =1+1\n')
 
     xlsx, control_xlsx = _convert(
-        soffice, [exported, control], tmp_path / "out", tmp_path / "lo-profile"
+        command, [exported, control], tmp_path / "out", tmp_path / "lo-profile"
     )
 
     evaluated = _cells(control_xlsx, data_only=True)
@@ -264,7 +264,7 @@ async def test_libreoffice_reads_the_export_cell_for_cell(
     # Told to trim spaces, Calc evaluates "  =1+1" (the control); a guarded cell stays the
     # very text the file holds.
     trimmed_xlsx, trimmed_control = _convert(
-        soffice,
+        command,
         [exported, control],
         tmp_path / "out-trimmed",
         tmp_path / "lo-profile",
@@ -280,3 +280,73 @@ async def test_libreoffice_reads_the_export_cell_for_cell(
         if _guarded(text) and cell != (calc_lines(text), "s")
     ]
     assert not formulas_left, formulas_left[:10]
+
+
+# Cells a workbook must hold as written: Excel's escape syntax in runs that share an
+# underscore, and text past Excel's cell limit (cut there and marked), in UTF-16 units.
+WORKBOOK_TEXTS = (
+    "_x0041_x0007_",
+    "__x0041__x0041_x00e9_ and _X0041_",
+    "Long text " + "".join(f"{i:07d}" for i in range(40_000 // 7)),
+    "😀" * 20_000,
+)
+EXCEL_CELL_LIMIT = 32_767
+
+
+def _utf16(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _fitted(text: str) -> str:
+    """What an Excel cell can hold of `text`: all of it, or as much as fits before the
+    marker, counted in UTF-16 units."""
+    if _utf16(text) <= EXCEL_CELL_LIMIT:
+        return text
+    room = EXCEL_CELL_LIMIT - _utf16(xlsx.CUT_MARKER)
+    kept, used = [], 0
+    for char in text:
+        used += _utf16(char)
+        if used > room:
+            break
+        kept.append(char)
+    return "".join(kept) + xlsx.CUT_MARKER
+
+
+async def test_libreoffice_reads_the_workbook_cells_as_written(
+    server_url: str, template_db: str, tmp_path: Path
+) -> None:
+    command = soffice()
+    with scratch_database(server_url, template_db) as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            seed.seed(conn, tickets=5, seed=3)
+            ids = []
+            for text in WORKBOOK_TEXTS:
+                # A title holds at most 500 characters; a description any length.
+                row = conn.execute(
+                    "INSERT INTO tickets (title, description, status_id, priority_id) "
+                    "VALUES (%s, %s, 1, 1) RETURNING id",
+                    (text[:500], text),
+                ).fetchone()
+                assert row is not None
+                ids.append(str(row[0]))
+        data = await _export(
+            url,
+            tmp_path / "home",
+            columns=["id", "title", "description"],
+            export_format=formats.XLSX,
+        )
+    rows = calc_csv(command, data, tmp_path)
+    calc = {row[0]: row[1:] for row in rows[1:]}
+    for ticket_id, text in zip(ids, WORKBOOK_TEXTS, strict=True):
+        title, description = calc[ticket_id]
+        assert title == text[:500]
+        assert description == _fitted(text), (description[:40], description[-40:])
+    assert calc[ids[0]] == ["_x0041_x0007_", "_x0041_x0007_"]
+    assert calc[ids[2]][1].endswith(xlsx.CUT_MARKER)
+    # openpyxl holds the same cells, Office's escapes decoded as Excel decodes them.
+    book = openpyxl.load_workbook(io.BytesIO(data))
+    held = {
+        str(row[0].value): [ooxml_text(cell.value) for cell in row[1:]]
+        for row in book.active.iter_rows(min_row=2)
+    }
+    assert {i: held[i] for i in ids} == {i: calc[i] for i in ids}

@@ -15,7 +15,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests.support.services import services_for
-from tests.support.web import PASSWORD, Web, csrf_in, insert_tickets, make_user, running
+from tests.support.web import PASSWORD, Web, csrf_in, insert_tickets, make_user, proxies, running
 from ticketexport.bootstrap import Services
 from ticketexport.domain.exports import MAX_ATTEMPTS
 from ticketexport.exports import maintenance
@@ -57,7 +57,7 @@ def _app(db_url: str, storage_root: Path, **overrides: Any) -> Any:
 @pytest.fixture
 async def web(db_url: str, people: dict[str, int], storage_root: Path) -> AsyncIterator[Web]:
     """The app behind a trusted proxy at the test client's own address."""
-    async with _app(db_url, storage_root, trusted_proxy=PROXY) as client:
+    async with _app(db_url, storage_root, trusted_proxies=proxies(PROXY)) as client:
         yield client
 
 
@@ -240,10 +240,10 @@ async def test_forwarded_for_counts_only_from_the_trusted_proxy(
         await login(web, STAFF_EXPORT, "198.51.100.200")
         await request_export(web, "198.51.100.201")
     # A trusted proxy elsewhere: a direct connection from 127.0.0.1 is not it.
-    async with _app(db_url, storage_root, trusted_proxy="10.9.8.7") as web:
+    async with _app(db_url, storage_root, trusted_proxies=proxies("10.9.8.7")) as web:
         await login(web, STAFF_EXPORT, "198.51.100.202")
     # The trusted proxy given as a network that holds the client's address.
-    async with _app(db_url, storage_root, trusted_proxy="127.0.0.0/8") as web:
+    async with _app(db_url, storage_root, trusted_proxies=proxies("127.0.0.0/8")) as web:
         await login(web, STAFF_EXPORT, "198.51.100.203")
     ips = [row["ip"] for row in audits(conn, "login.succeeded")]
     assert ips == ["127.0.0.1", "127.0.0.1", "198.51.100.203"]
@@ -360,6 +360,40 @@ async def test_denials_are_audited_and_create_nothing(
 
 
 # --- cancel, retry, worker failure ------------------------------------------------------------
+
+
+async def test_head_denials_are_audited_as_get_denials(
+    web: Web, deps: Services, conn: Conn, people: dict[str, int]
+) -> None:
+    """HEAD answers what GET would and uses nothing up, but a refusal is a refusal: it is
+    audited for HEAD as for GET (a script probing for files shows in the log)."""
+    await login(web, STAFF_EXPORT)
+    own = await request_export(web)
+    assert (await run_export(deps, conn, own))["status"] == "completed"
+    await web.logout_cookies()
+    await login(web, OTHER)
+    others = await request_export(web)
+    await web.logout_cookies()
+    await login(web, STAFF_EXPORT)
+    # Not an administrator: may not download even their own file.
+    refused = await web.client.head(
+        f"/staff/exports/{own}/download", headers=forwarded("192.0.2.31")
+    )
+    assert refused.status == 403
+    denied = only(conn, "export.download_denied", own)
+    assert (denied["actor_id"], denied["ip"], denied["details"]) == (
+        people[STAFF_EXPORT],
+        "192.0.2.31",
+        {"reason": "not_admin_with_permission"},
+    )
+    # Someone else's export: not found, and audited as such.
+    hidden = await web.client.head(
+        f"/staff/exports/{others}/download", headers=forwarded("192.0.2.32")
+    )
+    assert hidden.status == 404
+    unseen = only(conn, "export.download_denied", others)
+    assert (unseen["ip"], unseen["details"]) == ("192.0.2.32", {"reason": "not_found"})
+    assert audits(conn, "export.downloaded") == []
 
 
 async def test_cancel_and_retry_are_audited(
@@ -592,7 +626,7 @@ async def test_throttle_duplicates_limits_and_unseen_exports_are_audited(
     db_url: str, conn: Conn, people: dict[str, int], storage_root: Path
 ) -> None:
     async with _app(
-        db_url, storage_root, trusted_proxy=PROXY, max_active_exports_per_user=2
+        db_url, storage_root, trusted_proxies=proxies(PROXY), max_active_exports_per_user=2
     ) as web:
         # A double submit is sent to the first export, and recorded as such.
         await login(web, STAFF_EXPORT)
@@ -663,14 +697,20 @@ async def test_throttle_duplicates_limits_and_unseen_exports_are_audited(
                 allow_redirects=False,
             )
             assert response.status == 400
-        page = await web.client.get("/login")
-        response = await web.client.post(
-            "/login",
-            data={"email": OTHER, "password": PASSWORD, "csrf_token": csrf_in(await page.text())},
-            headers=forwarded(),
-            allow_redirects=False,
-        )
-        assert response.status == 429
+        # Refused again and again: audited once for the address and window, not per request.
+        for _ in range(3):
+            page = await web.client.get("/login")
+            response = await web.client.post(
+                "/login",
+                data={
+                    "email": OTHER,
+                    "password": PASSWORD,
+                    "csrf_token": csrf_in(await page.text()),
+                },
+                headers=forwarded(),
+                allow_redirects=False,
+            )
+            assert response.status == 429
         throttled = only(conn, "login.throttled")
         assert (throttled["actor_id"], throttled["actor_email"], throttled["ip"]) == (
             None,
@@ -678,6 +718,7 @@ async def test_throttle_duplicates_limits_and_unseen_exports_are_audited(
             CLIENT,
         )
         assert throttled["details"]["limit"] == "email"
+        assert throttled["details"]["network"] == f"{CLIENT}/32"
         assert 0 < throttled["details"]["retry_after"] <= 900
         assert audits(conn, "login.succeeded", None)[-1]["actor_email"] == STAFF
 

@@ -306,6 +306,34 @@ def test_bad_settings_are_one_line(db_url: str, name: str, value: str, needle: s
     assert_clean_error(proc, needle)
 
 
+@pytest.mark.parametrize(
+    "value", ["10.0.0.1:8080", "proxy.internal", "10.0.0.1, 10.0.0.300", "10.0.0.0/8;::1"]
+)
+def test_a_bad_trusted_proxy_stops_serve_at_start(db_url: str, tmp_path: Path, value: str) -> None:
+    """Silently ignored, such a value would leave every client looking like the proxy."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "TICKETEXPORT_HOME": str(tmp_path),
+        "TICKETEXPORT_SECRET_KEY": "k" * 32,
+        "TICKETEXPORT_PORT": str(port),
+        "TICKETEXPORT_TRUSTED_PROXY": value,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "ticketexport", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        # Started, it would serve until stopped: this long means it did not refuse.
+        timeout=60,
+        check=False,
+    )
+    assert_clean_error(proc, "TICKETEXPORT_TRUSTED_PROXY")
+
+
 @pytest.mark.parametrize("command", ["serve", "demo"])
 def test_a_port_in_use_is_one_line(
     db_url: str, conn: psycopg.Connection[Any], tmp_path: Path, command: str

@@ -23,13 +23,14 @@ from tests.support.formats import (
     XLSX_TYPE,
     assert_xlsx_holds,
     gunzip,
+    xlsx_sheet,
 )
 from tests.support.services import actor_for, services_for
 from tests.support.web import running
 from ticketexport import seed
 from ticketexport.bootstrap import Services
 from ticketexport.domain.exports import ERROR_MESSAGES
-from ticketexport.exports import formats, service
+from ticketexport.exports import formats, service, xlsx
 from ticketexport.exports.formats import BOM
 from ticketexport.exports.worker import ExportRun
 from ticketexport.storage.local import LocalStorage
@@ -260,3 +261,95 @@ async def test_pages_offer_and_show_the_format(seeded_url: str, tmp_path: Path) 
             "SELECT details->>'format' FROM audit_log WHERE action = 'export.requested' ORDER BY id"
         ).fetchall()
     assert [r[0] for r in requested] == list(formats.FORMATS)
+
+
+# Excel's most characters (UTF-16 code units) in one cell.
+EXCEL_CELL_LIMIT = 32_767
+
+
+def utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def excel_cut(text: str, marker: str) -> str:
+    """The longest start of `text` that, followed by `marker`, fits in an Excel cell; the
+    text itself when it fits whole."""
+    if utf16_units(text) <= EXCEL_CELL_LIMIT:
+        return text
+    room = EXCEL_CELL_LIMIT - utf16_units(marker)
+    kept = ""
+    for char in text:
+        if utf16_units(kept) + utf16_units(char) > room:
+            break
+        kept += char
+    return kept + marker
+
+
+# Text that a workbook must hold as it is (or, past Excel's limit, cut there and marked),
+# whatever the reader. Descriptions: a title holds at most 500 characters.
+CELL_TEXTS = {
+    "long": "Long text " + "".join(f"{i:07d}" for i in range(40_000 // 7)) + "end",
+    "emoji": "😀" * 20_000,  # 20,000 characters, 40,000 UTF-16 units
+    "mixed": ("ab😀" * 11_000)[:32_000],
+    "at the limit": "x" * EXCEL_CELL_LIMIT,
+    "overlapping escapes": "_x0041_x0007_",
+    "escape runs": "__x0041__x0041_x00e9_ and _x12_ and _X0041_ and _x004G_",
+}
+# Characters a spreadsheet may skip before it sees a formula's first character.
+INVISIBLE_LEADS = "\x1c\x1d\x1e\x1f\u0085\u180e\u200b\u200c\u200d\u2060"
+
+
+async def test_xlsx_cells_hold_what_the_ticket_holds(deps: Services, seeded_url: str) -> None:
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        ids = [row[0] for row in conn.execute("SELECT id FROM tickets ORDER BY id LIMIT 6")]
+        for ticket_id, text in zip(ids, CELL_TEXTS.values(), strict=True):
+            conn.execute(
+                "UPDATE tickets SET description = %s, title = %s WHERE id = %s",
+                (text, text[:500], ticket_id),
+            )
+    view_id = await _saved_view(
+        deps, ["id", "title", "description"], [{"column": "id", "direction": "asc"}]
+    )
+    request = ListRequest(view=view_id, q="", sort="view", filters={}, page=None)
+    workbook = await _export(deps, request, "xlsx")
+    assert workbook["status"] == "completed", workbook["error_code"]
+    _, rows = xlsx_sheet(workbook["data"])
+    cells = {row[0]: row[1:] for row in rows[1:]}
+    marker = xlsx.CUT_MARKER
+    assert marker.strip()
+    assert utf16_units(marker) < 40
+    for ticket_id, (name, text) in zip(ids, CELL_TEXTS.items(), strict=True):
+        title, description = cells[ticket_id]
+        assert title == text[:500], name
+        assert utf16_units(description) <= EXCEL_CELL_LIMIT, name
+        assert description == excel_cut(text, marker), (name, description[:40], description[-40:])
+    assert cells[ids[0]][1].endswith(marker)
+    assert cells[ids[3]][1] == CELL_TEXTS["at the limit"]
+    assert cells[ids[4]] == ["_x0041_x0007_", "_x0041_x0007_"]
+    # The CSV holds every character.
+    text = _csv_rows((await _export(deps, request, "csv"))["data"])
+    assert {row[0]: row[2] for row in text[1:]}[str(ids[0])] == CELL_TEXTS["long"]
+
+
+async def test_the_formula_guard_looks_past_invisible_leading_characters(
+    deps: Services, seeded_url: str
+) -> None:
+    titles = [f"{lead}=1+2" for lead in INVISIBLE_LEADS] + [
+        f"{lead}{lead} -3" for lead in INVISIBLE_LEADS
+    ]
+    titles += ["\u200bplain", "a\u200b=1+2"]
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        ids = [
+            row[0]
+            for row in conn.execute("SELECT id FROM tickets ORDER BY id LIMIT %s", (len(titles),))
+        ]
+        for ticket_id, title in zip(ids, titles, strict=True):
+            conn.execute("UPDATE tickets SET title = %s WHERE id = %s", (title, ticket_id))
+    view_id = await _saved_view(deps, ["id", "title"], [{"column": "id", "direction": "asc"}])
+    request = ListRequest(view=view_id, q="", sort="view", filters={}, page=None)
+    rows = _csv_rows((await _export(deps, request, "csv"))["data"])
+    held = {row[0]: row[1] for row in rows[1:]}
+    for ticket_id, title in zip(ids, titles, strict=True):
+        formula_like = title.lstrip(INVISIBLE_LEADS + " ")[:1] in "=+-@"
+        assert held[str(ticket_id)] == ("'" + title if formula_like else title), repr(title)
+    assert sum(held[str(i)].startswith("'") for i in ids) == 2 * len(INVISIBLE_LEADS)

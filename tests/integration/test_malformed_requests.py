@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from aiohttp import web as aioweb
 
-from tests.support.web import Web, csrf_in, insert_tickets, make_user, running
+from tests.support.web import PASSWORD, Web, csrf_in, insert_tickets, make_user, running
 from ticketexport.web.keys import SERVER_ERRORS, ServerErrors
 
 AGENT = "agent@example.com"
@@ -90,6 +90,42 @@ async def test_malformed_login_posts_are_400(web: Web, agent: None) -> None:
             web, "POST /login HTTP/1.1", body, headers=cookies + content_type.encode()
         )
         assert_error_page(status, payload, 400)
+
+
+def part(name: str, value: bytes, *headers: bytes) -> bytes:
+    """One multipart/form-data part with the boundary `b`."""
+    head = f'--b\r\nContent-Disposition: form-data; name="{name}"\r\n'.encode()
+    return head + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + value + b"\r\n"
+
+
+MULTIPART = b"Content-Type: multipart/form-data; boundary=b\r\n"
+
+
+@pytest.mark.parametrize(
+    "broken",
+    ["transfer-encoding", "charset", "part-headers"],
+)
+async def test_multipart_parser_errors_are_400(web: Web, agent: None, broken: str) -> None:
+    """The form parser's own errors, whatever it raises them as: a part whose transfer
+    encoding it does not know, a `_charset_` part longer than any charset's name, a part
+    with more header lines than it takes."""
+    cookies, token = await login_form_cookie(web)
+    fields = part("csrf_token", token.encode()) + part("email", AGENT.encode())
+    password = PASSWORD.encode()
+    body = {
+        "transfer-encoding": fields
+        + part("password", password, b"Content-Transfer-Encoding: x-unknown"),
+        "charset": part("_charset_", b"u" * 40) + fields + part("password", password),
+        "part-headers": fields + part("password", password, *[b"X-Filler: 1"] * 200),
+    }[broken]
+    status, _, payload = await raw(
+        web, "POST /login HTTP/1.1", body + b"--b--\r\n", headers=cookies + MULTIPART
+    )
+    assert_error_page(status, payload, 400)
+    # The same form, well made, signs in: multipart itself is welcome.
+    body = fields + part("password", password) + b"--b--\r\n"
+    status, _, _ = await raw(web, "POST /login HTTP/1.1", body, headers=cookies + MULTIPART)
+    assert status == 303
 
 
 async def test_bad_header_bytes_are_refused_not_500(web: Web, agent: None) -> None:

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web as aioweb
 
 from tests.support.services import services_for
-from tests.support.web import PASSWORD, Web, csrf_in, make_user, running
+from tests.support.web import PASSWORD, Web, csrf_in, make_user, proxies, running
 from ticketexport import logs
 from ticketexport.bootstrap import Services
 from ticketexport.domain.permissions import ALL_PERMISSIONS
@@ -310,7 +310,7 @@ async def test_forwarded_headers_count_only_from_the_trusted_proxy(
     async with running(db_url) as web:
         response = await login_sending_cookies(web, headers)
         assert "Secure" not in session_cookie(response)
-    async with running(db_url, trusted_proxy="127.0.0.1") as web:
+    async with running(db_url, trusted_proxies=proxies("127.0.0.1")) as web:
         response = await login_sending_cookies(web, headers)
         assert "Secure" in session_cookie(response)
     ips = [row[2] for row in audit_rows(conn, "login.succeeded")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -295,7 +296,9 @@ async def test_cancel_retry_and_expiry(web: Web, db_url: str) -> None:
 async def test_healthz_and_metrics(web: Web, db_url: str) -> None:
     health = await web.client.get("/healthz")
     assert health.status == 503  # no worker has been seen
-    assert (await health.json())["worker"] == "none seen recently"
+    body = await health.json()
+    assert (body["status"], body["worker"]) == ("unhealthy", "missing")
+    assert body["details"]["worker"] == {"live": 0, "seen_within_seconds": 60.0}
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now())")
     health = await web.client.get("/healthz")
@@ -329,7 +332,79 @@ async def test_healthz_reports_a_pending_migration(db_url: str, people: dict[str
     async with running(db_url) as web:
         health = await web.client.get("/healthz")
         assert health.status == 503
-        assert (await health.json())["migrations"] == "1 pending"
+        body = await health.json()
+        assert body["migrations"] == "pending"
+        assert body["details"]["migrations"] == {"pending": ["0001_domain.sql"]}
+
+
+def _seen_worker(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now())")
+
+
+async def test_healthz_tells_strangers_a_word_per_check_and_operators_the_details(
+    db_url: str, people: dict[str, int]
+) -> None:
+    token = "health-and-metrics-token"
+    _seen_worker(db_url)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM schema_migrations WHERE version = '0009'")
+    async with running(db_url, metrics_token=token) as web:
+        stranger = await web.client.get("/healthz")
+        assert stranger.status == 503
+        assert await stranger.json() == {
+            "status": "unhealthy",
+            "database": "ok",
+            "migrations": "pending",
+            "worker": "unknown",
+            "storage": "ok",
+        }
+        for wrong in ("Bearer nope-nope-nope-nope", f"Basic {token}", token):
+            answer = await web.client.get("/healthz", headers={"Authorization": wrong})
+            assert "details" not in await answer.json()
+        operator = await web.client.get("/healthz", headers={"Authorization": f"Bearer {token}"})
+        assert operator.status == 503
+        body = await operator.json()
+        assert body["details"] == {"migrations": {"pending": ["0009_retention.sql"]}}
+        assert body["migrations"] == "pending"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM schema_migrations")
+    # Without a token set, /healthz shows the details to everyone, as /metrics is open.
+    async with running(db_url) as web:
+        body = await (await web.client.get("/healthz")).json()
+        assert body["migrations"] == "pending"
+        assert len(body["details"]["migrations"]["pending"]) > 1
+
+
+async def test_healthz_keeps_the_storage_state_for_a_few_seconds(
+    db_url: str, people: dict[str, int]
+) -> None:
+    _seen_worker(db_url)
+    async with running(db_url) as web:
+        storage = web.services.storage
+        probes = []
+        check = storage.check
+
+        async def counted() -> None:
+            probes.append(1)
+            await check()
+
+        storage.check = counted  # type: ignore[method-assign]
+        answers = await asyncio.gather(*(web.client.get("/healthz") for _ in range(20)))
+        answers += [await web.client.get("/healthz") for _ in range(20)]
+        assert {a.status for a in answers} == {200}
+        assert {(await a.json())["storage"] for a in answers} == {"ok"}
+        # Forty requests within the cache's seconds: one call to the store.
+        assert len(probes) == 1
+    # The database is asked for every request: a database gone is 503 at once.
+    async with running(db_url, health_cache_seconds=0) as web:
+        storage = web.services.storage
+        probes.clear()
+        check = storage.check
+        storage.check = counted  # type: ignore[method-assign]
+        for _ in range(3):
+            assert (await web.client.get("/healthz")).status == 200
+        assert len(probes) == 3
 
 
 async def test_permission_lost_between_request_and_download(web: Web, db_url: str) -> None:

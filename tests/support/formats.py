@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import gzip
 import io
 import re
+import shutil
+import subprocess
 import zipfile
+from pathlib import Path
 from typing import Any
 
-from tests.support.components import require_module
+from tests.support import reference_views
+from tests.support.components import missing_component, require_module
 
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 GZIP_TYPE = "application/gzip"
 # What XML 1.0 cannot hold; the workbook drops these characters from text.
 XML_FORBIDDEN = re.compile("[\x01-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _OOXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
-_FORMULA_FIRST = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
 def gunzip(data: bytes) -> bytes:
@@ -28,11 +32,7 @@ def gunzip(data: bytes) -> bytes:
 
 def unguard(value: str) -> str:
     """A CSV cell's text without the formula guard (the brief's rule, read backwards)."""
-    if value.startswith("'"):
-        rest = value[1:]
-        if rest[:1] in _FORMULA_FIRST or rest.lstrip()[:1] in ("=", "+", "-", "@"):
-            return rest
-    return value
+    return reference_views.csv_unguard(value)
 
 
 def ooxml_text(value: str) -> str:
@@ -97,3 +97,40 @@ def assert_xlsx_holds(data: bytes, csv_rows: list[list[str]], value_types: list[
     last = sheet.cell(row=1, column=len(header)).column_letter
     assert sheet.auto_filter.ref == f"A1:{last}{len(body) + 1}"
     return sheet
+
+
+def soffice() -> str:
+    """LibreOffice's command, or a skip (a failure in CI) when it is not installed."""
+    found = shutil.which("soffice") or shutil.which("libreoffice")
+    if found is None:
+        missing_component("LibreOffice (soffice) not installed")
+    assert found is not None
+    return found
+
+
+def calc_csv(command: str, xlsx_bytes: bytes, tmp_path: Path) -> list[list[str]]:
+    """The workbook as Calc (headless, a private profile) saves it as UTF-8 CSV: each cell's
+    text as Calc holds it."""
+    source = tmp_path / "export.xlsx"
+    source.write_bytes(xlsx_bytes)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [
+            command,
+            f"-env:UserInstallation={(tmp_path / 'lo-profile').as_uri()}",
+            "--headless",
+            "--norestore",
+            "--convert-to",
+            "csv:Text - txt - csv (StarCalc):44,34,76,1",
+            "--outdir",
+            str(out),
+            str(source),
+        ],
+        capture_output=True,
+        timeout=180,
+        check=False,
+    )
+    converted = out / "export.csv"
+    assert result.returncode == 0, result
+    assert converted.exists(), (result.stdout, result.stderr)
+    return list(csv.reader(io.StringIO(converted.read_text("utf-8"), newline="")))

@@ -93,14 +93,17 @@ def fetch(conn: psycopg.Connection[Any]) -> list[Row]:
 
 # The CSV formula guard, stated on its own: a text cell a spreadsheet would evaluate is
 # one that starts with = + - @ TAB CR or LF, or whose first character after leading white
-# space (which an import may trim: "  =1+1") is = + - @.
+# space (which an import may trim: "  =1+1") or invisible characters is = + - @.
 GUARD_FIRST = ("=", "+", "-", "@", "\t", "\r", "\n")
 GUARD_AFTER_SPACE = ("=", "+", "-", "@")
-# Unicode's White_Space characters but U+0085, and the BOM.
+# Unicode's White_Space characters, the BOM, and what a reader may drop or not show: the
+# information separators U+001C-U+001F, the Mongolian vowel separator, the zero-width
+# space, non-joiner and joiner, and the word joiner.
 SPACES = (
-    "\t\n\v\f\r \u00a0\u1680"
+    "\t\n\v\f\r \u0085\u00a0\u1680"
     + "".join(chr(code) for code in range(0x2000, 0x200B))
     + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+    + "\x1c\x1d\x1e\x1f\u180e\u200b\u200c\u200d\u2060"
 )
 
 

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ticketexport import accounts
 from ticketexport.bootstrap import Services, open_services
-from ticketexport.config import Settings
+from ticketexport.config import Network, Settings, networks
 from ticketexport.domain.permissions import Permission
 from ticketexport.web.app import init_app
 from ticketexport.web.keys import SERVER_ERRORS
@@ -35,6 +35,11 @@ def settings_for(db_url: str, **overrides: Any) -> Settings:
         {"DATABASE_URL": db_url, "TICKETEXPORT_HOME": os.environ["TICKETEXPORT_HOME"]}
     )
     return dataclasses.replace(base, **overrides)
+
+
+def proxies(value: str) -> tuple[Network, ...]:
+    """TICKETEXPORT_TRUSTED_PROXY's value as the settings hold it."""
+    return networks({"TICKETEXPORT_TRUSTED_PROXY": value}, "TICKETEXPORT_TRUSTED_PROXY")
 
 
 def make_user(

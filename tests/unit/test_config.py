@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ def test_defaults() -> None:
     assert s.secret_key is None
     assert (s.host, s.port) == ("127.0.0.1", 8080)
     assert s.cookie_secure is False
-    assert s.trusted_proxy is None
+    assert s.trusted_proxies == ()
     assert s.export_max_rows_per_s == 0
     assert s.heartbeat_seconds == 10.0
     assert s.stall_seconds == 300.0
@@ -52,7 +53,7 @@ def test_every_setting_is_read() -> None:
             "TICKETEXPORT_HOST": "0.0.0.0",  # noqa: S104 - a value, nothing binds
             "TICKETEXPORT_PORT": "9000",
             "TICKETEXPORT_COOKIE_SECURE": "yes",
-            "TICKETEXPORT_TRUSTED_PROXY": "10.0.0.1",
+            "TICKETEXPORT_TRUSTED_PROXY": "10.0.0.1, 2001:db8::/64",
             "TICKETEXPORT_EXPORT_MAX_ROWS_PER_S": "500",
             "TICKETEXPORT_HEARTBEAT_SECONDS": "0.5",
             "TICKETEXPORT_STALL_SECONDS": "3",
@@ -76,7 +77,10 @@ def test_every_setting_is_read() -> None:
         host="0.0.0.0",  # noqa: S104 - the operator's choice, read back verbatim
         port=9000,
         cookie_secure=True,
-        trusted_proxy="10.0.0.1",
+        trusted_proxies=(
+            ipaddress.ip_network("10.0.0.1/32"),
+            ipaddress.ip_network("2001:db8::/64"),
+        ),
         export_max_rows_per_s=500,
         heartbeat_seconds=0.5,
         stall_seconds=3.0,
@@ -244,3 +248,9 @@ def test_bad_limits_are_refused_naming_the_variable(name: str, raw: str) -> None
     with pytest.raises(ConfigError, match=name) as refused:
         settings(**{name: raw})
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("raw", ["10.0.0.1:80", "proxy", "10.0.0.1,", "10.0.0.0/33"])
+def test_bad_trusted_proxies_are_refused(raw: str) -> None:
+    with pytest.raises(ConfigError, match=r"^TICKETEXPORT_TRUSTED_PROXY must be"):
+        settings(TICKETEXPORT_TRUSTED_PROXY=raw)

@@ -411,21 +411,18 @@ async def authorize_download(
 
     None means the automatic download already happened (another tab or browser): nothing
     to send. Raises ExportNotFound, ExportDenied, ExportGone or ExportNotReady; refusals
-    are audited. `head` (a HEAD request) answers the same question with no effect at all:
-    no audit row, and the automatic download is looked at but not used up.
+    are audited, for HEAD as for GET. `head` (a HEAD request) otherwise answers the same
+    question with no effect: the automatic download is looked at but not used up (and the
+    caller records no download).
     """
     try:
         async with services.pool.connection() as conn:
             export = await visible_export(conn, user, export_id)
     except ExportNotFound:
-        if not head:
-            await _deny(services, user, "download", "not_found", client_ip, export_id)
+        await _deny(services, user, "download", "not_found", client_ip, export_id)
         raise
     if not user.may_download:
-        if not head:
-            await _deny(
-                services, user, "download", "not_admin_with_permission", client_ip, export_id
-            )
+        await _deny(services, user, "download", "not_admin_with_permission", client_ip, export_id)
         raise ExportDenied(DOWNLOAD_DENIED)
     async with services.pool.connection() as conn:
         cur = await conn.execute(q("db_now"))

@@ -13,9 +13,12 @@ only counts lines and compresses; no Python code touches a cell. What the cells 
 XML 1.0 cannot hold the control characters U+0001–U+0008, U+000B, U+000C, U+000E–U+001F,
 nor U+FFFE and U+FFFF: they are removed from the text (PostgreSQL text never holds
 U+0000). CR and LF are written as character references so that XML parsers keep them and
-each row stays one COPY line. Text that already looks like Office's own escape of a
-character (`_x0041_`) has its underscore escaped (`_x005F_x0041_`), as Excel writes it, so
-that it reads back as written.
+each row stays one COPY line. Every underscore that starts what looks like Office's own
+escape of a character (`_x0041_`) is escaped (`_x005F_x0041_`), as Excel writes it, so
+that it reads back as written; runs that share an underscore (`_x0041_x0007_`) included.
+
+Excel holds at most 32,767 characters (UTF-16 code units) in a cell and offers to repair a
+workbook holding more, so longer text is cut to fit and ends with `CUT_MARKER`.
 """
 
 from __future__ import annotations
@@ -96,6 +99,18 @@ FORBIDDEN = "".join(
 )
 _FORBIDDEN_RE = re.compile(f"[{re.escape(FORBIDDEN)}]")
 _FORBIDDEN_CLASS = sql.Literal(f"[{FORBIDDEN}]")
+# The most UTF-16 code units Excel holds in a cell, and what ends a text cut to fit.
+CELL_LIMIT = 32_767
+CUT_MARKER = " [… cut at 32,767 characters]"
+# Only text longer than this many bytes can exceed the limit (a character is at most two
+# UTF-16 units and at least one byte): octet_length() is a cheap first look.
+_CUT_BYTES = CELL_LIMIT // 2
+# A character outside the Basic Multilingual Plane takes two UTF-16 units, and a character
+# PostgreSQL text never holds beside it (U+FFFF, also dropped as XML cannot hold it) stands
+# for the second; see _cut.
+_ASTRAL = "[\U00010000-\U0010ffff]"
+_SECOND_UNIT = "\uffff"
+
 # Excel's sheet-name rules: 1–31 characters, none of these, no apostrophe at either end.
 _SHEET_NAME_DROP = re.compile(r"[:\\/?*\[\]]")
 SHEET_NAME_MAX = 31
@@ -191,6 +206,41 @@ def workbook(layout: Layout, rows: int) -> bytes:
 # --- rows, rendered by PostgreSQL -------------------------------------------------------
 
 
+def _cut(value: sql.Composable) -> sql.Composable:
+    """`value` cut to fit an Excel cell with CUT_MARKER after it, or as it is when it fits.
+
+    Counted in UTF-16 units, as Excel counts: each astral character gets a U+FFFF after it,
+    so that the first N characters of that are exactly N units; an astral character whose
+    second unit falls past the cut goes too. (A U+FFFF in the text itself counts as one
+    more unit and is dropped here and anyway: the cut may come a character early, never
+    late.)"""
+    room = CELL_LIMIT - len(CUT_MARKER.encode("utf-16-le")) // 2
+    units = sql.SQL("regexp_replace({v}, {astral}, {paired}, 'g')").format(
+        v=value,
+        astral=sql.Literal(f"({_ASTRAL})"),
+        paired=sql.Literal("\\1" + _SECOND_UNIT),
+    )
+    cut = sql.SQL(
+        "replace(regexp_replace(left({units}, {room}), {last}, ''), {second}, '') || {marker}"
+    ).format(
+        units=units,
+        room=sql.Literal(room),
+        last=sql.Literal(f"{_ASTRAL}$"),
+        second=sql.Literal(_SECOND_UNIT),
+        marker=sql.Literal(CUT_MARKER),
+    )
+    return sql.SQL(
+        "(CASE WHEN octet_length({v}) > {bytes} AND length({units}) > {limit} "
+        "THEN {cut} ELSE {v} END)"
+    ).format(
+        v=value,
+        bytes=sql.Literal(_CUT_BYTES),
+        units=units,
+        limit=sql.Literal(CELL_LIMIT),
+        cut=cut,
+    )
+
+
 def _text(value: sql.Composable) -> sql.Composable:
     """The XML character data of a text value (see the module docstring)."""
     # Each step looks before it rewrites; translate() would be the obvious way to drop
@@ -200,7 +250,7 @@ def _text(value: sql.Composable) -> sql.Composable:
     ).format(v=value, chars=_FORBIDDEN_CLASS)
     unescaped = sql.SQL(
         "(CASE WHEN strpos({v}, '_x') > 0 "
-        "THEN regexp_replace({v}, '_(x[0-9A-Fa-f]{{4}}_)', '_x005F_\\1', 'g') ELSE {v} END)"
+        "THEN regexp_replace({v}, '_(?=x[0-9A-Fa-f]{{4}}_)', '_x005F_', 'g') ELSE {v} END)"
     ).format(v=clean)
     out: sql.Composable = unescaped
     for char, reference in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;")):
@@ -245,11 +295,20 @@ def select(compiled: Compiled) -> sql.Composed:
         sql.SQL("v.{} {}").format(sql.Identifier(f"k{i}"), sql.SQL("DESC" if desc else "ASC"))
         for i, desc in enumerate(compiled.key_desc)
     )
-    values = [sql.SQL("w.{}").format(sql.Identifier(f"c{i}")) for i in range(len(compiled.columns))]
-    texts = [
-        value
-        for value, column in zip(values, compiled.columns, strict=True)
-        if column.value_type not in ("integer", "timestamp")
+    is_text = [c.value_type not in ("integer", "timestamp") for c in compiled.columns]
+    # Text values are cut to fit a cell once, in the inner query, so that both ways of
+    # writing a row below see them cut.
+    values = [
+        sql.SQL("w.{}").format(sql.Identifier(f"{'t' if text else 'c'}{i}"))
+        for i, text in enumerate(is_text)
+    ]
+    texts = [value for value, text in zip(values, is_text, strict=True) if text]
+    cut = [
+        sql.SQL(", {} AS {}").format(
+            _cut(sql.SQL("v.{}").format(sql.Identifier(f"c{i}"))), sql.Identifier(f"t{i}")
+        )
+        for i, text in enumerate(is_text)
+        if text
     ]
 
     def row(*, escape: bool) -> sql.Composable:
@@ -267,10 +326,14 @@ def select(compiled: Compiled) -> sql.Composed:
             sql.SQL(", ").join(texts), _NEEDS_ESCAPING, rendered, row(escape=False)
         )
     return sql.SQL(
-        "SELECT {row} FROM (SELECT v.*, (row_number() OVER (ORDER BY {window}) + 1)::text AS n "
-        "FROM ({rows}) AS v) AS w ORDER BY {order}"
+        "SELECT {row} FROM (SELECT v.*, (row_number() OVER (ORDER BY {window}) + 1)::text AS n"
+        "{cut} FROM ({rows}) AS v) AS w ORDER BY {order}"
     ).format(
-        row=rendered, window=window, rows=aliased(compiled), order=order_by_keys(compiled, "w")
+        row=rendered,
+        window=window,
+        cut=sql.Composed(cut),
+        rows=aliased(compiled),
+        order=order_by_keys(compiled, "w"),
     )
 
 

@@ -29,6 +29,7 @@ from ticketexport.web.keys import (
     ServerErrors,
 )
 from ticketexport.web.middleware import all_middlewares, on_response_prepare
+from ticketexport.web.signin_gate import SignInGate
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ PASSWORD_NICENESS = 19
 # A few sign-ins at a time keep the password threads busy while leaving most of the web
 # pool's connections (bootstrap.WEB_CONNECTIONS) to everyone else.
 LOGIN_CONCURRENCY = 3
+# Sign-ins that may wait for a turn in one web process; more at once are refused (503), so a
+# flood's memory is bounded. 64 drain in a few seconds at three at a time.
+LOGIN_WAITING = 64
 
 
 def _login_key(settings: Settings) -> bytes:
@@ -75,7 +79,7 @@ def init_app(services: Services) -> web.Application:
     app[SERVICES] = services
     app[LOGIN_KEY] = _login_key(services.settings)
     app[SERVER_ERRORS] = ServerErrors()
-    app[LOGIN_GATE] = asyncio.Semaphore(LOGIN_CONCURRENCY)
+    app[LOGIN_GATE] = SignInGate(running=LOGIN_CONCURRENCY, waiting=LOGIN_WAITING)
     app[PASSWORD_EXECUTOR] = concurrent.futures.ThreadPoolExecutor(
         max_workers=PASSWORD_THREADS,
         thread_name_prefix="password-check",

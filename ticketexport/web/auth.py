@@ -1,15 +1,14 @@
-"""Staff sign-in: Postgres-backed sessions, login and logout, CSRF tokens, audit rows."""
+"""Staff sign-in on the web: Postgres-backed sessions, the login and logout handlers, CSRF
+tokens (the sign-in itself, with its throttle, is ticketexport.signin)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import hmac
 import logging
 import math
 import re
-import secrets
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -18,10 +17,11 @@ from aiohttp import web
 from psycopg.rows import dict_row
 
 from ticketexport import audit as audit_log
-from ticketexport import db
+from ticketexport import db, signin
 from ticketexport.accounts import verify_password
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.permissions import ALL_PERMISSIONS, Permission
+from ticketexport.signin import IDLE_SECONDS, new_token, session_id
 from ticketexport.web.keys import (
     LOGIN_GATE,
     LOGIN_KEY,
@@ -30,40 +30,26 @@ from ticketexport.web.keys import (
     USER,
     Session,
     pool_of,
-    settings_of,
+    services_of,
 )
-from ticketexport.web.render import render
-from ticketexport.web.security import client_ip, queue_cookie, safe_next, storable
+from ticketexport.web.render import CLIENT_GONE, render
+from ticketexport.web.security import client_ip, client_of, queue_cookie, safe_next
+from ticketexport.web.signin_gate import Refused
 
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "te_session"
 LOGIN_COOKIE = "te_login"
-# A session ends after 12 hours without a request, and 7 days after sign-in regardless.
-IDLE_SECONDS = 12 * 3600
-ABSOLUTE_SECONDS = 7 * 24 * 3600
 # Writing last_seen_at on every request would turn each page view into a write.
 TOUCH_AFTER_SECONDS = 60
 
-MAX_EMAIL = 254
-MAX_PASSWORD = 1024
-
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 GENERIC_FAILURE = "Email or password is incorrect."
-
-# Verified against when the email is unknown, so both failures take the same time.
-_DUMMY_HASH = (
-    "$argon2id$v=19$m=65536,t=3,p=4$LLsamOi+gf0LDFjOmwU6iA$"
-    "BpORrNdctK8Kwrr0rrSvDxAueRgw4Wb5YfpOXx6Gh+4"
-)
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(32)
-
-
-def session_id(token: str) -> str:
-    return hashlib.sha256(token.encode("ascii")).hexdigest()
+THROTTLED = "Too many failed sign-in attempts. Try again in {wait}."
+BUSY = "Too many people are signing in right now. Try again in a few seconds."
+# How long a sign-in refused for a full gate is asked to wait: about how long the waiting
+# ones take to drain (three at a time, a fraction of a second each).
+BUSY_RETRY_AFTER = 5
 
 
 def tokens_equal(sent: str, expected: str) -> bool:
@@ -212,67 +198,6 @@ def _field(form: Any, name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-# Failed sign-ins allowed within the window, per address and per client, before further
-# attempts are refused (brief: login throttling).
-EMAIL_ATTEMPTS = 10
-CLIENT_ATTEMPTS = 100
-THROTTLED = "Too many failed sign-in attempts. Try again in {wait}."
-
-
-@dataclasses.dataclass(frozen=True)
-class _Throttle:
-    """Seconds until each limit lets this attempt through (None: it does now)."""
-
-    email_wait: float | None
-    client_wait: float | None
-
-    @property
-    def retry_after(self) -> int | None:
-        waits = [w for w in (self.email_wait, self.client_wait) if w is not None]
-        return max(1, math.ceil(max(waits))) if waits else None
-
-
-async def _reserve_attempt(
-    request: web.Request, email: str, address: str | None
-) -> tuple[_Throttle, int | None]:
-    """Check the throttle and, if the attempt may go ahead, record it as a failure-to-be.
-
-    The attempt is written before its password is checked, under a lock on the address and
-    the client, so guesses racing each other (in this process or another) are counted
-    before any of them is verified. The row goes again when the password was right.
-    """
-    window = settings_of(request).login_window_seconds
-    async with pool_of(request).connection() as conn, conn.transaction():
-        await conn.execute(
-            db.q("login_throttle_lock"), {"email": email, "client_ip": address or ""}
-        )
-        cur = await conn.execute(
-            db.q("login_throttle_check"),
-            {
-                "email": email,
-                "client_ip": address,
-                "window": window,
-                "email_limit": EMAIL_ATTEMPTS,
-                "client_limit": CLIENT_ATTEMPTS,
-            },
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        throttle = _Throttle(
-            email_wait=None if row[0] is None else float(row[0]),
-            client_wait=None if row[1] is None else float(row[1]),
-        )
-        if throttle.retry_after is not None:
-            return throttle, None
-        cur = await conn.execute(
-            db.q("login_attempt_insert"), {"email": email, "client_ip": address}
-        )
-        inserted = await cur.fetchone()
-        assert inserted is not None
-        await conn.execute(db.q("login_attempts_prune"), {"window": window})
-    return throttle, int(inserted[0])
-
-
 def _wait_text(seconds: int) -> str:
     if seconds < 60:
         return f"{seconds} second{'s' if seconds != 1 else ''}"
@@ -281,111 +206,84 @@ def _wait_text(seconds: int) -> str:
 
 
 async def _throttled(
-    request: web.Request, throttle: _Throttle, shown_email: str
+    request: web.Request, throttle: signin.Throttle, attempt: signin.Attempt
 ) -> web.StreamResponse:
     retry_after = throttle.retry_after
     assert retry_after is not None
-    await audit(
-        request,
-        "login.throttled",
-        actor_id=None,
-        actor_email=shown_email or None,
-        details={
-            "limit": "email" if throttle.email_wait is not None else "client",
-            "retry_after": retry_after,
-        },
-    )
     response = await login_form(
         request,
         error=THROTTLED.format(wait=_wait_text(retry_after)),
-        email=shown_email,
+        email=attempt.shown_email,
         status=429,
     )
     response.headers["Retry-After"] = str(retry_after)
     return response
 
 
-async def _verify(request: web.Request, hashed: str, password: str) -> bool:
-    # argon2 is deliberately slow: off the event loop, on the threads kept for it.
-    loop = asyncio.get_running_loop()
-    executor = request.app[PASSWORD_EXECUTOR]
-    return await loop.run_in_executor(executor, verify_password, hashed, password)
+async def _busy(request: web.Request, attempt: signin.Attempt) -> web.StreamResponse:
+    response = await login_form(request, error=BUSY, email=attempt.shown_email, status=503)
+    response.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
+    return response
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 async def login_post(request: web.Request) -> web.StreamResponse:
+    """POST /login: a place at the gate, the throttle, a turn, then the sign-in itself."""
     form = await request.post()
-    async with request.app[LOGIN_GATE]:
-        return await _sign_in(request, form)
-
-
-async def _sign_in(request: web.Request, form: Mapping[str, Any]) -> web.StreamResponse:
-    email = _field(form, "email").strip().lower()
-    password = _field(form, "password")
-    target = safe_next(_field(form, "next")) or "/staff/tickets"
-    shown_email = storable(email[:MAX_EMAIL])
-
-    # Checked first, whatever the password: a right one does not get through meanwhile.
-    throttle, attempt_id = await _reserve_attempt(request, shown_email, client_ip(request))
-    if attempt_id is None:
-        return await _throttled(request, throttle, shown_email)
-
-    user: dict[str, Any] | None = None
-    reason = "unknown_email"
-    plausible = (
-        0 < len(email) <= MAX_EMAIL
-        and storable(email) == email
-        and 0 < len(password) <= MAX_PASSWORD
+    address = client_of(request)
+    old = request.cookies.get(SESSION_COOKIE)
+    attempt = signin.Attempt(
+        email=_field(form, "email").strip().lower(),
+        password=_field(form, "password"),
+        network=signin.client_network(address),
+        client_ip=str(address),
+        user_agent=request.headers.get("User-Agent", ""),
+        old_session=old if old and _TOKEN.match(old) else None,
     )
-    if plausible:
-        async with pool_of(request).connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(db.q("user_by_email"), {"email": email})
-            user = await cur.fetchone()
-    hashed = user["password_hash"] if user else _DUMMY_HASH
-    verified = plausible and await _verify(request, hashed, password)
-    if user is not None:
-        reason = "bad_password"
-        if verified:
-            reason = "inactive" if not user["is_active"] else ""
-    if not plausible:
-        reason = "malformed"
-    if user is None or not verified or not user["is_active"]:
-        # The attempt's row stays: it is one of the failures the throttle counts.
-        await audit(
-            request,
-            "login.failed",
-            actor_id=user["id"] if user else None,
-            actor_email=shown_email or None,
-            details={"reason": reason},
+    services = services_of(request)
+    try:
+        place = request.app[LOGIN_GATE].enter(attempt.network)
+    except Refused:
+        return await _busy(request, attempt)
+    with place:
+        # Before it waits: a refused attempt never takes a turn from anyone.
+        throttle = await signin.throttle_now(services, attempt)
+        if throttle.retry_after is not None:
+            await signin.record_refusal(services, attempt, throttle)
+            return await _throttled(request, throttle, attempt)
+        try:
+            await place.turn()
+        except Refused:
+            return await _busy(request, attempt)
+        if _client_gone(request):
+            # Nobody is there to be told: no password is checked for it.
+            log.info("sign-in dropped: its client went away while it waited")
+            return web.Response(status=CLIENT_GONE)
+        outcome = await signin.sign_in(services, attempt, _verifier(request))
+    if isinstance(outcome, signin.Throttled):
+        return await _throttled(request, outcome.throttle, attempt)
+    if isinstance(outcome, signin.Failed):
+        return await login_form(
+            request, error=GENERIC_FAILURE, email=attempt.shown_email, status=400
         )
-        return await login_form(request, error=GENERIC_FAILURE, email=shown_email, status=400)
+    queue_cookie(request, SESSION_COOKIE, outcome.token, max_age=signin.ABSOLUTE_SECONDS)
+    raise web.HTTPSeeOther(safe_next(_field(form, "next")) or "/staff/tickets")
 
-    token = new_token()
-    sid = session_id(token)
-    async with pool_of(request).connection() as conn:
-        # The right password: this attempt is not a failure.
-        await conn.execute(db.q("login_attempt_delete"), {"id": attempt_id})
-        old = request.cookies.get(SESSION_COOKIE)
-        if old and _TOKEN.match(old):
-            # A fresh id at every sign-in: a planted cookie never becomes a live session.
-            await conn.execute(db.q("web_session_delete"), {"id": session_id(old)})
-        await conn.execute(
-            db.q("web_sessions_purge_expired"), {"user_id": user["id"], "idle": IDLE_SECONDS}
-        )
-        await conn.execute(
-            db.q("web_session_insert"),
-            {
-                "id": sid,
-                "user_id": user["id"],
-                "csrf_token": new_token(),
-                "lifetime": ABSOLUTE_SECONDS,
-                "client_ip": client_ip(request),
-                "user_agent": storable(request.headers.get("User-Agent", "")[:500]),
-            },
-        )
-    await audit(request, "login.succeeded", actor_id=user["id"], actor_email=user["email"])
-    queue_cookie(request, SESSION_COOKIE, token, max_age=ABSOLUTE_SECONDS)
-    raise web.HTTPSeeOther(target)
+
+def _verifier(request: web.Request) -> signin.Verify:
+    """Password checks on the threads kept for them: argon2 is deliberately slow, and a
+    flood of sign-ins must not stall the event loop or the file threads."""
+    executor = request.app[PASSWORD_EXECUTOR]
+
+    async def verify(hashed: str, password: str) -> bool:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, verify_password, hashed, password)
+
+    return verify
 
 
 async def logout_post(request: web.Request) -> web.StreamResponse:

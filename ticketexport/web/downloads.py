@@ -65,8 +65,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 async def export_download(request: web.Request) -> web.StreamResponse:
     """GET /staff/exports/{id}/download: the stored file, streamed through the app.
 
-    HEAD answers with the headers GET would send, and nothing else happens: no body, no
-    audit row, no use of the automatic download.
+    HEAD answers with the headers GET would send: no body, no download audit row, no use
+    of the automatic download; a refusal is audited as for GET.
     """
     export_id = export_id_of(request)
     services = services_of(request)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import concurrent.futures
 import dataclasses
@@ -14,6 +13,8 @@ from aiohttp import web
 from ticketexport.bootstrap import Services
 from ticketexport.config import Settings
 from ticketexport.domain.actor import Actor
+from ticketexport.web.health import HealthChecks
+from ticketexport.web.signin_gate import SignInGate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +51,13 @@ SERVER_ERRORS = web.AppKey("server_errors", ServerErrors)
 # The threads that check passwords: a login flood waits for these, never for the threads
 # that read and write files (asyncio's default executor).
 PASSWORD_EXECUTOR = web.AppKey("password_executor", concurrent.futures.ThreadPoolExecutor)
-# Sign-ins in progress at once in this process: a flood queues here, in memory, instead of
-# taking every pooled connection from the pages and downloads of signed-in users.
-LOGIN_GATE = web.AppKey("login_gate", asyncio.Semaphore)
+# Sign-ins in progress at once in this process, and a bounded number waiting: a flood waits
+# here, in memory, instead of taking every pooled connection from the pages and downloads
+# of signed-in users, and what does not fit is refused.
+LOGIN_GATE = web.AppKey("login_gate", SignInGate)
+
+# The checks /healthz runs, with the states kept between requests.
+HEALTH = web.AppKey("health", HealthChecks)
 
 # Request state ----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from ticketexport import logs
@@ -162,12 +163,14 @@ async def _read_form(request: web.Request) -> Any:
     """The posted form, parsed once here for every handler after (aiohttp keeps it).
 
     A body that is not valid in its declared charset, names a charset Python does not know,
-    or claims multipart without a usable boundary is the client's mistake: 400, not a 500.
-    Too large stays aiohttp's 413.
+    claims multipart without a usable boundary, or has a part the parser cannot take is the
+    client's mistake: 400, not a 500. Too large stays aiohttp's 413.
     """
     try:
         return await request.post()
-    except (UnicodeError, LookupError, ValueError):
+    # The parser raises RuntimeError for a part's unknown transfer encoding and for an
+    # over-long `_charset_` part, and its header parser's own errors for a part's headers.
+    except (UnicodeError, LookupError, ValueError, RuntimeError, HttpProcessingError):
         raise PageError(400, _UNREADABLE_FORM) from None
 
 

@@ -23,11 +23,15 @@ from prometheus_client.registry import Collector
 from psycopg.rows import dict_row
 
 from ticketexport import db
+from ticketexport.bootstrap import Services
+from ticketexport.config import Settings
 from ticketexport.db import q
 from ticketexport.domain.exports import Status
 from ticketexport.standby import StandbyStatus, standby_status
 from ticketexport.storage import StorageError
-from ticketexport.web.keys import pool_of, services_of, settings_of
+from ticketexport.web.health import CachedCheck, CheckState, HealthChecks
+from ticketexport.web.keys import HEALTH, LOGIN_GATE, SERVICES, pool_of, services_of, settings_of
+from ticketexport.web.signin_gate import SignInGate
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +40,8 @@ CHECK_TIMEOUT = 3.0
 DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 14400)
 
 
-async def _migration_problem(conn: psycopg.AsyncConnection[Any]) -> str | None:
-    """None when every migration is applied unchanged, else what is wrong."""
+async def _migrations_state(conn: psycopg.AsyncConnection[Any]) -> CheckState:
+    """ok when every migration is applied unchanged; pending or changed otherwise (503)."""
     cur = await conn.execute(q("migrations_table_exists"))
     exists = await cur.fetchone()
     applied: dict[str, str] = {}
@@ -46,58 +50,94 @@ async def _migration_problem(conn: psycopg.AsyncConnection[Any]) -> str | None:
         applied = {row[0]: row[1] for row in await cur.fetchall()}
     try:
         pending = db.unapplied(applied)
-    except db.MigrationError:
-        return "an applied migration was changed"
-    return f"{len(pending)} pending" if pending else None
+    except db.MigrationError as exc:
+        return CheckState("changed", {"problem": str(exc)}, failing=True)
+    if pending:
+        return CheckState("pending", {"pending": [m.name for m in pending]}, failing=True)
+    return CheckState("ok")
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """200 when the database answers, no migration is pending and a worker was seen."""
-    settings = settings_of(request)
-    checks: dict[str, Any] = {"database": "ok", "migrations": "ok", "worker": "ok"}
-    healthy = True
+async def _database_states(services: Services) -> Mapping[str, CheckState]:
+    """The database, its migrations and the workers it has seen, over one connection and
+    probed for every request: /healthz must follow the database at once."""
+    seconds = services.settings.worker_seen_seconds
+    ok, unknown = CheckState("ok"), CheckState("unknown")
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
-            async with pool_of(request).connection(timeout=CHECK_TIMEOUT) as conn:
-                problem = await _migration_problem(conn)
-                if problem:
-                    checks["migrations"] = problem
-                    healthy = False
-                else:
-                    cur = await conn.execute(
-                        q("live_workers"), {"seconds": settings.worker_seen_seconds}
-                    )
-                    row = await cur.fetchone()
-                    if not row or row[0] == 0:
-                        checks["worker"] = "none seen recently"
-                        healthy = False
+            async with services.pool.connection(timeout=CHECK_TIMEOUT) as conn:
+                migrations = await _migrations_state(conn)
+                if migrations.failing:
+                    return {
+                        "database": CheckState("ok"),
+                        "migrations": migrations,
+                        "worker": unknown,
+                    }
+                cur = await conn.execute(q("live_workers"), {"seconds": seconds})
+                row = await cur.fetchone()
     except (psycopg.Error, OSError, TimeoutError) as exc:
         log.warning("health check: database unavailable (%s)", type(exc).__name__)
-        checks = {"database": "unavailable", "migrations": "unknown", "worker": "unknown"}
-        healthy = False
-    standby = await standby_status(services_of(request))
-    if standby is not None:
-        # Reported, never a reason for 503: exports fall back to the primary.
-        checks["standby"] = dataclasses.asdict(standby)
-    # Reported, not a reason for 503: pages and event streams work without the store, and
-    # a load balancer taking every web process out for it would make that worse.
-    checks["storage"] = await _storage_state(request)
-    checks["status"] = "ok" if healthy else "unhealthy"
-    return web.json_response(
-        checks, status=200 if healthy else 503, headers={"Cache-Control": "no-store"}
+        return {
+            "database": CheckState("unavailable", failing=True),
+            "migrations": unknown,
+            "worker": unknown,
+        }
+    live = int(row[0]) if row else 0
+    details = {"live": live, "seen_within_seconds": seconds}
+    worker = CheckState("ok", details) if live else CheckState("missing", details, failing=True)
+    return {"database": ok, "migrations": migrations, "worker": worker}
+
+
+async def _standby_state(services: Services) -> Mapping[str, CheckState]:
+    """The export standby, when one is configured: reported, never a reason for 503, since
+    exports fall back to the primary."""
+    standby = await standby_status(services)
+    if standby is None:
+        return {}
+    details = {
+        key: value
+        for key, value in (("lag_seconds", standby.lag_seconds), ("lag_bytes", standby.lag_bytes))
+        if value is not None
+    }
+    return {"standby": CheckState(standby.state, details)}
+
+
+async def _storage_state(services: Services) -> Mapping[str, CheckState]:
+    """ok when the configured store answers a read-only check, else unavailable. Reported,
+    not a reason for 503: pages and event streams work without the store, and a load
+    balancer taking every web process out for it would make that worse."""
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            await services.storage.check()
+    except (StorageError, OSError, TimeoutError) as exc:
+        log.warning("health check: storage unavailable (%s)", type(exc).__name__)
+        return {"storage": CheckState("unavailable")}
+    return {"storage": CheckState("ok")}
+
+
+def health_checks(settings: Settings) -> HealthChecks:
+    """The checks of /healthz. A load balancer may ask several times a second: the storage
+    and standby probes (a call to the store, queries on two servers) are kept for
+    `health_cache_seconds`; the database's own are made for every request."""
+    cached = settings.health_cache_seconds
+    return HealthChecks(
+        [
+            CachedCheck(_database_states, 0),
+            CachedCheck(_standby_state, cached),
+            CachedCheck(_storage_state, cached),
+        ]
     )
 
 
-async def _storage_state(request: web.Request) -> str:
-    """ "ok" when the configured store answers a read-only check, else "unavailable"."""
-    storage = services_of(request).storage
-    try:
-        async with asyncio.timeout(CHECK_TIMEOUT):
-            await storage.check()
-    except (StorageError, OSError, TimeoutError) as exc:
-        log.warning("health check: storage unavailable (%s)", type(exc).__name__)
-        return "unavailable"
-    return "ok"
+async def healthz(request: web.Request) -> web.Response:
+    """200 when the database answers, no migration is pending and a worker was seen.
+
+    Anyone gets the status and a word per check; the details need the metrics token when
+    one is set (they tell an outsider about lags and the schema)."""
+    report = await request.app[HEALTH].report(services_of(request))
+    body = report.detailed() if _metrics_allowed(request) else report.public()
+    return web.json_response(
+        body, status=200 if report.healthy else 503, headers={"Cache-Control": "no-store"}
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +238,35 @@ class _ExportCollector(Collector):
                 )
 
 
+class _SignInCollector(Collector):
+    """This process's sign-in gate: how many sign-ins run and wait, and how many it refused."""
+
+    def __init__(self, gate: SignInGate) -> None:
+        self._gate = gate
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "ticketexport_sign_ins_running",
+            "Sign-ins this web process is checking now.",
+            value=self._gate.running,
+        )
+        yield GaugeMetricFamily(
+            "ticketexport_sign_ins_waiting",
+            "Sign-ins waiting for a turn in this web process.",
+            value=self._gate.waiting,
+        )
+        yield GaugeMetricFamily(
+            "ticketexport_sign_ins_queued",
+            "Of the waiting sign-ins, those past the throttle's check and waiting for a turn.",
+            value=self._gate.queued,
+        )
+        yield CounterMetricFamily(
+            "ticketexport_sign_ins_refused",
+            "Sign-ins this web process refused (503) because too many were waiting.",
+            value=self._gate.refused,
+        )
+
+
 async def _read(request: web.Request) -> _Reading:
     async with pool_of(request).connection(timeout=CHECK_TIMEOUT) as conn:
         cur = conn.cursor(row_factory=dict_row)
@@ -253,6 +322,7 @@ async def metrics(request: web.Request) -> web.Response:
     # A registry per scrape: the database figures are this scrape's own reading.
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_ExportCollector(reading))
+    registry.register(_SignInCollector(request.app[LOGIN_GATE]))
     ProcessCollector(registry=registry)
     return web.Response(
         body=generate_latest(registry),
@@ -262,5 +332,6 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    app[HEALTH] = health_checks(app[SERVICES].settings)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -10,6 +10,10 @@ from aiohttp import web
 
 from ticketexport.web.keys import REQUEST_ID, RUNNING_EXPORTS, SESSION, USER
 
+# The status logged for a request whose client went away before its answer (nginx's
+# convention); nobody receives it.
+CLIENT_GONE = 499
+
 TITLES = {
     400: "Bad request",
     401: "Sign in required",

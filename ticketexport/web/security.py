@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import urllib.parse
+from collections.abc import Sequence
 
 from aiohttp import web
 
+from ticketexport.config import Network
 from ticketexport.web.keys import COOKIES, settings_of
 
 SECURITY_HEADERS = {
@@ -20,34 +22,92 @@ SECURITY_HEADERS = {
 }
 
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+# The client of a connection whose peer is not an IP address (never over TCP): all such
+# clients share one address, so they share one throttle rather than escape it.
+UNKNOWN_CLIENT = ipaddress.IPv4Address("0.0.0.0")  # noqa: S104 - an address, nothing binds
+# The longest X-Forwarded-For entry worth parsing: "[" + a scoped IPv6 address + "]:65535".
+_MAX_ENTRY = 80
+
+
+def parse_address(text: str) -> Address | None:
+    """An address as it appears in X-Forwarded-For or as a peer: `a.b.c.d`, `a.b.c.d:port`,
+    a bare IPv6 address, `[v6]` or `[v6]:port`; IPv4-mapped IPv6 as IPv4. None when it is
+    anything else (a name, "unknown", an obfuscated identifier, garbage)."""
+    text = text.strip()
+    if not text or len(text) > _MAX_ENTRY:
+        return None
+    if text.startswith("["):
+        inside, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not _is_port(rest)):
+            return None
+        text = inside
+    elif text.count(":") == 1:
+        text, _, port = text.partition(":")
+        if not _is_port(":" + port):
+            return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_port(text: str) -> bool:
+    return len(text) <= 6 and text[:1] == ":" and text[1:].isdigit() and text[1:].isascii()
+
+
+def _trusted(address: Address, proxies: Sequence[Network]) -> bool:
+    return any(address in network for network in proxies)
+
+
+def client_address(
+    peer: str | None, forwarded: Sequence[str], proxies: Sequence[Network]
+) -> Address:
+    """The client of a request from `peer` carrying these X-Forwarded-For field lines.
+
+    Every line is read as one list (RFC 9110 combines repeated fields so) and walked from
+    the right, past the trusted proxies; the first other entry is the client. Entries left
+    of it were written by the client and are never believed. When the peer is not a trusted
+    proxy, or an entry does not parse, the client is the nearest address known: the peer or
+    the last trusted hop. Never empty: an unreadable header cannot switch the per-client
+    throttle off.
+    """
+    nearest = parse_address(peer or "")
+    if nearest is None:
+        return UNKNOWN_CLIENT
+    if not _trusted(nearest, proxies):
+        return nearest
+    entries = [entry for line in forwarded for entry in line.split(",")]
+    for entry in reversed(entries):
+        hop = parse_address(entry)
+        if hop is None:
+            return nearest
+        if not _trusted(hop, proxies):
+            return hop
+        nearest = hop
+    return nearest
+
+
+def client_of(request: web.Request) -> Address:
+    """The request's client address (see client_address)."""
+    return client_address(
+        request.remote,
+        request.headers.getall("X-Forwarded-For", []),
+        settings_of(request).trusted_proxies,
+    )
+
+
+def client_ip(request: web.Request) -> str:
+    """The request's client address as text, as audit rows and sessions record it."""
+    return str(client_of(request))
+
+
 def _from_trusted_proxy(request: web.Request) -> bool:
-    proxy = settings_of(request).trusted_proxy
-    remote = request.remote
-    if not proxy or not remote:
-        return False
-    try:
-        address = ipaddress.ip_address(remote)
-        # A single address or a network; a bare address is a /32 (or /128) network.
-        return address in ipaddress.ip_network(proxy.strip(), strict=False)
-    except ValueError:
-        return False
-
-
-def client_ip(request: web.Request) -> str | None:
-    """The client's address; X-Forwarded-For counts only when the trusted proxy sent it."""
-    remote = request.remote
-    if _from_trusted_proxy(request):
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        # The proxy appends the address it saw last; earlier entries are client-supplied.
-        candidate = forwarded.split(",")[-1].strip() if forwarded else ""
-        if candidate:
-            remote = candidate
-    if not remote:
-        return None
-    try:
-        return str(ipaddress.ip_address(remote))
-    except ValueError:
-        return None
+    peer = parse_address(request.remote or "")
+    return peer is not None and _trusted(peer, settings_of(request).trusted_proxies)
 
 
 def is_https(request: web.Request) -> bool:
@@ -108,9 +168,3 @@ def safe_next(target: str | None) -> str | None:
 def login_redirect_target(request: web.Request) -> str:
     """The local path to come back to after logging in."""
     return request.rel_url.path_qs if safe_next(request.rel_url.path_qs) else "/staff/tickets"
-
-
-def storable(text: str) -> str:
-    """`text` without what PostgreSQL text cannot hold (NUL, lone surrogates)."""
-    cleaned = text.replace("\x00", "")
-    return cleaned.encode("utf-8", "replace").decode("utf-8")

@@ -14,7 +14,7 @@ from ticketexport.domain.permissions import Permission
 from ticketexport.exports import formats
 from ticketexport.views import registry, saved, service
 from ticketexport.web.keys import USER, pool_of, settings_of
-from ticketexport.web.render import PageError, render
+from ticketexport.web.render import CLIENT_GONE, PageError, render
 
 # The parameters that describe what is listed; `page` only says where.
 LIST_PARAMS = ("view", "q", "sort", *registry.FILTER_PARAMS)
@@ -85,7 +85,6 @@ async def ticket_list(request: web.Request) -> web.StreamResponse:
 
 # How often a running list query looks whether its client is still there.
 _GONE_CHECK_SECONDS = 0.1
-CLIENT_GONE = 499
 T = TypeVar("T")
 
 
