@@ -62,6 +62,11 @@ class Worker:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def started_up(self) -> bool:
+        """Past its start-up checks (which end the process when the database is away):
+        procrastinate logged the start of its exports and maintenance workers."""
+        return len(self.log_entries(action="start_worker")) >= 2
+
     def output(self) -> str:
         try:
             return self.log_path.read_text(encoding="utf-8", errors="replace")
