@@ -464,7 +464,7 @@ def test_maintenance_sweeps_an_object_store(
         try:
             await store.put_stream(stray, one(), content_type="text/csv")
             await store.put_stream("exports/notes.txt", one(), content_type="text/plain")
-            async with services_for(seeded_url, storage=store) as services:
+            async with services_for(seeded_url, storage=store, claim=True) as services:
                 report = await maintenance.run_maintenance(services)
             assert report.orphans_removed == 1
         finally:

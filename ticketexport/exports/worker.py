@@ -124,13 +124,6 @@ class _Refused(Exception):
     """The completion found the row no longer this attempt's to complete."""
 
 
-def _object_key(export_id: str, attempt: int, file_name: str) -> str:
-    """Each attempt writes a key of its own: an interrupted attempt's leftovers can never be
-    mistaken for (or overwrite) a later attempt's file, and maintenance tells by the key
-    whether any running attempt still owns it."""
-    return f"exports/{export_id}/{attempt}/{file_name}"
-
-
 class ExportRun:
     """One attempt at one export, from claim to the stored file."""
 
@@ -255,7 +248,7 @@ class ExportRun:
             frozen = export["request"]
             await self._check_requester(frozen)
             plan = plan_export(frozen, export["as_of"], export["as_of_snapshot"])
-            key = _object_key(self.export_id, self.attempt, plan.file_name)
+            key = rules.object_key(self.export_id, self.attempt, plan.file_name)
             await self._copy_to_storage(plan, key, export)
         except Superseded:
             log.info("export superseded; stopping", extra={**self.log_extra, "event": "superseded"})
