@@ -397,9 +397,15 @@ WHERE id = %(id)s::uuid AND status = 'running' AND attempt = %(attempt)s
 RETURNING id;
 
 -- name: standby_replayed
--- On the standby: still a standby, and has it replayed the click's WAL position?
+-- On the standby: still a standby, has it replayed the click's WAL position, and which
+-- cluster is it (a standby of another primary has a system identifier of its own)?
 SELECT pg_is_in_recovery(),
-       COALESCE(pg_last_wal_replay_lsn() >= %(lsn)s::pg_lsn, false);
+       COALESCE(pg_last_wal_replay_lsn() >= %(lsn)s::pg_lsn, false),
+       (SELECT system_identifier FROM pg_control_system())::text;
+
+-- name: cluster_system_identifier
+-- On the primary: its cluster's system identifier, which its standbys share.
+SELECT system_identifier::text FROM pg_control_system();
 
 -- name: export_stage
 -- Stage change within the running attempt.
@@ -979,8 +985,9 @@ JOIN media_items m ON m.id = e.media_item_id
 WHERE e.status IN ('completed', 'expired');
 
 -- name: primary_wal_position
--- The primary's current WAL position, to compare a standby's replay with.
-SELECT pg_current_wal_lsn()::text;
+-- The primary's current WAL position, to compare a standby's replay with, and its cluster's
+-- system identifier.
+SELECT pg_current_wal_lsn()::text, (SELECT system_identifier FROM pg_control_system())::text;
 
 -- name: standby_lag
 -- On the standby: still a standby, and how far behind the primary's position it replays
@@ -988,7 +995,8 @@ SELECT pg_current_wal_lsn()::text;
 SELECT pg_is_in_recovery(),
        CASE WHEN pg_last_wal_replay_lsn() >= %(lsn)s::pg_lsn THEN 0
             ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END,
-       greatest(pg_wal_lsn_diff(%(lsn)s::pg_lsn, pg_last_wal_replay_lsn()), 0)::bigint;
+       greatest(pg_wal_lsn_diff(%(lsn)s::pg_lsn, pg_last_wal_replay_lsn()), 0)::bigint,
+       (SELECT system_identifier FROM pg_control_system())::text;
 
 -- name: metrics_export_reads
 -- Where exports read their rows, and why not the standby when one was configured.
