@@ -47,6 +47,11 @@ def _where(url: str) -> str:
     return url.split("?", 1)[0]
 
 
+def _reason(exc: BaseException) -> str:
+    """A storage error on one line, short enough for a start-up message."""
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
 async def _checked_storage(settings: Settings, url: str) -> Storage:
     """The configured storage, once a probe object was written, read back and deleted, and
     the store found to be this database's (or claimed for it)."""
@@ -59,10 +64,9 @@ async def _checked_storage(settings: Settings, url: str) -> Storage:
             async with asyncio.timeout(STORAGE_CHECK_SECONDS):
                 await probe(storage)
         except (StorageError, OSError, TimeoutError) as exc:
-            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
             raise StartupError(
                 f"TICKETEXPORT_STORAGE_URL ({_where(settings.storage_url)}) is not reachable "
-                f"and writable: {reason}"
+                f"and writable: {_reason(exc)}"
             ) from None
         await _claim_storage(storage, settings, url)
     except BaseException:
@@ -87,10 +91,9 @@ async def _claim_storage(storage: Storage, settings: Settings, url: str) -> None
             "its own, or run `ticketexport storage adopt` if this one takes the store over"
         ) from None
     except (StorageError, OSError, TimeoutError) as exc:
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise StartupError(
             f"TICKETEXPORT_STORAGE_URL ({where}): cannot read or write its installation "
-            f"marker: {reason}"
+            f"marker: {_reason(exc)}"
         ) from None
 
 

@@ -23,7 +23,7 @@ import pytest
 from tests.support.components import missing_component
 from tests.support.databases import create_database, drop_database, scratch_database
 from tests.support.objectstores import SeaweedFS
-from tests.support.servers import free_port
+from tests.support.servers import refused_start
 from tests.support.services import services_for
 from tests.support.web import running
 from tests.support.workers import (
@@ -42,56 +42,17 @@ from ticketexport.storage.local import LocalStorage
 pytestmark = pytest.mark.slow
 
 ADMIN = next(d for d in seed.DEMO_LOGINS if d.is_admin and d.can_export)
-# How long a refused start may take; a process still running after it was not refused.
-START_SECONDS = 60
-
-
-def _environment(db_url: str, home: Path, env: dict[str, str]) -> dict[str, str]:
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("TICKETEXPORT_", "DATABASE_URL"))
-    }
-    environment.update(
-        {
-            "DATABASE_URL": db_url,
-            "TICKETEXPORT_HOME": str(home),
-            "TICKETEXPORT_SECRET_KEY": "x" * 32,
-            "TICKETEXPORT_PORT": str(free_port()),
-            **env,
-        }
-    )
-    return environment
-
-
-def _refused(command: str, db_url: str, home: Path, env: dict[str, str]) -> str:
-    """`command` must stop at start with one line on stderr and status 2; that line."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ticketexport", command],
-        env=_environment(db_url, home, env),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=START_SECONDS)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"`{command}` started instead of refusing:\n{err[-2000:]}")
-    assert proc.returncode == 2, (proc.returncode, out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("ticketexport: error: TICKETEXPORT_STORAGE_URL"), lines[0]
-    return lines[0]
 
 
 def _cli(
     db_url: str, home: Path, env: dict[str, str], *args: str
 ) -> subprocess.CompletedProcess[str]:
-    environment = _environment(db_url, home, env)
-    environment.pop("TICKETEXPORT_SECRET_KEY")
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("TICKETEXPORT_", "DATABASE_URL"))
+    }
+    environment.update({"DATABASE_URL": db_url, "TICKETEXPORT_HOME": str(home), **env})
     return subprocess.run(
         [sys.executable, "-m", "ticketexport", *args],
         env=environment,
@@ -144,7 +105,7 @@ def test_a_second_installation_on_the_store_is_refused_and_deletes_nothing_of_th
     before = sorted(run_async(storage.list_keys()))
 
     for command in ("worker", "serve"):
-        line = _refused(command, fresh_installation, home, env)
+        line = refused_start(command, fresh_installation, home, env)
         assert "belongs to another installation" in line, line
         assert "storage adopt" in line, line
 
@@ -222,7 +183,7 @@ def test_storage_adopt_after_a_dump_and_restore_into_a_new_database(
 
     # The copy is this installation, but not the database that owns the store: it starts
     # only once told to take the store over.
-    line = _refused("worker", copy, home, env)
+    line = refused_start("worker", copy, home, env)
     assert "another database of this installation" in line, line
     with psycopg.connect(seeded_url) as a, psycopg.connect(copy) as b:
         query = "SELECT id FROM installation"
@@ -246,7 +207,7 @@ def test_storage_adopt_after_a_dump_and_restore_into_a_new_database(
 
     # The database it was restored from no longer owns the store: refused, and forced to
     # run, it deletes nothing (the copy's new export is unknown to it).
-    line = _refused("worker", seeded_url, home, env)
+    line = refused_start("worker", seeded_url, home, env)
     assert "another database of this installation" in line, line
 
     async def forced() -> maintenance.Report:
@@ -270,7 +231,7 @@ def test_a_store_with_no_place_of_its_own_is_refused_at_start(
         "TICKETEXPORT_STORAGE_URL": url,
         "AZURE_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true",
     }
-    line = _refused("worker", db_url, home, env)
+    line = refused_start("worker", db_url, home, env)
     assert "not the root" in line or "needs a prefix" in line, line
 
 

@@ -5,6 +5,7 @@ as the whole file under the recorded ETag."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -61,6 +62,16 @@ async def _completed(db_url: str, store: Path, web: Web) -> dict[str, Any]:
     return export
 
 
+@contextlib.asynccontextmanager
+async def _serving(db_url: str, store: Path) -> AsyncIterator[tuple[Web, dict[str, Any], str]]:
+    """The app, signed in as the admin, one export completed in `store`, and its download
+    URL."""
+    async with running(db_url, storage_url=store.as_uri()) as web:
+        assert (await web.login(ADMIN)).status == 303
+        export = await _completed(db_url, store, web)
+        yield web, export, f"/staff/exports/{export['id']}/download"
+
+
 def _export(db_url: str, export_id: str) -> dict[str, Any]:
     with psycopg.connect(db_url) as conn:
         cur = conn.cursor(row_factory=dict_row)
@@ -113,12 +124,9 @@ async def _metric(db_url: str, reason: str) -> str | None:
 async def test_a_missing_file_answers_410_before_any_byte(
     db_url: str, admin: int, store: Path
 ) -> None:
-    async with running(db_url, storage_url=store.as_uri()) as web:
-        assert (await web.login(ADMIN)).status == 303
-        export = await _completed(db_url, store, web)
+    async with _serving(db_url, store) as (web, export, url):
         # Removed outside the product (or by a sweep that should not have).
         (store / export["object_key"]).unlink()
-        url = f"/staff/exports/{export['id']}/download"
 
         status, headers, body, ending = await _get(web, url)
         assert status == 410, (status, ending)
@@ -156,14 +164,13 @@ class _BreaksOff(LocalStorage):
 async def test_a_failure_after_the_first_byte_drops_the_connection_at_once(
     db_url: str, admin: int, store: Path
 ) -> None:
-    async with running(db_url, storage_url=store.as_uri()) as setup:
-        assert (await setup.login(ADMIN)).status == 303
-        export = await _completed(db_url, store, setup)
+    async with _serving(db_url, store) as (_, export, url):
+        pass
     async with running(
         db_url, storage=_BreaksOff(store), expect_500s=False, storage_url=store.as_uri()
     ) as web:
         assert (await web.login(ADMIN)).status == 303
-        status, headers, body, ending = await _get(web, f"/staff/exports/{export['id']}/download")
+        status, headers, body, ending = await _get(web, url)
     assert status == 200
     assert int(headers["Content-Length"]) == export["size_bytes"]
     # Short of its length, and the client knows it: the connection was closed.
@@ -176,16 +183,13 @@ async def test_a_failure_after_the_first_byte_drops_the_connection_at_once(
 async def test_a_changed_file_never_reaches_a_client_under_the_old_etag(
     db_url: str, admin: int, store: Path
 ) -> None:
-    async with running(db_url, storage_url=store.as_uri()) as web:
-        assert (await web.login(ADMIN)).status == 303
-        export = await _completed(db_url, store, web)
+    async with _serving(db_url, store) as (web, export, url):
         path = store / export["object_key"]
         original = path.read_bytes()
         # The same size, different bytes near the end (in the last block).
         changed = bytearray(original)
         changed[-10:] = b"0123456789"
         path.write_bytes(bytes(changed))
-        url = f"/staff/exports/{export['id']}/download"
         etag = f'"{export["sha256"]}"'
 
         # A byte range cannot be checked on its own: it is served as stored.
@@ -222,13 +226,10 @@ async def test_a_changed_file_never_reaches_a_client_under_the_old_etag(
 async def test_a_file_of_another_size_answers_410_and_stays_gone(
     db_url: str, admin: int, store: Path
 ) -> None:
-    async with running(db_url, storage_url=store.as_uri()) as web:
-        assert (await web.login(ADMIN)).status == 303
-        export = await _completed(db_url, store, web)
+    async with _serving(db_url, store) as (web, export, url):
         path = store / export["object_key"]
         original = path.read_bytes()
         path.write_bytes(original[:-1])
-        url = f"/staff/exports/{export['id']}/download"
         assert (await _get(web, url))[0] == 410
         # Put back as it was: still not served (the store said otherwise once).
         path.write_bytes(original)

@@ -10,14 +10,7 @@ import pytest
 
 from ticketexport.domain import exports as rules
 from ticketexport.exports.formats import FORMATS
-from ticketexport.storage import (
-    StorageConfigError,
-    StorageError,
-    check_key,
-    from_url,
-    probe_is_stale,
-    probe_key,
-)
+from ticketexport.storage import StorageError, check_key, probe_is_stale, probe_key
 from ticketexport.storage.marker import Installation, parse
 
 EXPORT_ID = "6f1c1d1e-8f53-4a59-9f0e-2b7f8a3c9d10"
@@ -97,28 +90,6 @@ def test_only_probes_of_exactly_the_probe_form_are_stale() -> None:
 def test_object_keys_obey_the_local_backends_rule_everywhere(key: str) -> None:
     with pytest.raises(StorageError):
         check_key(key)
-
-
-@pytest.mark.parametrize(
-    "url",
-    [
-        "s3://bucket",
-        "s3://bucket/",
-        "s3://bucket//?endpoint_url=http://127.0.0.1:9000",
-        "s3://bucket/a//b",
-        "s3://bucket/a/../b",
-        "azure://container",
-        "azure://container/",
-        "file:///",
-        "file://",
-        "file:////",
-        "file:///tmp/..",
-    ],
-)
-def test_a_store_must_have_a_place_of_its_own(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "UseDevelopmentStorage=true")
-    with pytest.raises(StorageConfigError):
-        from_url(url)
 
 
 def test_a_marker_names_an_installation_and_one_database() -> None:

@@ -81,7 +81,8 @@ class Download:
 
 async def check(services: Services, download: Download, *, record: bool = True) -> None:
     """Before the status line: the object is there, with the recorded size. FileGone or
-    StoreUnavailable otherwise, each audited unless `record` is false (HEAD)."""
+    StoreUnavailable otherwise, each audited (and a wrong size recorded on the media item)
+    unless `record` is false: a HEAD request changes nothing."""
     try:
         async with asyncio.timeout(CHECK_SECONDS):
             stored = await services.storage.size(download.key)
@@ -94,11 +95,13 @@ async def check(services: Services, download: Download, *, record: bool = True) 
         raise StoreUnavailable() from None
     recorded = int(download.export["size_bytes"])
     if stored != recorded:
-        await _lost(services, download, SIZE_MISMATCH, {"stored_size": stored})
+        if record:
+            await _lost(services, download, SIZE_MISMATCH, {"stored_size": stored})
         raise FileGone()
     if recorded == 0 and hashlib.sha256().hexdigest() != download.export["sha256"]:
         # Nothing to stream, so the hash is checked here, before the status line.
-        await _lost(services, download, DIGEST_MISMATCH, {})
+        if record:
+            await _lost(services, download, DIGEST_MISMATCH, {})
         raise FileGone()
 
 
