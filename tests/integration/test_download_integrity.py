@@ -230,9 +230,15 @@ async def test_a_file_of_another_size_answers_410_and_stays_gone(
         path = store / export["object_key"]
         original = path.read_bytes()
         path.write_bytes(original[:-1])
+        # HEAD answers as GET would, and changes nothing.
+        assert (await web.client.head(url)).status == 410
+        assert _export(db_url, str(export["id"]))["media"]["lost_at"] is None
+        assert _failures(db_url, str(export["id"])) == []
         assert (await _get(web, url))[0] == 410
         # Put back as it was: still not served (the store said otherwise once).
         path.write_bytes(original)
         assert (await _get(web, url))[0] == 410
     row = _export(db_url, str(export["id"]))
     assert row["media"]["lost_reason"] == "size_mismatch"
+    reasons = [f["details"]["reason"] for f in _failures(db_url, str(export["id"]))]
+    assert reasons == ["size_mismatch"]
