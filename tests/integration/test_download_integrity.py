@@ -195,6 +195,8 @@ async def test_a_changed_file_never_reaches_a_client_under_the_old_etag(
         # A byte range cannot be checked on its own: it is served as stored.
         status, headers, body, ending = await _get(web, url, Range="bytes=-10")
         assert (status, body, ending) == (206, b"0123456789", "complete")
+        status, headers, body, ending = await _get(web, url, Range="bytes=0-")
+        assert (status, body, ending) == (206, bytes(changed), "complete")
 
         status, headers, body, ending = await _get(web, url)
         assert (status, headers["ETag"]) == (200, etag)

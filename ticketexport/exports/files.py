@@ -69,10 +69,12 @@ class Download:
     start: int
     end: int
     client_ip: str | None
+    # A Range request: served as stored (a part cannot be checked against the whole's hash).
+    ranged: bool = False
 
     @property
-    def whole(self) -> bool:
-        return self.start == 0 and self.end == int(self.export["size_bytes"]) - 1
+    def length(self) -> int:
+        return max(0, self.end - self.start + 1)
 
     @property
     def key(self) -> str:
@@ -143,7 +145,7 @@ async def _body(
     services: Services, download: Download, first: bytes, reader: AsyncIterator[bytes]
 ) -> AsyncGenerator[bytes, None]:
     """One block behind the store: the last block goes out only once a full download's
-    hash is known to be the recorded one."""
+    hash is known to be the recorded one, and any download's length the one announced."""
     digest = hashlib.sha256(first)
     sent = 0
     held = first
@@ -164,11 +166,14 @@ async def _body(
         raise Interrupted from exc
     finally:
         await _close(reader)
-    if download.whole and (
-        digest.hexdigest() != download.export["sha256"]
-        or sent + len(held) != int(download.export["size_bytes"])
-    ):
+    complete = sent + len(held) == download.length
+    if not download.ranged and (not complete or digest.hexdigest() != download.export["sha256"]):
         await _lost(services, download, DIGEST_MISMATCH, {"bytes_sent": sent})
+        raise Interrupted
+    if not complete:
+        # The object shrank after check(): ending here would leave the client waiting for
+        # the rest of its Content-Length.
+        await _failed(services, download, INTERRUPTED, {"bytes_sent": sent})
         raise Interrupted
     if held:
         yield held
@@ -223,7 +228,7 @@ async def _audit(
         export_id=str(download.export["id"]),
         details={
             "reason": reason,
-            "range": None if download.whole else f"{download.start}-{download.end}",
+            "range": f"{download.start}-{download.end}" if download.ranged else None,
             **(details or {}),
         },
     )

@@ -91,7 +91,14 @@ async def export_download(request: web.Request) -> web.StreamResponse:
     ):
         byte_range = None
     start, end = byte_range if byte_range is not None else (0, size - 1)
-    download = files.Download(user=user, export=export, start=start, end=end, client_ip=ip)
+    download = files.Download(
+        user=user,
+        export=export,
+        start=start,
+        end=end,
+        client_ip=ip,
+        ranged=byte_range is not None,
+    )
     await files.check(services, download, record=not head)
     body = None if head else await files.open_body(services, download)
     response = web.StreamResponse(
