@@ -78,6 +78,13 @@ def storage_backend(name: str, home: Path) -> Iterator[dict[str, str]]:
             }
 
 
+def store_for(storage_url: str, name: str) -> str:
+    """A store of its own, `name`, under `storage_url`: each database needs one (a store
+    belongs to one installation, and a second one's processes are refused at start)."""
+    base, _, query = storage_url.partition("?")
+    return f"{base.rstrip('/')}/{name}" + (f"?{query}" if query else "")
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 

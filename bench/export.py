@@ -44,12 +44,13 @@ import psycopg
 def one_case(
     url: str, view: str, as_of: bool, pairs: int, tmp: Path, tickets: int
 ) -> dict[str, Any]:
-    home = tmp / "home"
+    # A home (and so a store) per database: a store belongs to one installation.
+    home = tmp / f"home-{tickets}"
     watcher = c.Watcher(url)
     whole = c.Pairs()
     streaming = c.Pairs()
     details: list[dict[str, Any]] = []
-    with c.web(url, tmp / "web") as server:
+    with c.web(url, tmp / f"web-{tickets}") as server:
         for i in range(pairs):
             export_id, _ = c.click(server, view)
             if not as_of:

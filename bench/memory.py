@@ -119,10 +119,18 @@ def _measure(
     label: str, env: dict[str, str], counts: list[int], urls: dict[int, str], tmp: Path
 ) -> tuple[str, float, list[tuple[int, float, float]]]:
     rows: list[tuple[int, float, float]] = []
-    base = idle_rss(urls[counts[0]], tmp / "idle", env)
+    # One store per database: a store belongs to one installation.
+    stores = {
+        n: {
+            **env,
+            "TICKETEXPORT_STORAGE_URL": c.store_for(env["TICKETEXPORT_STORAGE_URL"], f"n{n}"),
+        }
+        for n in counts
+    }
+    base = idle_rss(urls[counts[0]], tmp / "idle", stores[counts[0]])
     for n in counts:
-        with c.web(urls[n], tmp / f"web-{n}", env) as server:
-            rss, seconds, done = export_rss(urls[n], server, tmp / f"w-{n}", env)
+        with c.web(urls[n], tmp / f"web-{n}", stores[n]) as server:
+            rss, seconds, done = export_rss(urls[n], server, tmp / f"w-{n}", stores[n])
         rows.append((done, rss, seconds))
         c.log(f"{label} {done:,} rows: peak RSS {rss:.1f} MiB in {seconds:.1f} s ({c.load()})")
     return label, base, rows

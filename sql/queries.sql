@@ -90,6 +90,16 @@ SELECT EXISTS (SELECT 1 FROM tickets);
 -- The database's clock, which every expiry rule is written against.
 SELECT now();
 
+-- Installation (ticketexport.storage.marker) --------------------------------------------
+
+-- name: installation_identity
+-- This installation's id, and what tells this database apart from a copy of it (a restore
+-- into a new database, a new cluster): the cluster's system identifier and the database's oid.
+SELECT i.id::text,
+       (SELECT system_identifier FROM pg_control_system())::text || '/' || d.oid::text
+FROM installation i
+JOIN pg_database d ON d.datname = current_database();
+
 -- Web sessions (ticketexport.web) -----------------------------------------
 
 -- name: web_session_insert
@@ -197,12 +207,13 @@ WHERE key IN (SELECT key FROM login_throttle_audits
 -- with their users as they are now ('session' rows; none for a session that ended).
 SELECT 'export' AS kind, e.id::text AS id, e.status, e.stage, e.attempt, e.rows_done,
        e.rows_total, e.error_code, e.error_message, e.requester_id, e.expires_at,
+       (SELECT m.lost_at FROM media_items m WHERE m.id = e.media_item_id) AS file_lost_at,
        NULL::timestamptz AS last_seen_at, NULL::timestamptz AS db_now, NULL::bigint AS user_id,
        NULL::boolean AS is_active, NULL::boolean AS is_admin, NULL::bigint AS permissions
 FROM export_jobs e
 WHERE e.id = ANY(%(ids)s::uuid[])
 UNION ALL
-SELECT 'session', s.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, s.expires_at,
+SELECT 'session', s.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, s.expires_at, NULL,
        s.last_seen_at, now(), u.id, u.is_active, u.is_admin,
        COALESCE((SELECT bit_or(r.permissions)
                  FROM user_roles ur JOIN roles r ON r.id = ur.role_id
@@ -339,7 +350,8 @@ UPDATE export_jobs SET procrastinate_job_id = %(job_id)s WHERE id = %(id)s;
 SELECT e.*, u.email AS requester_email,
        u.first_name || CASE WHEN u.last_name = '' THEN '' ELSE ' ' || u.last_name END
            AS requester_name,
-       m.file_name, m.size_bytes, m.content_type, m.storage_backend, m.object_key, m.sha256
+       m.file_name, m.size_bytes, m.content_type, m.storage_backend, m.object_key, m.sha256,
+       m.lost_at AS file_lost_at
 FROM export_jobs e
 JOIN users u ON u.id = e.requester_id
 LEFT JOIN media_items m ON m.id = e.media_item_id
@@ -407,9 +419,15 @@ WHERE id = %(id)s::uuid AND status = 'running' AND attempt = %(attempt)s
 RETURNING id;
 
 -- name: standby_replayed
--- On the standby: still a standby, and has it replayed the click's WAL position?
+-- On the standby: still a standby, has it replayed the click's WAL position, and which
+-- cluster is it (a standby of another primary has a system identifier of its own)?
 SELECT pg_is_in_recovery(),
-       COALESCE(pg_last_wal_replay_lsn() >= %(lsn)s::pg_lsn, false);
+       COALESCE(pg_last_wal_replay_lsn() >= %(lsn)s::pg_lsn, false),
+       (SELECT system_identifier FROM pg_control_system())::text;
+
+-- name: cluster_system_identifier
+-- On the primary: its cluster's system identifier, which its standbys share.
+SELECT system_identifier::text FROM pg_control_system();
 
 -- name: export_stage
 -- Stage change within the running attempt.
@@ -436,6 +454,12 @@ INSERT INTO media_items (kind, file_name, size_bytes, content_type, storage_back
 VALUES ('ticket_export', %(file_name)s, %(size)s, %(content_type)s, %(backend)s, %(key)s,
         %(sha256)s)
 RETURNING id;
+
+-- name: media_item_lost
+-- The stored file is not the one recorded (its size or SHA-256 differ): it is never served
+-- again, and the export answers as one whose file is gone.
+UPDATE media_items SET lost_at = now(), lost_reason = %(reason)s
+WHERE id = %(id)s::uuid AND lost_at IS NULL;
 
 -- name: media_item_recorded
 -- Whether a completed export's media item holds this object (it must never be discarded).
@@ -841,10 +865,19 @@ UPDATE media_items SET expired_at = now() WHERE id = %(id)s::uuid AND expired_at
 UPDATE export_jobs SET cleanup_failures = cleanup_failures + 1, cleanup_failed_at = now()
 WHERE id = %(id)s::uuid;
 
--- name: maintenance_stored_keys_kept
--- Of these object keys, the ones a live media item records (their files must stay).
-SELECT m.object_key FROM media_items m
-WHERE m.object_key = ANY(%(keys)s::text[]) AND m.expired_at IS NULL;
+-- name: maintenance_keys_kept
+-- For each stored export key (with the export and attempt its form names): whether a live
+-- media item records it, and whether that attempt is running. One statement, so one
+-- snapshot: a completion (file recorded and attempt ended in one transaction) is seen as
+-- one or the other, never as neither.
+SELECT k.object_key,
+       EXISTS (SELECT 1 FROM media_items m
+               WHERE m.object_key = k.object_key AND m.expired_at IS NULL) AS recorded,
+       EXISTS (SELECT 1 FROM export_jobs e
+               WHERE e.id = k.export_id AND e.attempt = k.attempt
+                 AND e.status = 'running') AS running
+FROM unnest(%(keys)s::text[], %(ids)s::uuid[], %(attempts)s::int[])
+     AS k(object_key, export_id, attempt);
 
 -- name: maintenance_prune_export_jobs
 -- procrastinate's rows for the jobs of exports that finished longer ago than the retention
@@ -907,18 +940,14 @@ WHERE (h.superseded_by < pg_snapshot_xmin(%(horizon)s::pg_snapshot)
         AND NOT (h.superseded_by < pg_snapshot_xmin(s.snap)
                  OR pg_visible_in_snapshot(h.superseded_by, s.snap)));
 
--- name: maintenance_running_attempts
--- Which of these exports are running, and in which attempt.
-SELECT id, attempt FROM export_jobs
-WHERE id = ANY(%(ids)s::uuid[]) AND status = 'running';
-
 -- Export pages (ticketexport.web.exports) ----------------------------------------------
 
 -- name: export_list
 -- One page of exports, newest first; user_id NULL lists everyone's.
 SELECT e.id, e.status, e.stage, e.attempt, e.rows_done, e.rows_total, e.error_code,
        e.error_message, e.requested_at, e.expires_at, e.view_name, e.requester_id,
-       u.email AS requester_email, m.file_name, m.size_bytes, e.request->>'format' AS format
+       u.email AS requester_email, m.file_name, m.size_bytes, e.request->>'format' AS format,
+       m.lost_at AS file_lost_at
 FROM export_jobs e
 JOIN users u ON u.id = e.requester_id
 LEFT JOIN media_items m ON m.id = e.media_item_id
@@ -956,6 +985,13 @@ SELECT count(*) FILTER (WHERE status = 'completed' AND expires_at <= now()) AS a
        COALESCE(sum(cleanup_failures), 0)::bigint AS failures
 FROM export_jobs;
 
+-- name: metrics_download_failures
+-- Downloads that did not deliver the file, by reason (each one is audited).
+SELECT details->>'reason' AS reason, count(*) AS n
+FROM audit_log
+WHERE action = 'export.download_failed'
+GROUP BY 1;
+
 -- name: metrics_export_totals
 -- Rows, bytes and a duration histogram over exports that completed (expired ones included).
 SELECT count(*) AS completed,
@@ -974,8 +1010,9 @@ JOIN media_items m ON m.id = e.media_item_id
 WHERE e.status IN ('completed', 'expired');
 
 -- name: primary_wal_position
--- The primary's current WAL position, to compare a standby's replay with.
-SELECT pg_current_wal_lsn()::text;
+-- The primary's current WAL position, to compare a standby's replay with, and its cluster's
+-- system identifier.
+SELECT pg_current_wal_lsn()::text, (SELECT system_identifier FROM pg_control_system())::text;
 
 -- name: standby_lag
 -- On the standby: still a standby, and how far behind the primary's position it replays
@@ -983,7 +1020,8 @@ SELECT pg_current_wal_lsn()::text;
 SELECT pg_is_in_recovery(),
        CASE WHEN pg_last_wal_replay_lsn() >= %(lsn)s::pg_lsn THEN 0
             ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END,
-       greatest(pg_wal_lsn_diff(%(lsn)s::pg_lsn, pg_last_wal_replay_lsn()), 0)::bigint;
+       greatest(pg_wal_lsn_diff(%(lsn)s::pg_lsn, pg_last_wal_replay_lsn()), 0)::bigint,
+       (SELECT system_identifier FROM pg_control_system())::text;
 
 -- name: metrics_export_reads
 -- Where exports read their rows, and why not the standby when one was configured.

@@ -17,6 +17,7 @@ from ticketexport import events, jobs
 from ticketexport.config import Settings
 from ticketexport.storage import Storage
 from ticketexport.storage import from_url as storage_from_url
+from ticketexport.storage.marker import Installation, installation_of
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class Services:
     pool: AsyncConnectionPool[Any]
     storage: Storage
     jobs: procrastinate.App
+    # This database's installation id and identity: whose store it is (storage.marker).
+    installation: Installation
     # Only in processes that serve the web: the one LISTEN connection, fanned out.
     hub: events.EventHub | None = None
     # The hot standby exports read from (TICKETEXPORT_EXPORT_DATABASE_URL), for replay
@@ -110,6 +113,8 @@ async def open_services(
         # An unreachable standby is not fatal: exports fall back to the primary.
         await standby_pool.open(wait=False)
     try:
+        async with pool.connection() as conn:
+            installation = await installation_of(conn)
         async with app.open_async(pool=pool):
             services = Services(
                 settings=settings,
@@ -117,6 +122,7 @@ async def open_services(
                 pool=pool,
                 storage=backend,
                 jobs=app,
+                installation=installation,
                 hub=hub,
                 standby_pool=standby_pool,
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import logging
 import sys
@@ -54,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run export jobs")
     worker.add_argument("--concurrency", type=_positive, default=2)
     sub.add_parser("migrate", help="apply the procrastinate schema and sql/ migrations")
+    storage = sub.add_parser("storage", help="the file store")
+    storage_sub = storage.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    storage_sub.add_parser(
+        "adopt", help="make the configured store this installation's (rewrites its marker)"
+    )
 
     seed = sub.add_parser("seed", help="demo data (creates no exports)")
     seed.add_argument("--tickets", type=_positive, required=True)
@@ -107,6 +113,8 @@ def _with_connection(settings: Settings, args: argparse.Namespace) -> int:
                 return _user(conn, args)
             if args.command == "role":
                 return _role(conn, args)
+        if args.command == "storage":
+            return asyncio.run(_adopt_storage(settings, url))
     raise CliError(f"unknown command {args.command!r}")
 
 
@@ -120,6 +128,29 @@ def _require_migrated(conn: psycopg.Connection[Any]) -> None:
             f"the database has {len(pending)} pending migration(s); "
             "run `ticketexport migrate` first"
         )
+
+
+async def _adopt_storage(settings: Settings, url: str) -> int:
+    """`storage adopt`: after a restore into a new database, say, the store is this one's."""
+    from ticketexport.storage import StorageError, from_url, marker
+
+    where = settings.storage_url.split("?", 1)[0]
+    try:
+        storage = from_url(settings.storage_url)
+    except StorageError as exc:
+        raise CliError(f"TICKETEXPORT_STORAGE_URL: {exc}") from None
+    try:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            ours = await marker.installation_of(conn)
+        previous = await marker.adopt(storage, ours)
+    except (StorageError, OSError) as exc:
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise CliError(f"TICKETEXPORT_STORAGE_URL ({where}): {reason}") from None
+    finally:
+        await storage.close()
+    before = previous.describe() if previous is not None else "no installation"
+    print(f"{where} now belongs to {ours.describe()} (it belonged to {before})")
+    return 0
 
 
 def _user(conn: psycopg.Connection[Any], args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import psycopg
 from ticketexport import db, jobs
 from ticketexport.bootstrap import Services, open_services
 from ticketexport.config import Settings
-from ticketexport.storage import Storage, StorageError, from_url, probe
+from ticketexport.storage import Storage, StorageError, from_url, marker, probe
 
 log = logging.getLogger(__name__)
 
@@ -47,31 +47,61 @@ def _where(url: str) -> str:
     return url.split("?", 1)[0]
 
 
-async def _checked_storage(settings: Settings) -> Storage:
-    """The configured storage, once a probe object was written, read back and deleted."""
+def _reason(exc: BaseException) -> str:
+    """A storage error on one line, short enough for a start-up message."""
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+async def _checked_storage(settings: Settings, url: str) -> Storage:
+    """The configured storage, once a probe object was written, read back and deleted, and
+    the store found to be this database's (or claimed for it)."""
     try:
         storage = from_url(settings.storage_url)
     except StorageError as exc:
         raise StartupError(f"TICKETEXPORT_STORAGE_URL: {exc}") from None
     try:
-        async with asyncio.timeout(STORAGE_CHECK_SECONDS):
-            await probe(storage)
-    except (StorageError, OSError, TimeoutError) as exc:
+        try:
+            async with asyncio.timeout(STORAGE_CHECK_SECONDS):
+                await probe(storage)
+        except (StorageError, OSError, TimeoutError) as exc:
+            raise StartupError(
+                f"TICKETEXPORT_STORAGE_URL ({_where(settings.storage_url)}) is not reachable "
+                f"and writable: {_reason(exc)}"
+            ) from None
+        await _claim_storage(storage, settings, url)
+    except BaseException:
         with contextlib.suppress(Exception):
             await storage.close()
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
-        raise StartupError(
-            f"TICKETEXPORT_STORAGE_URL ({_where(settings.storage_url)}) is not reachable "
-            f"and writable: {reason}"
-        ) from None
+        raise
     return storage
+
+
+async def _claim_storage(storage: Storage, settings: Settings, url: str) -> None:
+    """The store is this database's from now on, unless its marker names another: then
+    nothing starts (two deployments on one store would delete each other's files)."""
+    where = _where(settings.storage_url)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        ours = await marker.installation_of(conn)
+    try:
+        async with asyncio.timeout(STORAGE_CHECK_SECONDS):
+            await marker.claim(storage, ours)
+    except marker.StoreTaken as exc:
+        raise StartupError(
+            f"TICKETEXPORT_STORAGE_URL ({where}) {exc}; give each installation a prefix of "
+            "its own, or run `ticketexport storage adopt` if this one takes the store over"
+        ) from None
+    except (StorageError, OSError, TimeoutError) as exc:
+        raise StartupError(
+            f"TICKETEXPORT_STORAGE_URL ({where}): cannot read or write its installation "
+            f"marker: {_reason(exc)}"
+        ) from None
 
 
 @contextlib.asynccontextmanager
 async def _services(
     settings: Settings, url: str, *, web: bool = False, worker_concurrency: int = 0
 ) -> AsyncIterator[Services]:
-    storage = await _checked_storage(settings)
+    storage = await _checked_storage(settings, url)
     try:
         async with open_services(
             settings, url, web=web, worker_concurrency=worker_concurrency, storage=storage

@@ -27,7 +27,8 @@ CATCH_UP_PAUSE = 0.05
 
 @dataclasses.dataclass(frozen=True)
 class StandbyStatus:
-    """`state` is ok, lagging, unreachable or not_in_recovery (promoted, or not a standby)."""
+    """`state` is ok, lagging, unreachable, not_in_recovery (promoted, or not a standby) or
+    other_cluster (a standby of another primary: never read)."""
 
     state: str
     lag_seconds: float | None = None
@@ -58,7 +59,10 @@ async def standby_status(services: Services) -> StandbyStatus | None:
         log.warning("standby unreachable for its status (%s)", type(exc).__name__)
         return StandbyStatus(state="unreachable")
     assert lag is not None
-    in_recovery, seconds, lag_bytes = lag
+    in_recovery, seconds, lag_bytes, system_id = lag
+    if system_id != row[1]:
+        # Its LSNs are another cluster's: no lag to speak of, and never read.
+        return StandbyStatus(state="other_cluster")
     if not in_recovery:
         return StandbyStatus(state="not_in_recovery")
     seconds = float(seconds or 0.0)

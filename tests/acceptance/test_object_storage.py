@@ -7,9 +7,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,11 +17,10 @@ import psycopg
 import pytest
 
 from tests.support.objectstores import Azurite, SeaweedFS
-from tests.support.servers import Server, Servers, free_port
+from tests.support.servers import Server, Servers, free_port, refused_start
 from tests.support.services import actor_for, services_for
 from tests.support.web import csrf_in
 from tests.support.workers import (
-    REPO,
     Reference,
     Workers,
     copy_backends,
@@ -97,38 +93,6 @@ def _storage_env(
 # --- the start-up check -------------------------------------------------------------------
 
 
-def _start_fails(command: str, db_url: str, home: Path, env: dict[str, str]) -> str:
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("TICKETEXPORT_", "DATABASE_URL", "AWS_", "AZURE_"))
-    }
-    environment.update(
-        {
-            "DATABASE_URL": db_url,
-            "TICKETEXPORT_HOME": str(home),
-            "TICKETEXPORT_SECRET_KEY": "x" * 32,
-            "TICKETEXPORT_PORT": str(free_port()),
-            **env,
-        }
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "ticketexport", command],
-        env=environment,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert "TICKETEXPORT_STORAGE_URL" in lines[0], lines[0]
-    assert "Traceback" not in done.stderr
-    return lines[0]
-
-
 @pytest.mark.s3
 def test_serve_and_worker_refuse_storage_they_cannot_use(
     db_url: str, home: Path, seaweed: SeaweedFS
@@ -150,9 +114,9 @@ def test_serve_and_worker_refuse_storage_they_cannot_use(
         "unknown option": {"TICKETEXPORT_STORAGE_URL": f"s3://{bucket}/x?endpoint={closed}"},
     }
     for case, env in cases.items():
-        line = _start_fails("worker", db_url, home, env)
+        line = refused_start("worker", db_url, home, env)
         assert line.startswith("ticketexport: error: "), (case, line)
-    _start_fails("serve", db_url, home, cases["unreachable endpoint"])
+    refused_start("serve", db_url, home, cases["unreachable endpoint"])
     # The checks left nothing behind in the store.
     keys, uploads = run_async(_everything(seaweed, bucket))
     assert (keys, uploads) == ([], []), (keys, uploads)
@@ -464,7 +428,7 @@ def test_maintenance_sweeps_an_object_store(
         try:
             await store.put_stream(stray, one(), content_type="text/csv")
             await store.put_stream("exports/notes.txt", one(), content_type="text/plain")
-            async with services_for(seeded_url, storage=store) as services:
+            async with services_for(seeded_url, storage=store, claim=True) as services:
                 report = await maintenance.run_maintenance(services)
             assert report.orphans_removed == 1
         finally:

@@ -13,18 +13,30 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg._conninfo_attempts
+import psycopg._conninfo_attempts_async
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.support.clusters import ReplicatedPair, replicated_pair
+from tests.support.clusters import Cluster, ReplicatedPair, replicated_pair
 from tests.support.databases import with_dbname
 from tests.support.exports import csv_in_transaction
 from tests.support.services import actor_for, services_for
 from tests.support.web import running
-from tests.support.workers import Workers, export_row, run_async, wait_for, wait_rows, wait_status
+from tests.support.workers import (
+    Workers,
+    export_row,
+    run_async,
+    storage_files,
+    wait_for,
+    wait_rows,
+    wait_status,
+)
 from ticketexport import db, seed
 from ticketexport.domain.exports import copy_application_name
 from ticketexport.exports import service
+from ticketexport.exports.worker import ExportRun
 from ticketexport.views.model import ListRequest
 
 pytestmark = pytest.mark.slow
@@ -236,10 +248,7 @@ def test_a_standby_that_stops_mid_export_ends_in_a_completed_file(
     assert row["sha256"] == hashlib.sha256(stored).hexdigest()
     wait_for(
         "only the completed file in storage",
-        lambda: (
-            sorted(p.name for p in (home / "exports").rglob("*") if p.is_file())
-            == [Path(row["object_key"]).name]
-        ),
+        lambda: storage_files(home) == [row["object_key"]],
         timeout=10,
         workers=workers,
     )
@@ -282,3 +291,144 @@ async def test_healthz_and_metrics_report_the_standby_without_failing(
         assert body["standby"] == "unreachable"
         metrics = await (await web.client.get("/metrics")).text()
         assert "ticketexport_standby_up 0.0" in metrics
+
+
+# --- only a standby of this primary, and only the connection that was checked -----------
+
+
+@pytest.fixture(scope="module")
+def elsewhere() -> Iterator[ReplicatedPair]:
+    """A primary and standby of another cluster, whose WAL starts far beyond any position
+    `pair` reaches: by its replay position alone, its standby has replayed past any click."""
+    with replicated_pair(wal_start="00000001000000FF00000000") as other:
+        yield other
+
+
+def _dbname(url: str) -> str:
+    return str(conninfo_to_dict(url)["dbname"])
+
+
+def test_a_standby_of_another_cluster_is_never_read(
+    urls: tuple[str, str], home: Path, workers: Workers, elsewhere: ReplicatedPair
+) -> None:
+    primary, _ = urls
+    name = _dbname(primary)
+    # The same database name and schema on another cluster, holding other tickets.
+    with psycopg.connect(elsewhere.primary.url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        db.migrate(elsewhere.primary.url(name))
+        with psycopg.connect(elsewhere.primary.url(name), autocommit=True) as conn:
+            seed.seed(conn, tickets=TICKETS, seed=9, anchor=None)
+        elsewhere.wait_replayed()
+        foreign = elsewhere.standby.url(name)
+        with psycopg.connect(primary) as reference:
+            reference.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            reference.execute("SELECT 1")
+            export_id = _click(primary)
+            workers.start(primary, extra_env=_standby_env(foreign, max_lag=2))
+            row = wait_status(
+                primary, export_id, {"completed", "failed"}, timeout=90, workers=workers
+            )
+            expected, total = csv_in_transaction(reference, row["request"], row["as_of"])
+        assert row["status"] == "completed", (row["error_code"], workers.outputs())
+        assert (row["read_from"], row["standby_fallback"]) == ("primary", "other_cluster")
+        assert _stored(home, row) == expected
+        assert row["rows_total"] == total == TICKETS
+        assert _copies(foreign, export_id) == 0
+
+        with psycopg.connect(primary, autocommit=True) as conn:
+            conn.execute("INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now())")
+
+        async def health() -> tuple[int, dict[str, Any], str]:
+            async with running(primary, export_database_url=foreign) as web:
+                response = await web.client.get("/healthz")
+                metrics = await (await web.client.get("/metrics")).text()
+                return response.status, await response.json(), metrics
+
+        status, body, metrics = run_async(health())
+        assert body["standby"] == "other_cluster", body
+        # Reported, and never a reason for 503: the primary is what exports read instead.
+        assert (status, body["status"]) == (200, "ok")
+        assert "ticketexport_standby_up 0.0" in metrics
+    finally:
+        with psycopg.connect(elsewhere.primary.url(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def second_standby(pair: ReplicatedPair) -> Cluster:
+    """Another streaming standby of `pair`'s primary, for a URL that balances the two."""
+    return pair.add_standby()
+
+
+class _RoundRobin:
+    """What a load balancer in front of the standbys decides, made deterministic: each new
+    export connection goes to the next host in turn. psycopg shuffles the hosts of a
+    `load_balance_hosts=random` URL at random; here the shuffle rotates them instead."""
+
+    def __init__(self, first: int) -> None:
+        self.turn = first
+
+    def __call__(self, attempts: list[dict[str, Any]]) -> None:
+        if not str(attempts[0].get("application_name", "")).startswith("ticketexport-export:"):
+            return  # the standby pool's own connections (status reports) keep their order
+        k = self.turn % len(attempts)
+        attempts[:] = attempts[k:] + attempts[:k]
+        self.turn += 1
+
+
+def test_a_load_balanced_standby_url_never_yields_a_stale_file(
+    pair: ReplicatedPair,
+    urls: tuple[str, str],
+    second_standby: Cluster,
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    primary, _ = urls
+    name = _dbname(primary)
+    pair.wait_replayed(standby=second_standby)
+    behind = second_standby.url(name)
+    with psycopg.connect(behind, autocommit=True) as conn:
+        conn.execute("SELECT pg_wal_replay_pause()")
+    try:
+        # Before the click, and replayed by one standby only: the other stays behind it.
+        with psycopg.connect(primary, autocommit=True) as conn:
+            conn.execute("UPDATE tickets SET title = 'changed before the click ' || id")
+        pair.wait_replayed()
+        balanced = make_conninfo(
+            host="127.0.0.1,127.0.0.1",
+            port=f"{pair.standby.port},{second_standby.port}",
+            dbname=name,
+            user="postgres",
+            connect_timeout=5,
+            load_balance_hosts="random",
+        )
+        with psycopg.connect(primary) as reference:
+            reference.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            reference.execute("SELECT 1")
+            # Each order the balancer may hand out the two standbys in.
+            for first in (0, 1):
+                turns = _RoundRobin(first)
+                monkeypatch.setattr(psycopg._conninfo_attempts, "shuffle", turns)
+                monkeypatch.setattr(psycopg._conninfo_attempts_async, "shuffle", turns)
+                export_id = _click(primary, sort="oldest" if first else "newest")
+                row = run_async(_run_here(primary, home, export_id, balanced))
+                expected, total = csv_in_transaction(reference, row["request"], row["as_of"])
+                assert row["status"] == "completed", row["error_code"]
+                assert turns.turn > first, "no export connection went through the balancer"
+                stored = _stored(home, row)
+                assert b"changed before the click" in stored
+                assert stored == expected, (first, row["read_from"], row["standby_fallback"])
+                assert row["rows_total"] == total == TICKETS
+    finally:
+        with psycopg.connect(behind, autocommit=True) as conn:
+            conn.execute("SELECT pg_wal_replay_resume()")
+
+
+async def _run_here(primary: str, home: Path, export_id: str, standby: str) -> dict[str, Any]:
+    """One attempt of the export, in this process (where the balancer is scripted)."""
+    env = _standby_env(standby, max_lag=2)
+    async with services_for(primary, home, env=env) as services:
+        await ExportRun(services, export_id, None).run()
+    return export_row(primary, export_id)

@@ -69,7 +69,7 @@ async def deps(db_url: str, storage_root: Path, tmp_path: Path) -> AsyncIterator
         "TICKETEXPORT_HEARTBEAT_SECONDS": "0.2",
         "TICKETEXPORT_STALL_SECONDS": "3",
     }
-    async with services_for(db_url, tmp_path, env=env) as services:
+    async with services_for(db_url, tmp_path, env=env, claim=True) as services:
         yield services
 
 
@@ -230,6 +230,27 @@ async def test_request_completion_download_and_session_are_audited(
         ADMIN,
         "192.0.2.99",
     )
+
+
+async def test_a_download_that_does_not_deliver_the_file_is_audited(
+    web: Web, deps: Services, conn: Conn, people: dict[str, int], storage_root: Path
+) -> None:
+    await login(web, ADMIN)
+    export_id = await request_export(web)
+    export = await run_export(deps, conn, export_id)
+    (storage_root / export["object_key"]).unlink()
+    response = await web.client.get(
+        f"/staff/exports/{export_id}/download", headers=forwarded("192.0.2.45")
+    )
+    assert response.status == 410
+    failed = only(conn, "export.download_failed", export_id)
+    assert (failed["actor_id"], failed["actor_email"], failed["ip"]) == (
+        people[ADMIN],
+        ADMIN,
+        "192.0.2.45",
+    )
+    assert failed["details"] == {"reason": "missing", "range": None}
+    assert audits(conn, "export.downloaded", export_id) == []
 
 
 async def test_forwarded_for_counts_only_from_the_trusted_proxy(
@@ -742,6 +763,7 @@ def test_every_audit_action_in_the_code_is_covered() -> None:
         "export.expired",
         "export.downloaded",
         "export.download_denied",
+        "export.download_failed",
         "export.denied",
         "export.deduplicated",
         "login.succeeded",

@@ -39,7 +39,7 @@ def seeding() -> Seeding:
 async def deps(seeded_url: str, tmp_path: Path) -> AsyncIterator[Services]:
     env = {"TICKETEXPORT_HEARTBEAT_SECONDS": "0.2", "TICKETEXPORT_STALL_SECONDS": "3"}
     async with services_for(
-        seeded_url, tmp_path, env=env, storage=LocalStorage(tmp_path / "exports")
+        seeded_url, tmp_path, env=env, storage=LocalStorage(tmp_path / "exports"), claim=True
     ) as services:
         yield services
 

@@ -20,7 +20,7 @@ from tests.support.web import running
 from ticketexport.bootstrap import Services
 from ticketexport.exports import maintenance, service
 from ticketexport.exports.worker import ExportRun
-from ticketexport.storage import StorageError, probe_key
+from ticketexport.storage import StorageError, marker, probe_key
 from ticketexport.storage.local import LocalStorage
 from ticketexport.views.model import ListRequest
 
@@ -34,7 +34,7 @@ def seeding() -> Seeding:
 async def deps(seeded_url: str, tmp_path: Path) -> AsyncIterator[Services]:
     env = {"TICKETEXPORT_MAX_ACTIVE_EXPORTS_PER_USER": "0"}
     async with services_for(
-        seeded_url, tmp_path, env=env, storage=LocalStorage(tmp_path / "store")
+        seeded_url, tmp_path, env=env, storage=LocalStorage(tmp_path / "store"), claim=True
     ) as services:
         yield services
 
@@ -267,6 +267,7 @@ async def test_the_sweep_removes_what_no_export_records_and_nothing_else(
             f"exports/{running_id}/2/tickets.csv",
             "exports/readme.txt",
             fresh,
+            marker.MARKER_KEY,
         ]
     )
     assert await storage.pending_uploads() == []

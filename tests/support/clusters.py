@@ -22,7 +22,7 @@ from psycopg.conninfo import make_conninfo
 
 from tests.support.components import missing_component
 
-_NEEDED = ("initdb", "pg_ctl", "pg_basebackup", "postgres")
+_NEEDED = ("initdb", "pg_ctl", "pg_basebackup", "pg_resetwal", "postgres")
 
 
 def server_binaries() -> Path:  # noqa: RET503 - missing_component never returns
@@ -108,13 +108,20 @@ class Cluster:
 
 
 class ReplicatedPair:
-    """A primary and a streaming hot standby of it, on loopback ports."""
+    """A primary and a streaming hot standby of it, on loopback ports (and more standbys
+    on request).
 
-    def __init__(self, root: Path) -> None:
+    `wal_start` (a WAL file name) starts the primary's WAL there instead of at the
+    beginning, as pg_resetwal does: a cluster whose positions are far ahead of another's.
+    """
+
+    def __init__(self, root: Path, *, wal_start: str | None = None) -> None:
         bindir = server_binaries()
         self.root = root
+        self.wal_start = wal_start
         self.primary = Cluster(bindir, root / "primary", free_port(), root / "sockets")
         self.standby = Cluster(bindir, root / "standby", free_port(), root / "sockets")
+        self.more: list[Cluster] = []
 
     def create(self) -> None:
         self.primary.sockets.mkdir()
@@ -138,8 +145,22 @@ class ReplicatedPair:
         with (self.primary.data / "postgresql.conf").open("a", encoding="utf-8") as conf:
             # Throw-away data: durability only costs time. Replication stays on.
             conf.write("\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
-            conf.write("max_wal_senders = 4\nwal_level = replica\n")
+            conf.write("max_wal_senders = 6\nwal_level = replica\n")
+        if self.wal_start is not None:
+            _run(
+                [
+                    str(self.primary.bindir / "pg_resetwal"),
+                    "-l",
+                    self.wal_start,
+                    str(self.primary.data),
+                ]
+            )
         self.primary.start()
+        self._base_backup(self.standby)
+        self.standby.start()
+        self.wait_for_standby()
+
+    def _base_backup(self, standby: Cluster) -> None:
         _run(
             [
                 str(self.primary.bindir / "pg_basebackup"),
@@ -150,7 +171,7 @@ class ReplicatedPair:
                 "-U",
                 "postgres",
                 "-D",
-                str(self.standby.data),
+                str(standby.data),
                 "-R",
                 "-X",
                 "stream",
@@ -158,19 +179,32 @@ class ReplicatedPair:
                 "fast",
             ]
         )
-        self.standby.start()
-        self.wait_for_standby()
 
-    def wait_for_standby(self, timeout: float = 60) -> None:
+    def add_standby(self) -> Cluster:
+        """One more streaming hot standby of the primary, running and replaying."""
+        standby = Cluster(
+            self.primary.bindir,
+            self.root / f"standby-{len(self.more) + 2}",
+            free_port(),
+            self.primary.sockets,
+        )
+        self._base_backup(standby)
+        self.more.append(standby)
+        standby.start()
+        self.wait_for_standby(standby)
+        return standby
+
+    def wait_for_standby(self, standby: Cluster | None = None, timeout: float = 60) -> None:
+        standby = standby or self.standby
         deadline = time.monotonic() + timeout
         while True:
             with contextlib.suppress(psycopg.OperationalError):
-                with psycopg.connect(self.standby.url(), autocommit=True) as conn:
+                with psycopg.connect(standby.url(), autocommit=True) as conn:
                     row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
                 if row == (True,):
                     return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the standby never came up:\n{self.standby.log_tail()}")
+                raise RuntimeError(f"the standby never came up:\n{standby.log_tail()}")
             time.sleep(0.1)
 
     def ensure_standby(self) -> None:
@@ -181,13 +215,13 @@ class ReplicatedPair:
         with psycopg.connect(self.standby.url(), autocommit=True) as conn:
             conn.execute("SELECT pg_wal_replay_resume()")
 
-    def wait_replayed(self, timeout: float = 30) -> None:
+    def wait_replayed(self, timeout: float = 30, standby: Cluster | None = None) -> None:
         """Until the standby has replayed everything the primary has written so far."""
         with psycopg.connect(self.primary.url(), autocommit=True) as conn:
             row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
         assert row is not None
         deadline = time.monotonic() + timeout
-        with psycopg.connect(self.standby.url(), autocommit=True) as conn:
+        with psycopg.connect((standby or self.standby).url(), autocommit=True) as conn:
             while True:
                 done = conn.execute(
                     "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (row[0],)
@@ -199,16 +233,17 @@ class ReplicatedPair:
                 time.sleep(0.05)
 
     def destroy(self) -> None:
-        self.standby.stop("immediate")
+        for standby in (*self.more, self.standby):
+            standby.stop("immediate")
         self.primary.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def replicated_pair() -> Iterator[ReplicatedPair]:
+def replicated_pair(*, wal_start: str | None = None) -> Iterator[ReplicatedPair]:
     # Under /tmp, not the run directory: the server account must be able to reach it.
     root = Path(tempfile.mkdtemp(prefix="te-replicas-"))
-    pair = ReplicatedPair(root)
+    pair = ReplicatedPair(root, wal_start=wal_start)
     try:
         pair.create()
         yield pair

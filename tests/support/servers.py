@@ -119,3 +119,47 @@ class Servers:
 
     def outputs(self) -> str:
         return "\n".join(f"--- {s.name} ---\n{s.output()[-4000:]}" for s in self.started)
+
+
+# How long a refused start may take; a process still running after it was not refused.
+REFUSAL_SECONDS = 90
+
+
+def refused_start(command: str, database_url: str, home: Path, env: dict[str, str]) -> str:
+    """`ticketexport <command>` must stop at start with one line on stderr, naming
+    TICKETEXPORT_STORAGE_URL, and status 2; returns that line. Only the settings in `env`
+    reach it (no TICKETEXPORT_, storage credential or DATABASE_URL of this process)."""
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("TICKETEXPORT_", "DATABASE_URL", "AWS_", "AZURE_"))
+    }
+    environment.update(
+        {
+            "DATABASE_URL": database_url,
+            "TICKETEXPORT_HOME": str(home),
+            "TICKETEXPORT_SECRET_KEY": "x" * 32,
+            "TICKETEXPORT_PORT": str(free_port()),
+            **env,
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ticketexport", command],
+        env=environment,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=REFUSAL_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"`{command}` started instead of refusing:\n{err[-2000:]}")
+    assert proc.returncode == 2, (proc.returncode, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("ticketexport: error: "), lines[0]
+    assert "TICKETEXPORT_STORAGE_URL" in lines[0], lines[0]
+    return lines[0]

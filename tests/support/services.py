@@ -14,7 +14,7 @@ from ticketexport.bootstrap import Services, open_services
 from ticketexport.config import Settings
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.permissions import Permission
-from ticketexport.storage import Storage
+from ticketexport.storage import Storage, marker
 
 
 def settings(
@@ -40,8 +40,17 @@ async def services_for(
     web: bool = False,
     worker_concurrency: int = 0,
     storage: Storage | None = None,
+    claim: bool = False,
 ) -> AsyncIterator[Services]:
-    """Everything a process would build for `db_url`, opened for the test and closed after."""
+    """Everything a process would build for `db_url`, opened for the test and closed after.
+
+    `claim` makes the store this database's, as `serve` and `worker` do when they start:
+    maintenance deletes nothing from a store whose installation marker names another
+    database. Every test database is a clone of one migrated template, so all share one
+    installation id but each is a database of its own: a test that claims a store needs
+    one of its own (a folder under tmp_path, a prefix of its own), and the stores tests
+    share (the run's home) are never claimed in-process.
+    """
     async with open_services(
         settings(db_url, home, env),
         db_url,
@@ -49,6 +58,8 @@ async def services_for(
         worker_concurrency=worker_concurrency,
         storage=storage,
     ) as services:
+        if claim:
+            await marker.claim(services.storage, services.installation)
         yield services
 
 

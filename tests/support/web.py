@@ -22,6 +22,7 @@ from ticketexport import accounts
 from ticketexport.bootstrap import Services, open_services
 from ticketexport.config import Network, Settings, networks
 from ticketexport.domain.permissions import Permission
+from ticketexport.storage import Storage
 from ticketexport.web.app import init_app
 from ticketexport.web.keys import SERVER_ERRORS
 
@@ -136,15 +137,17 @@ async def running(
     *,
     setup: Callable[[aioweb.Application], None] | None = None,
     expect_500s: bool = False,
+    storage: Storage | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Web]:
-    """The real app against `db_url`; fails the test if it served any 500."""
+    """The real app against `db_url`; fails the test if it served any 500. `storage`
+    replaces the configured backend (a store that fails on purpose)."""
     captured = _Collect()
     logger = logging.getLogger("ticketexport.web")
     logger.addHandler(captured)
     try:
         settings = settings_for(db_url, **overrides)
-        async with open_services(settings, db_url, web=True) as services:
+        async with open_services(settings, db_url, web=True, storage=storage) as services:
             app = init_app(services)
             if setup is not None:
                 setup(app)

@@ -25,6 +25,7 @@ from tests.support.databases import Seeding
 from tests.support.services import actor_for, services_for
 from ticketexport.domain.actor import Actor
 from ticketexport.exports import service
+from ticketexport.storage.marker import MARKER_KEY
 from ticketexport.views.model import ListRequest
 
 ANCHOR = dt.date(2026, 6, 1)
@@ -275,11 +276,16 @@ def wait_rows(
 
 
 def storage_files(home: Path) -> list[str]:
-    """Every file under the local storage root, relative to it."""
+    """Every file under the local storage root, relative to it, but the store's
+    installation marker (written when a worker starts)."""
     root = home / "exports"
     if not root.exists():
         return []
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and p.name != MARKER_KEY
+    )
 
 
 def export_files(home: Path, export_id: str) -> list[str]:

@@ -26,6 +26,19 @@ def test_file_urls_name_a_local_folder() -> None:
         "s3://bucket/p?endpoint=http://x",
         "s3://bucket/p?addressing_style=sideways",
         "azure://container/p?sas=1",
+        # A store needs a place of its own: not a bucket's or container's root (shared with
+        # whatever else is there), not the file system's root.
+        "s3://bucket",
+        "s3://bucket/",
+        "s3://bucket//?endpoint_url=http://127.0.0.1:9000",
+        "s3://bucket/a//b",
+        "s3://bucket/a/../b",
+        "azure://container",
+        "azure://container/",
+        "file:///",
+        "file://",
+        "file:////",
+        "file:///tmp/..",
     ],
 )
 def test_unusable_urls_are_refused(url: str, monkeypatch: pytest.MonkeyPatch) -> None:

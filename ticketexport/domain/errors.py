@@ -58,3 +58,9 @@ class TooSlow(DomainError):
     """The work ran past its time limit and was stopped (HTTP 503)."""
 
     default_message = "This took too long to answer; please try again later."
+
+
+class Unavailable(DomainError):
+    """Something the request needs (the file store) does not answer right now (HTTP 503)."""
+
+    default_message = "This cannot be done right now; please try again in a few minutes."

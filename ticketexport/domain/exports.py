@@ -1,4 +1,4 @@
-"""Export lifecycle rules: statuses, transitions, error codes, progress and file names."""
+"""Export lifecycle rules: statuses, transitions, error codes, progress, file names and keys."""
 
 from __future__ import annotations
 
@@ -103,6 +103,30 @@ def file_name(view_name: str, as_of: dt.datetime, tz: dt.tzinfo, *, extension: s
     zone."""
     stamp = as_of.astimezone(tz).strftime("%Y%m%d-%H%M%S")
     return f"tickets-{slugify(view_name)}-{stamp}.{extension}"
+
+
+# What object_key() writes: the canonical (lower-case, hyphenated) export id, the attempt
+# as plain digits, one file name (a single segment; object keys hold no "." or ".." one).
+_OBJECT_KEY = re.compile(
+    r"exports/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+    r"/(0|[1-9][0-9]{0,8})/(?!\.\.?$)[^/\\\x00-\x1f\x7f-\x9f]+"
+)
+
+
+def object_key(export_id: str, attempt: int, file_name: str) -> str:
+    """Where one attempt of an export stores its file: a key of its own per attempt, so an
+    interrupted attempt's leftovers can never be mistaken for (or overwrite) a later
+    attempt's file, and maintenance tells by the key whether a running attempt owns it."""
+    return f"exports/{export_id}/{attempt}/{file_name}"
+
+
+def object_key_owner(key: str) -> tuple[str, int] | None:
+    """(export id, attempt) of a key in exactly the form object_key() writes; None for any
+    other key, which is never the product's to delete."""
+    match = _OBJECT_KEY.fullmatch(key)
+    if match is None:
+        return None
+    return match.group(1), int(match.group(2))
 
 
 def fingerprint(request: Mapping[str, Any]) -> str:

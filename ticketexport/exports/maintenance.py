@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ from ticketexport.db import VERSIONED_TABLES, q
 from ticketexport.domain import exports as rules
 from ticketexport.domain.exports import MAX_ATTEMPTS, copy_application_name
 from ticketexport.standby import stop_standby_reads
-from ticketexport.storage import PROBE_PREFIX, StorageError, probe_is_stale
+from ticketexport.storage import PROBE_PREFIX, StorageError, marker, probe_is_stale
 
 if TYPE_CHECKING:
     from ticketexport.bootstrap import Services
@@ -178,8 +177,11 @@ async def _expire_completed(services: Services, report: Report) -> None:
     marks commit: two runs never clean the same export, and a run that dies half-way leaves
     the row completed, so the next run deletes again (a missing object is no error) and
     marks it. A file that cannot be deleted is counted on its row and passed over until the
-    next run; the others go on.
+    next run; the others go on. Nothing is deleted from a store that is not this
+    database's (its exports stay completed, and answer 410, until it is).
     """
+    if not await _store_is_ours(services):
+        return
     failed: list[str] = []
     while True:
         async with services.pool.connection() as conn, conn.transaction():
@@ -309,31 +311,39 @@ async def _retire_stalled(
         )
 
 
-def _attempt_of(key: str) -> tuple[str, int] | None:
-    """(export id, attempt) of an export object key `exports/<id>/<attempt>/<file>`."""
-    parts = key.split("/")
-    if len(parts) < 4 or parts[0] != "exports" or not parts[2].isdigit():
-        return None
+async def _store_is_ours(services: Services) -> bool:
+    """Whether the store's marker names this database: maintenance deletes nothing from a
+    store that is not (another installation's, or a restored copy's) or cannot say."""
     try:
-        return str(uuid.UUID(parts[1])), int(parts[2])
-    except ValueError:
-        return None
+        reason = await marker.foreign(services.storage, services.installation)
+    except (StorageError, OSError):
+        log.exception("could not read the store's installation marker; deleting nothing")
+        return False
+    if reason is not None:
+        log.warning("the store is not this installation's: deleting nothing from it (%s)", reason)
+        return False
+    return True
 
 
 async def _sweep_storage(services: Services, report: Report) -> None:
     """Remove every export object and unfinished upload that no live media item records and
     no running attempt owns, and probe objects left by processes that died during their
-    start-up check.
+    start-up check: only keys of exactly the forms the product writes, and only from a
+    store whose marker names this database.
 
-    The store is listed first, the database asked second. An attempt's object can only
-    become recorded while that attempt is the export's running one (the completion is
-    guarded by status and attempt), and an export never goes back to an earlier attempt: an
-    object that is neither recorded nor owned when the database is asked never will be, so
-    removing it cannot race a completion. What an interrupted attempt left behind (a file it
-    stored but could not record, an upload it could not abort while the store or database
-    was away) goes on the next pass, whatever the attempt itself managed to clean.
+    The store is listed first, the database asked second, in one statement (one snapshot)
+    that answers both "recorded?" and "running?". A completion records the file and ends
+    the attempt in one transaction, so that snapshot sees the attempt running or the file
+    recorded, never neither. An attempt's object can only become recorded while that
+    attempt is the export's running one (the completion is guarded by status and attempt),
+    and an export never goes back to an earlier attempt: an object that is neither recorded
+    nor owned in that snapshot never will be, so removing it cannot race a completion. What
+    an interrupted attempt left behind (a file it stored but could not record, an upload it
+    could not abort while the store or database was away) goes on the next pass.
     """
     storage = services.storage
+    if not await _store_is_ours(services):
+        return
     try:
         objects = await storage.list_keys("exports/")
         uploads = await storage.pending_uploads("exports/")
@@ -350,24 +360,26 @@ async def _sweep_storage(services: Services, report: Report) -> None:
             report.probes_removed += 1
         except (StorageError, OSError):
             log.exception("could not remove a stale probe object", extra={"object_key": key})
-    owners = {key: _attempt_of(key) for key in {*objects, *uploads}}
-    ours = [key for key, owner in owners.items() if owner is not None]
-    if not ours:
+    owners = {
+        key: owner
+        for key in {*objects, *uploads}
+        if (owner := rules.object_key_owner(key)) is not None
+    }
+    if not owners:
         return
+    ours = sorted(owners)
     async with services.pool.connection() as conn:
-        cur = await conn.execute(q("maintenance_stored_keys_kept"), {"keys": ours})
-        recorded = {str(row[0]) for row in await cur.fetchall()}
         cur = await conn.execute(
-            q("maintenance_running_attempts"),
-            {"ids": sorted({owner[0] for owner in owners.values() if owner is not None})},
+            q("maintenance_keys_kept"),
+            {
+                "keys": ours,
+                "ids": [owners[key][0] for key in ours],
+                "attempts": [owners[key][1] for key in ours],
+            },
         )
-        running = {(str(row[0]), int(row[1])) for row in await cur.fetchall()}
+        kept = {str(key): (recorded, running) for key, recorded, running in await cur.fetchall()}
 
-    def unowned(key: str) -> bool:
-        owner = owners[key]
-        return owner is not None and owner not in running
-
-    orphans = {key for key in objects if unowned(key) and key not in recorded}
+    orphans = {key for key in objects if key in owners and not any(kept[key])}
     for key in sorted(orphans):
         try:
             await storage.delete(key)
@@ -377,7 +389,7 @@ async def _sweep_storage(services: Services, report: Report) -> None:
             log.exception("could not remove an orphan export file", extra={"object_key": key})
     # An unfinished upload of no running attempt goes too; aborting it never touches a
     # complete object under the same key (a recorded file stays).
-    for key in sorted(k for k in set(uploads) - orphans if unowned(k)):
+    for key in sorted(k for k in set(uploads) - orphans if k in owners and not kept[k][1]):
         try:
             await storage.abort_uploads(key)
             report.orphans_removed += 1

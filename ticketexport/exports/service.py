@@ -35,6 +35,7 @@ __all__ = [
     "ExportGone",
     "ExportNotFound",
     "ExportNotReady",
+    "FileGone",
     "Requested",
     "TooManyExports",
     "authorize_download",
@@ -71,6 +72,15 @@ class ExportGone(Gone):
     """The export's retention is over and its file is (or is about to be) deleted (HTTP 410)."""
 
     default_message = "This export has expired and its file was deleted."
+
+
+class FileGone(ExportGone):
+    """The export completed, but its file is gone from the store, or is not the file that
+    was recorded (HTTP 410): never served, whatever the store holds under its key."""
+
+    default_message = (
+        "This export's file is no longer available. Request the export again for a new file."
+    )
 
 
 class ExportNotReady(NotFound):
@@ -432,6 +442,8 @@ async def authorize_download(
             raise ExportGone()
         if export["status"] != Status.COMPLETED or export["object_key"] is None:
             raise ExportNotReady()
+        if export["file_lost_at"] is not None:
+            raise FileGone()
         if auto and head:
             if export["auto_downloaded_at"] is not None or export["requester_id"] != user.id:
                 return None

@@ -9,8 +9,8 @@ import datetime as dt
 import logging
 import time
 import zoneinfo
-from collections.abc import AsyncGenerator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from ticketexport.bootstrap import Services
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 __all__ = ["MAX_ATTEMPTS", "ExportFailed", "ExportRun", "Superseded", "Transient"]
 
@@ -122,13 +124,6 @@ def plan_export(frozen: Mapping[str, Any], as_of: dt.datetime, snapshot: str | N
 
 class _Refused(Exception):
     """The completion found the row no longer this attempt's to complete."""
-
-
-def _object_key(export_id: str, attempt: int, file_name: str) -> str:
-    """Each attempt writes a key of its own: an interrupted attempt's leftovers can never be
-    mistaken for (or overwrite) a later attempt's file, and maintenance tells by the key
-    whether any running attempt still owns it."""
-    return f"exports/{export_id}/{attempt}/{file_name}"
 
 
 class ExportRun:
@@ -255,7 +250,7 @@ class ExportRun:
             frozen = export["request"]
             await self._check_requester(frozen)
             plan = plan_export(frozen, export["as_of"], export["as_of_snapshot"])
-            key = _object_key(self.export_id, self.attempt, plan.file_name)
+            key = rules.object_key(self.export_id, self.attempt, plan.file_name)
             await self._copy_to_storage(plan, key, export)
         except Superseded:
             log.info("export superseded; stopping", extra={**self.log_extra, "event": "superseded"})
@@ -351,65 +346,91 @@ class ExportRun:
         except psycopg.OperationalError as exc:
             raise Transient("database_unavailable", exc) from exc
 
-    async def _reader(self, export: Mapping[str, Any]) -> tuple[str, psycopg.AsyncConnection[Any]]:
-        """The database this attempt reads from, and a connection to it for the count.
+    async def _reader(self, export: Mapping[str, Any]) -> tuple[str, psycopg.Connection[Any]]:
+        """The database this attempt reads from, and the one connection its count and its
+        COPY both run on.
 
-        With a standby configured, its replay must reach the click's WAL position first (so
-        it has every transaction the click's snapshot sees), within the lag limit; a lagging,
-        unreachable or promoted standby, or one whose recovery conflicts cut short two
-        attempts already, gives way to the primary. The file is the same either way.
+        With a standby configured, that connection must reach a standby of this primary
+        (the same system identifier) whose replay has passed the click's WAL position (so
+        it has every transaction the click's snapshot sees), within the lag limit. The
+        check and the reads share the connection: a multi-host or load-balanced URL hands
+        each new connection to whichever server it picks, and a read on one other than the
+        one checked could be on a standby still behind the click, a silently stale file. A
+        lagging, unreachable, promoted or foreign standby, or one whose recovery conflicts
+        cut short two attempts already, gives way to the primary. The file is the same
+        either way.
         """
         settings = self.services.settings
+        primary = self.services.database_url
         standby = settings.export_database_url
         if standby is None or export.get("as_of_lsn") is None:
-            return await self._read_on(self.services.database_url, "primary", None)
+            return await self._read_on(primary, "primary", None)
         if export["standby_conflicts"] >= STANDBY_CONFLICTS_BEFORE_PRIMARY:
-            return await self._read_on(self.services.database_url, "primary", "conflicts")
+            return await self._read_on(primary, "primary", "conflicts")
         deadline = time.monotonic() + settings.standby_max_lag_seconds
         try:
-            conn = await self._connect(
-                standby, connect_timeout=max(1, round(settings.standby_max_lag_seconds))
+            conn: psycopg.Connection[Any] = await self._connect(
+                standby,
+                blocking=True,
+                connect_timeout=max(1, round(settings.standby_max_lag_seconds)),
             )
         except Transient:
-            return await self._read_on(self.services.database_url, "primary", "unreachable")
-        reason: str | None = None
+            return await self._read_on(primary, "primary", "unreachable")
         try:
-            last_mark = time.monotonic()
+            reason = await self._standby_not_ready(conn, export["as_of_lsn"], deadline)
+            if reason is None:
+                await self._record_reader("standby", None)
+                return "standby", conn
+        except BaseException:
+            await _close(conn)
+            raise
+        await _close(conn)
+        return await self._read_on(primary, "primary", reason)
+
+    async def _standby_not_ready(
+        self, conn: psycopg.Connection[Any], lsn: str, deadline: float
+    ) -> str | None:
+        """None once the standby behind `conn` may be read for this export; otherwise why
+        not (the standby_fallback recorded)."""
+        async with self.services.pool.connection() as primary:
+            cur = await primary.execute(q("cluster_system_identifier"))
+            row = await cur.fetchone()
+        assert row is not None
+        cluster = row[0]
+        last_mark = time.monotonic()
+        try:
             while True:
-                cur = await conn.execute(q("standby_replayed"), {"lsn": export["as_of_lsn"]})
-                row = await cur.fetchone()
-                assert row is not None
-                in_recovery, replayed = row
+                in_recovery, replayed, system_id = await _blocking(
+                    conn, _fetch_one, conn, q("standby_replayed"), {"lsn": lsn}
+                )
+                if system_id != cluster:
+                    # A standby of another primary: its rows are another database's,
+                    # whatever its replay position says.
+                    return "other_cluster"
                 if not in_recovery:
-                    reason = "not_in_recovery"
-                    break
+                    return "not_in_recovery"
                 if replayed:
-                    await self._record_reader("standby", None)
-                    return "standby", conn
+                    return None
                 if time.monotonic() >= deadline:
-                    reason = "lagging"
-                    break
+                    return "lagging"
                 if time.monotonic() - last_mark >= 1.0:
                     # Waiting on replay is this attempt's work for now, not a stall.
                     last_mark = time.monotonic()
                     await self._stage(Stage.COUNTING)
                 await asyncio.sleep(STANDBY_POLL_SECONDS)
         except (psycopg.OperationalError, OSError):
-            reason = "unreachable"
-        with contextlib.suppress(psycopg.Error, OSError):
-            await conn.close()
-        return await self._read_on(self.services.database_url, "primary", reason)
+            return "unreachable"
 
     async def _read_on(
         self, url: str, source: str, fallback: str | None
-    ) -> tuple[str, psycopg.AsyncConnection[Any]]:
+    ) -> tuple[str, psycopg.Connection[Any]]:
         if fallback is not None:
             log.warning(
                 "export reads the primary instead of the standby",
                 extra={**self.log_extra, "event": "standby_fallback", "reason": fallback},
             )
         await self._record_reader(source, fallback)
-        return source, await self._connect(url)
+        return source, await self._connect(url, blocking=True)
 
     async def _record_reader(self, source: str, fallback: str | None) -> None:
         if await self._update("export_read_from", source=source, fallback=fallback) is None:
@@ -418,48 +439,43 @@ class ExportRun:
     async def _copy_to_storage(self, plan: ExportPlan, key: str, export: Mapping[str, Any]) -> None:
         storage = self.services.storage
         await self._stage(Stage.COUNTING)
-        source, counter = await self._reader(export)
-        url = self.services.settings.export_database_url if source == "standby" else None
+        source, conn = await self._reader(export)
         self.reading_standby = source == "standby"
         try:
-            cur = await counter.execute(plan.count)
-            counted = await cur.fetchone()
-        except psycopg.OperationalError as exc:
-            raise Transient("database_unavailable", exc) from exc
+            try:
+                counted = await _blocking(conn, _fetch_one, conn, plan.count, None)
+            except psycopg.OperationalError as exc:
+                raise Transient("database_unavailable", exc) from exc
+            self.total = int(counted[0])
+            if await self._update("export_counted", total=self.total) is None:
+                raise Superseded
+            limit = plan.format.max_rows
+            if limit is not None and self.total > limit:
+                raise ExportFailed(
+                    plan.format.too_many_rows,
+                    f"{self.total} rows, {plan.format.key} holds {limit}",
+                )
+            await self._stage(Stage.EXPORTING)
+            blocks = self._blocks(conn, plan)
+            stream = plan.format.encode(blocks, plan.layout)
+            try:
+                stored = await storage.put_stream(
+                    key, stream, content_type=plan.format.content_type
+                )
+                self.stored_key = key
+            except StorageLimitExceeded as exc:
+                raise ExportFailed(FILE_TOO_LARGE, str(exc)) from exc
+            except StorageError as exc:
+                raise Transient(STORAGE_UNAVAILABLE, exc) from exc
+            except psycopg.OperationalError as exc:
+                raise Transient("database_unavailable", exc) from exc
+            except OSError as exc:
+                raise Transient(STORAGE_UNAVAILABLE, exc) from exc
+            finally:
+                # Stops the reader thread and its statement if storage gave up first.
+                await blocks.aclose()
         finally:
-            with contextlib.suppress(psycopg.Error, OSError):
-                await counter.close()
-        assert counted is not None
-        self.total = int(counted[0])
-        if await self._update("export_counted", total=self.total) is None:
-            raise Superseded
-        limit = plan.format.max_rows
-        if limit is not None and self.total > limit:
-            raise ExportFailed(
-                plan.format.too_many_rows, f"{self.total} rows, {plan.format.key} holds {limit}"
-            )
-        await self._stage(Stage.EXPORTING)
-        conn: psycopg.Connection[Any] = await self._connect(
-            url or self.services.database_url, blocking=True
-        )
-        blocks = self._blocks(conn, plan)
-        stream = plan.format.encode(blocks, plan.layout)
-        try:
-            stored = await storage.put_stream(key, stream, content_type=plan.format.content_type)
-            self.stored_key = key
-        except StorageLimitExceeded as exc:
-            raise ExportFailed(FILE_TOO_LARGE, str(exc)) from exc
-        except StorageError as exc:
-            raise Transient(STORAGE_UNAVAILABLE, exc) from exc
-        except psycopg.OperationalError as exc:
-            raise Transient("database_unavailable", exc) from exc
-        except OSError as exc:
-            raise Transient(STORAGE_UNAVAILABLE, exc) from exc
-        finally:
-            # Stops the reader thread and its statement if storage gave up first.
-            await blocks.aclose()
-            with contextlib.suppress(psycopg.Error, OSError):
-                await asyncio.to_thread(conn.close)
+            await _close(conn)
         if self.rows != self.total:
             raise ExportFailed("row_count_mismatch", f"counted {self.total}, wrote {self.rows}")
         await self._stage(Stage.STORING)
@@ -631,3 +647,31 @@ class ExportRun:
                 "could not remove a partial export file",
                 extra={**self.log_extra, "event": "partial_file_left"},
             )
+
+
+def _fetch_one(
+    conn: psycopg.Connection[Any], statement: Any, params: Mapping[str, Any] | None
+) -> tuple[Any, ...]:
+    row = conn.execute(statement, params).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+async def _blocking(conn: psycopg.Connection[Any], call: Callable[..., T], *args: Any) -> T:
+    """`call` on a blocking connection, in a thread. A cancelled caller (a cancel, a rescue,
+    a shutdown) cancels the statement as well and waits until the thread has let go of the
+    connection, as an asyncio connection would."""
+    work = asyncio.ensure_future(asyncio.to_thread(call, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        with contextlib.suppress(psycopg.Error, OSError):
+            await asyncio.to_thread(conn.cancel_safe, timeout=5.0)
+        with contextlib.suppress(Exception):
+            await work
+        raise
+
+
+async def _close(conn: psycopg.Connection[Any]) -> None:
+    with contextlib.suppress(psycopg.Error, OSError):
+        await asyncio.to_thread(conn.close)

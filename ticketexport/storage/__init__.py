@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -17,8 +19,12 @@ PART_SIZE = 8 * 1024 * 1024
 # Every probe object lives under this prefix, its creation time in its name: a probe whose
 # process died before deleting it is recognised and swept by maintenance.
 PROBE_PREFIX = "probe/"
+# Exactly what probe_key() writes: anything else under probe/ is not ours to delete.
+_PROBE_KEY = re.compile(r"probe/([0-9]{15})-[0-9a-f]{32}")
 # A probe older than this belongs to a process that died during its start-up check.
 PROBE_MAX_AGE_SECONDS = 300.0
+# Characters no key may hold: C0 and C1 controls and DEL.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class StorageError(Exception):
@@ -31,6 +37,10 @@ class StorageLimitExceeded(StorageError):
 
 class StorageConfigError(StorageError):
     """TICKETEXPORT_STORAGE_URL or the credentials it needs are unusable."""
+
+
+class ObjectMissing(StorageError):
+    """The store answered, and holds no object under the key."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,11 +66,12 @@ class Storage(Protocol):
         ...
 
     def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """Bytes start..end (inclusive, None = to the end) of a stored object."""
+        """Bytes start..end (inclusive, None = to the end) of a stored object; ObjectMissing
+        when there is none."""
         ...
 
     async def size(self, key: str) -> int:
-        """Size of a stored object; StorageError if it is missing."""
+        """Size of a stored object; ObjectMissing if there is none."""
         ...
 
     async def delete(self, key: str) -> None:
@@ -99,14 +110,13 @@ def probe_key(now: float | None = None) -> str:
 
 
 def probe_is_stale(key: str, now: float | None = None) -> bool:
-    """Whether `key` is a probe object older than PROBE_MAX_AGE_SECONDS."""
-    if not key.startswith(PROBE_PREFIX):
+    """Whether `key` is a probe object, in exactly the form probe_key() writes, older than
+    PROBE_MAX_AGE_SECONDS. Anything else under the prefix (someone's `probe/report.pdf`) is
+    not a probe, whatever its age."""
+    match = _PROBE_KEY.fullmatch(key)
+    if match is None:
         return False
-    stamp = key[len(PROBE_PREFIX) :].split("-", 1)[0]
-    if not stamp.isdigit():
-        # Not one of ours in form, but under our prefix: nothing else writes there.
-        return True
-    age = (time.time() if now is None else now) - int(stamp) / 1000
+    age = (time.time() if now is None else now) - int(match.group(1)) / 1000
     return age > PROBE_MAX_AGE_SECONDS
 
 
@@ -134,12 +144,22 @@ async def probe(storage: Storage) -> None:
     await storage.delete(key)
 
 
-def prefixed_key(prefix: str, key: str) -> str:
-    """An object store's name for `key` under the configured prefix; refuses empty and
-    absolute keys, which would escape the prefix."""
-    if not key or key.startswith("/"):
+def check_key(key: str) -> str:
+    """`key` when every backend stores it as the same name under its prefix: "/"-separated
+    segments, none empty, "." or ".." (which a file system would resolve elsewhere), no
+    backslash (a separator on some systems) and no control characters."""
+    if (
+        any(segment in ("", ".", "..") for segment in key.split("/"))
+        or "\\" in key
+        or _CONTROL.search(key)
+    ):
         raise StorageError(f"invalid object key {key!r}")
-    return prefix + key
+    return key
+
+
+def prefixed_key(prefix: str, key: str) -> str:
+    """An object store's name for `key` under the configured prefix."""
+    return prefix + check_key(key)
 
 
 def from_url(url: str) -> Storage:
@@ -155,12 +175,34 @@ def from_url(url: str) -> Storage:
 
         if parts.netloc not in ("", "localhost"):
             raise StorageConfigError("a file:// URL names no host (file:///path)")
-        return LocalStorage(unquote(parts.path))
+        path = unquote(parts.path)
+        if Path(path or "/").resolve() == Path("/"):
+            # The root holds everything else on the host: a store there would list (and
+            # could delete) the whole file system.
+            raise StorageConfigError(
+                "a file:// URL must name a folder of its own "
+                "(file:///var/lib/ticketexport/exports), not the root"
+            )
+        return LocalStorage(path)
     if parts.scheme in ("s3", "azure"):
         container = parts.netloc
         prefix = unquote(parts.path).strip("/")
         if not container:
             raise StorageConfigError(f"a {parts.scheme}:// URL needs a bucket or container name")
+        if not prefix:
+            # The bucket root is shared with whatever else lives in the bucket.
+            raise StorageConfigError(
+                f"a {parts.scheme}:// URL needs a prefix of its own after the "
+                f"{'bucket' if parts.scheme == 's3' else 'container'} "
+                f"({parts.scheme}://{container}/ticketexport)"
+            )
+        try:
+            check_key(prefix)
+        except StorageError:
+            raise StorageConfigError(
+                f"the {parts.scheme}:// prefix {prefix!r} has an empty, '.' or '..' segment, "
+                "a backslash or a control character"
+            ) from None
         if parts.scheme == "s3":
             try:
                 from ticketexport.storage.s3 import S3Storage

@@ -17,6 +17,7 @@ from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
 from ticketexport.storage import (
     PART_SIZE,
+    ObjectMissing,
     StorageConfigError,
     StorageError,
     StorageLimitExceeded,
@@ -34,6 +35,13 @@ READ_TIMEOUT = 30
 RETRIES = 1
 
 _ERRORS = (AzureError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+def _not_found(key: str, exc: ResourceNotFoundError) -> StorageError:
+    """A missing blob, or (a store that cannot serve anything) a missing container."""
+    if str(getattr(exc, "error_code", "") or "") == "ContainerNotFound":
+        return StorageError(f"{key}: the container does not exist")
+    return ObjectMissing(f"object {key!r} is missing")
 
 
 def _block_id(number: int) -> str:
@@ -182,8 +190,8 @@ class AzureStorage:
         length = None if end is None else end - start + 1
         try:
             downloader = await blob.download_blob(offset=start, length=length)
-        except ResourceNotFoundError:
-            raise StorageError(f"object {key!r} is missing") from None
+        except ResourceNotFoundError as exc:
+            raise _not_found(key, exc) from None
         except _ERRORS as exc:
             raise StorageError(f"{key}: {type(exc).__name__}: {exc}") from exc
         try:
@@ -196,8 +204,8 @@ class AzureStorage:
         blob = (await self._client()).get_blob_client(self._key(key))
         try:
             properties = await blob.get_blob_properties()
-        except ResourceNotFoundError:
-            raise StorageError(f"object {key!r} is missing") from None
+        except ResourceNotFoundError as exc:
+            raise _not_found(key, exc) from None
         except _ERRORS as exc:
             raise StorageError(f"{key}: {type(exc).__name__}: {exc}") from exc
         return int(properties.size)

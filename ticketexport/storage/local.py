@@ -10,7 +10,13 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
-from ticketexport.storage import StorageError, StorageLimitExceeded, StoredObject
+from ticketexport.storage import (
+    ObjectMissing,
+    StorageError,
+    StorageLimitExceeded,
+    StoredObject,
+    check_key,
+)
 
 _PART_SUFFIX = ".part"
 # Exports hold other people's data: only the account running the service may read them.
@@ -29,12 +35,17 @@ class LocalStorage:
         self.root = Path(root).resolve()
 
     def _path(self, key: str) -> Path:
-        if not key or key.startswith("/") or "\\" in key or ".." in key.split("/"):
-            raise StorageError(f"invalid object key {key!r}")
-        path = (self.root / key).resolve()
+        path = (self.root / check_key(key)).resolve()
+        # A symbolic link inside the root may still lead out of it.
         if self.root not in path.parents:
             raise StorageError(f"object key {key!r} escapes the storage root")
         return path
+
+    def _under(self, prefix: str) -> Path:
+        """The folder a listing of `prefix` needs to walk: the prefix's own folder, never
+        more of the tree than it can hold."""
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        return self.root / folder if folder else self.root
 
     def _make_dirs(self, folder: Path) -> None:
         """Create `folder` and its missing parents, each 0700 (mkdir's parents= would use
@@ -93,7 +104,7 @@ class LocalStorage:
         try:
             handle = await asyncio.to_thread(path.open, "rb")
         except FileNotFoundError:
-            raise StorageError(f"object {key!r} is missing") from None
+            raise ObjectMissing(f"object {key!r} is missing") from None
         try:
             await asyncio.to_thread(handle.seek, start)
             remaining = None if end is None else end - start + 1
@@ -112,7 +123,7 @@ class LocalStorage:
         try:
             return (await asyncio.to_thread(self._path(key).stat)).st_size
         except FileNotFoundError:
-            raise StorageError(f"object {key!r} is missing") from None
+            raise ObjectMissing(f"object {key!r} is missing") from None
 
     async def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -129,10 +140,11 @@ class LocalStorage:
 
     async def list_keys(self, prefix: str = "") -> list[str]:
         def scan() -> list[str]:
-            if not self.root.exists():
+            top = self._under(prefix)
+            if not top.is_dir():
                 return []
             found = []
-            for path in self.root.rglob("*"):
+            for path in top.rglob("*"):
                 if path.name.endswith(_PART_SUFFIX) or not path.is_file():
                     continue
                 relative = path.relative_to(self.root).as_posix()
@@ -143,16 +155,20 @@ class LocalStorage:
         return await asyncio.to_thread(scan)
 
     async def pending_uploads(self, prefix: str = "") -> list[str]:
-        if not self.root.exists():
-            return []
-        found = []
-        for temp in self.root.rglob(f"*{_PART_SUFFIX}"):
-            relative = temp.relative_to(self.root).as_posix()
-            # strip ".<uuid>.part" to get the key the upload was for
-            key = relative[: -len(_PART_SUFFIX)].rsplit(".", 1)[0]
-            if key.startswith(prefix):
-                found.append(key)
-        return sorted(set(found))
+        def scan() -> list[str]:
+            top = self._under(prefix)
+            if not top.is_dir():
+                return []
+            found = []
+            for temp in top.rglob(f"*{_PART_SUFFIX}"):
+                relative = temp.relative_to(self.root).as_posix()
+                # strip ".<uuid>.part" to get the key the upload was for
+                key = relative[: -len(_PART_SUFFIX)].rsplit(".", 1)[0]
+                if key.startswith(prefix):
+                    found.append(key)
+            return sorted(set(found))
+
+        return await asyncio.to_thread(scan)
 
     async def check(self) -> None:
         def writable() -> None:

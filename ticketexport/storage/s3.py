@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ticketexport.storage import (
     PART_SIZE,
+    ObjectMissing,
     StorageConfigError,
     StorageError,
     StorageLimitExceeded,
@@ -203,7 +204,7 @@ class S3Storage:
             response = await s3.get_object(Bucket=self.bucket, Key=self._key(key), Range=wanted)
         except _ERRORS as exc:
             if _missing(exc):
-                raise StorageError(f"object {key!r} is missing") from None
+                raise ObjectMissing(f"object {key!r} is missing") from None
             raise StorageError(f"{key}: {type(exc).__name__}: {exc}") from exc
         body = response["Body"]
         try:
@@ -231,7 +232,7 @@ class S3Storage:
     async def size(self, key: str) -> int:
         head = await self._head(key)
         if head is None:
-            raise StorageError(f"object {key!r} is missing")
+            raise ObjectMissing(f"object {key!r} is missing")
         return int(head["ContentLength"])
 
     async def exists(self, key: str) -> bool:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import re
 import urllib.parse
 import uuid
 
 from aiohttp import web
 
-from ticketexport.exports import service
-from ticketexport.storage import StorageError
+from ticketexport.exports import files, service
 from ticketexport.web.keys import USER, services_of
 from ticketexport.web.render import PageError
 from ticketexport.web.security import client_ip
-
-log = logging.getLogger(__name__)
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -65,8 +62,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 async def export_download(request: web.Request) -> web.StreamResponse:
     """GET /staff/exports/{id}/download: the stored file, streamed through the app.
 
-    HEAD answers with the headers GET would send: no body, no download audit row, no use
-    of the automatic download; a refusal is audited as for GET.
+    The object is checked before the status line (a missing file answers 410, a store that
+    does not answer 503); a failure after the first byte drops the connection at once, so
+    the client sees a body short of its Content-Length instead of waiting on it. HEAD
+    answers with the headers GET would send: no body, no download audit row, no use of the
+    automatic download; a refusal is audited as for GET.
     """
     export_id = export_id_of(request)
     services = services_of(request)
@@ -91,6 +91,16 @@ async def export_download(request: web.Request) -> web.StreamResponse:
     ):
         byte_range = None
     start, end = byte_range if byte_range is not None else (0, size - 1)
+    download = files.Download(
+        user=user,
+        export=export,
+        start=start,
+        end=end,
+        client_ip=ip,
+        ranged=byte_range is not None,
+    )
+    await files.check(services, download, record=not head)
+    body = None if head else await files.open_body(services, download)
     response = web.StreamResponse(
         status=206 if byte_range is not None else 200,
         headers={
@@ -105,30 +115,40 @@ async def export_download(request: web.Request) -> web.StreamResponse:
     )
     if byte_range is not None:
         response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    if head:
+    if body is None:
         # aiohttp sends whatever a handler writes, HEAD or not: write nothing.
         await response.prepare(request)
         await response.write_eof()
         return response
-    await service.record_download(
-        services,
-        user,
-        export_id,
-        client_ip=ip,
-        details={
-            "bytes": max(0, end - start + 1),
-            "size": size,
-            "range": f"{start}-{end}" if byte_range is not None else None,
-            "auto": auto,
-        },
-    )
-    await response.prepare(request)
-    if size > 0:
+    async with contextlib.aclosing(body):
+        await service.record_download(
+            services,
+            user,
+            export_id,
+            client_ip=ip,
+            details={
+                "bytes": max(0, end - start + 1),
+                "size": size,
+                "range": f"{start}-{end}" if byte_range is not None else None,
+                "auto": auto,
+            },
+        )
+        await response.prepare(request)
         try:
-            async for chunk in services.storage.read(export["object_key"], start, end):
+            async for chunk in body:
                 await response.write(chunk)
-        except StorageError:
-            log.exception("export file unreadable", extra={"export_id": export_id})
-            raise
+        except files.Interrupted:
+            _drop(request)
+            return response
     await response.write_eof()
     return response
+
+
+def _drop(request: web.Request) -> None:
+    """End the connection now: the status line and part of the body are sent, so the only
+    honest signal left is a body short of its Content-Length (the client reports an
+    incomplete download instead of waiting for the rest)."""
+    request.protocol.force_close()
+    transport = request.transport
+    if transport is not None:
+        transport.abort()

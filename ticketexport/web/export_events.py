@@ -43,7 +43,8 @@ def event_payload(
             "message": export.get("error_message") or rules.safe_message(export["error_code"]),
         }
     download_url = None
-    if status == Status.COMPLETED and can_download:
+    # A file found missing or changed is never offered again (the download answers 410).
+    if status == Status.COMPLETED and can_download and export.get("file_lost_at") is None:
         download_url = f"/staff/exports/{export['id']}/download"
     return {
         "id": str(export["id"]),

@@ -205,9 +205,11 @@ async def export_status(request: web.Request) -> web.StreamResponse:
     now = export_events.now()
     payload = event_payload(export, can_download=allowed, now=now)
     tz = zoneinfo.ZoneInfo(settings.timezone)
+    file_lost = export["file_lost_at"] is not None
     auto = (
         export["requester_id"] == user.id
         and allowed
+        and not file_lost
         and export["auto_downloaded_at"] is None
         and payload["status"] in (Status.QUEUED, Status.RUNNING, Status.COMPLETED)
     )
@@ -226,6 +228,7 @@ async def export_status(request: web.Request) -> web.StreamResponse:
         "timing": timing(export, payload, now),
         "can_download": allowed,
         "download_denied": service.DOWNLOAD_DENIED,
+        "file_lost": service.FileGone.default_message if file_lost else None,
         "auto_download": auto,
         # Whoever sees an export and holds the permission may retry it once it fails or is
         # cancelled; the form is on the page (hidden) so a live failure can show it.

@@ -24,6 +24,7 @@ from ticketexport.domain.errors import (
     NotFound,
     TooMany,
     TooSlow,
+    Unavailable,
 )
 from ticketexport.web import auth
 from ticketexport.web.keys import (
@@ -93,6 +94,7 @@ _STATUS: tuple[tuple[type[DomainError], int], ...] = (
     (Gone, 410),
     (TooMany, 429),
     (TooSlow, 503),
+    (Unavailable, 503),
 )
 
 

@@ -150,6 +150,7 @@ class _Reading:
     reads: Sequence[Mapping[str, Any]] = ()
     standby: StandbyStatus | None = None
     cleanup: Mapping[str, Any] | None = None
+    download_failures: Sequence[Mapping[str, Any]] = ()
 
 
 class _ExportCollector(Collector):
@@ -218,6 +219,15 @@ class _ExportCollector(Collector):
                 "Deletions of expired exports' files that failed (each is retried).",
                 value=reading.cleanup["failures"],
             )
+        failures = CounterMetricFamily(
+            "ticketexport_download_failures",
+            "Downloads that did not deliver the file, by reason: missing, unavailable (the "
+            "store did not answer), size_mismatch, digest_mismatch, interrupted.",
+            labels=["reason"],
+        )
+        for row in reading.download_failures:
+            failures.add_metric([row["reason"]], row["n"])
+        yield failures
         standby = reading.standby
         if standby is not None:
             up = GaugeMetricFamily(
@@ -280,6 +290,8 @@ async def _read(request: web.Request) -> _Reading:
         reads = await cur.fetchall()
         await cur.execute(q("metrics_cleanup"))
         cleanup = await cur.fetchone()
+        await cur.execute(q("metrics_download_failures"))
+        download_failures = await cur.fetchall()
     assert totals is not None
     assert queue is not None
     standby = await standby_status(services_of(request))
@@ -290,6 +302,7 @@ async def _read(request: web.Request) -> _Reading:
         reads=reads,
         standby=standby,
         cleanup=cleanup,
+        download_failures=download_failures,
     )
 
 
