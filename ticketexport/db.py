@@ -8,15 +8,14 @@ import functools
 import hashlib
 import re
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
 
 from ticketexport.config import Settings
+from ticketexport.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SQL_DIR = ROOT / "sql"
 MIGRATIONS_DIR = SQL_DIR / "migrations"
 PROCRASTINATE_SCHEMA = ROOT / "procrastinate_schema.sql"
