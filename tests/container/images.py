@@ -240,6 +240,12 @@ def base_image(podman: Podman, cache: Path = CACHE) -> str:
     return BASE_IMAGE
 
 
+def prune_old_layers(podman: Podman) -> None:
+    """Drop untagged layers older than the base's lifetime: a build whose code changed
+    leaves its predecessor's layers behind, and CI builds on the same machine every run."""
+    podman.run("image", "prune", "--force", "--filter", f"until={int(MAX_AGE.total_seconds())}s")
+
+
 def build(
     podman: Podman,
     containerfile: Path,

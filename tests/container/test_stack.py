@@ -78,6 +78,7 @@ def built(podman: Podman) -> dict[str, str]:
     images.build(
         podman, postgres / "Containerfile", images.POSTGRES_IMAGE, base=base, context=postgres
     )
+    images.prune_old_layers(podman)
     return {"app": images.APP_IMAGE, "postgres": images.POSTGRES_IMAGE}
 
 
