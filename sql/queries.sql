@@ -962,6 +962,12 @@ LIMIT %(limit)s;
 SELECT count(*) FROM procrastinate_workers
 WHERE last_heartbeat > now() - make_interval(secs => %(seconds)s);
 
+-- name: workers_beating
+-- Which of the given procrastinate workers have a recent heartbeat (a worker's own health check).
+SELECT id FROM procrastinate_workers
+WHERE id = ANY(%(ids)s::bigint[])
+  AND last_heartbeat > now() - make_interval(secs => %(seconds)s);
+
 -- name: export_claim_auto_download
 -- The requester's one automatic download; no row when it already happened.
 UPDATE export_jobs SET auto_downloaded_at = now()

@@ -54,7 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="the web application only")
     worker = sub.add_parser("worker", help="run export jobs")
     worker.add_argument("--concurrency", type=_positive, default=2)
-    sub.add_parser("migrate", help="apply the procrastinate schema and sql/ migrations")
+    migrate = sub.add_parser("migrate", help="apply the procrastinate schema and sql/ migrations")
+    migrate.add_argument(
+        "--wait",
+        type=_positive,
+        default=0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for the database to accept connections (a starting container)",
+    )
+    health = sub.add_parser(
+        "healthcheck", help="exit 0 when the web or worker process here is healthy, else 1"
+    )
+    health.add_argument("process", choices=["web", "worker"])
     storage = sub.add_parser("storage", help="the file store")
     storage_sub = storage.add_subparsers(dest="action", required=True, parser_class=_Parser)
     storage_sub.add_parser(
@@ -98,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _with_connection(settings: Settings, args: argparse.Namespace) -> int:
     with db.database_url(settings) as url:
         if args.command == "migrate":
+            if args.wait:
+                db.wait_until_reachable(url, args.wait)
             applied = db.migrate(url)
             print("applied: " + ", ".join(applied) if applied else "nothing to apply")
             return 0
@@ -188,11 +201,27 @@ def _role(conn: psycopg.Connection[Any], args: argparse.Namespace) -> int:
     return 0
 
 
+def _healthcheck(settings: Settings, process: str) -> int:
+    """0 and one line on stdout when healthy; 1 and one line on stderr when not (a
+    container runtime treats any other status as reserved)."""
+    from ticketexport import health
+
+    try:
+        report = health.check_web(settings) if process == "web" else health.check_worker(settings)
+    except health.Unhealthy as exc:
+        sys.stderr.write(f"ticketexport: unhealthy: {exc}\n")
+        return 1
+    print(f"healthy: {report}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
         settings = Settings.from_env()
+        if args.command == "healthcheck":
+            return _healthcheck(settings, args.process)
         if args.command in {"demo", "serve", "worker"}:
             from ticketexport import runtime
 

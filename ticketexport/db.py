@@ -7,16 +7,16 @@ import dataclasses
 import functools
 import hashlib
 import re
+import time
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
 
 from ticketexport.config import Settings
+from ticketexport.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SQL_DIR = ROOT / "sql"
 MIGRATIONS_DIR = SQL_DIR / "migrations"
 PROCRASTINATE_SCHEMA = ROOT / "procrastinate_schema.sql"
@@ -53,6 +53,25 @@ def database_url(settings: Settings) -> Iterator[str]:
 
     with embedded_database(settings.home) as url:
         yield url
+
+
+def wait_until_reachable(url: str, seconds: float) -> None:
+    """Return once the server accepts a connection; after `seconds`, raise its last error.
+
+    A database container starting beside `migrate` accepts connections only after its
+    first initialisation; nothing announces that moment, so this asks once a second.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            conn = psycopg.connect(url, connect_timeout=max(1, min(5, int(seconds))))
+        except psycopg.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        else:
+            conn.close()
+            return
 
 
 # Named queries -------------------------------------------------------------------------

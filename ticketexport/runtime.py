@@ -9,13 +9,14 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from procrastinate.worker import Worker
 
-from ticketexport import db, jobs
+from ticketexport import db, health, jobs
 from ticketexport.bootstrap import Services, open_services
 from ticketexport.config import Settings
 from ticketexport.storage import Storage, StorageError, from_url, marker, probe
@@ -162,46 +163,82 @@ async def _supervise_workers(services: Services, concurrency: int, stop: asyncio
         "stalled_worker_timeout": max(settings.worker_seen_seconds, settings.heartbeat_seconds * 3),
     }
     backoff = 0.5
-    while not stop.is_set():
-        started = asyncio.get_running_loop().time()
-        runs = [
-            asyncio.create_task(
-                app.run_worker_async(
-                    queues=[jobs.EXPORT_QUEUE], concurrency=concurrency, name="exports", **common
-                )
-            ),
-            asyncio.create_task(
-                app.run_worker_async(
+    try:
+        while not stop.is_set():
+            started = asyncio.get_running_loop().time()
+            # The same as app.run_worker_async, keeping the Worker objects: their ids in
+            # procrastinate_workers are what `ticketexport healthcheck worker` asks about.
+            workers = [
+                Worker(
+                    app=app,
+                    queues=[jobs.EXPORT_QUEUE],
+                    concurrency=concurrency,
+                    name="exports",
+                    **common,
+                ),
+                Worker(
+                    app=app,
                     queues=[jobs.MAINTENANCE_QUEUE],
                     concurrency=1,
                     name="maintenance",
                     **common,
-                )
-            ),
-        ]
-        stopper = asyncio.create_task(stop.wait())
-        try:
-            await asyncio.wait([*runs, stopper], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            # Cancelling run_worker_async is procrastinate's graceful stop: running jobs
-            # finish (or are aborted on a second cancel) before it returns.
-            for task in (*runs, stopper):
-                task.cancel()
-            results = await asyncio.gather(*runs, stopper, return_exceptions=True)
-        if stop.is_set():
-            return
-        if asyncio.get_running_loop().time() - started > 60:
-            # It ran fine for a while: this is a new outage, not the same one continuing.
-            backoff = 0.5
-        errors = [r for r in results[:2] if isinstance(r, Exception)]
-        log.warning(
-            "worker stopped unexpectedly; starting again in %.1fs",
-            backoff,
-            extra={"error": "; ".join(f"{type(e).__name__}: {e}" for e in errors)[:500]},
-        )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=backoff)
-        backoff = min(backoff * 2, _RESTART_BACKOFF_MAX)
+                ),
+            ]
+            runs = [asyncio.create_task(_run(worker)) for worker in workers]
+            recorder = asyncio.create_task(_record_when_registered(workers, settings.home))
+            stopper = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait([*runs, stopper], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                # Cancelling Worker.run is procrastinate's graceful stop: running jobs
+                # finish (or are aborted on a second cancel) before it returns.
+                for task in (*runs, stopper, recorder):
+                    task.cancel()
+                results = await asyncio.gather(*runs, stopper, recorder, return_exceptions=True)
+                # These ids are gone; the next workers register new ones.
+                health.forget_workers(settings.home)
+            if stop.is_set():
+                return
+            if asyncio.get_running_loop().time() - started > 60:
+                # It ran fine for a while: this is a new outage, not the same one continuing.
+                backoff = 0.5
+            errors = [r for r in results[:2] if isinstance(r, Exception)]
+            log.warning(
+                "worker stopped unexpectedly; starting again in %.1fs",
+                backoff,
+                extra={"error": "; ".join(f"{type(e).__name__}: {e}" for e in errors)[:500]},
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=backoff)
+            backoff = min(backoff * 2, _RESTART_BACKOFF_MAX)
+    finally:
+        health.forget_workers(settings.home)
+
+
+def _run(worker: Worker) -> Coroutine[Any, Any, None]:
+    # procrastinate's Worker.run carries no annotations.
+    run: Callable[[], Coroutine[Any, Any, None]] = worker.run
+    return run()
+
+
+# How often a starting worker process looks whether its workers have registered yet: each
+# registration is one INSERT right after start, so this is only the first moments.
+_REGISTRATION_POLL_SECONDS = 0.1
+
+
+async def _record_when_registered(workers: list[Worker], home: Path) -> None:
+    """Once every worker has its id in procrastinate_workers, record them for the health check.
+
+    procrastinate offers no signal for the moment a worker registers, hence the short poll.
+    """
+    while any(worker.worker_id is None for worker in workers):  # noqa: ASYNC110 - no event exists
+        await asyncio.sleep(_REGISTRATION_POLL_SECONDS)
+    ids = [worker.worker_id for worker in workers if worker.worker_id is not None]
+    try:
+        health.record_workers(home, ids)
+    except OSError as exc:
+        # The process works without it; only its health check will say it is unhealthy.
+        log.warning("cannot record the worker ids for the health check: %s", exc)
 
 
 async def _worker_process(settings: Settings, url: str, concurrency: int) -> None:

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from tests.support.components import missing_component
+from tests.support.sockets import LateServer
 from ticketexport import accounts
 from ticketexport.domain.permissions import Permission
 
@@ -154,6 +155,48 @@ def test_migrate_reports_what_it_applied_then_nothing(empty_db_url: str) -> None
     second = run(empty_db_url, "migrate")
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip() == "nothing to apply"
+
+
+def _start(url: str, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "DATABASE_URL": url}
+    return subprocess.Popen(
+        [sys.executable, "-m", "ticketexport", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_migrate_waits_for_a_database_that_is_still_starting(empty_db_url: str) -> None:
+    """A container runtime may start migrate beside a database that is initialising."""
+    late = LateServer(empty_db_url)
+    try:
+        proc = _start(late.url, "migrate", "--wait", "120")
+        # It keeps trying while the database drops connections...
+        late.wait_for_attempts(2)
+        assert proc.poll() is None
+        # ...and migrates once it answers.
+        late.open()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        late.close()
+    assert proc.returncode == 0, err
+    assert out.startswith("applied: procrastinate_schema.sql"), out
+
+
+def test_migrate_gives_up_after_its_wait_with_one_line(empty_db_url: str) -> None:
+    late = LateServer(empty_db_url)
+    try:
+        proc = run(late.url, "migrate", "--wait", "2")
+        assert late.attempts >= 2
+        assert_clean_error(proc, "cannot reach the database")
+        # Without --wait, one attempt and the same error.
+        attempts = late.attempts
+        assert_clean_error(run(late.url, "migrate"), "cannot reach the database")
+        assert late.attempts == attempts + 1
+    finally:
+        late.close()
 
 
 def test_python_dash_m_and_the_console_script_agree(db_url: str) -> None:

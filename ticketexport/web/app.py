@@ -16,9 +16,9 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-import ticketexport
 from ticketexport.bootstrap import Services
 from ticketexport.config import Settings
+from ticketexport.paths import ROOT
 from ticketexport.web import auth, exports, ops, pages, saved_views, tickets
 from ticketexport.web.keys import (
     LOGIN_GATE,
@@ -33,7 +33,7 @@ from ticketexport.web.signin_gate import SignInGate
 
 log = logging.getLogger(__name__)
 
-TEMPLATES_DIR = Path(ticketexport.__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = ROOT / "templates"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # Forms are small; the largest is the view editor. A tighter cap than aiohttp's 1 MiB.
 MAX_BODY = 256 * 1024
