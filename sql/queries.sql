@@ -816,7 +816,7 @@ FROM {table};
 
 -- name: maintenance_stuck_running
 -- Running attempts whose worker stopped heartbeating, or whose progress stalled.
-SELECT e.id, e.attempt, e.rows_done, e.procrastinate_job_id,
+SELECT e.id, e.attempt, e.rows_done,
        CASE WHEN e.heartbeat_at IS NULL
                  OR e.heartbeat_at < now() - make_interval(secs => %(heartbeat)s)
             THEN 'worker_lost' ELSE 'stalled' END AS reason
