@@ -36,9 +36,11 @@ class Churn:
     connection.
 
     Covers what the brief names: tickets created, edited (in and out of views, up and down
-    their sort orders) and deleted; a contact and an assignee renamed; a status relabelled;
-    followers and team memberships of `user_id` added and removed; tasks closed and
-    reopened. `counts` says what was done, so a test can check its writers really wrote.
+    their sort orders) and deleted; contacts, assignees and teams renamed; statuses
+    relabelled, reordered and moved between open and closed; priorities relabelled;
+    followers and team memberships of `user_id` added and removed; tasks added, removed,
+    closed and reopened. `counts` says what was done, so a test can check its writers
+    really wrote.
 
     Every choice comes from the seeded generator and every row is picked from an ordered
     list, never with SQL's random(): the same seed on the same data makes the same changes,
@@ -191,6 +193,48 @@ class Churn:
             (f"Status {self.rng.randrange(1000)}", self.rng.randint(1, 6)),
         )
 
+    def reorder_status(self, conn: Conn) -> None:
+        # Sort orders are not unique for statuses: any value moves one up or down the list.
+        conn.execute(
+            "UPDATE ticket_statuses SET sort_order = %s WHERE id = %s",
+            (self.rng.randrange(5, 70, 5), self.rng.randint(1, 6)),
+        )
+
+    def retype_status(self, conn: Conn) -> None:
+        # Pending and on hold move between open and closed: whole groups of tickets enter
+        # and leave the open views at once.
+        conn.execute(
+            "UPDATE ticket_statuses SET status_type = %s WHERE id = %s",
+            (self.rng.choice(["open", "closed"]), self.rng.choice([3, 4])),
+        )
+
+    def relabel_priority(self, conn: Conn) -> None:
+        conn.execute(
+            "UPDATE ticket_priorities SET label = %s WHERE id = %s",
+            (f"Priority {self.rng.randrange(1000)}", self.rng.randint(1, 4)),
+        )
+
+    def rename_team(self, conn: Conn) -> None:
+        team = self._pick(conn, "teams")
+        if team is not None:  # names are unique: the id keeps them apart
+            conn.execute(
+                "UPDATE teams SET name = %s WHERE id = %s",
+                (f"Team {self.rng.randrange(1000)}-{team}", team),
+            )
+
+    def add_task(self, conn: Conn) -> None:
+        ticket = self._ticket(conn)
+        if ticket is not None:
+            conn.execute(
+                "INSERT INTO ticket_tasks (ticket_id, title, is_closed) VALUES (%s, %s, %s)",
+                (ticket, f"Task {self.rng.randrange(1000)}", self._flip()),
+            )
+
+    def remove_task(self, conn: Conn) -> None:
+        task = self._pick(conn, "ticket_tasks")
+        if task is not None:
+            conn.execute("DELETE FROM ticket_tasks WHERE id = %s", (task,))
+
     def follow(self, conn: Conn) -> None:
         ticket = self._ticket(conn)
         if ticket is None:
@@ -242,16 +286,23 @@ class Churn:
             "rename_contact": self.rename_contact,
             "rename_assignee": self.rename_assignee,
             "relabel_status": self.relabel_status,
+            "reorder_status": self.reorder_status,
+            "retype_status": self.retype_status,
+            "relabel_priority": self.relabel_priority,
+            "rename_team": self.rename_team,
             "follow": self.follow,
             "join_team": self.join_team,
             "toggle_task": self.toggle_task,
+            "add_task": self.add_task,
+            "remove_task": self.remove_task,
         }
 
     def round(self, conn: Conn, changes: int = 1) -> None:
         """`changes` random changes, each committed on its own."""
         kinds = self.kinds()
         names = list(kinds)
-        weights = [6, 10, 3, 1, 1, 1, 2, 1, 2]
+        # In the order of kinds(): ticket edits most often, lookups now and then.
+        weights = [6, 10, 3, 1, 1, 1, 1, 1, 1, 1, 2, 1, 2, 2, 1]
         for _ in range(changes):
             name = self.rng.choices(names, weights)[0]
             with conn.transaction():
