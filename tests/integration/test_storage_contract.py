@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import resource
-import signal
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.limits import file_size_limit
 from tests.support.objectstores import Azurite, SeaweedFS
 from ticketexport.storage import (
     PART_SIZE,
@@ -271,21 +270,6 @@ def test_a_cancelled_write_leaves_nothing(make_store: StoreFactory) -> None:
     _run(scenario())
 
 
-@contextlib.contextmanager
-def _file_size_limit(size: int) -> Iterator[None]:
-    """This process may write files of at most `size` bytes: the kernel then refuses a
-    longer write with EFBIG, as a file system at its largest file size does (SIGXFSZ,
-    which would end the process instead, is ignored meanwhile)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
-
-
 def test_the_largest_object_fails_with_a_limit_and_leaves_nothing(
     make_store: StoreFactory,
 ) -> None:
@@ -293,7 +277,7 @@ def test_the_largest_object_fails_with_a_limit_and_leaves_nothing(
         # Only the file system limits a local file: reach its limit for real.
         store = make_store()
         assert store.max_object_size is None
-        limited = _file_size_limit(10 * MB)
+        limited = file_size_limit(10 * MB)
     else:
         store = make_store(part_size=5 * MB, max_parts=2)
         assert store.max_object_size == 10 * MB
