@@ -1,0 +1,149 @@
+"""Edges of the pure rules that the broader tests pass over: percent at its bounds, slugs of
+names that start or end with punctuation, a fingerprint pinned across releases, the
+cursor's exact limits and messages, format lookups, and the file bytes however COPY's
+output is split into blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from ticketexport.domain.actor import Actor
+from ticketexport.domain.errors import Invalid
+from ticketexport.domain.exports import fingerprint, percent, slugify
+from ticketexport.domain.permissions import Permission, parse_permissions
+from ticketexport.exports import formats
+from ticketexport.views import cursor
+from ticketexport.views.columns import COLUMNS
+from ticketexport.views.model import ViewInputError
+
+BAD_CURSOR = "the page cursor is not valid; start again from the first page"
+
+
+def test_percent_at_its_bounds() -> None:
+    assert percent(0, 1) == 0  # one row to go is not done
+    assert percent(1, 1) == 100
+    assert percent(0, 0) == 100  # an empty export is complete once counted
+    assert percent(101, 100) == 100  # never past 100, whatever the counts say
+    assert percent(1, 3) == 33
+    assert percent(0, None) is None
+
+
+def test_slugs_lose_leading_and_trailing_punctuation() -> None:
+    assert slugify("(My view)") == "my-view"
+    assert slugify("  Überfällige Tickets!  ") == "uberfallige-tickets"
+    assert slugify("a" * 39 + " b") == "a" * 39  # cut at 40, then no dangling dash
+    assert slugify("!!!") == "view"
+
+
+def test_the_double_submit_fingerprint_is_stable_across_releases() -> None:
+    """Fingerprints are stored with every export: the digest of a request must not change
+    when the code does (compact separators, sorted keys, text as UTF-8)."""
+    request = {"view": {"key": "all"}, "q": "Ünïcode", "sort": None, "filters": {"b": 1, "a": 2}}
+    canonical = '{"filters":{"a":2,"b":1},"q":"Ünïcode","sort":null,"view":{"key":"all"}}'
+    assert fingerprint(request) == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_an_actor_holds_its_permissions_as_flags() -> None:
+    actor = Actor(id=1, is_admin=True, permissions=512)  # type: ignore[arg-type]
+    assert isinstance(actor.permissions, Permission)
+    assert actor.has(Permission.IMPORT_EXPORT_TICKETS)
+    assert actor.may_download
+
+
+def test_parse_permissions_skips_empty_items_and_names_the_known() -> None:
+    assert parse_permissions(" , users,, audit_logs ,") == Permission.USERS | Permission.AUDIT_LOGS
+    with pytest.raises(ValueError, match=r"unknown permission 'x'; known: access_reports, ad"):
+        parse_permissions("users,x")
+
+
+def _token(data: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+def _keys(*keys: Any) -> str:
+    return _token({"v": 1, "s": "sig", "k": list(keys)})
+
+
+def test_cursor_messages_are_exact() -> None:
+    token = cursor.encode("sig", [1])
+    with pytest.raises(ViewInputError) as other:
+        cursor.decode(token, "other", ["int"])
+    assert str(other.value) == (
+        "the page cursor belongs to another view or sort; start again from the first page"
+    )
+    for bad, kinds in ((_keys(5), ["ts"]), (_keys("yesterday"), ["ts"]), (_keys("x"), ["int"])):
+        with pytest.raises(ViewInputError) as refused:
+            cursor.decode(bad, "sig", kinds)
+        assert str(refused.value) == BAD_CURSOR
+
+
+def test_cursor_timestamps_up_to_40_characters() -> None:
+    forty = "2026-06-01T12:00:00.1234+05:30:00.123456"
+    assert len(forty) == 40
+    assert cursor.decode(_keys(forty), "sig", ["ts"]) == (datetime.datetime.fromisoformat(forty),)
+    with pytest.raises(ViewInputError):
+        cursor.decode(_keys("2026-06-01T12:00:00.12345+05:30:00.123456"), "sig", ["ts"])
+
+
+def test_cursor_integers_span_bigint() -> None:
+    for value in (-(2**63), 2**63 - 1):
+        assert cursor.decode(_keys(value), "sig", ["int"]) == (value,)
+    for value in (-(2**63) - 1, 2**63):
+        with pytest.raises(ViewInputError):
+            cursor.decode(_keys(value), "sig", ["int"])
+
+
+@pytest.mark.parametrize("text", ["a\x00b", "\ud800"], ids=["nul", "lone-surrogate"])
+def test_cursor_text_postgresql_cannot_hold_is_refused(text: str) -> None:
+    raw = json.dumps({"v": 1, "s": "sig", "k": [text]}).encode()
+    token = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    with pytest.raises(ViewInputError) as refused:
+        cursor.decode(token, "sig", ["text"])
+    assert str(refused.value) == BAD_CURSOR
+
+
+def test_format_lookups() -> None:
+    assert formats.recorded("no-such-format") is formats.CSV  # an old row's unknown format
+    assert formats.recorded(None) is formats.CSV
+    with pytest.raises(Invalid) as refused:
+        formats.get("p" * 50)
+    assert str(refused.value) == (
+        f"unknown format {'p' * 40!r}; use one of {', '.join(formats.FORMATS)}"
+    )
+
+
+async def _blocks(parts: list[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def _encoded(fmt: formats.ExportFormat, parts: list[bytes], layout: formats.Layout) -> bytes:
+    return b"".join([b async for b in fmt.encode(_blocks(parts), layout)])
+
+
+@pytest.mark.parametrize("key", list(formats.FORMATS))
+def test_the_file_does_not_depend_on_how_copy_splits_its_output(key: str) -> None:
+    fmt = formats.FORMATS[key]
+    layout = formats.Layout(title="Split", columns=(COLUMNS["id"], COLUMNS["title"]))
+    if key == "xlsx":
+        rows = _xlsx_rows(3)
+    else:
+        rows = [b"Ticket ID,Title\n", b"1,One\n", b"2,Two\n", b"3,Three\n"]
+    whole = asyncio.run(_encoded(fmt, [b"".join(rows)], layout))
+    split = asyncio.run(_encoded(fmt, rows, layout))
+    assert whole == split
+
+
+def _xlsx_rows(count: int) -> list[bytes]:
+    """Worksheet rows as the xlsx format's COPY writes them, one line each."""
+    return [
+        f'<row r="{n + 2}"><c r="A{n + 2}"><v>{n}</v></c></row>\n'.encode() for n in range(count)
+    ]
