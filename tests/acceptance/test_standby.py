@@ -202,23 +202,23 @@ def _active_copy(url: str, export_id: str) -> bool:
     return row is not None and row[0] > 0
 
 
-def _bulk(primary: str) -> None:
+def _bulk(pair: ReplicatedPair, primary: str) -> None:
     """Enough rows that the standby is still sending a COPY's output well after it starts
-    (loopback socket buffers hold megabytes)."""
+    (loopback socket buffers hold megabytes), replayed on the standby."""
     with psycopg.connect(primary, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO tickets (title, description, status_id, priority_id) "
             "SELECT 'Bulk ' || g, repeat('padding ', 20), 1 + g % 6, 1 + g % 4 "
             "FROM generate_series(1, 100000) AS g"
         )
+    pair.wait_replayed()
 
 
 def test_a_standby_that_stops_mid_export_ends_in_a_completed_file(
     pair: ReplicatedPair, urls: tuple[str, str], home: Path, workers: Workers
 ) -> None:
     primary, standby = urls
-    _bulk(primary)
-    pair.wait_replayed()
+    _bulk(pair, primary)
     with psycopg.connect(primary) as reference:
         reference.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         reference.execute("SELECT 1")
@@ -354,8 +354,7 @@ def test_recovery_conflicts_retry_on_the_standby_then_read_the_primary(
     pair: ReplicatedPair, urls: tuple[str, str], home: Path, workers: Workers
 ) -> None:
     primary, standby = urls
-    _bulk(primary)
-    pair.wait_replayed()
+    _bulk(pair, primary)
     export_id = _click(primary)
     queued = export_row(primary, export_id)
     with psycopg.connect(primary, autocommit=True) as conn:
