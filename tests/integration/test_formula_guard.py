@@ -1,11 +1,13 @@
 """The CSV's formula guard in PostgreSQL, cell by cell: a text a spreadsheet would evaluate
 gets a leading quote, also behind the white space an import may trim; anything else is
-written as it is. The independent statement of the rule is reference_views.csv_guard."""
+written as it is, and a workbook's text cells never carry the guard. The independent
+statement of the rule is reference_views.csv_guard."""
 
 from __future__ import annotations
 
 import csv
 import datetime
+import html
 import io
 from typing import Any
 
@@ -71,3 +73,14 @@ def test_the_guard_cell_by_cell(conn: psycopg.Connection[Any]) -> None:
     with conn.cursor().copy(formats.CSV.copy_statement(formats.CSV.select(rows))) as copy:
         data = b"".join(bytes(block) for block in copy).decode("utf-8")
     assert list(csv.reader(io.StringIO(data, newline=""))) == [["Title"]] + [[c] for c in written]
+
+    # A workbook holds text cells as they are: the guard is the CSV's alone.
+    typed = compiler.compile_export(
+        view, parse_list_request({"view": "1"}), actor, NOW, "UTC", snapshot=None, typed=True
+    ).rows
+    with conn.cursor().copy(formats.XLSX.copy_statement(formats.XLSX.select(typed))) as copy:
+        sheet_rows = b"".join(bytes(block) for block in copy).decode("utf-8").splitlines()
+    assert len(sheet_rows) == len(TITLES)
+    for (case, title), row in zip(TITLES.items(), sheet_rows, strict=True):
+        if "\n" not in title and "\r" not in title:  # line breaks are written escaped
+            assert f">{html.escape(title, quote=False)}</t>" in row, (case, row)

@@ -147,3 +147,42 @@ def _xlsx_rows(count: int) -> list[bytes]:
     return [
         f'<row r="{n + 2}"><c r="A{n + 2}"><v>{n}</v></c></row>\n'.encode() for n in range(count)
     ]
+
+
+def test_cursor_tokens_hold_only_their_alphabet_and_at_most_max_cursor_characters() -> None:
+    token = cursor.encode("sig", [1])
+    with pytest.raises(ViewInputError):  # a decoder would skip the dot
+        cursor.decode(token[:4] + "." + token[4:], "sig", ["int"])
+    # The longest token allowed, and one character more.
+    fill = "a" * 300
+    keys: list[str] = []
+    while len(cursor.encode("sig", [*keys, fill])) <= cursor.MAX_CURSOR:
+        keys.append(fill)
+    last = ""
+    while len(cursor.encode("sig", [*keys, last])) < cursor.MAX_CURSOR:
+        last += "a"
+    exact = cursor.encode("sig", [*keys, last])
+    assert len(exact) == cursor.MAX_CURSOR
+    assert cursor.decode(exact, "sig", ["text"] * (len(keys) + 1)) == (*keys, last)
+    longer = cursor.encode("sig", [*keys, last + "aaa"])
+    assert len(longer) > cursor.MAX_CURSOR
+    with pytest.raises(ViewInputError):
+        cursor.decode(longer, "sig", ["text"] * (len(keys) + 1))
+
+
+def test_cursor_text_keys_up_to_their_limit_and_of_their_type() -> None:
+    limit = "é" * cursor.MAX_TEXT_KEY
+    assert cursor.decode(_keys(limit), "sig", ["text"]) == (limit,)
+    for bad in (limit + "é", 5, None):
+        with pytest.raises(ViewInputError):
+            cursor.decode(_keys(bad), "sig", ["text"])
+
+
+def test_an_unknown_key_kind_is_a_programming_error_naming_it() -> None:
+    with pytest.raises(AssertionError, match=r"^money$"):
+        cursor.decode(_keys(1), "sig", ["money"])
+
+
+def test_a_recorded_format_is_found_by_its_key() -> None:
+    for key, fmt in formats.FORMATS.items():
+        assert formats.recorded(key) is fmt
