@@ -9,17 +9,20 @@ import asyncio
 import base64
 import datetime
 import hashlib
+import io
 import json
+import zipfile
 from collections.abc import AsyncIterator
 from typing import Any
 
+import openpyxl
 import pytest
 
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.errors import Invalid
 from ticketexport.domain.exports import fingerprint, percent, slugify
 from ticketexport.domain.permissions import Permission, parse_permissions
-from ticketexport.exports import formats
+from ticketexport.exports import formats, xlsx
 from ticketexport.views import cursor
 from ticketexport.views.columns import COLUMNS
 from ticketexport.views.model import ViewInputError
@@ -186,3 +189,38 @@ def test_an_unknown_key_kind_is_a_programming_error_naming_it() -> None:
 def test_a_recorded_format_is_found_by_its_key() -> None:
     for key, fmt in formats.FORMATS.items():
         assert formats.recorded(key) is fmt
+
+
+def test_a_workbook_holds_exactly_its_parts_and_reads_back() -> None:
+    layout = formats.Layout(title="Parts", columns=(COLUMNS["id"], COLUMNS["title"]))
+    rows = [
+        b'<row r="2"><c r="A2"><v>7</v></c><c r="B2" t="inlineStr"><is><t>Seven</t></is></c>'
+        b"</row>\n",
+        b'<row r="3"><c r="A3"><v>8</v></c><c r="B3" t="inlineStr"><is><t>Eight</t></is></c>'
+        b"</row>\n",
+    ]
+    data = asyncio.run(_encoded(formats.XLSX, rows, layout))
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.testzip() is None
+        infos = archive.infolist()
+        assert [i.filename for i in infos] == [
+            "[Content_Types].xml",
+            "_rels/.rels",
+            "xl/_rels/workbook.xml.rels",
+            "xl/styles.xml",
+            xlsx.SHEET,
+            "xl/workbook.xml",
+        ]
+        assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in infos)
+        assert archive.read("[Content_Types].xml") == xlsx.CONTENT_TYPES
+        assert archive.read("_rels/.rels") == xlsx.ROOT_RELS
+        assert archive.read("xl/_rels/workbook.xml.rels") == xlsx.WORKBOOK_RELS
+        assert archive.read("xl/styles.xml") == xlsx.STYLES
+        assert archive.read("xl/workbook.xml") == xlsx.workbook(layout, 2)
+    book = openpyxl.load_workbook(io.BytesIO(data), read_only=True)
+    assert book.sheetnames == ["Parts"]
+    assert list(book["Parts"].iter_rows(values_only=True)) == [
+        ("Ticket ID", "Title"),
+        (7, "Seven"),
+        (8, "Eight"),
+    ]
