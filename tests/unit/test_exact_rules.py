@@ -224,3 +224,12 @@ def test_a_workbook_holds_exactly_its_parts_and_reads_back() -> None:
         (7, "Seven"),
         (8, "Eight"),
     ]
+
+
+def test_a_cursor_token_is_pinned_across_releases() -> None:
+    """Page links carry tokens (bookmarks, shared URLs): compact JSON, text as UTF-8,
+    base64url without padding."""
+    when = datetime.datetime(2026, 6, 1, 12, tzinfo=datetime.UTC)
+    token = cursor.encode("sig", [when, 7, "é", False])
+    raw = '{"v":1,"s":"sig","k":["2026-06-01T12:00:00+00:00",7,"é",false]}'
+    assert token == base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
