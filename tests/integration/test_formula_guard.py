@@ -54,7 +54,7 @@ def test_the_guard_cell_by_cell(conn: psycopg.Connection[Any]) -> None:
             "name": "Guarded",
             "conditions_and": [],
             "conditions_or": [],
-            "columns": ["title"],
+            "columns": ["title", "id"],
             "sort": [{"column": "id", "direction": "asc"}],
         }
     )
@@ -65,14 +65,18 @@ def test_the_guard_cell_by_cell(conn: psycopg.Connection[Any]) -> None:
     rows = compiler.compile_export(
         view, parse_list_request({"view": "1"}), actor, NOW, "UTC", snapshot=None
     ).rows
-    written = [row[0] for row in conn.execute(formats.CSV.select(rows))]
+    selected = conn.execute(formats.CSV.select(rows)).fetchall()
+    assert [row[1] for row in selected] == [str(n) for n in range(1, len(TITLES) + 1)]
+    written = [row[0] for row in selected]
     for (case, title), cell in zip(TITLES.items(), written, strict=True):
         assert cell == reference_views.csv_guard(title), case
         assert cell.startswith("'") == (case not in UNGUARDED), case
     # The same cells through the worker's COPY statement: a header, then COPY's quoting.
     with conn.cursor().copy(formats.CSV.copy_statement(formats.CSV.select(rows))) as copy:
         data = b"".join(bytes(block) for block in copy).decode("utf-8")
-    assert list(csv.reader(io.StringIO(data, newline=""))) == [["Title"]] + [[c] for c in written]
+    assert list(csv.reader(io.StringIO(data, newline=""))) == [["Title", "Ticket ID"]] + [
+        list(row) for row in selected
+    ]
 
     # A workbook holds text cells as they are: the guard is the CSV's alone.
     typed = compiler.compile_export(
