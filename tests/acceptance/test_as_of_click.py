@@ -7,15 +7,16 @@ import contextlib
 import csv
 import hashlib
 import io
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.support.churn import Churn
+from tests.support.churn import Churn, involve
 from tests.support.exports import csv_in_transaction
 from tests.support.services import actor_for, services_for
 from tests.support.workers import (
@@ -72,28 +73,19 @@ def _request(view: str, sort: str | None = None, q: str = "") -> ListRequest:
     return ListRequest(view=view, q=q, sort=sort, filters={}, page=None)
 
 
-def _prepare_following_and_teams(url: str) -> int:
-    """The exporting admin follows some tickets and belongs to two teams, so the views
-    that read followers and memberships have rows to lose and gain."""
+def _involve_admin(url: str) -> int:
+    """The exporting admin is assigned, creator and follower of some tickets and belongs to
+    two teams, so the views that read those have rows to lose and gain."""
     user_id = actor_for(url).id
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO ticket_followers (ticket_id, user_id) SELECT id, %s FROM tickets "
-            "WHERE id %% 7 = 0 ON CONFLICT DO NOTHING",
-            (user_id,),
-        )
-        conn.execute(
-            "INSERT INTO team_memberships (team_id, user_id) SELECT id, %s FROM teams "
-            "ORDER BY id LIMIT 2 ON CONFLICT DO NOTHING",
-            (user_id,),
-        )
+        involve(conn, user_id)
     return user_id
 
 
 def test_files_are_the_database_at_the_click_under_concurrent_writes(
     seeded_url: str, home: Path, workers: Workers
 ) -> None:
-    user_id = _prepare_following_and_teams(seeded_url)
+    user_id = _involve_admin(seeded_url)
     requests = [
         _request("open", "priority"),
         _request("all", "assignee"),
@@ -145,33 +137,141 @@ def wait_for_changes(churn: Churn, count: int) -> None:
     assert sum(churn.counts.values()) >= count, churn.counts
 
 
+# Every column a concurrent change can reach: the lookups, people, team, contact and tasks.
+WIDE = ["id", "title", "status", "priority", "assignee", "team", "contact", "tasks", "created_by"]
+
+
+def _wide_view(url: str, owner_id: int) -> str:
+    """A saved view of every ticket with WIDE columns, by status order then priority."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO saved_views (name, owner_id, created_by_id, columns, sort) "
+            "VALUES ('In flight', %s, %s, %s, %s) RETURNING id",
+            (
+                owner_id,
+                owner_id,
+                WIDE,
+                json.dumps(
+                    [
+                        {"column": "status", "direction": "asc"},
+                        {"column": "priority", "direction": "desc"},
+                    ]
+                ),
+            ),
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+@contextlib.contextmanager
+def _in_flight(url: str, user_id: int) -> Iterator[Callable[[], None]]:
+    """Transactions that change tickets, contacts, memberships and tasks, still open when
+    the block starts while a later one has committed; it gets the function that commits
+    them."""
+    with contextlib.ExitStack() as stack:
+        open_ = [stack.enter_context(psycopg.connect(url)) for _ in range(4)]
+        tickets, contacts, memberships, tasks = open_
+        ids = [r[0] for r in tickets.execute("SELECT id FROM tickets ORDER BY id LIMIT 8")]
+        tickets.execute(
+            "UPDATE tickets SET title = 'changed in flight', priority_id = 1, status_id = 2, "
+            "snoozed_until = NULL WHERE id = ANY(%s)",
+            (ids[:3],),
+        )
+        tickets.execute("DELETE FROM tickets WHERE id = %s", (ids[3],))
+        tickets.execute(
+            "INSERT INTO tickets (title, status_id, priority_id, assignee_id) "
+            "VALUES ('created in flight', 2, 1, %s)",
+            (user_id,),
+        )
+        contacts.execute(
+            "UPDATE contacts SET first_name = 'Renamed in flight' "
+            "WHERE id IN (SELECT contact_id FROM tickets WHERE id = ANY(%s))",
+            (ids,),
+        )
+        memberships.execute(
+            "DELETE FROM team_memberships WHERE user_id = %s AND team_id = "
+            "(SELECT min(team_id) FROM team_memberships WHERE user_id = %s)",
+            (user_id, user_id),
+        )
+        memberships.execute(
+            "INSERT INTO team_memberships (team_id, user_id) SELECT id, %s FROM teams "
+            "WHERE id NOT IN (SELECT team_id FROM team_memberships WHERE user_id = %s) "
+            "ORDER BY id LIMIT 1",
+            (user_id, user_id),
+        )
+        tasks.execute(
+            "INSERT INTO ticket_tasks (ticket_id, title, is_closed) "
+            "SELECT id, 'added in flight', id %% 2 = 0 FROM unnest(%s::bigint[]) AS id",
+            (ids[4:],),
+        )
+        tasks.execute("DELETE FROM ticket_tasks WHERE id = (SELECT min(id) FROM ticket_tasks)")
+        tasks.execute(
+            "UPDATE ticket_tasks SET is_closed = NOT is_closed WHERE id = "
+            "(SELECT max(id) FROM ticket_tasks WHERE title <> 'added in flight')"
+        )
+
+        # A transaction that began after them commits before the click, so their ids fall
+        # below the click snapshot's xmax (an id above it would be invisible anyway).
+        with psycopg.connect(url, autocommit=True) as committed:
+            committed.execute(
+                "UPDATE tickets SET title = 'committed before the click' WHERE id = %s",
+                (ids[7],),
+            )
+
+        def commit() -> None:
+            for conn in open_:
+                conn.commit()
+
+        yield commit
+
+
+def _ids(data: bytes) -> list[str]:
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+    return [row["Ticket ID"] for row in rows]
+
+
 def test_open_transactions_at_the_click_are_not_seen(
     seeded_url: str, home: Path, workers: Workers
 ) -> None:
-    with (
-        psycopg.connect(seeded_url) as open_writer,
-        psycopg.connect(seeded_url, autocommit=True) as writer,
-    ):
-        first, second = (
-            row[0] for row in writer.execute("SELECT id FROM tickets ORDER BY id LIMIT 2")
-        )
-        writer.execute(
-            "UPDATE tickets SET title = 'committed before the click' WHERE id = %s", (first,)
-        )
-        open_writer.execute(
-            "UPDATE tickets SET title = 'committed after the click' WHERE id = %s", (second,)
-        )
-        (export_id,) = _click(seeded_url, [_request("all", "oldest")])
-        open_writer.commit()
-    workers.start(seeded_url)
-    row = wait_status(seeded_url, export_id, {"completed", "failed"}, timeout=120, workers=workers)
-    assert row["status"] == "completed", row["error_code"]
-    titles = {
-        line["Ticket ID"]: line["Title"]
-        for line in csv.DictReader(io.StringIO(_stored(home, row).decode("utf-8-sig")))
-    }
-    assert titles[str(first)] == "committed before the click"
-    assert titles[str(second)] != "committed after the click"
+    """Writers in flight at the click (tickets, contacts, memberships, tasks) commit just
+    after it, and the churn goes on while the workers stream: every file equals what a
+    REPEATABLE READ transaction opened at the click sees, whole, with unique ids and a
+    count that agrees."""
+    user_id = _involve_admin(seeded_url)
+    wide = _wide_view(seeded_url, user_id)
+    requests = [
+        _request(wide, "view"),
+        _request("team-tickets", "status"),
+        _request("my-tickets", "priority"),
+        _request("open", "assignee"),
+    ]
+    churn = Churn(seeded_url, user_id=user_id, seed=47, pause=0.002)
+    with _in_flight(seeded_url, user_id) as commit, click_instant(seeded_url) as reference:
+        export_ids = _click(seeded_url, requests)
+        commit()
+        churn.start()
+        try:
+            wait_for_changes(churn, 150)
+            workers.start(seeded_url, max_rows_per_s=THROTTLE)
+            rows = [
+                wait_status(seeded_url, i, {"completed", "failed"}, timeout=180, workers=workers)
+                for i in export_ids
+            ]
+        finally:
+            counts = churn.stop()
+        assert len(counts) == len(churn.kinds()), f"some kinds of change never ran: {counts}"
+        for row in rows:
+            assert row["status"] == "completed", (row["error_code"], workers.outputs())
+            expected, total = csv_in_transaction(reference, row["request"], row["as_of"])
+            stored = _stored(home, row)
+            ids = _ids(stored)
+            assert len(ids) == len(set(ids)), f"{row['view_name']}: a ticket appears twice"
+            assert row["rows_total"] == row["rows_done"] == total == len(ids)
+            assert stored == expected, f"export {row['view_name']} differs from the click"
+            with psycopg.connect(seeded_url) as now:
+                current, _ = csv_in_transaction(now, row["request"], row["as_of"])
+            # What committed after the click changed every one of these views.
+            assert current != expected, f"{row['view_name']} did not change after the click"
 
 
 def test_constant_inserts_and_deletes_never_fail_an_export(
@@ -217,7 +317,7 @@ def test_constant_inserts_and_deletes_never_fail_an_export(
 def test_a_killed_attempt_is_retried_as_of_the_same_click(
     seeded_url: str, home: Path, workers: Workers
 ) -> None:
-    user_id = _prepare_following_and_teams(seeded_url)
+    user_id = _involve_admin(seeded_url)
     churn = Churn(seeded_url, user_id=user_id, seed=43, pause=0.002)
     with click_instant(seeded_url) as reference:
         (export_id,) = _click(seeded_url, [_request("all", "priority")])

@@ -35,7 +35,11 @@ CANCEL_DEADLINE = 2.0
 # far more than that: at 60% the database is still sending, so the cancel interrupts a
 # running statement rather than one that has already sent its last row.
 CANCEL_SEEDING = Seeding(tickets=20_000, seed=SEED, anchor=ANCHOR)
-THROTTLE = 5_000
+# The database runs some 2,500 rows ahead of the throttled worker (what the socket and the
+# client's buffers hold), so at 60% about 5,500 rows are left to send: 5.5 s at this
+# throttle, well over the deadline. A cancel that left the COPY running would still find
+# it running when the deadline passes.
+THROTTLE = 1_000
 
 
 @pytest.fixture(scope="session")
@@ -46,14 +50,32 @@ def seeding() -> Seeding:
 class _CleanProbe:
     """Whether a cancelled export is gone from the database and storage, asked over one
     connection opened before the click: a probe that connected afresh each time would
-    add its own connection set-up, on a loaded machine a large part of the 2 seconds."""
+    add its own connection set-up, on a loaded machine a large part of the 2 seconds.
+
+    It also keeps the most rows the export's COPY was seen to have sent (PostgreSQL's own
+    count, pg_stat_progress_copy), so a test can tell a COPY that was cut short from one
+    that ran to its end."""
 
     def __init__(self, url: str, home: Path, export_id: str) -> None:
         self.conn = psycopg.connect(url, autocommit=True)
         self.home = home
         self.export_id = export_id
+        self.copied = 0
+
+    def copy_progress(self) -> int | None:
+        """Rows the export's COPY has sent so far; None when no COPY of it runs."""
+        row = self.conn.execute(
+            "SELECT p.tuples_processed FROM pg_stat_progress_copy p "
+            "JOIN pg_stat_activity a ON a.pid = p.pid WHERE a.application_name = %s",
+            (service.copy_application_name(self.export_id),),
+        ).fetchone()
+        if row is None:
+            return None
+        self.copied = max(self.copied, int(row[0]))
+        return int(row[0])
 
     def __call__(self) -> bool:
+        self.copy_progress()
         row = self.conn.execute(
             "SELECT e.status, (SELECT count(*) FROM pg_stat_activity a "
             "WHERE a.pid <> pg_backend_pid() AND a.datname = current_database() "
@@ -111,6 +133,11 @@ def test_cancel_mid_stream_stops_the_copy_and_leaves_no_file(
     assert any(f.endswith(".part") for f in export_files(home, export_id))
 
     probe = _CleanProbe(seeded_url, home, export_id)
+    at_click = probe.copy_progress()
+    total = export_row(seeded_url, export_id)["rows_total"]
+    assert at_click is not None, "no COPY of the export runs at the click"
+    # What is left would take the throttled worker well past the deadline.
+    assert (total - at_click) / THROTTLE > 2 * CANCEL_DEADLINE, (at_click, total)
     clicked = time.monotonic()
     cancel_export(seeded_url, export_id)
     try:
@@ -138,7 +165,8 @@ def test_cancel_mid_stream_stops_the_copy_and_leaves_no_file(
     row = export_row(seeded_url, export_id)
     assert row["status"] == "cancelled"
     assert row["media_item_id"] is None
-    assert row["rows_done"] < row["rows_total"], "the COPY ran to its end"
+    # The COPY's own count, last seen before it went: it was stopped, it did not finish.
+    assert probe.copied < total, f"the COPY sent {probe.copied} of {total} rows"
     assert worker.alive()
     events = worker.events(export_id)
     assert "started" in events, events

@@ -5,6 +5,7 @@ standby goes away. The tests build the primary and the standby themselves."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
 import time
@@ -213,11 +214,9 @@ def _active_copy(url: str, export_id: str) -> bool:
     return row is not None and row[0] > 0
 
 
-def test_a_standby_that_stops_mid_export_ends_in_a_completed_file(
-    pair: ReplicatedPair, urls: tuple[str, str], home: Path, workers: Workers
-) -> None:
-    primary, standby = urls
-    # Enough rows that the standby is still sending when it stops (socket buffers hold MBs).
+def _bulk(pair: ReplicatedPair, primary: str) -> None:
+    """Enough rows that the standby is still sending a COPY's output well after it starts
+    (loopback socket buffers hold megabytes), replayed on the standby."""
     with psycopg.connect(primary, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO tickets (title, description, status_id, priority_id) "
@@ -225,6 +224,13 @@ def test_a_standby_that_stops_mid_export_ends_in_a_completed_file(
             "FROM generate_series(1, 100000) AS g"
         )
     pair.wait_replayed()
+
+
+def test_a_standby_that_stops_mid_export_ends_in_a_completed_file(
+    pair: ReplicatedPair, urls: tuple[str, str], home: Path, workers: Workers
+) -> None:
+    primary, standby = urls
+    _bulk(pair, primary)
     with psycopg.connect(primary) as reference:
         reference.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         reference.execute("SELECT 1")
@@ -432,3 +438,107 @@ async def _run_here(primary: str, home: Path, export_id: str, standby: str) -> d
     async with services_for(primary, home, env=env) as services:
         await ExportRun(services, export_id, None).run()
     return export_row(primary, export_id)
+
+
+def test_a_standby_url_that_is_not_in_recovery_reads_the_primary_and_says_so(
+    urls: tuple[str, str], home: Path, workers: Workers
+) -> None:
+    """TICKETEXPORT_EXPORT_DATABASE_URL naming a server that is no standby (here the primary
+    itself, as after a promotion): the export reads the primary, records why, and /healthz
+    and /metrics tell the operator, without failing."""
+    primary, _ = urls
+    export_id = _click(primary)
+    queued = export_row(primary, export_id)
+    with psycopg.connect(primary, autocommit=True) as conn:
+        expected, _ = csv_in_transaction(
+            conn, queued["request"], queued["as_of"], snapshot=queued["as_of_snapshot"]
+        )
+    workers.start(primary, extra_env=_standby_env(primary, max_lag=2))
+    row = wait_status(primary, export_id, {"completed", "failed"}, timeout=60, workers=workers)
+    assert row["status"] == "completed", row["error_code"]
+    assert (row["read_from"], row["standby_fallback"]) == ("primary", "not_in_recovery")
+    assert _stored(home, row) == expected
+
+    async def report() -> tuple[int, dict[str, Any], str]:
+        async with running(primary, export_database_url=primary) as web:
+            health = await web.client.get("/healthz")
+            metrics = await (await web.client.get("/metrics")).text()
+            return health.status, await health.json(), metrics
+
+    with psycopg.connect(primary, autocommit=True) as conn:
+        conn.execute("INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now())")
+    status, body, metrics = run_async(report())
+    assert status == 200, body
+    assert body["standby"]["state"] == "not_in_recovery"
+    assert "ticketexport_standby_up 0.0" in metrics
+    # The fallback metric counts the export by the server it read and why.
+    assert (
+        'ticketexport_export_reads_total{fallback="not_in_recovery",source="primary"} 1.0'
+        in metrics
+    ), [line for line in metrics.splitlines() if "export_reads" in line]
+
+
+@contextlib.contextmanager
+def _conflicts_at_once(pair: ReplicatedPair) -> Iterator[None]:
+    """The standby cancels a query in the way of replay at once instead of after 30 s."""
+    with psycopg.connect(pair.standby.url(), autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET max_standby_streaming_delay = 0")
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        yield
+    finally:
+        with psycopg.connect(pair.standby.url(), autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM RESET max_standby_streaming_delay")
+            conn.execute("SELECT pg_reload_conf()")
+
+
+def _conflict(primary: str) -> None:
+    """Row versions the standby's running COPY still sees, removed on the primary: replaying
+    their removal conflicts with the COPY, which the standby cancels."""
+    with psycopg.connect(primary, autocommit=True) as conn:
+        # One new version (the same values: no history kept) and its predecessor vacuumed
+        # away; replay cancels every standby query whose snapshot is older.
+        conn.execute("UPDATE tickets SET title = title WHERE id = (SELECT min(id) FROM tickets)")
+        conn.execute("VACUUM tickets")
+
+
+def test_recovery_conflicts_retry_on_the_standby_then_read_the_primary(
+    pair: ReplicatedPair, urls: tuple[str, str], home: Path, workers: Workers
+) -> None:
+    primary, standby = urls
+    _bulk(pair, primary)
+    export_id = _click(primary)
+    queued = export_row(primary, export_id)
+    with psycopg.connect(primary, autocommit=True) as conn:
+        expected, _ = csv_in_transaction(
+            conn, queued["request"], queued["as_of"], snapshot=queued["as_of_snapshot"]
+        )
+    with _conflicts_at_once(pair):
+        # Each attempt's COPY is still sending (more than the socket buffers hold) when its
+        # conflict comes; a finished statement holds no snapshot to conflict with.
+        worker = workers.start(primary, max_rows_per_s=10_000, extra_env=_standby_env(standby))
+        for attempt in (1, 2):
+            wait_for(
+                f"attempt {attempt}'s COPY on the standby",
+                lambda attempt=attempt: (
+                    export_row(primary, export_id)["attempt"] == attempt
+                    and _active_copy(standby, export_id)
+                ),
+                timeout=60,
+                workers=workers,
+            )
+            _conflict(primary)
+            wait_for(
+                f"attempt {attempt}'s conflict to be recorded",
+                lambda attempt=attempt: (
+                    export_row(primary, export_id)["standby_conflicts"] == attempt
+                ),
+                timeout=30,
+                workers=workers,
+            )
+        row = wait_status(primary, export_id, {"completed", "failed"}, timeout=90, workers=workers)
+    assert row["status"] == "completed", (row["error_code"], workers.outputs())
+    assert row["attempt"] == 3
+    assert (row["read_from"], row["standby_fallback"]) == ("primary", "conflicts")
+    assert _stored(home, row) == expected
+    assert worker.events(export_id).count("standby_conflict") == 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -108,3 +110,24 @@ async def test_abort_uploads_keeps_the_complete_object(tmp_path: Path) -> None:
     await storage.abort_uploads("f/g.csv")
     assert await storage.pending_uploads() == []
     assert await _read_all(storage, "f/g.csv") == b"done"
+
+
+async def test_files_are_0600_and_folders_0700_whatever_the_umask(tmp_path: Path) -> None:
+    """Exports hold other people's data: only the service's own account may read them,
+    even when the process runs with a permissive umask."""
+    storage = LocalStorage(tmp_path / "store")
+    previous = os.umask(0)
+    try:
+        await storage.put_stream("exports/m/1/m.csv", _chunks(b"a,b\n"), content_type="text/csv")
+    finally:
+        os.umask(previous)
+    modes = {
+        path.relative_to(tmp_path).as_posix(): stat.S_IMODE(path.stat().st_mode)
+        for path in (tmp_path / "store").rglob("*")
+    }
+    assert modes == {
+        "store/exports": 0o700,
+        "store/exports/m": 0o700,
+        "store/exports/m/1": 0o700,
+        "store/exports/m/1/m.csv": 0o600,
+    }

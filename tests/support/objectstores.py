@@ -236,6 +236,9 @@ class Azurite:
     log_path: Path
     port: int
     proc: subprocess.Popen[bytes] | None = None
+    # Kept on disk under `data` instead of in memory, so a stop and start (an outage) keeps
+    # the containers and blobs, as a real service does.
+    persistent: bool = False
 
     @property
     def connection_string(self) -> str:
@@ -261,7 +264,7 @@ class Azurite:
             "127.0.0.1",
             "--blobPort",
             str(self.port),
-            "--inMemoryPersistence",
+            *(["--location", str(self.data)] if self.persistent else ["--inMemoryPersistence"]),
             "--disableTelemetry",
             "--skipApiVersionCheck",
             "--silent",
@@ -349,8 +352,8 @@ def seaweedfs() -> Iterator[SeaweedFS]:
 
 
 @contextlib.contextmanager
-def azurite() -> Iterator[Azurite]:
-    """A running Azurite blob service (in memory), stopped after."""
+def azurite(*, persistent: bool = False) -> Iterator[Azurite]:
+    """A running Azurite blob service (in memory unless `persistent`), stopped after."""
     if _azurite() is None:
         missing_component("Azurite (npm ci installs it from package.json) and node")
     try:
@@ -359,7 +362,12 @@ def azurite() -> Iterator[Azurite]:
         missing_component("azure-storage-blob (the azure extra)")
     data = Path(tempfile.mkdtemp(prefix="te-azurite-"))
     with _started(
-        Azurite(data=data, log_path=data / "azurite.log", port=_free_ports(1)[0])
+        Azurite(
+            data=data,
+            log_path=data / "azurite.log",
+            port=_free_ports(1)[0],
+            persistent=persistent,
+        )
     ) as server:
         yield server
 
