@@ -469,7 +469,7 @@ def test_a_standby_url_that_is_not_in_recovery_reads_the_primary_and_says_so(
         conn.execute("INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now())")
     status, body, metrics = run_async(report())
     assert status == 200, body
-    assert body["standby"]["state"] == "not_in_recovery"
+    assert body["standby"] == "not_in_recovery"
     assert "ticketexport_standby_up 0.0" in metrics
     # The fallback metric counts the export by the server it read and why.
     assert (
