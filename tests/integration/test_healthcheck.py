@@ -119,7 +119,7 @@ def test_the_web_check_follows_healthz(db_url: str, homes: tuple[Path, Path]) ->
         # No worker yet: /healthz answers 503 and says why.
         line = _unhealthy("web", db_url, home, **port)
         assert "503" in str(line), line
-        assert "worker=none seen recently" in str(line), line
+        assert "worker=missing" in str(line), line
         workers.start(db_url)
         report = wait_for(
             "a healthy web", lambda: _healthy("web", db_url, home, **port), timeout=60
