@@ -124,7 +124,7 @@ def test_the_web_check_follows_healthz(db_url: str, homes: tuple[Path, Path]) ->
         report = wait_for(
             "a healthy web", lambda: _healthy("web", db_url, home, **port), timeout=60
         )
-        assert "200 database=ok migrations=ok worker=ok" in report, report
+        assert "200 status=ok database=ok migrations=ok worker=ok" in report, report
     finally:
         servers.stop_all()
         workers.stop_all()
