@@ -420,8 +420,10 @@ def _outage_then_retry(
     wait_for("a multipart upload in progress", uploading, timeout=60, workers=workers)
     server.stop()
     try:
+        # Three attempts, each ended by the client's own timeouts (Azure's read timeout is
+        # 30 s, with a retry): the bound only stops a run that would never end.
         row = wait_status(
-            seeded_url, export_id, {"completed", "failed"}, timeout=120, workers=workers
+            seeded_url, export_id, {"completed", "failed"}, timeout=300, workers=workers
         )
         assert (row["status"], row["error_code"]) == ("failed", "storage_unavailable"), (
             workers.outputs()
