@@ -1,4 +1,4 @@
-"""csv.gz and xlsx exports in-process: the CSV's rows in each, hostile text, byte-identical
+"""csv.gz, xlsx and Parquet exports in-process: the CSV's rows in each, hostile text, byte-identical
 re-runs, the xlsx row limit, and the format on the pages and in the audit rows."""
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import pytest
 from tests.support.databases import Seeding
 from tests.support.formats import (
     GZIP_TYPE,
+    PARQUET_TYPE,
     XLSX_TYPE,
+    assert_parquet_holds,
     assert_xlsx_holds,
     gunzip,
     xlsx_sheet,
@@ -38,6 +40,7 @@ from ticketexport.views import registry
 from ticketexport.views.model import ListRequest
 
 ANCHOR = dt.date(2026, 6, 1)
+TIMEZONE = "America/St_Johns"
 # A view holds at most 20 of the 21 columns; Language is text like several others.
 EVERY_COLUMN = [key for key in registry.COLUMNS if key != "language"]
 ADMIN = next(d for d in seed.DEMO_LOGINS if d.is_admin and d.can_export)
@@ -66,7 +69,7 @@ async def deps(seeded_url: str, tmp_path: Path) -> AsyncIterator[Services]:
     async with services_for(
         seeded_url,
         tmp_path,
-        env={"TICKETEXPORT_TIMEZONE": "America/St_Johns"},
+        env={"TICKETEXPORT_TIMEZONE": TIMEZONE},
         storage=LocalStorage(tmp_path / "exports"),
     ) as services:
         yield services
@@ -156,6 +159,8 @@ async def test_every_format_holds_the_csv_rows(deps: Services, seeded_url: str) 
     assert "_x005F_x0041_ is not A, _x005F_x00e9_ nor é" in titles  # raw: Excel shows _x0041_
     widths = [sheet.column_dimensions[c].width for c in ("A", "B", "K")]
     assert widths == [13, 48, 20]
+    # The Parquet file holds the CSV's values, typed and unguarded, hostile text as written.
+    assert_parquet_holds(exported["parquet"]["data"], rows, types, TIMEZONE)
 
 
 async def test_reruns_give_the_same_bytes(deps: Services) -> None:
@@ -166,7 +171,9 @@ async def test_reruns_give_the_same_bytes(deps: Services) -> None:
         assert first["id"] != second["id"]
         assert first["sha256"] == second["sha256"], key
         assert first["data"] == second["data"], key
-    archive = zipfile.ZipFile(io.BytesIO(first["data"]))
+        if key == "xlsx":
+            workbook = first["data"]
+    archive = zipfile.ZipFile(io.BytesIO(workbook))
     assert [i.filename for i in archive.infolist()] == [
         "[Content_Types].xml",
         "_rels/.rels",
@@ -209,7 +216,12 @@ async def test_a_view_above_the_sheet_limit_fails_at_counting(
 
 async def test_pages_offer_and_show_the_format(seeded_url: str, tmp_path: Path) -> None:
     home = tmp_path / "home"
-    async with running(seeded_url, storage_url=(home / "exports").as_uri()) as web:
+    # One export of each format is active at once: room for all of them.
+    async with running(
+        seeded_url,
+        storage_url=(home / "exports").as_uri(),
+        max_active_exports_per_user=len(formats.FORMATS),
+    ) as web:
         assert (await web.login(ADMIN.email, ADMIN.password)).status == 303
         page = await (await web.client.get("/staff/tickets?view=open")).text()
         control = re.search(r'<select name="format"[^>]*>(.*?)</select>', page, re.S)
@@ -253,6 +265,10 @@ async def test_pages_offer_and_show_the_format(seeded_url: str, tmp_path: Path) 
             if key == "xlsx":
                 assert download.headers["Content-Type"] == XLSX_TYPE
                 assert body.startswith(b"PK\x03\x04")
+            if key == "parquet":
+                assert download.headers["Content-Type"] == PARQUET_TYPE
+                assert body.startswith(b"PAR1")
+                assert body.endswith(b"PAR1")
         mine = await (await web.client.get("/staff/exports")).text()
         for key in formats.FORMATS:
             assert f'<td data-field="format">{formats.FORMATS[key].label}</td>' in mine

@@ -1,4 +1,4 @@
-"""Reading exported csv.gz and xlsx files back, and what they must hold given the CSV."""
+"""Reading exported csv.gz, xlsx and Parquet files back, and what they must hold given the CSV."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import io
 import re
 import shutil
 import subprocess
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from tests.support.components import missing_component, require_module
 
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 GZIP_TYPE = "application/gzip"
+PARQUET_TYPE = "application/vnd.apache.parquet"
+# The most rows in a Parquet row group, as the brief bounds it.
+PARQUET_ROW_GROUP_ROWS = 131_072
 # What XML 1.0 cannot hold; the workbook drops these characters from text.
 XML_FORBIDDEN = re.compile("[\x01-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _OOXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
@@ -134,3 +138,110 @@ def calc_csv(command: str, xlsx_bytes: bytes, tmp_path: Path) -> list[list[str]]
     assert result.returncode == 0, result
     assert converted.exists(), (result.stdout, result.stderr)
     return list(csv.reader(io.StringIO(converted.read_text("utf-8"), newline="")))
+
+
+# --- Parquet -------------------------------------------------------------------------------
+
+_POLARS_TYPES = {"integer": "Int64", "boolean": "Boolean"}
+_DUCKDB_TYPES = {"integer": "BIGINT", "timestamp": "TIMESTAMP WITH TIME ZONE", "boolean": "BOOLEAN"}
+
+
+def parquet_value(value_type: str, text: str) -> Any:
+    """What a Parquet cell holds for a CSV cell's text of a column of `value_type`:
+    timestamps as aware datetimes (compared as instants), text without the guard."""
+    if text == "":
+        return None
+    if value_type == "integer":
+        return int(text)
+    if value_type == "timestamp":
+        return dt.datetime.fromisoformat(text)
+    if value_type == "boolean":
+        return {"Yes": True, "No": False}[text]
+    return unguard(text)
+
+
+def _epoch_ms(value: Any) -> Any:
+    return None if value is None else round(value.timestamp() * 1000)
+
+
+def assert_parquet_holds(
+    data: bytes, csv_rows: list[list[str]], value_types: list[str], timezone: str
+) -> None:
+    """pyarrow, polars and DuckDB each read the CSV's header as the columns and its rows, in
+    order, typed; the file is zstd with row groups of at most PARQUET_ROW_GROUP_ROWS."""
+    pa = require_module("pyarrow", "pyarrow is not installed")
+    pq = require_module("pyarrow.parquet", "pyarrow is not installed")
+    pl = require_module("polars", "polars is not installed")
+    duckdb = require_module("duckdb", "duckdb is not installed")
+    header, body = csv_rows[0], csv_rows[1:]
+    assert header, "the CSV has no header"
+    expected = [
+        [parquet_value(t, v) for t, v in zip(value_types, row, strict=True)] for row in body
+    ]
+
+    # pyarrow: the schema exactly, then every cell.
+    file = pq.ParquetFile(io.BytesIO(data))
+    metadata = file.metadata
+    assert metadata.num_rows == len(body)
+    for group in range(metadata.num_row_groups):
+        assert 0 < metadata.row_group(group).num_rows <= PARQUET_ROW_GROUP_ROWS
+        for column in range(metadata.num_columns):
+            assert metadata.row_group(group).column(column).compression == "ZSTD"
+    types = {
+        "integer": pa.int64(),
+        "timestamp": pa.timestamp("ms", tz=timezone),
+        "boolean": pa.bool_(),
+    }
+    want_schema = pa.schema(
+        [
+            pa.field(name, types.get(t, pa.string()))
+            for name, t in zip(header, value_types, strict=True)
+        ]
+    )
+    table = file.read()
+    assert table.schema.remove_metadata() == want_schema
+    got = [list(row.values()) for row in table.to_pylist()]
+    assert got == expected, _first_difference(got, expected)
+
+    # polars
+    frame = pl.read_parquet(io.BytesIO(data))
+    assert frame.columns == header
+    polars_types = {
+        **_POLARS_TYPES,
+        "timestamp": f"Datetime(time_unit='ms', time_zone='{timezone}')",
+    }
+    assert [str(d) for d in frame.dtypes] == [polars_types.get(t, "String") for t in value_types]
+    got = [list(row) for row in frame.rows()]
+    assert got == expected, _first_difference(got, expected)
+
+    # DuckDB: timestamps as epoch milliseconds (its Python conversion of an aware
+    # timestamp needs pytz), from a file as DuckDB reads files.
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "export.parquet"
+        path.write_bytes(data)
+        source = "read_parquet('" + str(path).replace("'", "''") + "')"
+        with duckdb.connect() as con:
+            relation = con.sql(f"SELECT * FROM {source}")
+            assert relation.columns == header
+            assert [str(t) for t in relation.types] == [
+                _DUCKDB_TYPES.get(t, "VARCHAR") for t in value_types
+            ]
+            selected = ", ".join(
+                f'epoch_ms("{name}")' if t == "timestamp" else f'"{name}"'
+                for name, t in zip(header, value_types, strict=True)
+            )
+            got = [list(row) for row in con.sql(f"SELECT {selected} FROM {source}").fetchall()]
+    in_ms = [
+        [_epoch_ms(v) if t == "timestamp" else v for t, v in zip(value_types, row, strict=True)]
+        for row in expected
+    ]
+    assert got == in_ms, _first_difference(got, in_ms)
+
+
+def _first_difference(got: list[list[Any]], want: list[list[Any]]) -> str:
+    if len(got) != len(want):
+        return f"{len(got)} rows, the CSV has {len(want)}"
+    for number, (a, b) in enumerate(zip(got, want, strict=True), start=2):
+        if a != b:
+            return f"CSV row {number}: {a!r} != {b!r}"
+    return "equal"

@@ -138,6 +138,8 @@ def test_the_file_does_not_depend_on_how_copy_splits_its_output(key: str) -> Non
     layout = formats.Layout(title="Split", columns=(COLUMNS["id"], COLUMNS["title"]))
     if key == "xlsx":
         rows = _xlsx_rows(3)
+    elif key == "parquet":
+        rows = [b"1,One\n", b'2,"Two\nlines"\n', b"3,\n"]
     else:
         rows = [b"Ticket ID,Title\n", b"1,One\n", b"2,Two\n", b"3,Three\n"]
     whole = asyncio.run(_encoded(fmt, [b"".join(rows)], layout))

@@ -144,7 +144,7 @@ def test_column_letters() -> None:
 
 
 def test_format_names() -> None:
-    assert list(formats.FORMATS) == ["csv", "csv.gz", "xlsx"]
+    assert list(formats.FORMATS) == ["csv", "csv.gz", "xlsx", "parquet"]
     assert formats.get(None) is formats.get("") is formats.CSV
     assert formats.get("xlsx").max_rows == 1_048_575
     assert formats.recorded(None) is formats.CSV

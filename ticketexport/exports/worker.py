@@ -118,7 +118,7 @@ def plan_export(frozen: Mapping[str, Any], as_of: dt.datetime, snapshot: str | N
         select=fmt.select(compiled.rows),
         count=compiled.count,
         file_name=rules.file_name(view["name"], as_of, zone, extension=fmt.extension),
-        layout=formats.Layout(title=view["name"], columns=compiled.rows.columns),
+        layout=formats.Layout(title=view["name"], columns=compiled.rows.columns, timezone=tz),
     )
 
 

@@ -142,10 +142,12 @@ def sheet_name(view_name: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """What the workbook shows besides the rows: the view's name and the columns."""
+    """What a file shows besides the rows: the view's name, the columns, and the
+    organisation's time zone (a typed format's timestamps carry it)."""
 
     title: str
     columns: Sequence[Column]
+    timezone: str = "UTC"
 
 
 def _width(column: Column) -> float:
