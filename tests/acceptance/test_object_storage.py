@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import hashlib
+import io
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +18,7 @@ import aiohttp
 import psycopg
 import pytest
 
+from tests.support.formats import assert_parquet_holds
 from tests.support.objectstores import Azurite, SeaweedFS, azurite
 from tests.support.servers import Server, Servers, free_port, refused_start
 from tests.support.services import actor_for, services_for
@@ -33,7 +36,9 @@ from tests.support.workers import (
 )
 from ticketexport import seed
 from ticketexport.exports import maintenance, service
+from ticketexport.exports.formats import BOM
 from ticketexport.storage import Storage, from_url
+from ticketexport.views import registry
 from ticketexport.views.model import ListRequest
 
 pytestmark = pytest.mark.slow
@@ -155,10 +160,10 @@ class _Client:
         ) as answer:
             assert answer.status == 303, answer.status
 
-    async def request_export(self, server: Server) -> str:
+    async def request_export(self, server: Server, export_format: str = "csv") -> str:
         async with self.http.get(server.url + "/staff/exports") as page:
             token = csrf_in(await page.text())
-        form = {"csrf_token": token, "view": "all"}
+        form = {"csrf_token": token, "view": "all", "format": export_format}
         async with self.http.post(
             server.url + "/staff/tickets/export", data=form, allow_redirects=False
         ) as answer:
@@ -216,7 +221,7 @@ def test_an_export_on_each_backend_is_the_local_file_byte_for_byte(
     web = servers.start(seeded_url, storage.env)
     workers.start(seeded_url, extra_env=storage.env)
 
-    async def scenario() -> str:
+    async def scenario() -> tuple[str, str, bytes, bytes]:
         async with _browser() as client:
             await client.login(web)
             export_id = await client.request_export(web)
@@ -230,13 +235,32 @@ def test_an_export_on_each_backend_is_the_local_file_byte_for_byte(
             assert (status, part) == (206, body[100:200])
             async with client.http.get(web.url + "/healthz") as health:
                 assert (await health.json())["storage"] == "ok"
-        return export_id
+            # Parquet is stored and served like any other file, its footer by range.
+            parquet_id = await client.request_export(web, "parquet")
+            events = await asyncio.wait_for(client.watch(web, parquet_id), timeout=90)
+            assert events[-1]["status"] == "completed", (events[-1], workers.outputs())
+            status, typed = await client.download(web, parquet_id)
+            assert status == 200
+            status, tail = await client.download(web, parquet_id, "bytes=-8")
+            assert (status, tail) == (206, typed[-8:])
+            assert tail.endswith(b"PAR1")
+        return export_id, parquet_id, body, typed
 
-    export_id = run_async(scenario())
+    export_id, parquet_id, body, typed = run_async(scenario())
     row = export_row(seeded_url, export_id)
     assert row["sha256"] == reference_export.sha256
+    parquet_row = export_row(seeded_url, parquet_id)
+    assert parquet_row["sha256"] == hashlib.sha256(typed).hexdigest()
+    assert parquet_row["size_bytes"] == len(typed)
+    columns = parquet_row["request"]["view"]["definition"]["columns"]
+    assert_parquet_holds(
+        typed,
+        list(csv.reader(io.StringIO(body[len(BOM) :].decode(), newline=""))),
+        [registry.COLUMNS[key].value_type for key in columns],
+        parquet_row["request"]["timezone"],
+    )
     keys, uploads = storage.contents()
-    assert (keys, uploads) == ([row["object_key"]], [])
+    assert (sorted(keys), uploads) == (sorted([row["object_key"], parquet_row["object_key"]]), [])
 
 
 # --- scale-out: two web and two worker processes, one database, one S3 store -----------

@@ -699,6 +699,7 @@ def test_each_format_downloads_with_its_name_and_type(
     kinds = {
         "csv.gz": "application/gzip",
         "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "parquet": "application/vnd.apache.parquet",
     }
     for key, content_type in kinds.items():
         admin.page.goto("/staff/tickets?view=open")
@@ -720,6 +721,8 @@ def test_each_format_downloads_with_its_name_and_type(
         if key == "csv.gz":
             # Saved as sent: Chromium would have unpacked a Content-Encoding: gzip body.
             assert gzip.decompress(data).startswith(BOM)
+        elif key == "parquet":
+            assert data[:4] == data[-4:] == b"PAR1"
         else:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 assert archive.testzip() is None
