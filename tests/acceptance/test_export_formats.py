@@ -1,4 +1,4 @@
-"""csv.gz and xlsx from a real worker process hold exactly the CSV export's rows, for every
+"""csv.gz, xlsx and Parquet from a real worker process hold exactly the CSV export's rows, for every
 built-in view at several sizes; LibreOffice Calc opens the workbook and evaluates nothing."""
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from tests.support.exports import (
 )
 from tests.support.formats import (
     GZIP_TYPE,
+    PARQUET_TYPE,
     XLSX_TYPE,
     XML_FORBIDDEN,
+    assert_parquet_holds,
     assert_xlsx_holds,
     calc_csv,
     gunzip,
@@ -67,18 +69,23 @@ def _value_types(exported: Exported) -> list[str]:
     return [registry.COLUMNS[key].value_type for key in columns]
 
 
-def _check(csv_export: Exported, gz: Exported, book: Exported) -> int:
-    """The csv.gz and the xlsx of one request against its CSV; returns the row count."""
+def _check(csv_export: Exported, gz: Exported, book: Exported, typed: Exported) -> int:
+    """The csv.gz, the xlsx and the Parquet of one request against its CSV; returns the
+    row count."""
     assert gz.headers["Content-Type"] == GZIP_TYPE
     assert "Content-Encoding" not in gz.headers
     assert book.headers["Content-Type"] == XLSX_TYPE
-    for one, extension in ((csv_export, "csv"), (gz, "csv.gz"), (book, "xlsx")):
+    assert typed.headers["Content-Type"] == PARQUET_TYPE
+    everything = ((csv_export, "csv"), (gz, "csv.gz"), (book, "xlsx"), (typed, "parquet"))
+    for one, extension in everything:
         assert f'.{extension}"; filename*=' in one.headers["Content-Disposition"]
         assert one.row["size_bytes"] == len(one.data)
     assert gunzip(gz.data) == csv_export.data, gz.params
     rows = csv_export.rows
     assert_xlsx_holds(book.data, rows, _value_types(csv_export))
-    assert csv_export.row["rows_done"] == gz.row["rows_done"] == book.row["rows_done"]
+    assert_parquet_holds(typed.data, rows, _value_types(csv_export), TIMEZONE)
+    done = {one.row["rows_done"] for one, _ in everything}
+    assert done == {len(rows) - 1}
     return len(rows) - 1
 
 
@@ -120,11 +127,11 @@ async def test_every_view_in_every_format_holds_the_csv_rows(
                 assert worker.poll() is None, worker_log(home)
                 counts = {}
                 for at in range(0, len(exported), len(formats.FORMATS)):
-                    csv_export, gz, book = exported[at : at + 3]
-                    assert [e.params["format"] for e in (csv_export, gz, book)] == list(
+                    csv_export, gz, book, typed = exported[at : at + len(formats.FORMATS)]
+                    assert [e.params["format"] for e in (csv_export, gz, book, typed)] == list(
                         formats.FORMATS
                     )
-                    counts[csv_export.params["view"]] = _check(csv_export, gz, book)
+                    counts[csv_export.params["view"]] = _check(csv_export, gz, book, typed)
                 assert counts["all"] == size
                 assert counts[str(typed_view)] == size
                 if size == SIZES[0]:

@@ -3,10 +3,12 @@ re-runs, the xlsx row limit, and the format on the pages and in the audit rows."
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import dataclasses
 import datetime as dt
 import hashlib
+import importlib.metadata
 import io
 import re
 import zipfile
@@ -16,7 +18,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from aiohttp import web
 
+from tests.support.components import missing_component, require_module
 from tests.support.databases import Seeding
 from tests.support.formats import (
     GZIP_TYPE,
@@ -369,3 +373,95 @@ async def test_the_formula_guard_looks_past_invisible_leading_characters(
         formula_like = title.lstrip(INVISIBLE_LEADS + " ")[:1] in "=+-@"
         assert held[str(ticket_id)] == ("'" + title if formula_like else title), repr(title)
     assert sum(held[str(i)].startswith("'") for i in ids) == 2 * len(INVISIBLE_LEADS)
+
+
+def _duckdb_with_httpfs() -> Any:
+    """A DuckDB connection with httpfs loaded from the duckdb-ext-httpfs package: the
+    extension is never downloaded."""
+    duckdb = require_module("duckdb", "duckdb is not installed")
+    try:
+        package = importlib.metadata.distribution("duckdb-ext-httpfs")
+    except importlib.metadata.PackageNotFoundError:
+        missing_component("duckdb-ext-httpfs is not installed")
+    extensions = Path(str(package.locate_file("duckdb_ext/extensions")))
+    con = duckdb.connect(config={"autoinstall_known_extensions": False})
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET extension_directory = ?", [str(extensions)])
+    con.execute("LOAD httpfs")
+    return con
+
+
+# DuckDB reads the last 16 KiB of a remote Parquet file at once (the whole file when it is
+# smaller): the footer and what precedes it, never the row groups of a larger file.
+DUCKDB_TAIL_READ = 16 * 1024
+
+
+@pytest.mark.parametrize("seeding", [Seeding(tickets=6000, seed=3, anchor=ANCHOR)])
+async def test_duckdb_reads_a_parquet_export_over_http_and_counts_from_the_footer(
+    seeded_url: str, tmp_path: Path
+) -> None:
+    served: list[tuple[str, str, str | None, int]] = []
+
+    async def record(request: web.Request, response: web.StreamResponse) -> None:
+        if request.path.endswith("/download"):
+            served.append(
+                (request.method, request.path, request.headers.get("Range"), response.status)
+            )
+
+    def setup(app: web.Application) -> None:
+        app.on_response_prepare.append(record)
+
+    home = tmp_path / "home"
+    async with running(seeded_url, storage_url=(home / "exports").as_uri(), setup=setup) as site:
+        assert (await site.login(ADMIN.email, ADMIN.password)).status == 303
+        view_id = await _saved_view(
+            site.services, EVERY_COLUMN, [{"column": "id", "direction": "asc"}]
+        )
+        token = await site.csrf("/staff/tickets")
+        asked = await site.client.post(
+            "/staff/tickets/export",
+            data={"csrf_token": token, "view": view_id, "format": "parquet"},
+            allow_redirects=False,
+        )
+        assert asked.status == 303
+        export_id = asked.headers["Location"].rsplit("/", 1)[1]
+        await ExportRun(site.services, export_id, None).run()
+        path = f"/staff/exports/{export_id}/download"
+        whole = await (await site.client.get(path)).read()
+        url = str(site.client.make_url(path))
+        cookies = "; ".join(f"{c.key}={c.value}" for c in site.client.session.cookie_jar)
+        served.clear()
+
+        def count(cookie: str) -> Any:
+            with _duckdb_with_httpfs() as con:
+                con.execute(
+                    "CREATE SECRET session (TYPE http, EXTRA_HTTP_HEADERS MAP {'Cookie': ?})",
+                    [cookie],
+                )
+                return con.execute("SELECT count(*) FROM read_parquet(?)", [url]).fetchone()
+
+        # Reading a thread off the event loop, which serves it.
+        assert await asyncio.to_thread(count, cookies) == (6000,)
+        seen = list(served)
+        served.clear()
+        with pytest.raises(Exception, match=r"40[134]"):
+            await asyncio.to_thread(count, "te_session=forged")
+        refused = list(served)
+
+    footer = int.from_bytes(whole[-8:-4], "little") + 8
+    tail = max(footer, DUCKDB_TAIL_READ)
+    assert len(whole) > 10 * tail, (len(whole), footer)  # so the row groups are far away
+    ranges = [r for method, _, r, _ in seen if method == "GET"]
+    assert ranges, seen
+    assert all(status in (200, 206) for *_, status in seen), seen
+    fetched = 0
+    for sent in ranges:
+        assert sent is not None, seen  # never the whole file
+        bounds = re.fullmatch(r"bytes=(\d+)-(\d+)", sent)
+        assert bounds is not None, sent
+        start, end = int(bounds[1]), int(bounds[2])
+        assert len(whole) - tail <= start <= end < len(whole), (sent, len(whole), footer)
+        fetched += end - start + 1
+    assert fetched <= tail, seen
+    assert refused, "the forged session reached no download"
+    assert all(status in (401, 403, 404) for *_, status in refused), refused

@@ -200,8 +200,14 @@ def assert_parquet_holds(
     )
     table = file.read()
     assert table.schema.remove_metadata() == want_schema
-    got = [list(row.values()) for row in table.to_pylist()]
-    assert got == expected, _first_difference(got, expected)
+    # Timestamps compared as epoch milliseconds: Python never finds a wall-clock time that
+    # the zone repeats equal to a time in another zone (PEP 495).
+    in_ms = [
+        [_epoch_ms(v) if t == "timestamp" else v for t, v in zip(value_types, row, strict=True)]
+        for row in expected
+    ]
+    got = _in_ms(value_types, [list(row.values()) for row in table.to_pylist()], timezone)
+    assert got == in_ms, _first_difference(got, in_ms)
 
     # polars
     frame = pl.read_parquet(io.BytesIO(data))
@@ -211,8 +217,8 @@ def assert_parquet_holds(
         "timestamp": f"Datetime(time_unit='ms', time_zone='{timezone}')",
     }
     assert [str(d) for d in frame.dtypes] == [polars_types.get(t, "String") for t in value_types]
-    got = [list(row) for row in frame.rows()]
-    assert got == expected, _first_difference(got, expected)
+    got = _in_ms(value_types, [list(row) for row in frame.rows()], timezone)
+    assert got == in_ms, _first_difference(got, in_ms)
 
     # DuckDB: timestamps as epoch milliseconds (its Python conversion of an aware
     # timestamp needs pytz), from a file as DuckDB reads files.
@@ -231,11 +237,21 @@ def assert_parquet_holds(
                 for name, t in zip(header, value_types, strict=True)
             )
             got = [list(row) for row in con.sql(f"SELECT {selected} FROM {source}").fetchall()]
-    in_ms = [
-        [_epoch_ms(v) if t == "timestamp" else v for t, v in zip(value_types, row, strict=True)]
-        for row in expected
-    ]
     assert got == in_ms, _first_difference(got, in_ms)
+
+
+def _in_ms(value_types: list[str], rows: list[list[Any]], timezone: str) -> list[list[Any]]:
+    """Rows read back with their timestamps as epoch milliseconds, each checked to be in
+    the organisation's zone on the way."""
+    out = []
+    for row in rows:
+        for value_type, value in zip(value_types, row, strict=True):
+            if value_type == "timestamp" and value is not None:
+                assert str(value.tzinfo) == timezone, value
+        out.append(
+            [_epoch_ms(v) if t == "timestamp" else v for t, v in zip(value_types, row, strict=True)]
+        )
+    return out
 
 
 def _first_difference(got: list[list[Any]], want: list[list[Any]]) -> str:
