@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from psycopg import sql
 
 from ticketexport.domain.errors import Invalid
-from ticketexport.exports import parquet, xlsx
+from ticketexport.exports import xlsx
 from ticketexport.exports.xlsx import Layout
 from ticketexport.exports.ziparchive import ZipWriter
 from ticketexport.views.compiler import Compiled, aliased, order_by_keys
@@ -261,6 +261,10 @@ class Parquet(ExportFormat):
         return sql.SQL("COPY ({}) TO STDOUT (FORMAT csv)").format(select)
 
     async def encode(self, blocks: AsyncIterator[bytes], layout: Layout) -> AsyncIterator[bytes]:
+        # Imported here: pyarrow adds about 30 MiB to a process, which the web processes and
+        # a worker that never writes Parquet need not carry.
+        from ticketexport.exports import parquet
+
         encoder = await asyncio.to_thread(parquet.ParquetEncoder, layout.columns, layout.timezone)
         async for block in blocks:
             out = await asyncio.to_thread(encoder.feed, block)
