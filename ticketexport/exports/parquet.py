@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 from ticketexport.views.registry import Column
 
 # Rows per row group (the last may hold fewer): half the brief's bound of 131,072. A row
-# group is what the encoder holds, and the writer's peak for a full group of 131,072 rows
-# measured 2.7× that of 65,536 (Arrow's pool: 48 against 18 MiB) on the `all` view's
-# columns, which would make a 1M-row export's memory a third above a 100k one's.
+# group is what the encoder holds; Arrow's peak for a full group of 131,072 rows measured
+# 2.7× that of 65,536 (48 against 18 MiB, on rows shaped like the `all` view's default
+# columns), so a 1M-row export would hold far more than a 100k one (bench/README.md).
 ROW_GROUP_ROWS = 65_536
 # Rows are cut into contiguous chunks of this many, whatever the blocks: the writer splits
 # pages per chunk, so fixed chunks give the same bytes, and only a chunk is ever copied.
