@@ -17,8 +17,9 @@ import psycopg
 from procrastinate.worker import Worker
 
 from ticketexport import db, health, jobs
-from ticketexport.bootstrap import Services, open_services
+from ticketexport.bootstrap import open_services
 from ticketexport.config import Settings
+from ticketexport.services import Services
 from ticketexport.storage import Storage, StorageError, from_url, marker, probe
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from psycopg.rows import dict_row
 
 from ticketexport import audit as audit_log
 from ticketexport import db
-from ticketexport.bootstrap import Services
 from ticketexport.config import Network
+from ticketexport.services import Services
 
 # Failed sign-ins allowed within the window for one e-mail address from one client network,
 # and from one client network for any addresses, before further attempts that match are

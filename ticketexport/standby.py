@@ -13,7 +13,7 @@ from ticketexport.db import q
 from ticketexport.domain.exports import copy_application_name
 
 if TYPE_CHECKING:
-    from ticketexport.bootstrap import Services
+    from ticketexport.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from tests.support.databases import Seeding
 from tests.support.services import actor_for, services_for
 from tests.support.workers import audit_details
 from ticketexport import jobs
-from ticketexport.bootstrap import Services
 from ticketexport.domain.exports import MAX_ATTEMPTS
 from ticketexport.exports import maintenance, service
 from ticketexport.exports.worker import ExportRun
+from ticketexport.services import Services
 from ticketexport.views.model import ListRequest
 
 Status = procrastinate.jobs.Status

@@ -16,8 +16,8 @@ import psycopg
 from aiohttp import web
 
 from ticketexport import accounts, events
-from ticketexport.bootstrap import Services
 from ticketexport.domain.permissions import Permission
+from ticketexport.services import Services
 from ticketexport.web import auth
 from ticketexport.web.app import init_app
 

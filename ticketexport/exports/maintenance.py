@@ -21,7 +21,7 @@ from ticketexport.standby import stop_standby_reads
 from ticketexport.storage import PROBE_PREFIX, StorageError, marker, probe_is_stale
 
 if TYPE_CHECKING:
-    from ticketexport.bootstrap import Services
+    from ticketexport.services import Services
 
 log = logging.getLogger(__name__)
 

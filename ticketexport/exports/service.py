@@ -24,7 +24,7 @@ from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
 
 if TYPE_CHECKING:
-    from ticketexport.bootstrap import Services
+    from ticketexport.services import Services
 
 log = logging.getLogger(__name__)
 

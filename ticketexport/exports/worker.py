@@ -37,7 +37,7 @@ from ticketexport.views import service as view_service
 from ticketexport.views.compiler import compile_export
 
 if TYPE_CHECKING:
-    from ticketexport.bootstrap import Services
+    from ticketexport.services import Services
 
 log = logging.getLogger(__name__)
 
