@@ -12,7 +12,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ticketexport import audit, events, jobs
+from ticketexport import audit, events, jobqueue
 from ticketexport.db import q
 from ticketexport.domain import exports as rules
 from ticketexport.domain.actor import Actor
@@ -242,7 +242,7 @@ async def _insert_and_defer(
     row = await cur.fetchone()
     assert row is not None
     export_id = str(row[0])
-    job_id = await jobs.defer_export(services.jobs, conn, export_id)
+    job_id = await jobqueue.defer_export(services.jobs, conn, export_id)
     await conn.execute(q("export_set_job_id"), {"id": export_id, "job_id": job_id})
     await _audit(
         conn,
@@ -389,7 +389,7 @@ async def cancel_export(
             if export["procrastinate_job_id"] is not None:
                 # A waiting job is cancelled; a running one's worker is told at commit and
                 # cancels its task.
-                await jobs.abort_job(services.jobs, conn, export["procrastinate_job_id"])
+                await jobqueue.abort_job(services.jobs, conn, export["procrastinate_job_id"])
             await _audit(
                 conn,
                 "export.cancelled",
