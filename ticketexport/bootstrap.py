@@ -16,7 +16,7 @@ from ticketexport import events, jobs
 from ticketexport.config import Settings
 from ticketexport.services import Services
 from ticketexport.storage import Storage
-from ticketexport.storage import from_url as storage_from_url
+from ticketexport.storage.backends import from_url as storage_from_url
 from ticketexport.storage.marker import installation_of
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from ticketexport import db, health, jobqueue
 from ticketexport.bootstrap import open_services
 from ticketexport.config import Settings
 from ticketexport.services import Services
-from ticketexport.storage import Storage, StorageError, from_url, marker, probe
+from ticketexport.storage import Storage, StorageError, marker, probe
+from ticketexport.storage.backends import from_url
 
 log = logging.getLogger(__name__)
 
