@@ -14,11 +14,11 @@ from psycopg.types.json import Jsonb
 
 from ticketexport import audit, events, jobqueue
 from ticketexport.db import q
-from ticketexport.domain import exports as rules
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.errors import Conflict, Denied, Gone, NotFound, TooMany
 from ticketexport.domain.exports import Status, copy_application_name
 from ticketexport.exports import formats
+from ticketexport.exports.frozen import FrozenActor, FrozenRequest, FrozenView, Requester
 from ticketexport.standby import stop_standby_reads
 from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
@@ -50,7 +50,6 @@ __all__ = [
     "visible_export",
 ]
 
-REQUEST_VERSION = 1
 DOUBLE_SUBMIT_SECONDS = 10
 
 
@@ -145,41 +144,24 @@ def frozen_request(
     roles: list[str],
     timezone: str,
     export_format: formats.ExportFormat,
-) -> dict[str, Any]:
-    """Everything the worker needs, as it is at the click, in plain JSON."""
-    return {
-        "version": REQUEST_VERSION,
-        "view": {
-            "key": resolved.key,
-            "name": resolved.name,
-            "builtin": resolved.builtin,
-            "saved_view_id": resolved.saved_view_id,
-            "definition": view_model.definition_to_json(resolved.definition),
-        },
-        "q": request.q,
-        "sort": request.sort,
-        "filters": dict(sorted(request.filters.items())),
-        "timezone": timezone,
-        "format": export_format.key,
-        # The view's meaning ("my tickets") follows this user, even on a retry by an admin.
-        "actor": {"id": user.id, "is_admin": user.is_admin, "permissions": int(user.permissions)},
-        "requester": _requester(user, roles),
-    }
-
-
-def _requester(user: Actor, roles: list[str]) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "email": user.email,
-        "is_admin": user.is_admin,
-        "permissions": int(user.permissions),
-        "roles": roles,
-    }
-
-
-def _fingerprint(frozen: Mapping[str, Any]) -> str:
-    keys = ("view", "q", "sort", "filters", "timezone", "actor", "format")
-    return rules.fingerprint({key: frozen[key] for key in keys if key in frozen})
+) -> FrozenRequest:
+    """Everything the worker needs, as it is at the click."""
+    return FrozenRequest(
+        view=FrozenView(
+            key=resolved.key,
+            name=resolved.name,
+            builtin=resolved.builtin,
+            saved_view_id=resolved.saved_view_id,
+            definition=view_model.definition_to_json(resolved.definition),
+        ),
+        q=request.q,
+        sort=request.sort,
+        filters=dict(sorted(request.filters.items())),
+        timezone=timezone,
+        format=export_format.key,
+        actor=FrozenActor(id=user.id, is_admin=user.is_admin, permissions=int(user.permissions)),
+        requester=Requester.of(user, roles),
+    )
 
 
 async def _roles(conn: psycopg.AsyncConnection[Any], user_id: int) -> list[str]:
@@ -192,12 +174,12 @@ async def _insert_and_defer(
     conn: psycopg.AsyncConnection[Any],
     *,
     user: Actor,
-    frozen: dict[str, Any],
+    frozen: FrozenRequest,
     retry_of: str | None,
     client_ip: str | None,
 ) -> Requested:
     """Insert the export row and its procrastinate job in the caller's transaction."""
-    fingerprint = _fingerprint(frozen)
+    fingerprint = frozen.fingerprint()
     # Serialise one user's requests so two identical clicks cannot both insert.
     await conn.execute(q("export_request_lock"), {"user_id": user.id})
     if retry_of is None:
@@ -232,8 +214,8 @@ async def _insert_and_defer(
         q("export_insert"),
         {
             "requester_id": user.id,
-            "request": Jsonb(frozen),
-            "view_name": frozen["view"]["name"],
+            "request": Jsonb(frozen.to_json()),
+            "view_name": frozen.view.name,
             "fingerprint": fingerprint,
             "retention": dt.timedelta(hours=services.settings.retention_hours),
             "retry_of": retry_of,
@@ -259,15 +241,15 @@ async def _insert_and_defer(
     return Requested(export_id=export_id, deduplicated=False)
 
 
-def _request_details(frozen: Mapping[str, Any]) -> dict[str, Any]:
+def _request_details(frozen: FrozenRequest) -> dict[str, Any]:
     """What an audit row says about the view requested."""
     return {
-        "view": frozen["view"]["key"],
-        "view_name": frozen["view"]["name"],
-        "q": frozen["q"],
-        "sort": frozen["sort"],
-        "filters": frozen["filters"],
-        "format": frozen.get("format", formats.DEFAULT_FORMAT),
+        "view": frozen.view.key,
+        "view_name": frozen.view.name,
+        "q": frozen.q,
+        "sort": frozen.sort,
+        "filters": dict(frozen.filters),
+        "format": frozen.format or formats.DEFAULT_FORMAT,
     }
 
 
@@ -362,8 +344,10 @@ async def retry_export(
             original = await visible_export(conn, user, export_id)
             if original["status"] not in (Status.FAILED, Status.CANCELLED):
                 raise ExportConflict("Only failed or cancelled exports can be retried.")
-            frozen = dict(original["request"])
-            frozen["requester"] = _requester(user, await _roles(conn, user.id))
+            recorded = FrozenRequest.read(original["request"])
+            if recorded is None:
+                raise ExportConflict("This export's request cannot be repeated.")
+            frozen = recorded.with_requester(Requester.of(user, await _roles(conn, user.id)))
             return await _insert_and_defer(
                 services, conn, user=user, frozen=frozen, retry_of=export_id, client_ip=client_ip
             )

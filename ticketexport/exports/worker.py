@@ -31,6 +31,7 @@ from ticketexport.exports.failures import (
     Superseded,
     Transient,
 )
+from ticketexport.exports.frozen import FrozenRequest
 from ticketexport.storage import StorageError, StorageLimitExceeded
 from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
@@ -79,33 +80,30 @@ class ExportPlan:
     layout: formats.Layout
 
 
-def plan_export(frozen: Mapping[str, Any], as_of: dt.datetime, snapshot: str | None) -> ExportPlan:
-    """The export's SELECT, its row count and its file name, as the frozen request says,
-    reading the data as of the click's snapshot."""
-    view = frozen["view"]
+def plan_export(stored: Any, as_of: dt.datetime, snapshot: str | None) -> ExportPlan:
+    """The export's SELECT, its row count and its file name, as the frozen request stored in
+    its row says, reading the data as of the click's snapshot."""
     try:
-        fmt = formats.get(frozen.get("format"))
-        definition = view_model.parse_definition(view["definition"])
+        frozen = FrozenRequest.from_json(stored)
+        view = frozen.view
+        fmt = formats.get(frozen.format)
+        definition = view_model.parse_definition(view.definition)
         resolved = view_service.ResolvedView(
-            key=view["key"],
-            name=view["name"],
+            key=view.key,
+            name=view.name,
             definition=definition,
-            saved_view_id=view["saved_view_id"],
-            builtin=view["builtin"],
+            saved_view_id=view.saved_view_id,
+            builtin=view.builtin,
         )
         request = view_service.ListRequest(
-            view=view["key"],
-            q=frozen["q"],
-            sort=frozen["sort"],
-            filters=frozen["filters"],
+            view=view.key,
+            q=frozen.q,
+            sort=frozen.sort,
+            filters=frozen.filters,
             page=None,
         )
-        actor = Actor(
-            id=int(frozen["actor"]["id"]),
-            is_admin=bool(frozen["actor"]["is_admin"]),
-            permissions=Permission(int(frozen["actor"]["permissions"])),
-        )
-        tz = frozen["timezone"]
+        actor = frozen.actor.actor()
+        tz = frozen.timezone
         zone = zoneinfo.ZoneInfo(tz)
     except (KeyError, TypeError, ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
         # ViewInputError and an unknown format are ValueErrors too.
@@ -117,8 +115,8 @@ def plan_export(frozen: Mapping[str, Any], as_of: dt.datetime, snapshot: str | N
         format=fmt,
         select=fmt.select(compiled.rows),
         count=compiled.count,
-        file_name=rules.file_name(view["name"], as_of, zone, extension=fmt.extension),
-        layout=formats.Layout(title=view["name"], columns=compiled.rows.columns),
+        file_name=rules.file_name(view.name, as_of, zone, extension=fmt.extension),
+        layout=formats.Layout(title=view.name, columns=compiled.rows.columns),
     )
 
 
@@ -199,7 +197,8 @@ class ExportRun:
         """Take the claimed row's attempt and format for the updates, logs and audit rows."""
         self.attempt = int(export["attempt"])
         self.log_extra["attempt"] = self.attempt
-        self.format_key = str(export["request"].get("format") or formats.DEFAULT_FORMAT)
+        frozen = FrozenRequest.read(export["request"])
+        self.format_key = (frozen and frozen.format) or formats.DEFAULT_FORMAT
 
     async def _record_failure(
         self,
@@ -247,9 +246,8 @@ class ExportRun:
         heartbeat = asyncio.create_task(self._heartbeat(asyncio.current_task()))
         key: str | None = None
         try:
-            frozen = export["request"]
-            await self._check_requester(frozen)
-            plan = plan_export(frozen, export["as_of"], export["as_of_snapshot"])
+            await self._check_requester(export["request"])
+            plan = plan_export(export["request"], export["as_of"], export["as_of_snapshot"])
             key = rules.object_key(self.export_id, self.attempt, plan.file_name)
             await self._copy_to_storage(plan, key, export)
         except Superseded:
@@ -318,10 +316,13 @@ class ExportRun:
                     extra={**self.log_extra, "event": "heartbeat_stuck"},
                 )
 
-    async def _check_requester(self, frozen: Mapping[str, Any]) -> None:
+    async def _check_requester(self, stored: Any) -> None:
+        frozen = FrozenRequest.read(stored)
+        if frozen is None:
+            raise ExportFailed("view_unavailable", "the stored request is malformed")
         async with self.services.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(q("user_access"), {"user_id": frozen["requester"]["id"]})
+            await cur.execute(q("user_access"), {"user_id": frozen.requester.id})
             user = await cur.fetchone()
         if user is None or not user["is_active"]:
             raise ExportFailed("permission_revoked", "requester inactive or gone")

@@ -17,6 +17,7 @@ from ticketexport.db import q
 from ticketexport.domain.exports import Status
 from ticketexport.domain.permissions import Permission
 from ticketexport.exports import formats, service
+from ticketexport.exports.frozen import FrozenRequest
 from ticketexport.views import registry
 from ticketexport.views import service as view_service
 from ticketexport.web import downloads, export_events
@@ -167,23 +168,22 @@ def _stamp(value: dt.datetime | None, tz: zoneinfo.ZoneInfo) -> str:
 # --- status page ----------------------------------------------------------------------
 
 
-def describe_request(frozen: Mapping[str, Any]) -> list[str]:
-    """The view and its filters in words, for the status page."""
-    view = frozen.get("view", {})
-    parts = [
-        f"View: {view.get('name', '?')}",
-        f"Format: {formats.recorded(frozen.get('format')).label}",
-    ]
-    if frozen.get("q"):
-        parts.append(f"Search: “{frozen['q']}”")
-    sort = frozen.get("sort")
-    if sort:
-        parts.append(f"Sorted by: {registry.SORTS.get(sort, sort)}")
-    for key, value in (frozen.get("filters") or {}).items():
+def describe_request(frozen: FrozenRequest | None) -> list[str]:
+    """The view and its filters in words, for the status page (of any row: a request this
+    code did not write shows as an unknown view in CSV)."""
+    if frozen is None:
+        return ["View: ?", f"Format: {formats.recorded(None).label}"]
+    parts = [f"View: {frozen.view.name}", f"Format: {formats.recorded(frozen.format).label}"]
+    if frozen.q:
+        parts.append(f"Search: “{frozen.q}”")
+    if frozen.sort:
+        parts.append(f"Sorted by: {registry.SORTS.get(frozen.sort, frozen.sort)}")
+    for key, value in frozen.filters.items():
         parts.append(f"{key.replace('_', ' ').capitalize()}: {value}")
-    definition = view.get("definition") or {}
     columns = [
-        registry.COLUMNS[c].label for c in definition.get("columns", []) if c in registry.COLUMNS
+        registry.COLUMNS[c].label
+        for c in frozen.view.definition.get("columns", [])
+        if c in registry.COLUMNS
     ]
     if columns:
         parts.append("Columns: " + ", ".join(columns))
@@ -203,6 +203,7 @@ async def export_status(request: web.Request) -> web.StreamResponse:
             worker_seen = bool(row and row[0] > 0)
     allowed = user.may_download
     now = export_events.now()
+    frozen = FrozenRequest.read(export["request"])
     payload = event_payload(export, can_download=allowed, now=now)
     tz = zoneinfo.ZoneInfo(settings.timezone)
     file_lost = export["file_lost_at"] is not None
@@ -217,8 +218,8 @@ async def export_status(request: web.Request) -> web.StreamResponse:
         "export": export,
         "payload": payload,
         "payload_json": json.dumps(payload),
-        "summary": describe_request(export["request"]),
-        "format": formats.recorded(export["request"].get("format")),
+        "summary": describe_request(frozen),
+        "format": formats.recorded(frozen.format if frozen else None),
         "requested": _stamp(export["requested_at"], tz),
         "as_of": _stamp(export["as_of"], tz),
         "started": _stamp(export["started_at"], tz),
