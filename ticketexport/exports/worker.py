@@ -9,15 +9,15 @@ import datetime as dt
 import logging
 import time
 import zoneinfo
-from collections.abc import AsyncGenerator, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncGenerator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from ticketexport import audit, events
-from ticketexport.db import q
+from ticketexport import audit, events, standby
+from ticketexport.db import close_quietly, fetch_one, in_thread, q
 from ticketexport.domain import exports as rules
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.exports import MAX_ATTEMPTS, Stage, Status, copy_application_name
@@ -42,18 +42,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 __all__ = ["MAX_ATTEMPTS", "ExportFailed", "ExportRun", "Superseded", "Transient"]
 
 # Progress is written (and announced) at most this often.
 PROGRESS_INTERVAL = 0.5
 # How long the end of an attempt waits for its heartbeat task to stop.
 HEARTBEAT_STOP_SECONDS = 2.0
-# How often an attempt checks how far the standby has replayed while it waits.
-STANDBY_POLL_SECONDS = 0.05
-# Attempts a standby's recovery conflicts may cut short before the next one reads the primary.
-STANDBY_CONFLICTS_BEFORE_PRIMARY = 2
 # The export's count and COPY sessions run without JIT. An export's plan costs far above
 # jit_above_cost (an as-of read of 1M tickets is estimated at ~570,000), so PostgreSQL would
 # compile it with inlining and optimisation: measured at 4 s of a 1M-ticket export and 5 s
@@ -363,64 +357,36 @@ class ExportRun:
         """
         settings = self.services.settings
         primary = self.services.database_url
-        standby = settings.export_database_url
-        if standby is None or export.get("as_of_lsn") is None:
-            return await self._read_on(primary, "primary", None)
-        if export["standby_conflicts"] >= STANDBY_CONFLICTS_BEFORE_PRIMARY:
-            return await self._read_on(primary, "primary", "conflicts")
+        skip, fallback = standby.skip_standby(
+            settings, export.get("as_of_lsn"), export["standby_conflicts"]
+        )
+        if skip or settings.export_database_url is None:
+            return await self._read_on(primary, "primary", fallback)
         deadline = time.monotonic() + settings.standby_max_lag_seconds
         try:
             conn: psycopg.Connection[Any] = await self._connect(
-                standby,
+                settings.export_database_url,
                 blocking=True,
                 connect_timeout=max(1, round(settings.standby_max_lag_seconds)),
             )
         except Transient:
             return await self._read_on(primary, "primary", "unreachable")
         try:
-            reason = await self._standby_not_ready(conn, export["as_of_lsn"], deadline)
+            reason = await standby.replay_not_reached(
+                self.services,
+                conn,
+                export["as_of_lsn"],
+                deadline,
+                waiting=lambda: self._stage(Stage.COUNTING),
+            )
             if reason is None:
                 await self._record_reader("standby", None)
                 return "standby", conn
         except BaseException:
-            await _close(conn)
+            await close_quietly(conn)
             raise
-        await _close(conn)
+        await close_quietly(conn)
         return await self._read_on(primary, "primary", reason)
-
-    async def _standby_not_ready(
-        self, conn: psycopg.Connection[Any], lsn: str, deadline: float
-    ) -> str | None:
-        """None once the standby behind `conn` may be read for this export; otherwise why
-        not (the standby_fallback recorded)."""
-        async with self.services.pool.connection() as primary:
-            cur = await primary.execute(q("cluster_system_identifier"))
-            row = await cur.fetchone()
-        assert row is not None
-        cluster = row[0]
-        last_mark = time.monotonic()
-        try:
-            while True:
-                in_recovery, replayed, system_id = await _blocking(
-                    conn, _fetch_one, conn, q("standby_replayed"), {"lsn": lsn}
-                )
-                if system_id != cluster:
-                    # A standby of another primary: its rows are another database's,
-                    # whatever its replay position says.
-                    return "other_cluster"
-                if not in_recovery:
-                    return "not_in_recovery"
-                if replayed:
-                    return None
-                if time.monotonic() >= deadline:
-                    return "lagging"
-                if time.monotonic() - last_mark >= 1.0:
-                    # Waiting on replay is this attempt's work for now, not a stall.
-                    last_mark = time.monotonic()
-                    await self._stage(Stage.COUNTING)
-                await asyncio.sleep(STANDBY_POLL_SECONDS)
-        except (psycopg.OperationalError, OSError):
-            return "unreachable"
 
     async def _read_on(
         self, url: str, source: str, fallback: str | None
@@ -444,7 +410,7 @@ class ExportRun:
         self.reading_standby = source == "standby"
         try:
             try:
-                counted = await _blocking(conn, _fetch_one, conn, plan.count, None)
+                counted = await in_thread(conn, fetch_one, conn, plan.count, None)
             except psycopg.OperationalError as exc:
                 raise Transient("database_unavailable", exc) from exc
             self.total = int(counted[0])
@@ -476,7 +442,7 @@ class ExportRun:
                 # Stops the reader thread and its statement if storage gave up first.
                 await blocks.aclose()
         finally:
-            await _close(conn)
+            await close_quietly(conn)
         if self.rows != self.total:
             raise ExportFailed("row_count_mismatch", f"counted {self.total}, wrote {self.rows}")
         await self._stage(Stage.STORING)
@@ -648,31 +614,3 @@ class ExportRun:
                 "could not remove a partial export file",
                 extra={**self.log_extra, "event": "partial_file_left"},
             )
-
-
-def _fetch_one(
-    conn: psycopg.Connection[Any], statement: Any, params: Mapping[str, Any] | None
-) -> tuple[Any, ...]:
-    row = conn.execute(statement, params).fetchone()
-    assert row is not None
-    return tuple(row)
-
-
-async def _blocking(conn: psycopg.Connection[Any], call: Callable[..., T], *args: Any) -> T:
-    """`call` on a blocking connection, in a thread. A cancelled caller (a cancel, a rescue,
-    a shutdown) cancels the statement as well and waits until the thread has let go of the
-    connection, as an asyncio connection would."""
-    work = asyncio.ensure_future(asyncio.to_thread(call, *args))
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        with contextlib.suppress(psycopg.Error, OSError):
-            await asyncio.to_thread(conn.cancel_safe, timeout=5.0)
-        with contextlib.suppress(Exception):
-            await work
-        raise
-
-
-async def _close(conn: psycopg.Connection[Any]) -> None:
-    with contextlib.suppress(psycopg.Error, OSError):
-        await asyncio.to_thread(conn.close)
