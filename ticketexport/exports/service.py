@@ -43,11 +43,15 @@ __all__ = [
     "copy_application_name",
     "expired",
     "frozen_request",
+    "list_exports",
+    "may_list_everyones",
     "may_see",
     "record_download",
     "request_export",
     "retry_export",
+    "running_count",
     "visible_export",
+    "workers_seen",
 ]
 
 DOUBLE_SUBMIT_SECONDS = 10
@@ -135,6 +139,48 @@ async def _audit(
 def may_see(user: Actor, export: Mapping[str, Any]) -> bool:
     """Its requester, and admins with the export permission."""
     return export["requester_id"] == user.id or user.may_download
+
+
+def may_list_everyones(user: Actor) -> bool:
+    """Everyone's exports are listed for those who may see (and download) any export."""
+    return user.may_download
+
+
+async def list_exports(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    requester_id: int | None,
+    before_time: dt.datetime | None,
+    before_id: str | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Up to `limit` exports requested before the cursor, newest first: one requester's, or
+    everyone's (None; the caller checks may_list_everyones)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        q("export_list"),
+        {
+            "user_id": requester_id,
+            "before_time": before_time,
+            "before_id": before_id,
+            "limit": limit,
+        },
+    )
+    return await cur.fetchall()
+
+
+async def running_count(conn: psycopg.AsyncConnection[Any], user_id: int) -> int:
+    """The user's queued and running exports (one indexed count)."""
+    cur = await conn.execute(q("export_running_count"), {"user_id": user_id})
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def workers_seen(conn: psycopg.AsyncConnection[Any], seconds: float) -> bool:
+    """Whether any worker's heartbeat is recent: a queued export will be picked up."""
+    cur = await conn.execute(q("live_workers"), {"seconds": seconds})
+    row = await cur.fetchone()
+    return bool(row and row[0] > 0)
 
 
 def frozen_request(

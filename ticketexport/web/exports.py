@@ -11,9 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
-from psycopg.rows import dict_row
 
-from ticketexport.db import q
 from ticketexport.domain.exports import Status
 from ticketexport.domain.permissions import Permission
 from ticketexport.exports import formats, service
@@ -71,7 +69,7 @@ async def export_list(request: web.Request) -> web.StreamResponse:
     if unknown:
         raise PageError(400, f"unknown parameter {sorted(unknown)[0][:40]!r}")
     everyone = query.get("all") == "1"
-    if everyone and not user.may_download:
+    if everyone and not service.may_list_everyones(user):
         raise PageError(
             403, "Only administrators with the export permission see everyone's exports."
         )
@@ -87,17 +85,13 @@ async def export_list(request: web.Request) -> web.StreamResponse:
         except ValueError:
             raise PageError(400, "the page cursor 'before' is malformed") from None
     async with pool_of(request).connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(
-            q("export_list"),
-            {
-                "user_id": None if everyone else user.id,
-                "before_time": before_time,
-                "before_id": before_id,
-                "limit": PAGE_SIZE + 1,
-            },
+        rows = await service.list_exports(
+            conn,
+            requester_id=None if everyone else user.id,
+            before_time=before_time,
+            before_id=before_id,
+            limit=PAGE_SIZE + 1,
         )
-        rows = await cur.fetchall()
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     now = export_events.now()
@@ -198,9 +192,7 @@ async def export_status(request: web.Request) -> web.StreamResponse:
         export = await service.visible_export(conn, user, export_id)
         worker_seen = True
         if export["status"] == Status.QUEUED:
-            cur = await conn.execute(q("live_workers"), {"seconds": settings.worker_seen_seconds})
-            row = await cur.fetchone()
-            worker_seen = bool(row and row[0] > 0)
+            worker_seen = await service.workers_seen(conn, settings.worker_seen_seconds)
     allowed = user.may_download
     now = export_events.now()
     frozen = FrozenRequest.read(export["request"])
