@@ -25,7 +25,7 @@ help:
 	@echo "make demo   - embedded PostgreSQL, migrate, seed, web and worker in one process"
 	@echo "make test   - the whole test suite (DATABASE_URL unset: embedded PostgreSQL); runs npm ci when needed"
 	@echo "make check  - ruff check, ruff format --check, mypy --strict, then the tests"
-	@echo "make lint   - ruff check and ruff format --check only"
+	@echo "make lint   - ruff check, ruff format --check and the import layers (lint-imports)"
 	@echo "make bench  - run every script in bench/ (files starting with _ are helpers)"
 	@echo "make screenshots - run the browser tests, saving the README's pictures in docs/"
 
@@ -64,6 +64,7 @@ test: $(DEV_STAMP) $(if $(NPM),$(NODE_STAMP))
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/lint-imports
 
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy --strict ticketexport

@@ -389,11 +389,12 @@ def emit_json(path: Path | None, data: dict[str, Any]) -> None:
 
 
 def free_port() -> int:
-    import socket
+    """A free local port: the test harness's (tests/support/servers.py)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.support.servers import free_port as harness_free_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return harness_free_port()
 
 
 @dataclass
@@ -435,12 +436,20 @@ def web(url: str, home: Path, env: dict[str, str] | None = None) -> Iterator[Web
 _CSRF_RE = r'name="csrf_token" value="([^"]+)"'
 
 
+async def login_cookie(base_url: str, email: str, password: str) -> str:
+    """Sign in over HTTP; a Cookie header value (the test harness's, tests/support/sse.py)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.support.sse import login_cookie as harness_login_cookie
+
+    return await harness_login_cookie(base_url, email, password)
+
+
 async def _sign_in(base: str, proc: subprocess.Popen[bytes]) -> tuple[str, str]:
     import asyncio
     import re
 
     import aiohttp
-    from sse_latency import login_cookie
 
     deadline = time.monotonic() + 60
     while True:

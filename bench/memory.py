@@ -50,7 +50,8 @@ def _environ(env: dict[str, str]) -> Iterator[None]:
 
 def _usable(env: dict[str, str]) -> str | None:
     """Why this build cannot use the backend, or None."""
-    from ticketexport.storage import StorageError, from_url
+    from ticketexport.storage import StorageError
+    from ticketexport.storage.backends import from_url
 
     try:
         with _environ(env):
@@ -62,7 +63,7 @@ def _usable(env: dict[str, str]) -> str | None:
 
 def _delete(env: dict[str, str], key: str) -> None:
     """Remove the measured file, with the backend's credentials from `env`."""
-    from ticketexport.storage import from_url
+    from ticketexport.storage.backends import from_url
 
     async def delete() -> None:
         storage = from_url(env["TICKETEXPORT_STORAGE_URL"])

@@ -37,10 +37,8 @@ import datetime as dt
 import json
 import math
 import os
-import re
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,7 +59,6 @@ PASSWORD = "bench password 1"  # noqa: S105 - a throw-away user in a scratch dat
 EMAIL = "bench.admin@example.com"
 # The server's default TICKETEXPORT_MAX_STREAMS_PER_SESSION.
 STREAMS_PER_SESSION = 20
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 # --- the client process -----------------------------------------------------------------
@@ -141,32 +138,6 @@ def _emit(obj: dict[str, Any]) -> None:
 
 
 # --- helpers shared with the tests ------------------------------------------------------
-
-
-async def login_cookie(base_url: str, email: str, password: str) -> str:
-    """Sign in over HTTP; returns a Cookie header value for the session."""
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{base_url}/login") as page:
-            match = _CSRF.search(await page.text())
-            assert match, "the login page carries a csrf_token"
-            token = match.group(1)
-            cookies = {k: m.value for k, m in page.cookies.items()}
-        async with session.post(
-            f"{base_url}/login",
-            data={"email": email, "password": password, "csrf_token": token, "next": ""},
-            headers={"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())},
-            allow_redirects=False,
-        ) as response:
-            if response.status != 303:
-                raise RuntimeError(f"login failed with HTTP {response.status}")
-            cookies.update({k: m.value for k, m in response.cookies.items()})
-    return "; ".join(f"{k}={v}" for k, v in cookies.items())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def insert_export(conn: psycopg.Connection[Any], requester: int) -> str:
@@ -312,6 +283,8 @@ def _percentile(values: list[float], p: float) -> float:
 def bench_server(
     which: str, client_counts: list[int], events_n: int
 ) -> list[tuple[int, list[float]]]:
+    import _common
+
     from ticketexport import accounts
 
     results = []
@@ -322,7 +295,7 @@ def bench_server(
                     accounts.add_user(
                         conn, EMAIL, name="Bench Admin", password=PASSWORD, admin=True
                     )
-                port = free_port()
+                port = _common.free_port()
                 home = tempfile.mkdtemp(prefix="sse-bench-home-")
                 env = {
                     **os.environ,
@@ -386,6 +359,8 @@ def bench(servers: list[str], client_counts: list[int], events_n: int) -> None:
 
 async def _wait_and_login(base_url: str, sessions: int) -> list[str]:
     """Once the server answers: `sessions` separate sign-ins, one cookie each."""
+    from _common import login_cookie
+
     deadline = time.monotonic() + 30
     while True:
         try:

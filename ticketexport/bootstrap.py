@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import select
 from collections.abc import AsyncIterator
@@ -15,9 +14,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from ticketexport import events, jobs
 from ticketexport.config import Settings
+from ticketexport.services import Services
 from ticketexport.storage import Storage
-from ticketexport.storage import from_url as storage_from_url
-from ticketexport.storage.marker import Installation, installation_of
+from ticketexport.storage.backends import from_url as storage_from_url
+from ticketexport.storage.marker import installation_of
 
 log = logging.getLogger(__name__)
 
@@ -52,24 +52,6 @@ def make_pool(url: str, *, name: str, max_size: int) -> AsyncConnectionPool[Any]
         name=name,
         check=_check_unsolicited,
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class Services:
-    """What the process's web handlers, use cases, jobs and maintenance are given."""
-
-    settings: Settings
-    database_url: str
-    pool: AsyncConnectionPool[Any]
-    storage: Storage
-    jobs: procrastinate.App
-    # This database's installation id and identity: whose store it is (storage.marker).
-    installation: Installation
-    # Only in processes that serve the web: the one LISTEN connection, fanned out.
-    hub: events.EventHub | None = None
-    # The hot standby exports read from (TICKETEXPORT_EXPORT_DATABASE_URL), for replay
-    # checks and lag reports; the exports' own statements run on connections of their own.
-    standby_pool: AsyncConnectionPool[Any] | None = None
 
 
 @contextlib.asynccontextmanager

@@ -145,7 +145,8 @@ def _require_migrated(conn: psycopg.Connection[Any]) -> None:
 
 async def _adopt_storage(settings: Settings, url: str) -> int:
     """`storage adopt`: after a restore into a new database, say, the store is this one's."""
-    from ticketexport.storage import StorageError, from_url, marker
+    from ticketexport.storage import StorageError, marker
+    from ticketexport.storage.backends import from_url
 
     where = settings.storage_url.split("?", 1)[0]
     try:

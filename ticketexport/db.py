@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
 import hashlib
 import re
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any, LiteralString
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, LiteralString, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -208,3 +209,39 @@ def migrate(url: str) -> list[str]:
         finally:
             conn.execute(q("migrations_unlock"), {"key": MIGRATION_LOCK_KEY})
     return applied_now
+
+
+# Blocking connections from async code: an export's count and COPY, and the standby's replay
+# check before them, share one blocking connection (see exports/worker.py). ---------------
+
+T = TypeVar("T")
+
+
+def fetch_one(
+    conn: psycopg.Connection[Any], statement: Any, params: Mapping[str, Any] | None
+) -> tuple[Any, ...]:
+    """One row of a statement on a blocking connection (run it with in_thread)."""
+    row = conn.execute(statement, params).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+async def in_thread(conn: psycopg.Connection[Any], call: Callable[..., T], *args: Any) -> T:
+    """`call` on a blocking connection, in a thread. A cancelled caller (a cancel, a rescue,
+    a shutdown) cancels the statement as well and waits until the thread has let go of the
+    connection, as an asyncio connection would."""
+    work = asyncio.ensure_future(asyncio.to_thread(call, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        with contextlib.suppress(psycopg.Error, OSError):
+            await asyncio.to_thread(conn.cancel_safe, timeout=5.0)
+        with contextlib.suppress(Exception):
+            await work
+        raise
+
+
+async def close_quietly(conn: psycopg.Connection[Any]) -> None:
+    """Close a blocking connection from async code, whatever state it is in."""
+    with contextlib.suppress(psycopg.Error, OSError):
+        await asyncio.to_thread(conn.close)

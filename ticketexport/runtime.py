@@ -16,10 +16,12 @@ from typing import Any
 import psycopg
 from procrastinate.worker import Worker
 
-from ticketexport import db, health, jobs
-from ticketexport.bootstrap import Services, open_services
+from ticketexport import db, health, jobqueue
+from ticketexport.bootstrap import open_services
 from ticketexport.config import Settings
-from ticketexport.storage import Storage, StorageError, from_url, marker, probe
+from ticketexport.services import Services
+from ticketexport.storage import Storage, StorageError, marker, probe
+from ticketexport.storage.backends import from_url
 
 log = logging.getLogger(__name__)
 
@@ -171,14 +173,14 @@ async def _supervise_workers(services: Services, concurrency: int, stop: asyncio
             workers = [
                 Worker(
                     app=app,
-                    queues=[jobs.EXPORT_QUEUE],
+                    queues=[jobqueue.EXPORT_QUEUE],
                     concurrency=concurrency,
                     name="exports",
                     **common,
                 ),
                 Worker(
                     app=app,
-                    queues=[jobs.MAINTENANCE_QUEUE],
+                    queues=[jobqueue.MAINTENANCE_QUEUE],
                     concurrency=1,
                     name="maintenance",
                     **common,

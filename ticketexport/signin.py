@@ -7,15 +7,18 @@ import hashlib
 import ipaddress
 import math
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from ticketexport import audit as audit_log
 from ticketexport import db
-from ticketexport.bootstrap import Services
 from ticketexport.config import Network
+from ticketexport.domain.actor import Actor
+from ticketexport.domain.permissions import ALL_PERMISSIONS, Permission
+from ticketexport.services import Services
 
 # Failed sign-ins allowed within the window for one e-mail address from one client network,
 # and from one client network for any addresses, before further attempts that match are
@@ -31,6 +34,8 @@ MAX_PASSWORD = 1024
 # A session ends after 12 hours without a request, and 7 days after sign-in regardless.
 IDLE_SECONDS = 12 * 3600
 ABSOLUTE_SECONDS = 7 * 24 * 3600
+# Writing last_seen_at on every request would turn each page view into a write.
+TOUCH_AFTER_SECONDS = 60
 
 # Verified against when the email is unknown, so both failures take the same time.
 _DUMMY_HASH = (
@@ -269,3 +274,57 @@ async def sign_in(
             client_ip=attempt.client_ip,
         )
     return SignedIn(token)
+
+
+# Sessions ------------------------------------------------------------------------------
+
+
+async def session_user(pool: AsyncConnectionPool[Any], sid: str) -> tuple[Actor, str] | None:
+    """The session's user with their permissions as they are now, and its CSRF token; None
+    when there is no live session (a dead one is ended). A session seen again after
+    TOUCH_AFTER_SECONDS counts as active from now."""
+    async with pool.connection() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(db.q("web_session_load"), {"id": sid})
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        idle = (row["db_now"] - row["last_seen_at"]).total_seconds()
+        if not session_alive(row):
+            # Inactive users are signed out on their next request, not just refused.
+            await conn.execute(db.q("web_session_delete"), {"id": sid})
+            return None
+        if idle >= TOUCH_AFTER_SECONDS:
+            await conn.execute(db.q("web_session_touch"), {"id": sid})
+    user = Actor(
+        id=int(row["id"]),
+        email=row["email"],
+        name=f"{row['first_name']} {row['last_name']}".strip(),
+        is_admin=bool(row["is_admin"]),
+        permissions=Permission(int(row["permissions"]) & ALL_PERMISSIONS.value),
+    )
+    return user, str(row["csrf_token"])
+
+
+async def end_session(pool: AsyncConnectionPool[Any], sid: str) -> None:
+    """Sign out: the session row goes, so its cookie no longer names anything."""
+    async with pool.connection() as conn:
+        await conn.execute(db.q("web_session_delete"), {"id": sid})
+
+
+def session_alive(row: Mapping[str, Any]) -> bool:
+    """Whether a session (expires_at, last_seen_at, db_now) of a user (is_active) is live:
+    not past its absolute lifetime, not idle too long, and its user still active."""
+    idle = (row["db_now"] - row["last_seen_at"]).total_seconds()
+    return bool(row["expires_at"] > row["db_now"] and idle < IDLE_SECONDS and row["is_active"])
+
+
+def current_actor(user: Actor, viewer: Mapping[str, Any]) -> Actor | None:
+    """`user` as a fresh read of their session says they are now; None once it ended."""
+    if not session_alive(viewer) or int(viewer["user_id"]) != user.id:
+        return None
+    return dataclasses.replace(
+        user,
+        is_admin=bool(viewer["is_admin"]),
+        permissions=Permission(int(viewer["permissions"]) & ALL_PERMISSIONS.value),
+    )

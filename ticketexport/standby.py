@@ -1,19 +1,22 @@
-"""How far the hot standby that exports read from is behind the primary, for operators."""
+"""Exports reading a hot standby: when to, waiting for its replay, its lag for operators."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import logging
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from ticketexport.db import q
+from ticketexport.config import Settings
+from ticketexport.db import fetch_one, in_thread, q
 from ticketexport.domain.exports import copy_application_name
 
 if TYPE_CHECKING:
-    from ticketexport.bootstrap import Services
+    from ticketexport.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,10 @@ CHECK_TIMEOUT = 3.0
 # lagging (at most 0.2 s added to a report).
 CATCH_UP_CHECKS = 5
 CATCH_UP_PAUSE = 0.05
+# How often an attempt checks how far the standby has replayed while it waits.
+STANDBY_POLL_SECONDS = 0.05
+# Attempts a standby's recovery conflicts may cut short before the next one reads the primary.
+STANDBY_CONFLICTS_BEFORE_PRIMARY = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,3 +91,57 @@ async def stop_standby_reads(services: Services, export_id: str) -> None:
             )
     except (psycopg.Error, OSError, TimeoutError) as exc:
         log.warning("could not reach the standby to stop an export's reads (%s)", exc)
+
+
+def skip_standby(
+    settings: Settings, as_of_lsn: str | None, conflicts: int
+) -> tuple[bool, str | None]:
+    """Whether an export attempt reads the primary without trying the standby, and the
+    fallback to record: none without a standby (or a click position to wait for), and
+    `conflicts` once recovery conflicts have cut short enough attempts."""
+    if settings.export_database_url is None or as_of_lsn is None:
+        return True, None
+    if conflicts >= STANDBY_CONFLICTS_BEFORE_PRIMARY:
+        return True, "conflicts"
+    return False, None
+
+
+async def replay_not_reached(
+    services: Services,
+    conn: psycopg.Connection[Any],
+    lsn: str,
+    deadline: float,
+    *,
+    waiting: Callable[[], Awaitable[None]],
+) -> str | None:
+    """None once the standby behind the blocking `conn` may be read for an export clicked at
+    WAL position `lsn`; otherwise why not (the standby_fallback recorded). `waiting` is
+    awaited about once a second while replay is behind: waiting is the attempt's work for
+    now, not a stall."""
+    async with services.pool.connection() as primary:
+        cur = await primary.execute(q("cluster_system_identifier"))
+        row = await cur.fetchone()
+    assert row is not None
+    cluster = row[0]
+    last_mark = time.monotonic()
+    try:
+        while True:
+            in_recovery, replayed, system_id = await in_thread(
+                conn, fetch_one, conn, q("standby_replayed"), {"lsn": lsn}
+            )
+            if system_id != cluster:
+                # A standby of another primary: its rows are another database's,
+                # whatever its replay position says.
+                return "other_cluster"
+            if not in_recovery:
+                return "not_in_recovery"
+            if replayed:
+                return None
+            if time.monotonic() >= deadline:
+                return "lagging"
+            if time.monotonic() - last_mark >= 1.0:
+                last_mark = time.monotonic()
+                await waiting()
+            await asyncio.sleep(STANDBY_POLL_SECONDS)
+    except (psycopg.OperationalError, OSError):
+        return "unreachable"

@@ -25,14 +25,15 @@ from tests.support.sse import (
     PASSWORD,
     add_admin,
     listeners,
-    load_bench,
+    login_cookie,
     read_report,
     serving,
     start_clients,
 )
 from ticketexport import events
-from ticketexport.bootstrap import Services, open_services
+from ticketexport.bootstrap import open_services
 from ticketexport.config import Settings
+from ticketexport.services import Services
 
 pytestmark = pytest.mark.slow
 
@@ -131,11 +132,10 @@ async def test_streams_reach_the_end_when_the_listener_is_killed(
     home.mkdir()
     _insert_tickets(conn, TICKETS)
     add_admin(conn)
-    bench = load_bench()
     async with serving(services) as (_app, base_url):
         hub = services.hub
         assert hub is not None
-        cookie = await bench.login_cookie(base_url, EMAIL, PASSWORD)
+        cookie = await login_cookie(base_url, EMAIL, PASSWORD)
         export_id = await _request_export(base_url, cookie)
         proc = await start_clients(
             f"{base_url}/staff/exports/{export_id}/events", [cookie], CLIENTS

@@ -37,7 +37,8 @@ from tests.support.workers import (
 from ticketexport import seed
 from ticketexport.exports import maintenance, service
 from ticketexport.exports.formats import BOM
-from ticketexport.storage import Storage, from_url
+from ticketexport.storage import Storage
+from ticketexport.storage.backends import from_url
 from ticketexport.views import registry
 from ticketexport.views.model import ListRequest
 

@@ -23,8 +23,9 @@ from tests.support.sse import (
     start_clients,
 )
 from ticketexport import events
-from ticketexport.bootstrap import WEB_CONNECTIONS, Services, open_services
+from ticketexport.bootstrap import WEB_CONNECTIONS, open_services
 from ticketexport.config import Settings
+from ticketexport.services import Services
 
 pytestmark = pytest.mark.slow
 

@@ -16,11 +16,11 @@ from psycopg.rows import dict_row
 
 from tests.support.services import services_for
 from tests.support.web import PASSWORD, Web, csrf_in, insert_tickets, make_user, proxies, running
-from ticketexport.bootstrap import Services
 from ticketexport.domain.exports import MAX_ATTEMPTS
 from ticketexport.exports import maintenance
 from ticketexport.exports.formats import BOM
 from ticketexport.exports.worker import ExportRun
+from ticketexport.services import Services
 
 EXPORT = 512
 ADMIN = "audit.admin@example.com"

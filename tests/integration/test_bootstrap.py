@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.services import actor_for, services_for
 from tests.support.web import make_user
-from ticketexport import audit, jobs
+from ticketexport import audit, jobqueue
 from ticketexport.domain.permissions import Permission
 from ticketexport.exports import service
 from ticketexport.views.model import ListRequest
@@ -128,7 +128,7 @@ async def test_a_cancel_interrupted_half_way_changes_nothing(
             raise RuntimeError("the process died here")
 
         if crash_at == "before_abort":
-            monkeypatch.setattr(jobs, "abort_job", crash)
+            monkeypatch.setattr(jobqueue, "abort_job", crash)
         else:
             monkeypatch.setattr(audit, "record", crash)
         with pytest.raises(RuntimeError):
@@ -167,7 +167,7 @@ async def test_procrastinates_command_line_loads_the_app(
         )
     listed = _procrastinate(db_url, tmp_path, "shell", "list_jobs", "queue=exports")
     assert listed.returncode == 0, listed.stderr
-    assert f"{jobs.EXPORT_TASK} on exports - [todo]" in listed.stdout
+    assert f"{jobqueue.EXPORT_TASK} on exports - [todo]" in listed.stdout
     tasks = _procrastinate(db_url, tmp_path, "shell", "list_tasks")
-    assert jobs.EXPORT_TASK in tasks.stdout
+    assert jobqueue.EXPORT_TASK in tasks.stdout
     assert requested.export_id

@@ -13,8 +13,8 @@ import pytest
 from tests.support.databases import Seeding
 from tests.support.services import actor_for, services_for
 from ticketexport import seed
-from ticketexport.bootstrap import Services
 from ticketexport.exports import service
+from ticketexport.services import Services
 from ticketexport.storage.local import LocalStorage
 from ticketexport.views.model import ListRequest
 

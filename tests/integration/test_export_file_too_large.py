@@ -14,10 +14,10 @@ import pytest
 from tests.support.databases import Seeding
 from tests.support.limits import file_size_limit
 from tests.support.services import actor_for, services_for
-from ticketexport.bootstrap import Services
 from ticketexport.domain.exports import safe_message
 from ticketexport.exports import service
 from ticketexport.exports.worker import ExportRun
+from ticketexport.services import Services
 from ticketexport.storage.local import LocalStorage
 from ticketexport.views.model import ListRequest
 

@@ -34,11 +34,11 @@ from tests.support.formats import (
 from tests.support.services import actor_for, services_for
 from tests.support.web import running
 from ticketexport import seed
-from ticketexport.bootstrap import Services
 from ticketexport.domain.exports import ERROR_MESSAGES
 from ticketexport.exports import formats, service, xlsx
 from ticketexport.exports.formats import BOM
 from ticketexport.exports.worker import ExportRun
+from ticketexport.services import Services
 from ticketexport.storage.local import LocalStorage
 from ticketexport.views import registry
 from ticketexport.views.model import ListRequest

@@ -17,11 +17,11 @@ from tests.support.databases import Seeding
 from tests.support.exports import guard
 from tests.support.services import actor_for, services_for
 from ticketexport import seed
-from ticketexport.bootstrap import Services
 from ticketexport.domain.actor import Actor
 from ticketexport.exports import maintenance, service
 from ticketexport.exports.formats import BOM
 from ticketexport.exports.worker import MAX_ATTEMPTS, ExportRun
+from ticketexport.services import Services
 from ticketexport.storage.local import LocalStorage
 from ticketexport.views import service as view_service
 from ticketexport.views.model import ListRequest

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ticketexport.storage import PART_SIZE, StorageError, from_url
+from ticketexport.storage import PART_SIZE, StorageError
+from ticketexport.storage.backends import from_url
 from ticketexport.storage.local import LocalStorage
 
 

@@ -16,11 +16,11 @@ from psycopg.rows import dict_row
 from tests.support.databases import Seeding
 from tests.support.services import actor_for, services_for
 from tests.support.workers import audit_details
-from ticketexport import jobs
-from ticketexport.bootstrap import Services
+from ticketexport import jobqueue
 from ticketexport.domain.exports import MAX_ATTEMPTS
 from ticketexport.exports import maintenance, service
 from ticketexport.exports.worker import ExportRun
+from ticketexport.services import Services
 from ticketexport.views.model import ListRequest
 
 Status = procrastinate.jobs.Status
@@ -87,7 +87,7 @@ def _audited(deps: Services, export_id: str, action: str) -> list[dict[str, Any]
     return audit_details(deps.database_url, export_id, action)
 
 
-async def _take(deps: Services, queue: str = jobs.EXPORT_QUEUE) -> tuple[int, int]:
+async def _take(deps: Services, queue: str = jobqueue.EXPORT_QUEUE) -> tuple[int, int]:
     """A procrastinate worker registers and fetches the next job of `queue`, as a worker
     process does before it runs the task; returns (worker id, job id)."""
     manager = deps.jobs.job_manager
@@ -181,8 +181,8 @@ async def test_a_queued_export_whose_job_was_lost_runs_again_on_a_new_job(
     assert job is not None
     assert (job["status"], job["queue_name"], job["task_name"], job["args"]) == (
         "todo",
-        jobs.EXPORT_QUEUE,
-        jobs.EXPORT_TASK,
+        jobqueue.EXPORT_QUEUE,
+        jobqueue.EXPORT_TASK,
         {"export_id": export_id},
     )
     assert _audited(deps, export_id, "export.requeued") == [
@@ -250,18 +250,18 @@ async def test_a_job_waiting_behind_a_lock_held_by_a_lost_worker_is_freed(deps: 
     forever. Maintenance records the stalled holder as failed, which frees them."""
     manager = deps.jobs.job_manager
     holder = (
-        await deps.jobs.tasks[jobs.MAINTENANCE_TASK]
+        await deps.jobs.tasks[jobqueue.MAINTENANCE_TASK]
         .configure(lock="shared")
         .defer_async(timestamp=0)
     )
-    worker_id, taken = await _take(deps, jobs.MAINTENANCE_QUEUE)
+    worker_id, taken = await _take(deps, jobqueue.MAINTENANCE_QUEUE)
     assert taken == holder
     _silence(deps, worker_id)
     export_id, waiting_job = await _request(deps)
     with psycopg.connect(deps.database_url, autocommit=True) as conn:
         conn.execute("UPDATE procrastinate_jobs SET lock = 'shared' WHERE id = %s", (waiting_job,))
     live = await manager.register_worker()
-    assert await manager.fetch_job(queues=[jobs.EXPORT_QUEUE], worker_id=live) is None
+    assert await manager.fetch_job(queues=[jobqueue.EXPORT_QUEUE], worker_id=live) is None
     assert _suspects(deps) == {export_id: "lock_held_by_lost_worker"}
 
     report = await maintenance.run_maintenance(deps)
@@ -276,7 +276,7 @@ async def test_a_job_waiting_behind_a_lock_held_by_a_lost_worker_is_freed(deps: 
         waiting_job,
     )
     assert _suspects(deps) == {}
-    fetched = await manager.fetch_job(queues=[jobs.EXPORT_QUEUE], worker_id=live)
+    fetched = await manager.fetch_job(queues=[jobqueue.EXPORT_QUEUE], worker_id=live)
     assert fetched is not None
     assert fetched.id == waiting_job
 

@@ -17,9 +17,9 @@ from psycopg.rows import dict_row
 from tests.support.databases import Seeding
 from tests.support.services import actor_for, services_for
 from tests.support.web import running
-from ticketexport.bootstrap import Services
 from ticketexport.exports import maintenance, service
 from ticketexport.exports.worker import ExportRun
+from ticketexport.services import Services
 from ticketexport.storage import StorageError, marker, probe_key
 from ticketexport.storage.local import LocalStorage
 from ticketexport.views.model import ListRequest

@@ -20,11 +20,11 @@ from ticketexport.storage import (
     Storage,
     StorageError,
     StorageLimitExceeded,
-    from_url,
     probe,
     probe_is_stale,
     probe_key,
 )
+from ticketexport.storage.backends import from_url
 
 BACKENDS = [
     "local",

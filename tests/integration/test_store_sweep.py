@@ -18,9 +18,9 @@ import pytest
 
 from tests.support.databases import Seeding, scratch_database
 from tests.support.services import actor_for, services_for
-from ticketexport.bootstrap import Services
 from ticketexport.db import q
 from ticketexport.exports import maintenance, service
+from ticketexport.services import Services
 from ticketexport.storage import probe_key
 from ticketexport.storage.local import LocalStorage
 from ticketexport.views.model import ListRequest

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from tests.support.web import csrf_in, insert_tickets, make_user, running
-from ticketexport.web.auth import IDLE_SECONDS
+from ticketexport.signin import IDLE_SECONDS
 
 ADMIN = "streamer@example.com"
 KEEPALIVE = 0.5

@@ -20,8 +20,8 @@ from aiohttp import web as aioweb
 from tests.support.services import services_for
 from tests.support.web import PASSWORD, Web, csrf_in, make_user, proxies, running
 from ticketexport import logs
-from ticketexport.bootstrap import Services
 from ticketexport.domain.permissions import ALL_PERMISSIONS
+from ticketexport.services import Services
 from ticketexport.web.app import run_web
 from ticketexport.web.keys import SERVER_ERRORS
 

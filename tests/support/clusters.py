@@ -10,7 +10,6 @@ import dataclasses
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from tests.support.components import missing_component
+from tests.support.servers import free_port
 
 _NEEDED = ("initdb", "pg_ctl", "pg_basebackup", "pg_resetwal", "postgres")
 
@@ -37,12 +37,6 @@ def server_binaries() -> Path:  # noqa: RET503 - missing_component never returns
         if all((directory / name).exists() for name in _NEEDED):
             return directory
     missing_component("no PostgreSQL server binaries (initdb, pg_ctl, pg_basebackup) found")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _owner() -> pwd.struct_passwd | None:

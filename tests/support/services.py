@@ -10,10 +10,11 @@ from pathlib import Path
 import psycopg
 
 from ticketexport import seed
-from ticketexport.bootstrap import Services, open_services
+from ticketexport.bootstrap import open_services
 from ticketexport.config import Settings
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.permissions import Permission
+from ticketexport.services import Services
 from ticketexport.storage import Storage, marker
 
 

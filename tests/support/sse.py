@@ -6,24 +6,49 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import aiohttp
 import psycopg
 from aiohttp import web
 
 from ticketexport import accounts, events
-from ticketexport.bootstrap import Services
 from ticketexport.domain.permissions import Permission
+from ticketexport.services import Services
 from ticketexport.web import auth
 from ticketexport.web.app import init_app
 
 BENCH_SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "sse_latency.py"
 EMAIL = "watcher.admin@example.com"
 PASSWORD = "correct horse battery"
+
+
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+async def login_cookie(base_url: str, email: str, password: str) -> str:
+    """Sign in over HTTP; returns a Cookie header value for the session."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base_url}/login") as page:
+            match = _CSRF.search(await page.text())
+            assert match, "the login page carries a csrf_token"
+            token = match.group(1)
+            cookies = {k: m.value for k, m in page.cookies.items()}
+        async with session.post(
+            f"{base_url}/login",
+            data={"email": email, "password": password, "csrf_token": token, "next": ""},
+            headers={"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())},
+            allow_redirects=False,
+        ) as response:
+            if response.status != 303:
+                raise RuntimeError(f"login failed with HTTP {response.status}")
+            cookies.update({k: m.value for k, m in response.cookies.items()})
+    return "; ".join(f"{k}={v}" for k, v in cookies.items())
 
 
 def load_bench() -> ModuleType:

@@ -19,9 +19,10 @@ from aiohttp import web as aioweb
 from aiohttp.test_utils import TestClient, TestServer
 
 from ticketexport import accounts
-from ticketexport.bootstrap import Services, open_services
+from ticketexport.bootstrap import open_services
 from ticketexport.config import Network, Settings, networks
 from ticketexport.domain.permissions import Permission
+from ticketexport.services import Services
 from ticketexport.storage import Storage
 from ticketexport.web.app import init_app
 from ticketexport.web.keys import SERVER_ERRORS

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support.components import require_module
-from ticketexport.storage import StorageConfigError, from_url
+from ticketexport.storage import StorageConfigError
+from ticketexport.storage.backends import from_url
 from ticketexport.storage.local import LocalStorage
 
 

@@ -30,7 +30,7 @@ from ticketexport.exports.service import FileGone
 from ticketexport.storage import ObjectMissing, StorageError
 
 if TYPE_CHECKING:
-    from ticketexport.bootstrap import Services
+    from ticketexport.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from ticketexport import audit, events, jobs
+from ticketexport import audit, events, jobqueue
 from ticketexport.db import VERSIONED_TABLES, q
 from ticketexport.domain import exports as rules
 from ticketexport.domain.exports import MAX_ATTEMPTS, copy_application_name
@@ -21,7 +21,7 @@ from ticketexport.standby import stop_standby_reads
 from ticketexport.storage import PROBE_PREFIX, StorageError, marker, probe_is_stale
 
 if TYPE_CHECKING:
-    from ticketexport.bootstrap import Services
+    from ticketexport.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ async def _requeue_or_fail(
     attempt = int(export["attempt"])
     if attempt < MAX_ATTEMPTS:
         await conn.execute(q(requeue), {"id": export_id, "attempt": attempt})
-        job_id = await jobs.defer_export(services.jobs, conn, export_id)
+        job_id = await jobqueue.defer_export(services.jobs, conn, export_id)
         await conn.execute(q("export_set_job_id"), {"id": export_id, "job_id": job_id})
         action = "export.requeued"
         recorded: dict[str, Any] = {
@@ -159,7 +159,7 @@ async def _expire_unfinished(services: Services, report: Report) -> None:
                 q("export_cancel_backends"), {"app": copy_application_name(export_id)}
             )
             if export["procrastinate_job_id"] is not None:
-                await jobs.abort_job(services.jobs, conn, export["procrastinate_job_id"])
+                await jobqueue.abort_job(services.jobs, conn, export["procrastinate_job_id"])
             await audit.record_for_requester(
                 conn,
                 "export.failed",
@@ -233,7 +233,7 @@ async def _rescue_lost_jobs(services: Services, report: Report) -> None:
     app = services.jobs
     stalled = {
         job.id: job
-        for job in await jobs.stalled_jobs(app, heartbeat_timeout(services))
+        for job in await jobqueue.stalled_jobs(app, heartbeat_timeout(services))
         if job.id is not None
     }
     # The exports first, their jobs second: a new export's job commits with it, so every
@@ -241,7 +241,7 @@ async def _rescue_lost_jobs(services: Services, report: Report) -> None:
     async with services.pool.connection() as conn:
         cur = await conn.execute(q("maintenance_queued_exports"))
         queued = [(str(row[0]), row[1]) for row in await cur.fetchall()]
-    live = await jobs.live_export_jobs(app) if queued else set()
+    live = await jobqueue.live_export_jobs(app) if queued else set()
     for export_id, job_id in queued:
         if job_id in live and job_id not in stalled:
             continue
@@ -264,7 +264,7 @@ async def _rescue_queued(
         export = await cur.fetchone()
         if export is None or export["procrastinate_job_id"] != job_id:
             return
-        status = None if job_id is None else await jobs.job_status(services.jobs, job_id)
+        status = None if job_id is None else await jobqueue.job_status(services.jobs, job_id)
         if status == procrastinate.jobs.Status.DOING and job_id in stalled:
             reason, code = "worker_lost", "worker_lost"
         elif status in (procrastinate.jobs.Status.TODO, procrastinate.jobs.Status.DOING):
@@ -297,7 +297,7 @@ async def _retire_stalled(
         # queued one whose rescue waited for a claim's lock is looked at again next time.
         held = {int(row[0]) for row in await cur.fetchall()}
     for job_id, job in sorted(stalled.items()):
-        if job_id in held or not await jobs.retire_job(services.jobs, job_id):
+        if job_id in held or not await jobqueue.retire_job(services.jobs, job_id):
             continue
         report.jobs_retired += 1
         log.warning(
@@ -403,7 +403,7 @@ async def _prune_export_jobs(services: Services, report: Report) -> None:
     async with services.pool.connection() as conn:
         cur = await conn.execute(
             q("maintenance_prune_export_jobs"),
-            {"queue": jobs.EXPORT_QUEUE, "keep_seconds": keep},
+            {"queue": jobqueue.EXPORT_QUEUE, "keep_seconds": keep},
         )
         report.jobs_pruned += max(cur.rowcount, 0)
 
@@ -425,7 +425,7 @@ async def run_periodic(services: Services, app: procrastinate.App) -> None:
         log.info("maintenance", extra=dataclasses.asdict(report))
     # Our own periodic runs would otherwise pile up in procrastinate_jobs.
     await app.job_manager.delete_old_jobs(
-        nb_hours=1, queue=jobs.MAINTENANCE_QUEUE, include_failed=True, include_cancelled=True
+        nb_hours=1, queue=jobqueue.MAINTENANCE_QUEUE, include_failed=True, include_cancelled=True
     )
 
 

@@ -12,19 +12,19 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ticketexport import audit, events, jobs
+from ticketexport import audit, events, jobqueue
 from ticketexport.db import q
-from ticketexport.domain import exports as rules
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.errors import Conflict, Denied, Gone, NotFound, TooMany
 from ticketexport.domain.exports import Status, copy_application_name
 from ticketexport.exports import formats
+from ticketexport.exports.frozen import FrozenActor, FrozenRequest, FrozenView, Requester
 from ticketexport.standby import stop_standby_reads
 from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
 
 if TYPE_CHECKING:
-    from ticketexport.bootstrap import Services
+    from ticketexport.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,17 @@ __all__ = [
     "copy_application_name",
     "expired",
     "frozen_request",
+    "list_exports",
+    "may_list_everyones",
     "may_see",
     "record_download",
     "request_export",
     "retry_export",
+    "running_count",
     "visible_export",
+    "workers_seen",
 ]
 
-REQUEST_VERSION = 1
 DOUBLE_SUBMIT_SECONDS = 10
 
 
@@ -138,6 +141,48 @@ def may_see(user: Actor, export: Mapping[str, Any]) -> bool:
     return export["requester_id"] == user.id or user.may_download
 
 
+def may_list_everyones(user: Actor) -> bool:
+    """Everyone's exports are listed for those who may see (and download) any export."""
+    return user.may_download
+
+
+async def list_exports(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    requester_id: int | None,
+    before_time: dt.datetime | None,
+    before_id: str | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Up to `limit` exports requested before the cursor, newest first: one requester's, or
+    everyone's (None; the caller checks may_list_everyones)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        q("export_list"),
+        {
+            "user_id": requester_id,
+            "before_time": before_time,
+            "before_id": before_id,
+            "limit": limit,
+        },
+    )
+    return await cur.fetchall()
+
+
+async def running_count(conn: psycopg.AsyncConnection[Any], user_id: int) -> int:
+    """The user's queued and running exports (one indexed count)."""
+    cur = await conn.execute(q("export_running_count"), {"user_id": user_id})
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def workers_seen(conn: psycopg.AsyncConnection[Any], seconds: float) -> bool:
+    """Whether any worker's heartbeat is recent: a queued export will be picked up."""
+    cur = await conn.execute(q("live_workers"), {"seconds": seconds})
+    row = await cur.fetchone()
+    return bool(row and row[0] > 0)
+
+
 def frozen_request(
     resolved: view_service.ResolvedView,
     request: view_service.ListRequest,
@@ -145,41 +190,24 @@ def frozen_request(
     roles: list[str],
     timezone: str,
     export_format: formats.ExportFormat,
-) -> dict[str, Any]:
-    """Everything the worker needs, as it is at the click, in plain JSON."""
-    return {
-        "version": REQUEST_VERSION,
-        "view": {
-            "key": resolved.key,
-            "name": resolved.name,
-            "builtin": resolved.builtin,
-            "saved_view_id": resolved.saved_view_id,
-            "definition": view_model.definition_to_json(resolved.definition),
-        },
-        "q": request.q,
-        "sort": request.sort,
-        "filters": dict(sorted(request.filters.items())),
-        "timezone": timezone,
-        "format": export_format.key,
-        # The view's meaning ("my tickets") follows this user, even on a retry by an admin.
-        "actor": {"id": user.id, "is_admin": user.is_admin, "permissions": int(user.permissions)},
-        "requester": _requester(user, roles),
-    }
-
-
-def _requester(user: Actor, roles: list[str]) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "email": user.email,
-        "is_admin": user.is_admin,
-        "permissions": int(user.permissions),
-        "roles": roles,
-    }
-
-
-def _fingerprint(frozen: Mapping[str, Any]) -> str:
-    keys = ("view", "q", "sort", "filters", "timezone", "actor", "format")
-    return rules.fingerprint({key: frozen[key] for key in keys if key in frozen})
+) -> FrozenRequest:
+    """Everything the worker needs, as it is at the click."""
+    return FrozenRequest(
+        view=FrozenView(
+            key=resolved.key,
+            name=resolved.name,
+            builtin=resolved.builtin,
+            saved_view_id=resolved.saved_view_id,
+            definition=view_model.definition_to_json(resolved.definition),
+        ),
+        q=request.q,
+        sort=request.sort,
+        filters=dict(sorted(request.filters.items())),
+        timezone=timezone,
+        format=export_format.key,
+        actor=FrozenActor(id=user.id, is_admin=user.is_admin, permissions=int(user.permissions)),
+        requester=Requester.of(user, roles),
+    )
 
 
 async def _roles(conn: psycopg.AsyncConnection[Any], user_id: int) -> list[str]:
@@ -192,12 +220,12 @@ async def _insert_and_defer(
     conn: psycopg.AsyncConnection[Any],
     *,
     user: Actor,
-    frozen: dict[str, Any],
+    frozen: FrozenRequest,
     retry_of: str | None,
     client_ip: str | None,
 ) -> Requested:
     """Insert the export row and its procrastinate job in the caller's transaction."""
-    fingerprint = _fingerprint(frozen)
+    fingerprint = frozen.fingerprint()
     # Serialise one user's requests so two identical clicks cannot both insert.
     await conn.execute(q("export_request_lock"), {"user_id": user.id})
     if retry_of is None:
@@ -232,8 +260,8 @@ async def _insert_and_defer(
         q("export_insert"),
         {
             "requester_id": user.id,
-            "request": Jsonb(frozen),
-            "view_name": frozen["view"]["name"],
+            "request": Jsonb(frozen.to_json()),
+            "view_name": frozen.view.name,
             "fingerprint": fingerprint,
             "retention": dt.timedelta(hours=services.settings.retention_hours),
             "retry_of": retry_of,
@@ -242,7 +270,7 @@ async def _insert_and_defer(
     row = await cur.fetchone()
     assert row is not None
     export_id = str(row[0])
-    job_id = await jobs.defer_export(services.jobs, conn, export_id)
+    job_id = await jobqueue.defer_export(services.jobs, conn, export_id)
     await conn.execute(q("export_set_job_id"), {"id": export_id, "job_id": job_id})
     await _audit(
         conn,
@@ -259,15 +287,15 @@ async def _insert_and_defer(
     return Requested(export_id=export_id, deduplicated=False)
 
 
-def _request_details(frozen: Mapping[str, Any]) -> dict[str, Any]:
+def _request_details(frozen: FrozenRequest) -> dict[str, Any]:
     """What an audit row says about the view requested."""
     return {
-        "view": frozen["view"]["key"],
-        "view_name": frozen["view"]["name"],
-        "q": frozen["q"],
-        "sort": frozen["sort"],
-        "filters": frozen["filters"],
-        "format": frozen.get("format", formats.DEFAULT_FORMAT),
+        "view": frozen.view.key,
+        "view_name": frozen.view.name,
+        "q": frozen.q,
+        "sort": frozen.sort,
+        "filters": dict(frozen.filters),
+        "format": frozen.format or formats.DEFAULT_FORMAT,
     }
 
 
@@ -362,8 +390,10 @@ async def retry_export(
             original = await visible_export(conn, user, export_id)
             if original["status"] not in (Status.FAILED, Status.CANCELLED):
                 raise ExportConflict("Only failed or cancelled exports can be retried.")
-            frozen = dict(original["request"])
-            frozen["requester"] = _requester(user, await _roles(conn, user.id))
+            recorded = FrozenRequest.read(original["request"])
+            if recorded is None:
+                raise ExportConflict("This export's request cannot be repeated.")
+            frozen = recorded.with_requester(Requester.of(user, await _roles(conn, user.id)))
             return await _insert_and_defer(
                 services, conn, user=user, frozen=frozen, retry_of=export_id, client_ip=client_ip
             )
@@ -389,7 +419,7 @@ async def cancel_export(
             if export["procrastinate_job_id"] is not None:
                 # A waiting job is cancelled; a running one's worker is told at commit and
                 # cancels its task.
-                await jobs.abort_job(services.jobs, conn, export["procrastinate_job_id"])
+                await jobqueue.abort_job(services.jobs, conn, export["procrastinate_job_id"])
             await _audit(
                 conn,
                 "export.cancelled",

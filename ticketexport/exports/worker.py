@@ -9,15 +9,15 @@ import datetime as dt
 import logging
 import time
 import zoneinfo
-from collections.abc import AsyncGenerator, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncGenerator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from ticketexport import audit, events
-from ticketexport.db import q
+from ticketexport import audit, events, standby
+from ticketexport.db import close_quietly, fetch_one, in_thread, q
 from ticketexport.domain import exports as rules
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.exports import MAX_ATTEMPTS, Stage, Status, copy_application_name
@@ -31,17 +31,16 @@ from ticketexport.exports.failures import (
     Superseded,
     Transient,
 )
+from ticketexport.exports.frozen import FrozenRequest
 from ticketexport.storage import StorageError, StorageLimitExceeded
 from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
 from ticketexport.views.compiler import compile_export
 
 if TYPE_CHECKING:
-    from ticketexport.bootstrap import Services
+    from ticketexport.services import Services
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 __all__ = ["MAX_ATTEMPTS", "ExportFailed", "ExportRun", "Superseded", "Transient"]
 
@@ -49,10 +48,6 @@ __all__ = ["MAX_ATTEMPTS", "ExportFailed", "ExportRun", "Superseded", "Transient
 PROGRESS_INTERVAL = 0.5
 # How long the end of an attempt waits for its heartbeat task to stop.
 HEARTBEAT_STOP_SECONDS = 2.0
-# How often an attempt checks how far the standby has replayed while it waits.
-STANDBY_POLL_SECONDS = 0.05
-# Attempts a standby's recovery conflicts may cut short before the next one reads the primary.
-STANDBY_CONFLICTS_BEFORE_PRIMARY = 2
 # The export's count and COPY sessions run without JIT. An export's plan costs far above
 # jit_above_cost (an as-of read of 1M tickets is estimated at ~570,000), so PostgreSQL would
 # compile it with inlining and optimisation: measured at 4 s of a 1M-ticket export and 5 s
@@ -79,33 +74,30 @@ class ExportPlan:
     layout: formats.Layout
 
 
-def plan_export(frozen: Mapping[str, Any], as_of: dt.datetime, snapshot: str | None) -> ExportPlan:
-    """The export's SELECT, its row count and its file name, as the frozen request says,
-    reading the data as of the click's snapshot."""
-    view = frozen["view"]
+def plan_export(stored: Any, as_of: dt.datetime, snapshot: str | None) -> ExportPlan:
+    """The export's SELECT, its row count and its file name, as the frozen request stored in
+    its row says, reading the data as of the click's snapshot."""
     try:
-        fmt = formats.get(frozen.get("format"))
-        definition = view_model.parse_definition(view["definition"])
+        frozen = FrozenRequest.from_json(stored)
+        view = frozen.view
+        fmt = formats.get(frozen.format)
+        definition = view_model.parse_definition(view.definition)
         resolved = view_service.ResolvedView(
-            key=view["key"],
-            name=view["name"],
+            key=view.key,
+            name=view.name,
             definition=definition,
-            saved_view_id=view["saved_view_id"],
-            builtin=view["builtin"],
+            saved_view_id=view.saved_view_id,
+            builtin=view.builtin,
         )
         request = view_service.ListRequest(
-            view=view["key"],
-            q=frozen["q"],
-            sort=frozen["sort"],
-            filters=frozen["filters"],
+            view=view.key,
+            q=frozen.q,
+            sort=frozen.sort,
+            filters=frozen.filters,
             page=None,
         )
-        actor = Actor(
-            id=int(frozen["actor"]["id"]),
-            is_admin=bool(frozen["actor"]["is_admin"]),
-            permissions=Permission(int(frozen["actor"]["permissions"])),
-        )
-        tz = frozen["timezone"]
+        actor = frozen.actor.actor()
+        tz = frozen.timezone
         zone = zoneinfo.ZoneInfo(tz)
     except (KeyError, TypeError, ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
         # ViewInputError and an unknown format are ValueErrors too.
@@ -117,8 +109,8 @@ def plan_export(frozen: Mapping[str, Any], as_of: dt.datetime, snapshot: str | N
         format=fmt,
         select=fmt.select(compiled.rows),
         count=compiled.count,
-        file_name=rules.file_name(view["name"], as_of, zone, extension=fmt.extension),
-        layout=formats.Layout(title=view["name"], columns=compiled.rows.columns, timezone=tz),
+        file_name=rules.file_name(view.name, as_of, zone, extension=fmt.extension),
+        layout=formats.Layout(title=view.name, columns=compiled.rows.columns, timezone=tz),
     )
 
 
@@ -199,7 +191,8 @@ class ExportRun:
         """Take the claimed row's attempt and format for the updates, logs and audit rows."""
         self.attempt = int(export["attempt"])
         self.log_extra["attempt"] = self.attempt
-        self.format_key = str(export["request"].get("format") or formats.DEFAULT_FORMAT)
+        frozen = FrozenRequest.read(export["request"])
+        self.format_key = (frozen and frozen.format) or formats.DEFAULT_FORMAT
 
     async def _record_failure(
         self,
@@ -247,9 +240,8 @@ class ExportRun:
         heartbeat = asyncio.create_task(self._heartbeat(asyncio.current_task()))
         key: str | None = None
         try:
-            frozen = export["request"]
-            await self._check_requester(frozen)
-            plan = plan_export(frozen, export["as_of"], export["as_of_snapshot"])
+            await self._check_requester(export["request"])
+            plan = plan_export(export["request"], export["as_of"], export["as_of_snapshot"])
             key = rules.object_key(self.export_id, self.attempt, plan.file_name)
             await self._copy_to_storage(plan, key, export)
         except Superseded:
@@ -318,10 +310,13 @@ class ExportRun:
                     extra={**self.log_extra, "event": "heartbeat_stuck"},
                 )
 
-    async def _check_requester(self, frozen: Mapping[str, Any]) -> None:
+    async def _check_requester(self, stored: Any) -> None:
+        frozen = FrozenRequest.read(stored)
+        if frozen is None:
+            raise ExportFailed("view_unavailable", "the stored request is malformed")
         async with self.services.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(q("user_access"), {"user_id": frozen["requester"]["id"]})
+            await cur.execute(q("user_access"), {"user_id": frozen.requester.id})
             user = await cur.fetchone()
         if user is None or not user["is_active"]:
             raise ExportFailed("permission_revoked", "requester inactive or gone")
@@ -362,64 +357,36 @@ class ExportRun:
         """
         settings = self.services.settings
         primary = self.services.database_url
-        standby = settings.export_database_url
-        if standby is None or export.get("as_of_lsn") is None:
-            return await self._read_on(primary, "primary", None)
-        if export["standby_conflicts"] >= STANDBY_CONFLICTS_BEFORE_PRIMARY:
-            return await self._read_on(primary, "primary", "conflicts")
+        skip, fallback = standby.skip_standby(
+            settings, export.get("as_of_lsn"), export["standby_conflicts"]
+        )
+        if skip or settings.export_database_url is None:
+            return await self._read_on(primary, "primary", fallback)
         deadline = time.monotonic() + settings.standby_max_lag_seconds
         try:
             conn: psycopg.Connection[Any] = await self._connect(
-                standby,
+                settings.export_database_url,
                 blocking=True,
                 connect_timeout=max(1, round(settings.standby_max_lag_seconds)),
             )
         except Transient:
             return await self._read_on(primary, "primary", "unreachable")
         try:
-            reason = await self._standby_not_ready(conn, export["as_of_lsn"], deadline)
+            reason = await standby.replay_not_reached(
+                self.services,
+                conn,
+                export["as_of_lsn"],
+                deadline,
+                waiting=lambda: self._stage(Stage.COUNTING),
+            )
             if reason is None:
                 await self._record_reader("standby", None)
                 return "standby", conn
         except BaseException:
-            await _close(conn)
+            await close_quietly(conn)
             raise
-        await _close(conn)
+        await close_quietly(conn)
         return await self._read_on(primary, "primary", reason)
-
-    async def _standby_not_ready(
-        self, conn: psycopg.Connection[Any], lsn: str, deadline: float
-    ) -> str | None:
-        """None once the standby behind `conn` may be read for this export; otherwise why
-        not (the standby_fallback recorded)."""
-        async with self.services.pool.connection() as primary:
-            cur = await primary.execute(q("cluster_system_identifier"))
-            row = await cur.fetchone()
-        assert row is not None
-        cluster = row[0]
-        last_mark = time.monotonic()
-        try:
-            while True:
-                in_recovery, replayed, system_id = await _blocking(
-                    conn, _fetch_one, conn, q("standby_replayed"), {"lsn": lsn}
-                )
-                if system_id != cluster:
-                    # A standby of another primary: its rows are another database's,
-                    # whatever its replay position says.
-                    return "other_cluster"
-                if not in_recovery:
-                    return "not_in_recovery"
-                if replayed:
-                    return None
-                if time.monotonic() >= deadline:
-                    return "lagging"
-                if time.monotonic() - last_mark >= 1.0:
-                    # Waiting on replay is this attempt's work for now, not a stall.
-                    last_mark = time.monotonic()
-                    await self._stage(Stage.COUNTING)
-                await asyncio.sleep(STANDBY_POLL_SECONDS)
-        except (psycopg.OperationalError, OSError):
-            return "unreachable"
 
     async def _read_on(
         self, url: str, source: str, fallback: str | None
@@ -443,7 +410,7 @@ class ExportRun:
         self.reading_standby = source == "standby"
         try:
             try:
-                counted = await _blocking(conn, _fetch_one, conn, plan.count, None)
+                counted = await in_thread(conn, fetch_one, conn, plan.count, None)
             except psycopg.OperationalError as exc:
                 raise Transient("database_unavailable", exc) from exc
             self.total = int(counted[0])
@@ -475,7 +442,7 @@ class ExportRun:
                 # Stops the reader thread and its statement if storage gave up first.
                 await blocks.aclose()
         finally:
-            await _close(conn)
+            await close_quietly(conn)
         if self.rows != self.total:
             raise ExportFailed("row_count_mismatch", f"counted {self.total}, wrote {self.rows}")
         await self._stage(Stage.STORING)
@@ -647,31 +614,3 @@ class ExportRun:
                 "could not remove a partial export file",
                 extra={**self.log_extra, "event": "partial_file_left"},
             )
-
-
-def _fetch_one(
-    conn: psycopg.Connection[Any], statement: Any, params: Mapping[str, Any] | None
-) -> tuple[Any, ...]:
-    row = conn.execute(statement, params).fetchone()
-    assert row is not None
-    return tuple(row)
-
-
-async def _blocking(conn: psycopg.Connection[Any], call: Callable[..., T], *args: Any) -> T:
-    """`call` on a blocking connection, in a thread. A cancelled caller (a cancel, a rescue,
-    a shutdown) cancels the statement as well and waits until the thread has let go of the
-    connection, as an asyncio connection would."""
-    work = asyncio.ensure_future(asyncio.to_thread(call, *args))
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        with contextlib.suppress(psycopg.Error, OSError):
-            await asyncio.to_thread(conn.cancel_safe, timeout=5.0)
-        with contextlib.suppress(Exception):
-            await work
-        raise
-
-
-async def _close(conn: psycopg.Connection[Any]) -> None:
-    with contextlib.suppress(psycopg.Error, OSError):
-        await asyncio.to_thread(conn.close)

@@ -16,9 +16,9 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from ticketexport.bootstrap import Services
 from ticketexport.config import Settings
 from ticketexport.paths import ROOT
+from ticketexport.services import Services
 from ticketexport.web import auth, exports, ops, pages, saved_views, tickets
 from ticketexport.web.keys import (
     LOGIN_GATE,

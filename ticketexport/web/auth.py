@@ -4,24 +4,20 @@ tokens (the sign-in itself, with its throttle, is ticketexport.signin)."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hmac
 import logging
 import math
 import re
 import urllib.parse
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
-from psycopg.rows import dict_row
 
 from ticketexport import audit as audit_log
-from ticketexport import db, signin
+from ticketexport import signin
 from ticketexport.accounts import verify_password
 from ticketexport.domain.actor import Actor
-from ticketexport.domain.permissions import ALL_PERMISSIONS, Permission
-from ticketexport.signin import IDLE_SECONDS, new_token, session_id
+from ticketexport.signin import new_token, session_id
 from ticketexport.web.keys import (
     LOGIN_GATE,
     LOGIN_KEY,
@@ -40,9 +36,6 @@ log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "te_session"
 LOGIN_COOKIE = "te_login"
-# Writing last_seen_at on every request would turn each page view into a write.
-TOUCH_AFTER_SECONDS = 60
-
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 GENERIC_FAILURE = "Email or password is incorrect."
 THROTTLED = "Too many failed sign-in attempts. Try again in {wait}."
@@ -79,47 +72,12 @@ async def load_user(request: web.Request) -> tuple[Actor, Session] | None:
         queue_cookie(request, SESSION_COOKIE, None)
         return None
     sid = session_id(token)
-    async with pool_of(request).connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(db.q("web_session_load"), {"id": sid})
-        row = await cur.fetchone()
-        if row is None:
-            queue_cookie(request, SESSION_COOKIE, None)
-            return None
-        idle = (row["db_now"] - row["last_seen_at"]).total_seconds()
-        if not session_alive(row):
-            # Inactive users are signed out on their next request, not just refused.
-            await conn.execute(db.q("web_session_delete"), {"id": sid})
-            queue_cookie(request, SESSION_COOKIE, None)
-            return None
-        if idle >= TOUCH_AFTER_SECONDS:
-            await conn.execute(db.q("web_session_touch"), {"id": sid})
-    user = Actor(
-        id=int(row["id"]),
-        email=row["email"],
-        name=f"{row['first_name']} {row['last_name']}".strip(),
-        is_admin=bool(row["is_admin"]),
-        permissions=Permission(int(row["permissions"]) & ALL_PERMISSIONS.value),
-    )
-    return user, Session(id=sid, csrf_token=row["csrf_token"])
-
-
-def session_alive(row: Mapping[str, Any]) -> bool:
-    """Whether a session (expires_at, last_seen_at, db_now) of a user (is_active) is live:
-    not past its absolute lifetime, not idle too long, and its user still active."""
-    idle = (row["db_now"] - row["last_seen_at"]).total_seconds()
-    return bool(row["expires_at"] > row["db_now"] and idle < IDLE_SECONDS and row["is_active"])
-
-
-def current_actor(user: Actor, viewer: Mapping[str, Any]) -> Actor | None:
-    """`user` as a fresh read of their session says they are now; None once it ended."""
-    if not session_alive(viewer) or int(viewer["user_id"]) != user.id:
+    found = await signin.session_user(pool_of(request), sid)
+    if found is None:
+        queue_cookie(request, SESSION_COOKIE, None)
         return None
-    return dataclasses.replace(
-        user,
-        is_admin=bool(viewer["is_admin"]),
-        permissions=Permission(int(viewer["permissions"]) & ALL_PERMISSIONS.value),
-    )
+    user, csrf_token = found
+    return user, Session(id=sid, csrf_token=csrf_token)
 
 
 async def audit(
@@ -288,8 +246,7 @@ def _verifier(request: web.Request) -> signin.Verify:
 
 async def logout_post(request: web.Request) -> web.StreamResponse:
     user = request[USER]
-    async with pool_of(request).connection() as conn:
-        await conn.execute(db.q("web_session_delete"), {"id": request[SESSION].id})
+    await signin.end_session(pool_of(request), request[SESSION].id)
     await audit(request, "logout", actor_id=user.id, actor_email=user.email)
     queue_cookie(request, SESSION_COOKIE, None)
     raise web.HTTPSeeOther("/login")

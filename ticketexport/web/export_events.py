@@ -10,12 +10,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
+from ticketexport import signin
 from ticketexport.domain import exports as rules
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.errors import TooMany
 from ticketexport.domain.exports import Status
 from ticketexport.exports import service
-from ticketexport.web import auth
 from ticketexport.web.downloads import export_id_of
 from ticketexport.web.keys import SESSION, USER, pool_of, services_of
 
@@ -112,7 +112,7 @@ async def export_events(request: web.Request) -> web.StreamResponse:
             while True:
                 if state is not None:
                     if subscription.viewer is not None:
-                        viewer = auth.current_actor(user, subscription.viewer)
+                        viewer = signin.current_actor(user, subscription.viewer)
                     if viewer is None or not service.may_see(viewer, state):
                         break
                     payload = event_payload(state, can_download=viewer.may_download, now=now())

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ticketexport.bootstrap import Services
+    from ticketexport.services import Services
 
 
 @dataclasses.dataclass(frozen=True)

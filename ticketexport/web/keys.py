@@ -10,9 +10,9 @@ from typing import Any
 import psycopg_pool
 from aiohttp import web
 
-from ticketexport.bootstrap import Services
 from ticketexport.config import Settings
 from ticketexport.domain.actor import Actor
+from ticketexport.services import Services
 from ticketexport.web.health import HealthChecks
 from ticketexport.web.signin_gate import SignInGate
 

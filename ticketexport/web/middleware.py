@@ -14,7 +14,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from ticketexport import logs
-from ticketexport.db import q
 from ticketexport.domain.errors import (
     Conflict,
     Denied,
@@ -26,6 +25,7 @@ from ticketexport.domain.errors import (
     TooSlow,
     Unavailable,
 )
+from ticketexport.exports import service
 from ticketexport.web import auth
 from ticketexport.web.keys import (
     REQUEST_ID,
@@ -219,9 +219,7 @@ async def running_exports_middleware(request: web.Request, handler: Handler) -> 
     user = request.get(USER)
     if user is not None and _renders_page(request):
         async with pool_of(request).connection() as conn:
-            cur = await conn.execute(q("export_running_count"), {"user_id": user.id})
-            row = await cur.fetchone()
-        request[RUNNING_EXPORTS] = int(row[0]) if row else 0
+            request[RUNNING_EXPORTS] = await service.running_count(conn, user.id)
     return await handler(request)
 
 

@@ -23,10 +23,10 @@ from prometheus_client.registry import Collector
 from psycopg.rows import dict_row
 
 from ticketexport import db
-from ticketexport.bootstrap import Services
 from ticketexport.config import Settings
 from ticketexport.db import q
 from ticketexport.domain.exports import Status
+from ticketexport.services import Services
 from ticketexport.standby import StandbyStatus, standby_status
 from ticketexport.storage import StorageError
 from ticketexport.web.health import CachedCheck, CheckState, HealthChecks
