@@ -516,17 +516,67 @@ def _filters(view: ResolvedView, filters: Mapping[str, str], ctx: _Context) -> l
     return parts
 
 
-def _search(q: str, columns: tuple[str, ...], ctx: _Context) -> sql.Composable:
+# Search ---------------------------------------------------------------------------------
+
+# A term this long holds a trigram, so pg_trgm's indexes (sql/migrations/0013_search_trigrams.sql)
+# find it; a shorter one is looked for row by row.
+TRIGRAM_TERM = 3
+
+# The folded text the trigram index of a ticket's own column holds, where it is not the
+# column's display: array_to_string is only stable, and an index needs an immutable
+# function giving the same text.
+_INDEXED_TEXT: dict[str, sql.Composable] = {"tags": sql.SQL("ticketexport_tags_text(t.tags)")}
+
+
+def search_predicate(q: str, columns: tuple[str, ...], ctx: _Context) -> sql.Composable:
+    """The search box's condition: the folded query inside the folded displayed text of
+    one of the view's visible searchable columns (nothing matches without one).
+
+    A query of TRIGRAM_TERM characters or more is written so the trigram indexes answer
+    it, with the same meaning: `folded text LIKE '%query%'` (the query's LIKE wildcards
+    escaped) on a ticket's own columns, and for a column shown from a lookup (status,
+    priority, people, team) the ticket's reference among the lookup rows whose displayed
+    text holds it: a ticket without one shows '', which holds no query. Shorter queries
+    hold no trigram to look up and are searched row by row.
+    """
     searchable = [c for c in columns if COLUMNS[c].searchable]
     if not searchable:
         return sql.SQL("false")
-    needle = lowered(ctx.bind(q, "text"))
-    return sql.SQL("({})").format(
-        sql.SQL(" OR ").join(
-            sql.SQL("strpos({}, {}) > 0").format(lowered(display(c, ctx)), needle)
-            for c in searchable
+    if len(q) < TRIGRAM_TERM:
+        needle = lowered(ctx.bind(q, "text"))
+        return sql.SQL("({})").format(
+            sql.SQL(" OR ").join(
+                sql.SQL("strpos({}, {}) > 0").format(lowered(display(c, ctx)), needle)
+                for c in searchable
+            )
         )
-    )
+    # LIKE's wildcards and escape character stand for themselves in the query; folding
+    # leaves them (and the added ones) as they are, so the pattern is folded whole.
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = lowered(ctx.bind(f"%{escaped}%", "text"))
+    parts: list[sql.Composable] = []
+    for key in searchable:
+        column = COLUMNS[key]
+        if not column.joins:
+            text = _INDEXED_TEXT.get(key) or column.display(ctx)
+            parts.append(sql.SQL("{} LIKE {}").format(lowered(text), pattern))
+            continue
+        (alias,) = column.joins
+        lookup = LOOKUPS[alias]
+        assert lookup.key, "a searchable column reads a plain lookup"
+        # The lookup's rows under the alias the display reads; not joined to the tickets.
+        parts.append(
+            sql.SQL(
+                "t.{key} = ANY (ARRAY(SELECT {a}.id FROM {table} {a} WHERE {text} LIKE {pattern}))"
+            ).format(
+                key=sql.Identifier(lookup.key),
+                a=sql.SQL(alias),
+                table=ctx.table(lookup.table),
+                text=lowered(column.display(ctx)),
+                pattern=pattern,
+            )
+        )
+    return sql.SQL("({})").format(sql.SQL(" OR ").join(parts))
 
 
 def _followed_open(ctx: _Context) -> sql.Composable:
@@ -566,7 +616,7 @@ def where_clause(
         )
     parts.extend(_filters(view, request.filters, ctx))
     if request.q:
-        parts.append(_search(request.q, d.columns, ctx))
+        parts.append(search_predicate(request.q, d.columns, ctx))
     if not parts:
         return sql.SQL("true")
     return sql.SQL(" AND ").join(parts)
