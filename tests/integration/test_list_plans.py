@@ -1,4 +1,4 @@
-"""The list page's other plans (followed tickets first, team by team groups) give the plain plan's
+"""The list page's other plans (team by team, group by group) give the plain plan's
 rows, order and counts, with filters, search and keyset cursors."""
 
 from __future__ import annotations

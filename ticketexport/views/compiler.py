@@ -579,33 +579,11 @@ def search_predicate(q: str, columns: tuple[str, ...], ctx: _Context) -> sql.Com
     return sql.SQL("({})").format(sql.SQL(" OR ").join(parts))
 
 
-def _followed_open(ctx: _Context) -> sql.Composable:
-    """The ids of the open tickets the acting user follows: the "following" view's rule,
-    read from the followers index and then the ticket id index alone.
-
-    The followed ids are an array evaluated once, so they are an index condition on the
-    ticket id. Only used where nothing else can drive the scan: as a filter over many rows
-    the array would be searched element by element for each row.
-    """
-    return sql.SQL(
-        "SELECT t.id FROM {} t WHERE t.id = ANY (ARRAY(SELECT f.ticket_id "
-        "FROM {} f WHERE f.user_id = {})) AND {}"
-    ).format(
-        ctx.table("tickets"),
-        ctx.table("ticket_followers"),
-        ctx.bind(ctx.actor.id, "bigint"),
-        _open(ctx),
-    )
-
-
-def where_clause(
-    view: ResolvedView, request: ListRequest, ctx: _Context, *, rule: bool = True
-) -> sql.Composable:
-    """The view's conditions; `rule=False` leaves out the built-in view's own rule (for a
-    caller that reads only the tickets the rule selects)."""
+def where_clause(view: ResolvedView, request: ListRequest, ctx: _Context) -> sql.Composable:
+    """The view's conditions: a built-in view's own rule, its conditions, filters, search."""
     d = view.definition
     parts: list[sql.Composable] = []
-    if view.builtin is not None and rule:
+    if view.builtin is not None:
         parts.extend(_builtin_rule(view.builtin, ctx))
     parts.extend(condition_sql(c, ctx) for c in d.conditions_and)
     if d.conditions_or:
@@ -728,12 +706,6 @@ def _by_id(ids: sql.Composable, ctx: _Context, alias: str = "picked") -> sql.Com
         "({ids}) AS {a} CROSS JOIN LATERAL (SELECT * FROM {tickets} x WHERE x.id = {a}.id "
         "OFFSET 0) t"
     ).format(ids=ids, a=sql.Identifier(alias), tickets=ctx.table("tickets"))
-
-
-def _reads_followed(view: ResolvedView) -> bool:
-    """Whether a list or count of this view reads the followed tickets first (see
-    _followed_open): a user follows few tickets, and no ticket index orders them."""
-    return view.builtin == "following"
 
 
 # Sorts led by a lookup (priority, status, assignee) with few distinct values: one page is
@@ -861,8 +833,7 @@ def compile_list(
     keys = sort_keys(levels, ctx)
     key_joins = ctx.take_joins()
     use_groups = grouped and limit is not None and request.sort in _GROUPED_SORTS
-    followed = _reads_followed(view) and limit is not None and not use_groups
-    where = where_clause(view, request, ctx, rule=not followed)
+    where = where_clause(view, request, ctx)
     where_joins = ctx.take_joins()
     if after is not None:
         where = sql.SQL("{} AND {}").format(where, keyset_after(keys, after, ctx))
@@ -880,17 +851,6 @@ def compile_list(
             ctx,
             _by_id(_grouped_page(view, request, where, where_joins, after, limit, ctx), ctx),
         )
-        where = sql.SQL("true")
-    elif followed:
-        # Sort the followed open tickets (the rest of the conditions applied), then fetch
-        # and format only the page's rows.
-        picked = sql.SQL("SELECT t.id FROM {} WHERE {} ORDER BY {} LIMIT {}").format(
-            _from(where_joins | key_joins, ctx, _by_id(_followed_open(ctx), ctx, "followed")),
-            where,
-            order,
-            sql.Literal(limit),
-        )
-        src = _from(joins, ctx, _by_id(picked, ctx))
         where = sql.SQL("true")
     statement = sql.SQL(
         "SELECT {cols}, t.id, {keys} FROM {src} WHERE {where} ORDER BY {order}{limit}"
@@ -923,10 +883,8 @@ def compile_count(
 ) -> tuple[sql.Composed, dict[str, Any]]:
     """Counts the view's rows, stopping at cap + 1 so a huge view stays cheap."""
     ctx = _Context(Binder(), now, tz, actor)
-    followed = _reads_followed(view)
-    where = where_clause(view, request, ctx, rule=not followed)
-    tickets = _by_id(_followed_open(ctx), ctx, "followed") if followed else None
-    src = _from(ctx.joins, ctx, tickets)
+    where = where_clause(view, request, ctx)
+    src = _from(ctx.joins, ctx)
     statement = sql.SQL(
         "SELECT count(*) FROM (SELECT 1 FROM {src} WHERE {where} LIMIT {cap}) AS limited"
     ).format(src=src, where=where, cap=sql.Literal(cap + 1))
