@@ -579,11 +579,33 @@ def search_predicate(q: str, columns: tuple[str, ...], ctx: _Context) -> sql.Com
     return sql.SQL("({})").format(sql.SQL(" OR ").join(parts))
 
 
-def where_clause(view: ResolvedView, request: ListRequest, ctx: _Context) -> sql.Composable:
-    """The view's conditions: a built-in view's own rule, its conditions, filters, search."""
+def _followed_open(ctx: _Context) -> sql.Composable:
+    """The ids of the open tickets the acting user follows: the "following" view's rule,
+    read from the followers index and then the ticket id index alone.
+
+    The followed ids are an array evaluated once, so they are an index condition on the
+    ticket id. Only used where nothing else can drive the scan: as a filter over many rows
+    the array would be searched element by element for each row.
+    """
+    return sql.SQL(
+        "SELECT t.id FROM {} t WHERE t.id = ANY (ARRAY(SELECT f.ticket_id "
+        "FROM {} f WHERE f.user_id = {})) AND {}"
+    ).format(
+        ctx.table("tickets"),
+        ctx.table("ticket_followers"),
+        ctx.bind(ctx.actor.id, "bigint"),
+        _open(ctx),
+    )
+
+
+def where_clause(
+    view: ResolvedView, request: ListRequest, ctx: _Context, *, rule: bool = True
+) -> sql.Composable:
+    """The view's conditions; `rule=False` leaves out the built-in view's own rule (for a
+    caller that reads only the tickets the rule selects)."""
     d = view.definition
     parts: list[sql.Composable] = []
-    if view.builtin is not None:
+    if view.builtin is not None and rule:
         parts.extend(_builtin_rule(view.builtin, ctx))
     parts.extend(condition_sql(c, ctx) for c in d.conditions_and)
     if d.conditions_or:
@@ -815,6 +837,7 @@ def compile_list(
     limit: int | None = None,
     inline: bool = False,
     grouped: bool = False,
+    followed_first: bool = False,
     snapshot: str | None = None,
     typed: bool = False,
 ) -> Compiled:
@@ -826,6 +849,11 @@ def compile_list(
     `grouped` reads a page of a priority/status/assignee sort group by group (see
     _grouped_page); the rows are the same either way, only the plan differs. It pays off
     for large views and costs more for small selective ones, so the caller decides.
+
+    `followed_first` reads a page of the "following" view from the followed open tickets
+    (_followed_open), sorts them and fetches only the page's rows: the plan for a user who
+    follows a few thousand open tickets at most. With many more, walking the list's order
+    finds the page's rows sooner, and the planner does that without it.
     """
     ctx = _Context(Binder(inline=inline), now, tz, actor, snapshot=snapshot)
     columns = view.definition.columns
@@ -833,7 +861,10 @@ def compile_list(
     keys = sort_keys(levels, ctx)
     key_joins = ctx.take_joins()
     use_groups = grouped and limit is not None and request.sort in _GROUPED_SORTS
-    where = where_clause(view, request, ctx)
+    followed = (
+        followed_first and view.builtin == "following" and limit is not None and not use_groups
+    )
+    where = where_clause(view, request, ctx, rule=not followed)
     where_joins = ctx.take_joins()
     if after is not None:
         where = sql.SQL("{} AND {}").format(where, keyset_after(keys, after, ctx))
@@ -851,6 +882,17 @@ def compile_list(
             ctx,
             _by_id(_grouped_page(view, request, where, where_joins, after, limit, ctx), ctx),
         )
+        where = sql.SQL("true")
+    elif followed:
+        # Sort the followed open tickets (the rest of the conditions applied), then fetch
+        # and format only the page's rows.
+        picked = sql.SQL("SELECT t.id FROM {} WHERE {} ORDER BY {} LIMIT {}").format(
+            _from(where_joins | key_joins, ctx, _by_id(_followed_open(ctx), ctx, "followed")),
+            where,
+            order,
+            sql.Literal(limit),
+        )
+        src = _from(joins, ctx, _by_id(picked, ctx))
         where = sql.SQL("true")
     statement = sql.SQL(
         "SELECT {cols}, t.id, {keys} FROM {src} WHERE {where} ORDER BY {order}{limit}"

@@ -182,7 +182,8 @@ async def check_request(
 
 
 # Above this many rows a priority/status/assignee page is read group by group; below it,
-# sorting the few matching rows is cheaper than walking each group's index for them.
+# sorting the few matching rows is cheaper than walking each group's index for them. The
+# same holds for the followed tickets of the "following" view.
 GROUPED_MIN_ROWS = registry.COUNT_CAP
 
 
@@ -249,6 +250,7 @@ async def _list_page(
         after=after,
         limit=registry.PAGE_SIZE + 1,
         grouped=count > GROUPED_MIN_ROWS,
+        followed_first=count <= GROUPED_MIN_ROWS,
     )
     rows = await (await conn.execute(compiled.statement, compiled.params)).fetchall()
     width = len(compiled.columns)
