@@ -18,8 +18,8 @@ from ticketexport.domain.actor import Actor
 from ticketexport.exports import formats
 from ticketexport.views import compiler
 from ticketexport.views.columns import COLUMNS, SEARCHABLE_COLUMNS
-from ticketexport.views.model import ResolvedView, parse_definition
-from ticketexport.views.service import parse_list_request
+from ticketexport.views.model import ListRequest, ResolvedView, parse_definition
+from ticketexport.views.service import list_page, parse_list_request
 
 NOW = datetime.datetime(2026, 7, 1, 12, tzinfo=datetime.UTC)
 ME = Actor(1, is_admin=False, permissions=0)
@@ -157,6 +157,18 @@ def _view(columns: list[str]) -> ResolvedView:
 ALL_SEARCHED = [c for c in COLUMNS if c in SEARCHABLE_COLUMNS]
 
 
+def _matches(
+    conn: psycopg.Connection[Any], view: ResolvedView, request: ListRequest
+) -> dict[str, list[int]] | None:
+    found = compiler.search_lookups(view, request, ME, now=NOW, tz="UTC")
+    if found is None:
+        return None
+    statement, params, keys = found
+    row = conn.execute(statement, params).fetchone()
+    assert row is not None
+    return dict(zip(keys, row, strict=True))
+
+
 @pytest.mark.parametrize("query", QUERIES)
 def test_list_count_and_export_find_what_the_rule_finds(
     dataset: tuple[psycopg.Connection[Any], dict[str, str]], query: str
@@ -169,12 +181,16 @@ def test_list_count_and_export_find_what_the_rule_finds(
         if any(fold(query.strip()) in fold(_shown(i, c, labels)) for c in ALL_SEARCHED)
     ]
     request = parse_list_request({"q": query})
-    listed = compiler.compile_list(view, request, ME, now=NOW, tz="UTC")
-    rows = conn.execute(listed.statement, listed.params).fetchall()
-    assert [row[len(listed.columns)] for row in rows] == expected
+    # The lookups' matches as a subquery, and found beforehand as the list page does.
+    for matches in (None, _matches(conn, view, request)):
+        listed = compiler.compile_list(view, request, ME, now=NOW, tz="UTC", search_matches=matches)
+        rows = conn.execute(listed.statement, listed.params).fetchall()
+        assert [row[len(listed.columns)] for row in rows] == expected, matches
 
-    statement, params = compiler.compile_count(view, request, ME, now=NOW, tz="UTC")
-    assert conn.execute(statement, params).fetchone() == (len(expected),)
+        statement, params = compiler.compile_count(
+            view, request, ME, now=NOW, tz="UTC", search_matches=matches
+        )
+        assert conn.execute(statement, params).fetchone() == (len(expected),), matches
 
     snapshot = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
     assert snapshot is not None
@@ -197,12 +213,14 @@ def test_each_column_alone_finds_only_through_itself(
                 for i in range(len(TICKETS))
                 if any(fold(query.strip()) in fold(_shown(i, c, labels)) for c in columns)
             ]
-            compiled = compiler.compile_list(
-                _view(columns), parse_list_request({"q": query}), ME, now=NOW, tz="UTC"
-            )
-            rows = conn.execute(compiled.statement, compiled.params).fetchall()
-            got = [row[len(compiled.columns)] for row in rows]
-            assert got == expected, (column, query)
+            view, request = _view(columns), parse_list_request({"q": query})
+            for matches in (None, _matches(conn, view, request)):
+                compiled = compiler.compile_list(
+                    view, request, ME, now=NOW, tz="UTC", search_matches=matches
+                )
+                rows = conn.execute(compiled.statement, compiled.params).fetchall()
+                got = [row[len(compiled.columns)] for row in rows]
+                assert got == expected, (column, query, matches)
 
 
 def _plan(conn: psycopg.Connection[Any], statement: Any, params: dict[str, Any] | None) -> str:
@@ -267,3 +285,32 @@ def test_short_terms_keep_the_row_by_row_rule(
         )
         rows = conn.execute(compiled.statement, compiled.params).fetchall()
         assert [row[len(compiled.columns)] for row in rows] == expected, query
+
+
+async def test_the_list_page_finds_lookup_matches_first(db_url: str) -> None:
+    """Through the service: a term naming a status, a person or a team finds their
+    tickets, one naming nothing finds nothing, whatever the case."""
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as aconn:
+        await aconn.execute(
+            "INSERT INTO users (id, email, first_name, last_name, password_hash) "
+            "VALUES (1, 'me@example.test', 'Me', '', 'x'), (2, 'k@example.test', 'Kim', "
+            "'Ng_uyen', 'x')"
+        )
+        await aconn.execute("INSERT INTO teams (id, name) VALUES (1, 'Net_Ops')")
+        for i, (assignee, team) in enumerate([(2, None), (None, 1), (None, None)], start=1):
+            await aconn.execute(
+                "INSERT INTO tickets (id, title, status_id, priority_id, assignee_id, team_id, "
+                "created_at, updated_at) VALUES (%s, 'x', 1, 1, %s, %s, %s, %s)",
+                (i, assignee, team, NOW, NOW),
+            )
+        row = await (
+            await aconn.execute("SELECT label FROM ticket_statuses WHERE id = 1")
+        ).fetchone()
+        assert row is not None
+        cases = {"NG_UY": [1], "net_o": [2], "nothing-here": [], row[0].upper(): [1, 2, 3]}
+        for query, found in cases.items():
+            page = await list_page(
+                aconn, parse_list_request({"view": "all", "q": query}), ME, now=NOW, tz="UTC"
+            )
+            assert sorted(page.ticket_ids) == found, query
+            assert page.count == len(found), query

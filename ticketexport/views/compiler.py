@@ -128,6 +128,8 @@ class _Context:
         self.snapshot = snapshot
         # Aliases of the lookups (columns.LOOKUPS) the expressions built so far read.
         self.joins: set[str] = set()
+        # The search's lookup matches, found beforehand (see search_lookups), by column.
+        self.search_matches: Mapping[str, list[int]] | None = None
 
     def table(self, name: str) -> sql.Composable:
         """The relation a table is read through. Every table the compiled SQL reads is named
@@ -528,6 +530,14 @@ TRIGRAM_TERM = 3
 _INDEXED_TEXT: dict[str, sql.Composable] = {"tags": sql.SQL("ticketexport_tags_text(t.tags)")}
 
 
+def _search_pattern(q: str, ctx: _Context) -> sql.Composable:
+    """The folded LIKE pattern `%q%`. LIKE's wildcards and escape character stand for
+    themselves in the query; folding leaves them (and the added ones) as they are, so the
+    pattern is folded whole."""
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return lowered(ctx.bind(f"%{escaped}%", "text"))
+
+
 def search_predicate(q: str, columns: tuple[str, ...], ctx: _Context) -> sql.Composable:
     """The search box's condition: the folded query inside the folded displayed text of
     one of the view's visible searchable columns (nothing matches without one).
@@ -550,10 +560,7 @@ def search_predicate(q: str, columns: tuple[str, ...], ctx: _Context) -> sql.Com
                 for c in searchable
             )
         )
-    # LIKE's wildcards and escape character stand for themselves in the query; folding
-    # leaves them (and the added ones) as they are, so the pattern is folded whole.
-    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    pattern = lowered(ctx.bind(f"%{escaped}%", "text"))
+    pattern = _search_pattern(q, ctx)
     parts: list[sql.Composable] = []
     for key in searchable:
         column = COLUMNS[key]
@@ -564,6 +571,15 @@ def search_predicate(q: str, columns: tuple[str, ...], ctx: _Context) -> sql.Com
         (alias,) = column.joins
         lookup = LOOKUPS[alias]
         assert lookup.key, "a searchable column reads a plain lookup"
+        if ctx.search_matches is not None and key in ctx.search_matches:
+            # Known ids: the planner estimates the tickets they hold from its statistics.
+            parts.append(
+                sql.SQL("t.{} = ANY ({})").format(
+                    sql.Identifier(lookup.key),
+                    ctx.bind(ctx.search_matches[key], "bigint[]"),
+                )
+            )
+            continue
         # The lookup's rows under the alias the display reads; not joined to the tickets.
         parts.append(
             sql.SQL(
@@ -577,6 +593,41 @@ def search_predicate(q: str, columns: tuple[str, ...], ctx: _Context) -> sql.Com
             )
         )
     return sql.SQL("({})").format(sql.SQL(" OR ").join(parts))
+
+
+def search_lookups(
+    view: ResolvedView, request: ListRequest, actor: Actor, *, now: datetime.datetime, tz: str
+) -> tuple[sql.Composed, dict[str, Any], tuple[str, ...]] | None:
+    """One statement finding, for each visible lookup column (status, priority, people,
+    team), the ids of the lookup rows whose displayed text holds a trigram-long search
+    term: one row, an id array per column. None when the search has no such column.
+
+    A list page runs it first and hands the ids to compile_list and compile_count
+    (`search_matches`): given a subquery's ids instead, the planner guesses the share of
+    tickets they hold (most of them, for a status or priority), and would read every
+    ticket rather than the trigram indexes for a term that matches few.
+    """
+    if len(request.q) < TRIGRAM_TERM:
+        return None
+    keys = tuple(c for c in view.definition.columns if COLUMNS[c].searchable and COLUMNS[c].joins)
+    if not keys:
+        return None
+    ctx = _Context(Binder(), now, tz, actor)
+    pattern = _search_pattern(request.q, ctx)
+    arrays = []
+    for key in keys:
+        column = COLUMNS[key]
+        (alias,) = column.joins
+        lookup = LOOKUPS[alias]
+        arrays.append(
+            sql.SQL("ARRAY(SELECT {a}.id FROM {table} {a} WHERE {text} LIKE {pattern})").format(
+                a=sql.SQL(alias),
+                table=ctx.table(lookup.table),
+                text=lowered(column.display(ctx)),
+                pattern=pattern,
+            )
+        )
+    return sql.SQL("SELECT {}").format(sql.SQL(", ").join(arrays)), ctx.bind.params, keys
 
 
 def _followed_open(ctx: _Context) -> sql.Composable:
@@ -840,6 +891,7 @@ def compile_list(
     followed_first: bool = False,
     snapshot: str | None = None,
     typed: bool = False,
+    search_matches: Mapping[str, list[int]] | None = None,
 ) -> Compiled:
     """The list SELECT: display columns, ticket id, sort keys; keyset `after`, `limit` rows.
 
@@ -850,12 +902,15 @@ def compile_list(
     _grouped_page); the rows are the same either way, only the plan differs. It pays off
     for large views and costs more for small selective ones, so the caller decides.
 
+    `search_matches` holds the search's lookup matches found beforehand (search_lookups).
+
     `followed_first` reads a page of the "following" view from the followed open tickets
     (_followed_open), sorts them and fetches only the page's rows: the plan for a user who
     follows a few thousand open tickets at most. With many more, walking the list's order
     finds the page's rows sooner, and the planner does that without it.
     """
     ctx = _Context(Binder(inline=inline), now, tz, actor, snapshot=snapshot)
+    ctx.search_matches = search_matches
     columns = view.definition.columns
     levels = sort_levels(view, request.sort)
     keys = sort_keys(levels, ctx)
@@ -922,9 +977,11 @@ def compile_count(
     now: datetime.datetime,
     tz: str,
     cap: int = registry.COUNT_CAP,
+    search_matches: Mapping[str, list[int]] | None = None,
 ) -> tuple[sql.Composed, dict[str, Any]]:
     """Counts the view's rows, stopping at cap + 1 so a huge view stays cheap."""
     ctx = _Context(Binder(), now, tz, actor)
+    ctx.search_matches = search_matches
     where = where_clause(view, request, ctx)
     src = _from(ctx.joins, ctx)
     statement = sql.SQL(
