@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
+import pwd
 import random
 import shutil
 import tempfile
@@ -50,11 +50,11 @@ class Cluster:
     url: str
     data: Path
     bindir: Path
-    user: str | None
+    account: pwd.struct_passwd | None
     template: str
 
     def pg_ctl(self, *args: str) -> None:
-        embedded._run_as(self.user, [str(self.bindir / "pg_ctl"), "-D", str(self.data), *args])
+        embedded._run_as(self.account, [str(self.bindir / "pg_ctl"), "-D", str(self.data), *args])
 
 
 def _pg_bindir() -> Path | None:
@@ -73,7 +73,7 @@ def cluster() -> Iterator[Cluster]:
     # its data directory through this one.
     home.chmod(0o755)
     try:
-        started = contextlib.contextmanager(embedded._initdb_url)
+        started = contextlib.contextmanager(embedded._serve)
         with started(home / "pgdata-initdb", bindir) as url:
             with psycopg.connect(url, autocommit=True) as conn:
                 for setting in ("fsync", "synchronous_commit", "full_page_writes"):
@@ -90,7 +90,7 @@ def cluster() -> Iterator[Cluster]:
                 url=url,
                 data=home / "pgdata-initdb",
                 bindir=bindir,
-                user="postgres" if os.geteuid() == 0 else None,
+                account=embedded._server_account(),
                 template=template,
             )
     finally:
