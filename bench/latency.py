@@ -4,9 +4,9 @@
         [--stall-runs 3] [--stall-tickets 1000000] [--quick]
 
 1. Click → running, on each server (`system` = PostgreSQL at 127.0.0.1:5432, `embedded` = the
-   pgserver one; `default` = bench/_common.py's rule): a `ticketexport serve` process and one
-   waiting worker; each sample is one POST /staff/tickets/export of a saved view of the first
-   1,000 tickets (so the export itself is short), timed from just before the POST to this
+   embedded PostgreSQL 18; `default` = bench/_common.py's rule): a `ticketexport serve` process
+   and one waiting worker; each sample is one POST /staff/tickets/export of a saved view of the
+   first 1,000 tickets (so the export itself is short), timed from just before the POST to this
    process's LISTEN connection receiving the worker's NOTIFY that the export is running;
    samples are taken one after another, each once the previous export completed. Baselines
    from the same run: the POST's own round trip (303 received), and a bare NOTIFY round trip

@@ -5,7 +5,7 @@ Usage:
     .venv/bin/python bench/sse_latency.py [--servers system,embedded] [--clients 1,100,300]
         [--events 30] [--quick]
 
-`--servers`: `system` (PostgreSQL at 127.0.0.1:5432), `embedded` (pgserver), `default`
+`--servers`: `system` (PostgreSQL at 127.0.0.1:5432), `embedded` (embedded PostgreSQL 18), `default`
 (bench/_common.py's rule: DATABASE_URL, else the system server, else the embedded one).
 For each server and client count: a fresh migrated scratch database, one
 `ticketexport serve` process, and one separate client process holding that many

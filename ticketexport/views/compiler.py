@@ -128,6 +128,8 @@ class _Context:
         self.snapshot = snapshot
         # Aliases of the lookups (columns.LOOKUPS) the expressions built so far read.
         self.joins: set[str] = set()
+        # The search's lookup matches, found beforehand (see search_lookups), by column.
+        self.search_matches: Mapping[str, list[int]] | None = None
 
     def table(self, name: str) -> sql.Composable:
         """The relation a table is read through. Every table the compiled SQL reads is named
@@ -516,17 +518,116 @@ def _filters(view: ResolvedView, filters: Mapping[str, str], ctx: _Context) -> l
     return parts
 
 
-def _search(q: str, columns: tuple[str, ...], ctx: _Context) -> sql.Composable:
+# Search ---------------------------------------------------------------------------------
+
+# A term this long holds a trigram, so pg_trgm's indexes (sql/migrations/0013_search_trigrams.sql)
+# find it; a shorter one is looked for row by row.
+TRIGRAM_TERM = 3
+
+# The folded text the trigram index of a ticket's own column holds, where it is not the
+# column's display: array_to_string is only stable, and an index needs an immutable
+# function giving the same text.
+_INDEXED_TEXT: dict[str, sql.Composable] = {"tags": sql.SQL("ticketexport_tags_text(t.tags)")}
+
+
+def _search_pattern(q: str, ctx: _Context) -> sql.Composable:
+    """The folded LIKE pattern `%q%`. LIKE's wildcards and escape character stand for
+    themselves in the query; folding leaves them (and the added ones) as they are, so the
+    pattern is folded whole."""
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return lowered(ctx.bind(f"%{escaped}%", "text"))
+
+
+def search_predicate(q: str, columns: tuple[str, ...], ctx: _Context) -> sql.Composable:
+    """The search box's condition: the folded query inside the folded displayed text of
+    one of the view's visible searchable columns (nothing matches without one).
+
+    A query of TRIGRAM_TERM characters or more is written so the trigram indexes answer
+    it, with the same meaning: `folded text LIKE '%query%'` (the query's LIKE wildcards
+    escaped) on a ticket's own columns, and for a column shown from a lookup (status,
+    priority, people, team) the ticket's reference among the lookup rows whose displayed
+    text holds it: a ticket without one shows '', which holds no query. Shorter queries
+    hold no trigram to look up and are searched row by row.
+    """
     searchable = [c for c in columns if COLUMNS[c].searchable]
     if not searchable:
         return sql.SQL("false")
-    needle = lowered(ctx.bind(q, "text"))
-    return sql.SQL("({})").format(
-        sql.SQL(" OR ").join(
-            sql.SQL("strpos({}, {}) > 0").format(lowered(display(c, ctx)), needle)
-            for c in searchable
+    if len(q) < TRIGRAM_TERM:
+        needle = lowered(ctx.bind(q, "text"))
+        return sql.SQL("({})").format(
+            sql.SQL(" OR ").join(
+                sql.SQL("strpos({}, {}) > 0").format(lowered(display(c, ctx)), needle)
+                for c in searchable
+            )
         )
-    )
+    pattern = _search_pattern(q, ctx)
+    parts: list[sql.Composable] = []
+    for key in searchable:
+        column = COLUMNS[key]
+        if not column.joins:
+            text = _INDEXED_TEXT.get(key) or column.display(ctx)
+            parts.append(sql.SQL("{} LIKE {}").format(lowered(text), pattern))
+            continue
+        (alias,) = column.joins
+        lookup = LOOKUPS[alias]
+        assert lookup.key, "a searchable column reads a plain lookup"
+        if ctx.search_matches is not None and key in ctx.search_matches:
+            # Known ids: the planner estimates the tickets they hold from its statistics.
+            parts.append(
+                sql.SQL("t.{} = ANY ({})").format(
+                    sql.Identifier(lookup.key),
+                    ctx.bind(ctx.search_matches[key], "bigint[]"),
+                )
+            )
+            continue
+        # The lookup's rows under the alias the display reads; not joined to the tickets.
+        parts.append(
+            sql.SQL(
+                "t.{key} = ANY (ARRAY(SELECT {a}.id FROM {table} {a} WHERE {text} LIKE {pattern}))"
+            ).format(
+                key=sql.Identifier(lookup.key),
+                a=sql.SQL(alias),
+                table=ctx.table(lookup.table),
+                text=lowered(column.display(ctx)),
+                pattern=pattern,
+            )
+        )
+    return sql.SQL("({})").format(sql.SQL(" OR ").join(parts))
+
+
+def search_lookups(
+    view: ResolvedView, request: ListRequest, actor: Actor, *, now: datetime.datetime, tz: str
+) -> tuple[sql.Composed, dict[str, Any], tuple[str, ...]] | None:
+    """One statement finding, for each visible lookup column (status, priority, people,
+    team), the ids of the lookup rows whose displayed text holds a trigram-long search
+    term: one row, an id array per column. None when the search has no such column.
+
+    A list page runs it first and hands the ids to compile_list and compile_count
+    (`search_matches`): given a subquery's ids instead, the planner guesses the share of
+    tickets they hold (most of them, for a status or priority), and would read every
+    ticket rather than the trigram indexes for a term that matches few.
+    """
+    if len(request.q) < TRIGRAM_TERM:
+        return None
+    keys = tuple(c for c in view.definition.columns if COLUMNS[c].searchable and COLUMNS[c].joins)
+    if not keys:
+        return None
+    ctx = _Context(Binder(), now, tz, actor)
+    pattern = _search_pattern(request.q, ctx)
+    arrays = []
+    for key in keys:
+        column = COLUMNS[key]
+        (alias,) = column.joins
+        lookup = LOOKUPS[alias]
+        arrays.append(
+            sql.SQL("ARRAY(SELECT {a}.id FROM {table} {a} WHERE {text} LIKE {pattern})").format(
+                a=sql.SQL(alias),
+                table=ctx.table(lookup.table),
+                text=lowered(column.display(ctx)),
+                pattern=pattern,
+            )
+        )
+    return sql.SQL("SELECT {}").format(sql.SQL(", ").join(arrays)), ctx.bind.params, keys
 
 
 def _followed_open(ctx: _Context) -> sql.Composable:
@@ -566,7 +667,7 @@ def where_clause(
         )
     parts.extend(_filters(view, request.filters, ctx))
     if request.q:
-        parts.append(_search(request.q, d.columns, ctx))
+        parts.append(search_predicate(request.q, d.columns, ctx))
     if not parts:
         return sql.SQL("true")
     return sql.SQL(" AND ").join(parts)
@@ -680,12 +781,6 @@ def _by_id(ids: sql.Composable, ctx: _Context, alias: str = "picked") -> sql.Com
     ).format(ids=ids, a=sql.Identifier(alias), tickets=ctx.table("tickets"))
 
 
-def _reads_followed(view: ResolvedView) -> bool:
-    """Whether a list or count of this view reads the followed tickets first (see
-    _followed_open): a user follows few tickets, and no ticket index orders them."""
-    return view.builtin == "following"
-
-
 # Sorts led by a lookup (priority, status, assignee) with few distinct values: one page is
 # the first rows of each group, each read in (group, created_at DESC, id DESC) index order,
 # merged. Sorting the whole view by a joined column would read every row of it instead.
@@ -793,8 +888,10 @@ def compile_list(
     limit: int | None = None,
     inline: bool = False,
     grouped: bool = False,
+    followed_first: bool = False,
     snapshot: str | None = None,
     typed: bool = False,
+    search_matches: Mapping[str, list[int]] | None = None,
 ) -> Compiled:
     """The list SELECT: display columns, ticket id, sort keys; keyset `after`, `limit` rows.
 
@@ -804,14 +901,24 @@ def compile_list(
     `grouped` reads a page of a priority/status/assignee sort group by group (see
     _grouped_page); the rows are the same either way, only the plan differs. It pays off
     for large views and costs more for small selective ones, so the caller decides.
+
+    `search_matches` holds the search's lookup matches found beforehand (search_lookups).
+
+    `followed_first` reads a page of the "following" view from the followed open tickets
+    (_followed_open), sorts them and fetches only the page's rows: the plan for a user who
+    follows a few thousand open tickets at most. With many more, walking the list's order
+    finds the page's rows sooner, and the planner does that without it.
     """
     ctx = _Context(Binder(inline=inline), now, tz, actor, snapshot=snapshot)
+    ctx.search_matches = search_matches
     columns = view.definition.columns
     levels = sort_levels(view, request.sort)
     keys = sort_keys(levels, ctx)
     key_joins = ctx.take_joins()
     use_groups = grouped and limit is not None and request.sort in _GROUPED_SORTS
-    followed = _reads_followed(view) and limit is not None and not use_groups
+    followed = (
+        followed_first and view.builtin == "following" and limit is not None and not use_groups
+    )
     where = where_clause(view, request, ctx, rule=not followed)
     where_joins = ctx.take_joins()
     if after is not None:
@@ -870,13 +977,13 @@ def compile_count(
     now: datetime.datetime,
     tz: str,
     cap: int = registry.COUNT_CAP,
+    search_matches: Mapping[str, list[int]] | None = None,
 ) -> tuple[sql.Composed, dict[str, Any]]:
     """Counts the view's rows, stopping at cap + 1 so a huge view stays cheap."""
     ctx = _Context(Binder(), now, tz, actor)
-    followed = _reads_followed(view)
-    where = where_clause(view, request, ctx, rule=not followed)
-    tickets = _by_id(_followed_open(ctx), ctx, "followed") if followed else None
-    src = _from(ctx.joins, ctx, tickets)
+    ctx.search_matches = search_matches
+    where = where_clause(view, request, ctx)
+    src = _from(ctx.joins, ctx)
     statement = sql.SQL(
         "SELECT count(*) FROM (SELECT 1 FROM {src} WHERE {where} LIMIT {cap}) AS limited"
     ).format(src=src, where=where, cap=sql.Literal(cap + 1))

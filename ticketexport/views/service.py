@@ -182,7 +182,8 @@ async def check_request(
 
 
 # Above this many rows a priority/status/assignee page is read group by group; below it,
-# sorting the few matching rows is cheaper than walking each group's index for them.
+# sorting the few matching rows is cheaper than walking each group's index for them. The
+# same holds for the followed tickets of the "following" view.
 GROUPED_MIN_ROWS = registry.COUNT_CAP
 
 
@@ -223,6 +224,26 @@ async def list_page(
         raise ViewTooSlow() from None
 
 
+async def _search_matches(
+    conn: psycopg.AsyncConnection[Any],
+    view: ResolvedView,
+    request: ListRequest,
+    actor: Actor,
+    *,
+    now: datetime.datetime,
+    tz: str,
+) -> dict[str, list[int]] | None:
+    """The ids of the lookup rows (status, priority, people, team) the search term finds,
+    by visible column (compiler.search_lookups); None when there is nothing to find."""
+    found = compiler.search_lookups(view, request, actor, now=now, tz=tz)
+    if found is None:
+        return None
+    statement, params, keys = found
+    row = await (await conn.execute(statement, params, prepare=False)).fetchone()
+    assert row is not None  # a SELECT of arrays has one row
+    return {key: [int(i) for i in ids] for key, ids in zip(keys, row, strict=True)}
+
+
 async def _list_page(
     conn: psycopg.AsyncConnection[Any],
     request: ListRequest,
@@ -237,8 +258,14 @@ async def _list_page(
     if request.page is not None:
         shape = compiler.compile_list(view, request, actor, now=now, tz=tz)
         after = cursor.decode(request.page, shape.signature, shape.key_kinds)
-    count_sql, count_params = compiler.compile_count(view, request, actor, now=now, tz=tz)
-    count_row = await (await conn.execute(count_sql, count_params)).fetchone()
+    matches = await _search_matches(conn, view, request, actor, now=now, tz=tz)
+    # A search's statements are planned for their own values every time: a plan kept for
+    # another term would not know which indexes pay off.
+    prepare = False if request.q else None
+    count_sql, count_params = compiler.compile_count(
+        view, request, actor, now=now, tz=tz, search_matches=matches
+    )
+    count_row = await (await conn.execute(count_sql, count_params, prepare=prepare)).fetchone()
     count = int(count_row[0]) if count_row else 0
     compiled = compiler.compile_list(
         view,
@@ -249,8 +276,12 @@ async def _list_page(
         after=after,
         limit=registry.PAGE_SIZE + 1,
         grouped=count > GROUPED_MIN_ROWS,
+        followed_first=count <= GROUPED_MIN_ROWS,
+        search_matches=matches,
     )
-    rows = await (await conn.execute(compiled.statement, compiled.params)).fetchall()
+    rows = await (
+        await conn.execute(compiled.statement, compiled.params, prepare=prepare)
+    ).fetchall()
     width = len(compiled.columns)
     next_cursor = None
     if len(rows) > registry.PAGE_SIZE:

@@ -1,0 +1,316 @@
+"""Search terms of three or more characters, answered through the trigram indexes: the same
+rows as the row-by-row rule (LIKE's wildcards in a term mean themselves) in the list, its
+count and the export, and every searched column's index usable for it."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.support.databases import scratch_database
+from tests.support.reference_views import fold
+from ticketexport.domain.actor import Actor
+from ticketexport.exports import formats
+from ticketexport.views import compiler
+from ticketexport.views.columns import COLUMNS, SEARCHABLE_COLUMNS
+from ticketexport.views.model import ListRequest, ResolvedView, parse_definition
+from ticketexport.views.service import list_page, parse_list_request
+
+NOW = datetime.datetime(2026, 7, 1, 12, tzinfo=datetime.UTC)
+ME = Actor(1, is_admin=False, permissions=0)
+
+# (title, description, tags, category, language, sla_status, contact, assignee, team)
+TICKETS: list[tuple[str, str, list[str], str | None, str | None, str | None, int, int, int]] = [
+    ("100% done", "", [], None, None, None, 1, 2, 1),
+    ("a_b ticket", "back\\slash path", ["net_work"], "Hard_ware", "en", None, 2, 3, 2),
+    (
+        "50%_off sale",
+        "ab_c and 1000 items",
+        ["x%y", "plain"],
+        "Sales",
+        "de-AT",
+        "on_track",
+        1,
+        2,
+        2,
+    ),
+    ("plain words", "100 percent", ["sale"], None, "el", "Breached", 2, 3, 1),
+    ("ΟΔΟΣ street", "ΣΑΣ λόγος", ["ẞig"], "Straße", None, None, 3, 2, 1),
+    ("İstanbul office", "%%% and ___", [], None, None, None, 3, 3, 2),
+]
+CONTACTS = [("Zoë", "O'Brien"), ("Ann", "Lee"), ("Müller", "")]
+USERS = [("Me", ""), ("Kim", "Ng_uyen"), ("Lars", "50%")]
+TEAMS = ["Net_Ops", "Support 100%"]
+STATUS_LABEL = "Open"  # status 1
+PRIORITY_LABEL = "Low"  # priority 1
+
+QUERIES = [
+    "100%",
+    "0% ",
+    "0% d",
+    "%_o",
+    "a_b",
+    "b_c",
+    "k\\s",
+    "___",
+    "%%%",
+    "net_w",
+    "x%y",
+    "_wa",
+    "o'b",
+    "ann lee",
+    "müll",
+    "ng_u",
+    "50%",
+    "t_o",
+    "οδος",
+    "σασ",
+    "ßig",
+    "istanbul",
+    "pen",
+    "sup",
+    "de-at",
+    "nothing-holds-this",
+]
+
+
+def _person(first: str, last: str) -> str:
+    return first if last == "" else f"{first} {last}"
+
+
+def _shown(index: int, column: str, labels: dict[str, str]) -> str:
+    title, description, tags, category, language, sla, contact, assignee, team = TICKETS[index]
+    return {
+        "id": str(index + 1),
+        "title": title,
+        "description": description,
+        "tags": ", ".join(tags),
+        "category": category or "",
+        "language": language or "",
+        "sla_status": sla or "",
+        "contact": _person(*CONTACTS[contact - 1]),
+        "assignee": _person(*USERS[assignee - 1]),
+        "created_by": _person(*USERS[0]),
+        "team": TEAMS[team - 1],
+        "status": labels["status"],
+        "priority": labels["priority"],
+    }[column]
+
+
+@pytest.fixture(scope="module")
+def dataset(
+    server_url: str, template_db: str
+) -> Iterator[tuple[psycopg.Connection[Any], dict[str, str]]]:
+    with (
+        scratch_database(server_url, template_db) as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        for i, (first, last) in enumerate(USERS, start=1):
+            conn.execute(
+                "INSERT INTO users (id, email, first_name, last_name, password_hash) "
+                "VALUES (%s, %s, %s, %s, 'x')",
+                (i, f"u{i}@example.test", first, last),
+            )
+        for i, name in enumerate(TEAMS, start=1):
+            conn.execute("INSERT INTO teams (id, name) VALUES (%s, %s)", (i, name))
+        for i, (first, last) in enumerate(CONTACTS, start=1):
+            conn.execute(
+                "INSERT INTO contacts (id, first_name, last_name) VALUES (%s, %s, %s)",
+                (i, first, last),
+            )
+        for i, ticket in enumerate(TICKETS, start=1):
+            _, _, _, category, language, sla, contact, assignee, team = ticket
+            conn.execute(
+                "INSERT INTO tickets (id, title, description, tags, category, language, "
+                "sla_status, contact_id, assignee_id, team_id, created_by_id, status_id, "
+                "priority_id, created_at, updated_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 1, 1, 1, %s, %s)",
+                (i, *ticket[:3], category, language, sla, contact, assignee, team, NOW, NOW),
+            )
+        row = conn.execute(
+            "SELECT s.label, p.label FROM ticket_statuses s, ticket_priorities p "
+            "WHERE s.id = 1 AND p.id = 1"
+        ).fetchone()
+        assert row is not None
+        conn.execute("ANALYZE")
+        yield conn, {"status": row[0], "priority": row[1]}
+
+
+def _view(columns: list[str]) -> ResolvedView:
+    definition = parse_definition(
+        {
+            "name": "Searched",
+            "conditions_and": [],
+            "conditions_or": [],
+            "columns": columns,
+            "sort": [{"column": "id", "direction": "asc"}],
+        }
+    )
+    return ResolvedView(key="1", name="x", definition=definition, saved_view_id=1, builtin=None)
+
+
+ALL_SEARCHED = [c for c in COLUMNS if c in SEARCHABLE_COLUMNS]
+
+
+def _matches(
+    conn: psycopg.Connection[Any], view: ResolvedView, request: ListRequest
+) -> dict[str, list[int]] | None:
+    found = compiler.search_lookups(view, request, ME, now=NOW, tz="UTC")
+    if found is None:
+        return None
+    statement, params, keys = found
+    row = conn.execute(statement, params).fetchone()
+    assert row is not None
+    return dict(zip(keys, row, strict=True))
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_list_count_and_export_find_what_the_rule_finds(
+    dataset: tuple[psycopg.Connection[Any], dict[str, str]], query: str
+) -> None:
+    conn, labels = dataset
+    view = _view(ALL_SEARCHED)
+    expected = [
+        i + 1
+        for i in range(len(TICKETS))
+        if any(fold(query.strip()) in fold(_shown(i, c, labels)) for c in ALL_SEARCHED)
+    ]
+    request = parse_list_request({"q": query})
+    # The lookups' matches as a subquery, and found beforehand as the list page does.
+    for matches in (None, _matches(conn, view, request)):
+        listed = compiler.compile_list(view, request, ME, now=NOW, tz="UTC", search_matches=matches)
+        rows = conn.execute(listed.statement, listed.params).fetchall()
+        assert [row[len(listed.columns)] for row in rows] == expected, matches
+
+        statement, params = compiler.compile_count(
+            view, request, ME, now=NOW, tz="UTC", search_matches=matches
+        )
+        assert conn.execute(statement, params).fetchone() == (len(expected),), matches
+
+    snapshot = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
+    assert snapshot is not None
+    export = compiler.compile_export(view, request, ME, NOW, "UTC", snapshot=snapshot[0])
+    exported = conn.execute(formats.CSV.select(export.rows)).fetchall()
+    assert [int(row[0]) for row in exported] == expected
+    assert conn.execute(export.count).fetchone() == (len(expected),)
+
+
+def test_each_column_alone_finds_only_through_itself(
+    dataset: tuple[psycopg.Connection[Any], dict[str, str]],
+) -> None:
+    """One visible searchable column at a time (with the id when it is not the id)."""
+    conn, labels = dataset
+    for column in ALL_SEARCHED:
+        columns = [column] if column == "id" else ["id", column]
+        for query in QUERIES:
+            expected = [
+                i + 1
+                for i in range(len(TICKETS))
+                if any(fold(query.strip()) in fold(_shown(i, c, labels)) for c in columns)
+            ]
+            view, request = _view(columns), parse_list_request({"q": query})
+            for matches in (None, _matches(conn, view, request)):
+                compiled = compiler.compile_list(
+                    view, request, ME, now=NOW, tz="UTC", search_matches=matches
+                )
+                rows = conn.execute(compiled.statement, compiled.params).fetchall()
+                got = [row[len(compiled.columns)] for row in rows]
+                assert got == expected, (column, query, matches)
+
+
+def _plan(conn: psycopg.Connection[Any], statement: Any, params: dict[str, Any] | None) -> str:
+    with conn.transaction():
+        # Only bitmap scans left: a plan that can use a trigram index must show it.
+        conn.execute("SET LOCAL enable_seqscan = off")
+        conn.execute("SET LOCAL enable_indexscan = off")
+        conn.execute("SET LOCAL enable_indexonlyscan = off")
+        row = conn.execute(
+            psycopg.sql.SQL("EXPLAIN (FORMAT JSON) {}").format(statement), params
+        ).fetchone()
+    assert row is not None
+    return json.dumps(row[0])
+
+
+INDEXED = {
+    "id": "tickets_search_id_idx",
+    "title": "tickets_search_title_idx",
+    "description": "tickets_search_description_idx",
+    "tags": "tickets_search_tags_idx",
+    "category": "tickets_search_category_idx",
+    "language": "tickets_search_language_idx",
+    "sla_status": "tickets_search_sla_status_idx",
+    "contact": "contacts_search_name_idx",
+}
+
+
+@pytest.mark.parametrize("column", sorted(INDEXED))
+def test_a_searched_column_is_read_through_its_trigram_index(
+    dataset: tuple[psycopg.Connection[Any], dict[str, str]], column: str
+) -> None:
+    conn, _ = dataset
+    view = _view([column] if column == "id" else ["id", column])
+    request = parse_list_request({"q": "sal"})
+    listed = compiler.compile_list(view, request, ME, now=NOW, tz="UTC", limit=51)
+    assert INDEXED[column] in _plan(conn, listed.statement, listed.params)
+    statement, params = compiler.compile_count(view, request, ME, now=NOW, tz="UTC")
+    assert INDEXED[column] in _plan(conn, statement, params)
+    if column == "contact":
+        # As of a snapshot each contact's one version is picked (DISTINCT ON), which no
+        # condition passes through: the export reads the contacts once, as a whole.
+        return
+    # The export, as of a snapshot, reads the current tickets through the same index.
+    snapshot = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
+    assert snapshot is not None
+    export = compiler.compile_export(view, request, ME, NOW, "UTC", snapshot=snapshot[0])
+    assert INDEXED[column] in _plan(conn, export.rows.statement, None)
+
+
+def test_short_terms_keep_the_row_by_row_rule(
+    dataset: tuple[psycopg.Connection[Any], dict[str, str]],
+) -> None:
+    conn, labels = dataset
+    for query in ("%", "_", "\\", "0%", "%_", "a_", "ß", "σ"):
+        expected = [
+            i + 1
+            for i in range(len(TICKETS))
+            if any(fold(query.strip()) in fold(_shown(i, c, labels)) for c in ALL_SEARCHED)
+        ]
+        compiled = compiler.compile_list(
+            _view(ALL_SEARCHED), parse_list_request({"q": query}), ME, now=NOW, tz="UTC"
+        )
+        rows = conn.execute(compiled.statement, compiled.params).fetchall()
+        assert [row[len(compiled.columns)] for row in rows] == expected, query
+
+
+async def test_the_list_page_finds_lookup_matches_first(db_url: str) -> None:
+    """Through the service: a term naming a status, a person or a team finds their
+    tickets, one naming nothing finds nothing, whatever the case."""
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as aconn:
+        await aconn.execute(
+            "INSERT INTO users (id, email, first_name, last_name, password_hash) "
+            "VALUES (1, 'me@example.test', 'Me', '', 'x'), (2, 'k@example.test', 'Kim', "
+            "'Ng_uyen', 'x')"
+        )
+        await aconn.execute("INSERT INTO teams (id, name) VALUES (1, 'Net_Ops')")
+        for i, (assignee, team) in enumerate([(2, None), (None, 1), (None, None)], start=1):
+            await aconn.execute(
+                "INSERT INTO tickets (id, title, status_id, priority_id, assignee_id, team_id, "
+                "created_at, updated_at) VALUES (%s, 'x', 1, 1, %s, %s, %s, %s)",
+                (i, assignee, team, NOW, NOW),
+            )
+        row = await (
+            await aconn.execute("SELECT label FROM ticket_statuses WHERE id = 1")
+        ).fetchone()
+        assert row is not None
+        cases = {"NG_UY": [1], "net_o": [2], "nothing-here": [], row[0].upper(): [1, 2, 3]}
+        for query, found in cases.items():
+            page = await list_page(
+                aconn, parse_list_request({"view": "all", "q": query}), ME, now=NOW, tz="UTC"
+            )
+            assert sorted(page.ticket_ids) == found, query
+            assert page.count == len(found), query
