@@ -277,6 +277,18 @@ DELETE FROM saved_views WHERE id = %(id)s;
 -- A time limit (milliseconds, as text) for each statement until the transaction ends.
 SELECT set_config('statement_timeout', %(ms)s, true);
 
+-- name: list_page_settings_local
+-- A list page's statements return at most a page of rows: compiling them to machine code
+-- (JIT, chosen by the planner's cost estimate alone) costs more than it ever saves.
+SELECT set_config('jit', 'off', true);
+
+-- name: search_settings_local
+-- A search's candidate tickets are gathered in one bitmap (trigram indexes, ORed per
+-- column). At the default work_mem a common term's bitmap (hundreds of thousands of
+-- tickets) goes lossy, and every row of every page it names is read and checked again;
+-- the memory is the bitmap's at most (a ticket table's pages), for this transaction only.
+SELECT set_config('work_mem', '64MB', true);
+
 -- name: views_statuses
 -- Ticket statuses for filters and the editor, in their display order.
 SELECT developer_name, label, status_type FROM ticket_statuses ORDER BY sort_order, id;

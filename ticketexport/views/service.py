@@ -213,12 +213,16 @@ async def list_page(
 
     With `statement_timeout_ms`, each statement stops after that long (ViewTooSlow): a view
     too expensive for the database cannot hold a web connection for longer. The limit is
-    the page's own (SET LOCAL in its transaction) and ends with it.
+    the page's own (SET LOCAL in its transaction) and ends with it, like the page's
+    other settings: no JIT, and for a search the memory its bitmap of candidates needs.
     """
     try:
         async with conn.transaction():
             if statement_timeout_ms is not None:
                 await conn.execute(q("statement_timeout_local"), {"ms": str(statement_timeout_ms)})
+            await conn.execute(q("list_page_settings_local"))
+            if request.q:
+                await conn.execute(q("search_settings_local"))
             return await _list_page(conn, request, actor, now=now, tz=tz)
     except psycopg.errors.QueryCanceled:
         raise ViewTooSlow() from None
