@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -238,7 +239,8 @@ def _plan(conn: psycopg.Connection[Any], statement: Any, params: dict[str, Any] 
 
 INDEXED = {
     "id": "tickets_search_id_idx",
-    "title": "tickets_search_title_idx",
+    # Either index of the title's trigrams: alone (0013) or beside the status (0016).
+    "title": "tickets_search_(status_)?title_idx",
     "description": "tickets_search_description_idx",
     "tags": "tickets_search_tags_idx",
     "category": "tickets_search_category_idx",
@@ -256,9 +258,9 @@ def test_a_searched_column_is_read_through_its_trigram_index(
     view = _view([column] if column == "id" else ["id", column])
     request = parse_list_request({"q": "sal"})
     listed = compiler.compile_list(view, request, ME, now=NOW, tz="UTC", limit=51)
-    assert INDEXED[column] in _plan(conn, listed.statement, listed.params)
+    assert re.search(INDEXED[column], _plan(conn, listed.statement, listed.params))
     statement, params = compiler.compile_count(view, request, ME, now=NOW, tz="UTC")
-    assert INDEXED[column] in _plan(conn, statement, params)
+    assert re.search(INDEXED[column], _plan(conn, statement, params))
     if column == "contact":
         # As of a snapshot each contact's one version is picked (DISTINCT ON), which no
         # condition passes through: the export reads the contacts once, as a whole.
@@ -267,7 +269,7 @@ def test_a_searched_column_is_read_through_its_trigram_index(
     snapshot = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
     assert snapshot is not None
     export = compiler.compile_export(view, request, ME, NOW, "UTC", snapshot=snapshot[0])
-    assert INDEXED[column] in _plan(conn, export.rows.statement, None)
+    assert re.search(INDEXED[column], _plan(conn, export.rows.statement, None))
 
 
 def test_short_terms_keep_the_row_by_row_rule(
