@@ -289,6 +289,15 @@ SELECT set_config('jit', 'off', true);
 -- the memory is the bitmap's at most (a ticket table's pages), for this transaction only.
 SELECT set_config('work_mem', '64MB', true);
 
+-- name: trigram_search_settings_local
+-- A term of three characters or more is found through the trigram indexes. The planner
+-- assumes matching rows are spread evenly through the table, so for a capped count it
+-- may choose to read the tickets in table order until enough match; but tickets are
+-- stored in creation order and views select by age (open tickets are mostly recent), so
+-- that read can cover most of the table (seconds at 10M tickets). A sequential scan
+-- stays possible where no index applies.
+SELECT set_config('enable_seqscan', 'off', true);
+
 -- name: views_statuses
 -- Ticket statuses for filters and the editor, in their display order.
 SELECT developer_name, label, status_type FROM ticket_statuses ORDER BY sort_order, id;

@@ -214,7 +214,8 @@ async def list_page(
     With `statement_timeout_ms`, each statement stops after that long (ViewTooSlow): a view
     too expensive for the database cannot hold a web connection for longer. The limit is
     the page's own (SET LOCAL in its transaction) and ends with it, like the page's
-    other settings: no JIT, and for a search the memory its bitmap of candidates needs.
+    other settings: no JIT, and for a search the memory its bitmap of candidates needs
+    and (three characters or more) its trigram indexes rather than the table in order.
     """
     try:
         async with conn.transaction():
@@ -223,6 +224,8 @@ async def list_page(
             await conn.execute(q("list_page_settings_local"))
             if request.q:
                 await conn.execute(q("search_settings_local"))
+            if len(request.q) >= compiler.TRIGRAM_TERM:
+                await conn.execute(q("trigram_search_settings_local"))
             return await _list_page(conn, request, actor, now=now, tz=tz)
     except psycopg.errors.QueryCanceled:
         raise ViewTooSlow() from None
