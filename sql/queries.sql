@@ -36,19 +36,144 @@ ON CONFLICT DO NOTHING;
 -- Takes a role from a user.
 DELETE FROM user_roles WHERE user_id = %(user_id)s AND role_id = %(role_id)s;
 
--- name: role_id_by_name
--- The id of the role with this developer name.
-SELECT id FROM roles WHERE developer_name = %(name)s;
-
 -- name: role_insert
 -- A new role.
 INSERT INTO roles (developer_name, label, permissions)
 VALUES (%(name)s, %(label)s, %(permissions)s)
 RETURNING id;
 
--- name: role_set_permissions
--- Replaces a role's permission bits.
-UPDATE roles SET permissions = %(permissions)s WHERE developer_name = %(name)s;
+-- name: accounts_lock
+-- One change to users, their roles or roles at a time (a transaction-level advisory lock),
+-- so the last-administrator check sees every other change.
+SELECT pg_advisory_xact_lock(%(key)s);
+
+-- name: accounts_active_administrators
+-- Active administrators holding the `administrators` permission (4) through a role.
+SELECT count(*)
+FROM users u
+WHERE u.is_active AND u.is_admin
+  AND EXISTS (SELECT 1 FROM user_roles ur JOIN roles r ON r.id = ur.role_id
+              WHERE ur.user_id = u.id AND r.permissions & 4 <> 0);
+
+-- name: roles_by_names
+-- The roles with these developer names: id, name, permission bits.
+SELECT id, developer_name, permissions FROM roles WHERE developer_name = ANY(%(names)s::text[]);
+
+-- name: accounts_user_state
+-- A user as the admin pages and the audit show them, with their roles' developer names.
+SELECT u.id, u.email, u.first_name, u.last_name, u.is_admin, u.is_active,
+       COALESCE(array_agg(r.developer_name ORDER BY r.developer_name COLLATE "C")
+                FILTER (WHERE r.id IS NOT NULL), '{}') AS roles
+FROM users u
+LEFT JOIN user_roles ur ON ur.user_id = u.id
+LEFT JOIN roles r ON r.id = ur.role_id
+WHERE u.id = %(id)s
+GROUP BY u.id;
+
+-- name: accounts_user_names
+-- A user's first and last name.
+SELECT first_name, last_name FROM users WHERE id = %(id)s;
+
+-- name: user_set_name
+-- Renames a user.
+UPDATE users SET first_name = %(first_name)s, last_name = %(last_name)s, updated_at = now()
+WHERE id = %(id)s;
+
+-- name: user_set_email
+-- Changes a user's (normalised) e-mail address.
+UPDATE users SET email = %(email)s, updated_at = now() WHERE id = %(id)s;
+
+-- name: user_set_password
+-- Replaces a user's password hash.
+UPDATE users SET password_hash = %(password_hash)s, updated_at = now() WHERE id = %(id)s;
+
+-- name: accounts_role_state
+-- A role's id, label and permission bits.
+SELECT id, label, permissions FROM roles WHERE developer_name = %(name)s;
+
+-- name: role_update
+-- Replaces a role's label and permission bits.
+UPDATE roles SET label = %(label)s, permissions = %(permissions)s
+WHERE developer_name = %(name)s;
+
+-- name: admin_users_page
+-- One page of the user list, by e-mail: a search over name and e-mail, after a cursor.
+SELECT u.id, u.email, u.first_name, u.last_name, u.is_admin, u.is_active,
+       COALESCE(array_agg(r.developer_name ORDER BY r.developer_name COLLATE "C")
+                FILTER (WHERE r.id IS NOT NULL), '{}') AS roles
+FROM users u
+LEFT JOIN user_roles ur ON ur.user_id = u.id
+LEFT JOIN roles r ON r.id = ur.role_id
+WHERE (%(after)s::text IS NULL OR u.email COLLATE "C" > %(after)s::text COLLATE "C")
+  AND (%(q)s::text IS NULL
+       OR strpos(lower(u.email || ' ' || u.first_name || ' ' || u.last_name), lower(%(q)s::text)) > 0)
+GROUP BY u.id
+ORDER BY u.email COLLATE "C"
+LIMIT %(limit)s;
+
+-- name: admin_roles_list
+-- Every role with its label, permission bits and how many users hold it.
+SELECT r.developer_name, r.label, r.permissions, count(ur.user_id) AS users
+FROM roles r LEFT JOIN user_roles ur ON ur.role_id = r.id
+GROUP BY r.id
+ORDER BY r.developer_name COLLATE "C";
+
+-- Queue page (ticketexport.queue_status) ---------------------------------------------
+
+-- name: queue_now
+-- The database's clock, which every age on the page is measured against.
+SELECT now();
+
+-- name: queue_counts
+-- Jobs by queue and status.
+SELECT queue_name, status::text, count(*)
+FROM procrastinate_jobs
+GROUP BY queue_name, status
+ORDER BY queue_name COLLATE "C", status::text COLLATE "C";
+
+-- name: queue_oldest_waiting
+-- The job that has waited longest to start: its id, queue and when it became due.
+SELECT j.id, j.queue_name, COALESCE(j.scheduled_at, min(e.at)) AS due
+FROM procrastinate_jobs j
+JOIN procrastinate_events e ON e.job_id = j.id AND e.type = 'deferred'
+WHERE j.status = 'todo' AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+GROUP BY j.id
+ORDER BY due, j.id
+LIMIT 1;
+
+-- name: queue_workers
+-- Workers procrastinate knows, latest heartbeat first.
+SELECT id, last_heartbeat FROM procrastinate_workers
+ORDER BY last_heartbeat DESC, id
+LIMIT %(limit)s;
+
+-- name: queue_stalled_exports
+-- Running exports without progress for the stall threshold, and queued ones waiting as long.
+SELECT e.id, u.email, e.status, e.stage, e.attempt, e.requested_at, e.progress_at,
+       e.error_code, e.finished_at
+FROM export_jobs e JOIN users u ON u.id = e.requester_id
+WHERE e.status IN ('queued', 'running')
+  AND COALESCE(e.progress_at, e.started_at, e.requested_at)
+      < now() - make_interval(secs => %(stall)s)
+ORDER BY COALESCE(e.progress_at, e.started_at, e.requested_at), e.id
+LIMIT %(limit)s;
+
+-- name: queue_failing_exports
+-- The latest failed exports within the window, with their error codes.
+SELECT e.id, u.email, e.status, e.stage, e.attempt, e.requested_at, e.progress_at,
+       e.error_code, e.finished_at
+FROM export_jobs e JOIN users u ON u.id = e.requester_id
+WHERE e.status = 'failed' AND e.finished_at > now() - %(window)s::interval
+ORDER BY e.finished_at DESC, e.id
+LIMIT %(limit)s;
+
+-- name: queue_failing_codes
+-- Failures within the window by error code.
+SELECT error_code, count(*)
+FROM export_jobs
+WHERE status = 'failed' AND finished_at > now() - %(window)s::interval
+GROUP BY error_code
+ORDER BY count(*) DESC, error_code COLLATE "C";
 
 -- Migrations (ticketexport.db) ---------------------------------------------------------
 

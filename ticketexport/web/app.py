@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import threading
+import zoneinfo
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -19,7 +20,7 @@ from aiohttp import web
 from ticketexport.config import Settings
 from ticketexport.paths import ROOT
 from ticketexport.services import Services
-from ticketexport.web import auth, exports, ops, pages, saved_views, tickets
+from ticketexport.web import admin, auth, exports, ops, pages, saved_views, tickets, times
 from ticketexport.web.keys import (
     LOGIN_GATE,
     LOGIN_KEY,
@@ -95,6 +96,9 @@ def init_app(services: Services) -> web.Application:
         default_helpers=False,
     )
     env.globals["static"] = lambda name: str(app.router["static"].url_for(filename=name))
+    zone = zoneinfo.ZoneInfo(services.settings.timezone)
+    env.filters["when"] = lambda value: times.time_tag(value, zone)
+    env.globals["admin_sections_for"] = admin.sections_for
     app.on_response_prepare.append(on_response_prepare)
     # Before aiohttp waits for open handlers: wakes every event stream so it ends now.
     hub = services.hub
@@ -115,6 +119,7 @@ def init_app(services: Services) -> web.Application:
     router.add_post(r"/staff/views/{id:\d{1,18}}/delete", saved_views.view_delete)
     exports.add_routes(app)
     ops.add_routes(app)
+    admin.add_routes(app)
     router.add_static("/static/", STATIC_DIR, name="static", append_version=True)
     return app
 

@@ -153,7 +153,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def _needs_user(request: web.Request) -> bool:
-    if request.path == "/staff" or request.path.startswith("/staff/"):
+    if request.path in ("/staff", "/admin") or request.path.startswith(("/staff/", "/admin/")):
         return True
     return request.method not in _SAFE_METHODS and request.path != "/login"
 
@@ -205,8 +205,8 @@ def _renders_page(request: web.Request) -> bool:
     if request.method != "GET":
         return False
     path = request.path
-    return (path == "/" or path.startswith("/staff")) and not path.endswith(
-        ("/events", "/download")
+    return (path == "/" or path.startswith(("/staff", "/admin"))) and not path.endswith(
+        ("/events", "/download", ".csv")
     )
 
 

@@ -1,0 +1,46 @@
+"""Times as people read them: `6 Dec 2026, 13:06 UTC` in the organisation's zone, inside
+`<time datetime="ISO">`, and recent ones also as "3 min ago"."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+
+from markupsafe import Markup, escape
+
+# How far back a time still reads better as an age ("3 h ago") beside the date.
+RECENT = dt.timedelta(hours=24)
+
+
+def readable(value: dt.datetime, zone: zoneinfo.ZoneInfo) -> str:
+    local = value.astimezone(zone)
+    return f"{local.day} {local:%b %Y}, {local:%H:%M} {local.tzname() or ''}".rstrip()
+
+
+def ago(value: dt.datetime, now: dt.datetime) -> str | None:
+    """ "3 min ago" for a time within the past day; None for older or future times."""
+    delta = now - value
+    if delta < dt.timedelta(0) or delta >= RECENT:
+        return None
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 1:
+        return "just now"
+    if minutes < 60:
+        return f"{minutes} min ago"
+    return f"{minutes // 60} h ago"
+
+
+def time_tag(
+    value: dt.datetime | None, zone: zoneinfo.ZoneInfo, now: dt.datetime | None = None
+) -> Markup:
+    """The HTML for one time; an em dash for none."""
+    if value is None:
+        return Markup("—")
+    local = value.astimezone(zone)
+    html = Markup('<time datetime="{}">{}</time>').format(
+        local.isoformat(timespec="seconds"), readable(value, zone)
+    )
+    recent = ago(value, now or dt.datetime.now(dt.UTC))
+    if recent:
+        html += Markup(' <span class="ago">({})</span>').format(escape(recent))
+    return html
