@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import enum
 
 from ticketexport.views import columns
 
@@ -13,26 +12,10 @@ COLUMNS = columns.COLUMNS
 DEFAULT_COLUMNS = columns.DEFAULT_COLUMNS
 SORTABLE_COLUMNS = columns.SORTABLE_COLUMNS
 SEARCHABLE_COLUMNS = columns.SEARCHABLE_COLUMNS
-
-
-class FieldType(enum.StrEnum):
-    """What kind of value a condition field holds; it decides the operators offered."""
-
-    TEXT = "text"
-    NUMBER = "number"
-    DATE = "date"
-    STATUS = "status"
-    PRIORITY = "priority"
-    PERSON = "person"
-    TEAM = "team"
-    BOOLEAN = "boolean"
-
-
-@dataclasses.dataclass(frozen=True)
-class Field:
-    key: str
-    label: str
-    type: FieldType
+# Condition fields are declared with their columns, or beside them when no column shows them.
+FieldType = columns.FieldType
+Field = columns.Field
+FIELDS = columns.FIELDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,39 +38,6 @@ VALUE_KINDS = (
     "status_type",
     "priority_ref",
 )
-
-FIELDS: dict[str, Field] = {
-    f.key: f
-    for f in (
-        Field("title", "Title", FieldType.TEXT),
-        Field("description", "Description", FieldType.TEXT),
-        Field("category", "Category", FieldType.TEXT),
-        Field("tags", "Tags", FieldType.TEXT),
-        Field("contact_name", "Contact name", FieldType.TEXT),
-        Field("contact_email", "Contact email", FieldType.TEXT),
-        Field("contact_organization", "Contact organisation", FieldType.TEXT),
-        Field("sla_status", "SLA status", FieldType.TEXT),
-        Field("language", "Language", FieldType.TEXT),
-        Field("id", "Ticket ID", FieldType.NUMBER),
-        Field("contact_id", "Contact ID", FieldType.NUMBER),
-        Field("created_at", "Created", FieldType.DATE),
-        Field("updated_at", "Last updated", FieldType.DATE),
-        Field("resolved_at", "Resolved", FieldType.DATE),
-        Field("closed_at", "Closed", FieldType.DATE),
-        Field("sla_due_at", "SLA due", FieldType.DATE),
-        Field("snoozed_until", "Snoozed until", FieldType.DATE),
-        Field("status", "Status", FieldType.STATUS),
-        Field("priority", "Priority", FieldType.PRIORITY),
-        Field("assignee", "Assignee", FieldType.PERSON),
-        Field("created_by", "Created by", FieldType.PERSON),
-        Field("team", "Team", FieldType.TEAM),
-        Field("sla_breached", "SLA breached", FieldType.BOOLEAN),
-        Field("snoozed", "Snoozed", FieldType.BOOLEAN),
-        Field("has_contact", "Has contact", FieldType.BOOLEAN),
-        Field("has_tasks", "Has tasks", FieldType.BOOLEAN),
-        Field("has_open_tasks", "Has open tasks", FieldType.BOOLEAN),
-    )
-}
 
 _EMPTY = (
     Operator("is_empty", "is empty", "none"),
