@@ -167,6 +167,12 @@ class _Context:
     def not_snoozed(self) -> sql.Composable:
         return sql.SQL("(t.snoozed_until IS NULL OR t.snoozed_until <= {})").format(self.now_())
 
+    def open_(self) -> sql.Composable:
+        return _open(self)
+
+    def closed_(self) -> sql.Composable:
+        return _closed(self)
+
 
 # Display text of each column ------------------------------------------------------------
 
@@ -447,48 +453,22 @@ def _closed(ctx: _Context) -> sql.Composable:
     return _status_where(ctx, "status_type", sql.Literal("closed"))
 
 
-# Built-in views whose rule contains "not snoozed" (the top-bar snoozed= replaces that part).
-NOT_SNOOZED_VIEWS = frozenset(
-    {"open", "unassigned", "my-tickets", "created-by-me", "team-tickets", "following", "overdue"}
-)
-
-
 def _builtin_rule(key: str, ctx: _Context) -> list[sql.Composable]:
     me = ctx.bind(ctx.actor.id, "bigint")
-    is_open = _open(ctx)
-    rules: dict[str, list[sql.Composable]] = {
-        "all": [],
-        "open": [is_open],
-        "unassigned": [sql.SQL("(t.assignee_id IS NULL AND t.team_id IS NULL)"), is_open],
-        "my-tickets": [sql.SQL("(t.assignee_id = {})").format(me), is_open],
-        "created-by-me": [sql.SQL("(t.created_by_id = {})").format(me), is_open],
-        "team-tickets": [
-            sql.SQL(
-                "(t.team_id = ANY (ARRAY(SELECT m.team_id FROM {} m WHERE m.user_id = {})))"
-            ).format(ctx.table("team_memberships"), me),
-            is_open,
-        ],
-        "following": [
-            sql.SQL("(t.id IN (SELECT f.ticket_id FROM {} f WHERE f.user_id = {}))").format(
-                ctx.table("ticket_followers"), me
-            ),
-            is_open,
-        ],
-        "overdue": [is_open, sql.SQL("t.sla_breached")],
-        "snoozed": [ctx.snoozed()],
-        "closed": [_closed(ctx)],
-        "recently-closed": [
-            _closed(ctx),
-            sql.SQL("(t.closed_at >= {} - interval '7 days')").format(ctx.now_()),
-        ],
-    }
+    # Every view's rule is built, in declaration order, so the placeholders they bind keep
+    # their numbers whichever view is compiled.
+    rules = {k: builtin.rule(ctx, me) for k, builtin in registry.BUILTINS.items()}
     return rules[key]
+
+
+def _not_snoozed_view(view: ResolvedView) -> bool:
+    return view.builtin is not None and registry.BUILTINS[view.builtin].not_snoozed
 
 
 def _filters(view: ResolvedView, filters: Mapping[str, str], ctx: _Context) -> list[sql.Composable]:
     parts: list[sql.Composable] = []
     snoozed = filters.get("snoozed")
-    if view.builtin in NOT_SNOOZED_VIEWS and snoozed is None:
+    if _not_snoozed_view(view) and snoozed is None:
         parts.append(ctx.not_snoozed())
     if snoozed == "exclude":
         parts.append(ctx.not_snoozed())
@@ -803,10 +783,9 @@ def _status_groups(
 ) -> list[sql.Composable]:
     """Conditions on the status alone, so statuses the view excludes are never read."""
     parts: list[sql.Composable] = []
-    if view.builtin in NOT_SNOOZED_VIEWS:
-        parts.append(sql.SQL("g.status_type = 'open'"))
-    elif view.builtin in ("closed", "recently-closed"):
-        parts.append(sql.SQL("g.status_type = 'closed'"))
+    statuses = None if view.builtin is None else registry.BUILTINS[view.builtin].statuses
+    if statuses is not None:
+        parts.append(sql.SQL("g.status_type = {}").format(sql.Literal(statuses)))
     if "type" in filters:
         parts.append(sql.SQL("g.status_type = {}").format(ctx.bind(filters["type"], "text")))
     if "status" in filters:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Protocol
+
+from psycopg import sql
 
 from ticketexport.views import columns
 
@@ -109,19 +113,115 @@ PRESETS: tuple[str, ...] = (
 
 RELATIVE_UNITS: tuple[str, ...] = ("hours", "days", "months")
 
-BUILTIN_VIEWS: dict[str, str] = {
-    "all": "All tickets",
-    "open": "Open",
-    "unassigned": "Unassigned",
-    "my-tickets": "My tickets",
-    "created-by-me": "Created by me",
-    "team-tickets": "My teams' tickets",
-    "following": "Following",
-    "overdue": "Overdue",
-    "snoozed": "Snoozed",
-    "closed": "Closed",
-    "recently-closed": "Recently closed",
+
+class RuleScope(columns.Scope, Protocol):
+    """What a built-in view's rule is written with, beside a column's Scope."""
+
+    def open_(self) -> sql.Composable: ...
+
+    def closed_(self) -> sql.Composable: ...
+
+
+# A built-in view's rule: its conditions, given the scope and the acting user's id.
+Rule = Callable[[RuleScope, sql.Composable], list[sql.Composable]]
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltinView:
+    """One built-in view: all that the pages, the compiler and the export know about it.
+
+    `rule` gives its conditions. `not_snoozed` says its rule includes "not snoozed", the
+    part the top-bar snoozed= replaces; `statuses` is the status type its rule keeps
+    ("open", "closed"), when it keeps one, so a status-grouped page reads no other status;
+    `sort` is its default order, (column, descending) levels.
+    """
+
+    key: str
+    label: str
+    rule: Rule
+    _: dataclasses.KW_ONLY
+    not_snoozed: bool = False
+    statuses: str | None = None
+    sort: tuple[tuple[str, bool], ...] = (("created_at", True),)
+
+
+def _team_tickets(scope: RuleScope, me: sql.Composable) -> list[sql.Composable]:
+    teams = sql.SQL(
+        "(t.team_id = ANY (ARRAY(SELECT m.team_id FROM {} m WHERE m.user_id = {})))"
+    ).format(scope.table("team_memberships"), me)
+    return [teams, scope.open_()]
+
+
+def _following(scope: RuleScope, me: sql.Composable) -> list[sql.Composable]:
+    followed = sql.SQL("(t.id IN (SELECT f.ticket_id FROM {} f WHERE f.user_id = {}))").format(
+        scope.table("ticket_followers"), me
+    )
+    return [followed, scope.open_()]
+
+
+def _recently_closed(scope: RuleScope, me: sql.Composable) -> list[sql.Composable]:
+    return [
+        scope.closed_(),
+        sql.SQL("(t.closed_at >= {} - interval '7 days')").format(scope.now_()),
+    ]
+
+
+BUILTINS: dict[str, BuiltinView] = {
+    v.key: v
+    for v in (
+        BuiltinView("all", "All tickets", lambda s, me: []),
+        BuiltinView("open", "Open", lambda s, me: [s.open_()], not_snoozed=True, statuses="open"),
+        BuiltinView(
+            "unassigned",
+            "Unassigned",
+            lambda s, me: [sql.SQL("(t.assignee_id IS NULL AND t.team_id IS NULL)"), s.open_()],
+            not_snoozed=True,
+            statuses="open",
+        ),
+        BuiltinView(
+            "my-tickets",
+            "My tickets",
+            lambda s, me: [sql.SQL("(t.assignee_id = {})").format(me), s.open_()],
+            not_snoozed=True,
+            statuses="open",
+        ),
+        BuiltinView(
+            "created-by-me",
+            "Created by me",
+            lambda s, me: [sql.SQL("(t.created_by_id = {})").format(me), s.open_()],
+            not_snoozed=True,
+            statuses="open",
+        ),
+        BuiltinView(
+            "team-tickets", "My teams' tickets", _team_tickets, not_snoozed=True, statuses="open"
+        ),
+        BuiltinView("following", "Following", _following, not_snoozed=True, statuses="open"),
+        BuiltinView(
+            "overdue",
+            "Overdue",
+            lambda s, me: [s.open_(), sql.SQL("t.sla_breached")],
+            not_snoozed=True,
+            statuses="open",
+        ),
+        BuiltinView("snoozed", "Snoozed", lambda s, me: [s.snoozed()]),
+        BuiltinView(
+            "closed",
+            "Closed",
+            lambda s, me: [s.closed_()],
+            statuses="closed",
+            sort=(("closed_at", True),),
+        ),
+        BuiltinView(
+            "recently-closed",
+            "Recently closed",
+            _recently_closed,
+            statuses="closed",
+            sort=(("closed_at", True),),
+        ),
+    )
 }
+
+BUILTIN_VIEWS: dict[str, str] = {key: v.label for key, v in BUILTINS.items()}
 
 SORTS: dict[str, str] = {
     "newest": "Newest",

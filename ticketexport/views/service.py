@@ -95,22 +95,17 @@ def parse_list_request(params: Mapping[str, str]) -> ListRequest:
     )
 
 
-_BUILTIN_SORT: dict[str, tuple[SortLevel, ...]] = {
-    "closed": (SortLevel("closed_at", True),),
-    "recently-closed": (SortLevel("closed_at", True),),
-}
-
-
 def builtin_view(key: str) -> ResolvedView:
     """A built-in view: default columns, its rule, its default sort (newest first, or by
     closing time for the closed views)."""
-    label = registry.BUILTIN_VIEWS[key]
+    builtin = registry.BUILTINS[key]
+    label = builtin.label
     definition = ViewDefinition(
         name=label,
         conditions_and=(),
         conditions_or=(),
         columns=registry.DEFAULT_COLUMNS,
-        sort=_BUILTIN_SORT.get(key, (SortLevel("created_at", True),)),
+        sort=tuple(SortLevel(column, descending) for column, descending in builtin.sort),
     )
     return ResolvedView(key=key, name=label, definition=definition, saved_view_id=None, builtin=key)
 
