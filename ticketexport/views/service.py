@@ -13,7 +13,7 @@ import psycopg
 from ticketexport.db import q
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.errors import TooSlow
-from ticketexport.views import compiler, cursor, registry, saved
+from ticketexport.views import compiler, conditions, cursor, registry, saved
 from ticketexport.views.model import (
     ListRequest,
     ResolvedView,
@@ -229,8 +229,8 @@ async def _search_matches(
     tz: str,
 ) -> dict[str, list[int]] | None:
     """The ids of the lookup rows (status, priority, people, team) the search term finds,
-    by visible column (compiler.search_lookups); None when there is nothing to find."""
-    found = compiler.search_lookups(view, request, actor, now=now, tz=tz)
+    by visible column (conditions.search_lookups); None when there is nothing to find."""
+    found = conditions.search_lookups(view, request, actor, now=now, tz=tz)
     if found is None:
         return None
     statement, params, keys = found
