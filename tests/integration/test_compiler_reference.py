@@ -257,16 +257,8 @@ def saved(
 EVERY_COLUMN = list(registry.COLUMNS)
 
 
-def column_chunks(columns: list[str], size: int = registry.MAX_COLUMNS) -> list[list[str]]:
-    """Views of `size` columns (a view holds at most MAX_COLUMNS) that together show every
-    column: consecutive windows, the last one ending at the last column."""
-    if len(columns) <= size:
-        return [columns]
-    starts = [*range(0, len(columns) - size, size), len(columns) - size]
-    return [columns[start : start + size] for start in starts]
-
-
-CHUNKS = column_chunks(EVERY_COLUMN)
+# Every column shown, in views of at most MAX_COLUMNS that take turns.
+CHUNKS = view_data.column_chunks(EVERY_COLUMN, registry.MAX_COLUMNS)
 
 
 def test_every_field_and_operator_alone(
