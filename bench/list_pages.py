@@ -25,7 +25,7 @@ import _common
 import psycopg
 
 from ticketexport.domain.actor import Actor
-from ticketexport.views import compiler, cursor, registry
+from ticketexport.views import compiler, conditions, cursor, registry
 from ticketexport.views.service import builtin_view, list_page, parse_list_request
 
 DEEP_ROW = 1000
@@ -178,7 +178,7 @@ async def measure(args: argparse.Namespace, views: Any, sorts: Any) -> int:
                 )
                 count_text = "10,000+" if count > registry.COUNT_CAP else f"{count:,}"
                 # Three characters or more: the trigram indexes answer it (< 300 ms target).
-                target = "<300" if len(term.strip()) >= compiler.TRIGRAM_TERM else ""
+                target = "<300" if len(term.strip()) >= conditions.TRIGRAM_TERM else ""
                 ok = "" if not target else ("ok" if ms < 300 else "MISS")
                 misses += ok == "MISS"
                 print(f"{view:<16} {'view':<9} {count_text:>8} {ms:8.1f}  {target} {ok}")

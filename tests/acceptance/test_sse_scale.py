@@ -13,10 +13,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.support import event_clients
 from tests.support.sse import (
     add_admin,
     listeners,
-    load_bench,
     read_report,
     serving,
     session_cookies,
@@ -91,9 +91,8 @@ async def test_300_streams_share_one_listener_and_wait_without_queries(
     conn: psycopg.Connection[Any],
     counting_services: Services,
 ) -> None:
-    bench = load_bench()
     admin = add_admin(conn)
-    export_id = bench.insert_export(conn, admin)
+    export_id = event_clients.insert_export(conn, admin)
     # A session holds at most 20 streams: 15 sessions of one user.
     limit = counting_services.settings.max_streams_per_session
     cookies = session_cookies(conn, admin, -(-CLIENTS // limit))
@@ -140,7 +139,7 @@ async def test_300_streams_share_one_listener_and_wait_without_queries(
             assert 1 <= progress_cost <= PROGRESS_EVENTS
 
             before_end, rechecks_before_end = Statements.count, hub.rechecks
-            await asyncio.to_thread(bench.complete_export, conn, export_id, 1000)
+            await asyncio.to_thread(event_clients.complete_export, conn, export_id, 1000)
             final = await read_report(proc, 90)
             assert final["statuses"] == {"completed": CLIENTS}, final
             assert final["terminal"] == CLIENTS

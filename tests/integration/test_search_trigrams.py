@@ -17,7 +17,7 @@ from tests.support.databases import scratch_database
 from tests.support.reference_views import fold
 from ticketexport.domain.actor import Actor
 from ticketexport.exports import formats
-from ticketexport.views import compiler
+from ticketexport.views import compiler, conditions
 from ticketexport.views.columns import COLUMNS, SEARCHABLE_COLUMNS
 from ticketexport.views.model import ListRequest, ResolvedView, parse_definition
 from ticketexport.views.service import list_page, parse_list_request
@@ -161,7 +161,7 @@ ALL_SEARCHED = [c for c in COLUMNS if c in SEARCHABLE_COLUMNS]
 def _matches(
     conn: psycopg.Connection[Any], view: ResolvedView, request: ListRequest
 ) -> dict[str, list[int]] | None:
-    found = compiler.search_lookups(view, request, ME, now=NOW, tz="UTC")
+    found = conditions.search_lookups(view, request, ME, now=NOW, tz="UTC")
     if found is None:
         return None
     statement, params, keys = found

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -23,7 +21,7 @@ from ticketexport.services import Services
 from ticketexport.web import auth
 from ticketexport.web.app import init_app
 
-BENCH_SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "sse_latency.py"
+CLIENT_SCRIPT = Path(__file__).resolve().with_name("event_clients.py")
 EMAIL = "watcher.admin@example.com"
 PASSWORD = "correct horse battery"
 
@@ -49,16 +47,6 @@ async def login_cookie(base_url: str, email: str, password: str) -> str:
                 raise RuntimeError(f"login failed with HTTP {response.status}")
             cookies.update({k: m.value for k, m in response.cookies.items()})
     return "; ".join(f"{k}={v}" for k, v in cookies.items())
-
-
-def load_bench() -> ModuleType:
-    """bench/sse_latency.py as a module: its client is the one the benchmark measures."""
-    spec = importlib.util.spec_from_file_location("sse_latency", BENCH_SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def add_admin(conn: psycopg.Connection[Any]) -> int:
@@ -108,8 +96,7 @@ async def start_clients(url: str, cookies: list[str], clients: int) -> asyncio.s
     the sessions of `cookies`."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
-        str(BENCH_SCRIPT),
-        "client",
+        str(CLIENT_SCRIPT),
         "--url",
         url,
         *(arg for cookie in cookies for arg in ("--cookie", cookie)),

@@ -199,3 +199,12 @@ def build(conn: psycopg.Connection[Any], *, tickets: int = 450, seed: int = 2026
             conn.execute(
                 "INSERT INTO ticket_followers (ticket_id, user_id) VALUES (%s, %s)", (tid, user)
             )
+
+
+def column_chunks(columns: list[str], size: int) -> list[list[str]]:
+    """Views of `size` columns (a view holds at most MAX_COLUMNS) that together show every
+    column: consecutive windows, the last one ending at the last column."""
+    if len(columns) <= size:
+        return [columns]
+    starts = [*range(0, len(columns) - size, size), len(columns) - size]
+    return [columns[start : start + size] for start in starts]

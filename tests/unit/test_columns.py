@@ -12,7 +12,7 @@ from psycopg import sql
 
 from ticketexport.domain.actor import Actor
 from ticketexport.exports import formats
-from ticketexport.views import columns, compiler, registry
+from ticketexport.views import columns, compiler, registry, scope
 from ticketexport.views.model import ResolvedView, parse_definition
 from ticketexport.views.service import builtin_view, parse_list_request
 
@@ -200,9 +200,7 @@ def _statements(view: ResolvedView, params: dict[str, str]) -> list[sql.Composab
 def test_the_compiler_names_every_table_through_its_context(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(
-        compiler._Context, "table", lambda self, name: sql.Identifier(f"via:{name}")
-    )
+    monkeypatch.setattr(scope.Context, "table", lambda self, name: sql.Identifier(f"via:{name}"))
     statements: list[sql.Composable] = []
     for key in registry.BUILTIN_VIEWS:
         for sort in registry.SORTS:

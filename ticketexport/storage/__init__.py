@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import re
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 # One part is the most any backend holds in memory while writing (a part is sent once it
@@ -158,3 +159,34 @@ def check_key(key: str) -> str:
 def prefixed_key(prefix: str, key: str) -> str:
     """An object store's name for `key` under the configured prefix."""
     return prefix + check_key(key)
+
+
+class RemoteStore:
+    """What the S3 and Azure stores share: object names under the configured prefix, one
+    client opened on first use, and what a failed write raises."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        self._lock = asyncio.Lock()
+
+    def _key(self, key: str) -> str:
+        return prefixed_key(self.prefix, key)
+
+    async def _open_once(
+        self, opened: Callable[[], bool], open_client: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Open the client unless `opened()`, once however many tasks ask at the same time."""
+        if not opened():
+            async with self._lock:
+                if not opened():
+                    await open_client()
+
+
+def write_failure(
+    key: str, exc: BaseException, errors: tuple[type[BaseException], ...]
+) -> BaseException | None:
+    """What a failed write raises once its upload is discarded: None to raise `exc` itself
+    (ours, or not the client library's: a cancellation, say), else a StorageError naming it."""
+    if isinstance(exc, StorageError) or not isinstance(exc, errors):
+        return None
+    return StorageError(f"{key}: {type(exc).__name__}: {exc}")

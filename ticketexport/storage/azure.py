@@ -18,11 +18,12 @@ from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 from ticketexport.storage import (
     PART_SIZE,
     ObjectMissing,
+    RemoteStore,
     StorageConfigError,
     StorageError,
     StorageLimitExceeded,
     StoredObject,
-    prefixed_key,
+    write_failure,
 )
 
 # Azure's own limit on the committed blocks of one block blob.
@@ -74,7 +75,7 @@ def _credentials(environ: Mapping[str, str]) -> dict[str, Any]:
     )
 
 
-class AzureStorage:
+class AzureStorage(RemoteStore):
     """Block blobs under `prefix` in `container`.
 
     A write stages a block of at least `part_size` bytes each time the stream fills one and
@@ -95,42 +96,38 @@ class AzureStorage:
         max_blocks: int = MAX_BLOCKS,
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        super().__init__(prefix)
         self.container_name = container
-        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.part_size = part_size
         self.max_blocks = max_blocks
         self.max_object_size: int | None = part_size * max_blocks
         self._arguments = _credentials(os.environ if environ is None else environ)
         self._service: BlobServiceClient | None = None
         self._container: ContainerClient | None = None
-        self._lock = asyncio.Lock()
-
-    def _key(self, key: str) -> str:
-        return prefixed_key(self.prefix, key)
 
     async def _client(self) -> ContainerClient:
-        if self._container is None:
-            async with self._lock:
-                if self._container is None:
-                    options: dict[str, Any] = {
-                        "retry_total": RETRIES,
-                        "connection_timeout": CONNECTION_TIMEOUT,
-                        "read_timeout": READ_TIMEOUT,
-                    }
-                    arguments = dict(self._arguments)
-                    try:
-                        if "conn_str" in arguments:
-                            service = BlobServiceClient.from_connection_string(
-                                arguments.pop("conn_str"), **options
-                            )
-                        else:
-                            service = BlobServiceClient(**arguments, **options)
-                    except ValueError as exc:
-                        raise StorageConfigError(f"Azure credentials: {exc}") from None
-                    self._service = service
-                    self._container = service.get_container_client(self.container_name)
+        await self._open_once(lambda: self._container is not None, self._open)
         assert self._container is not None
         return self._container
+
+    async def _open(self) -> None:
+        options: dict[str, Any] = {
+            "retry_total": RETRIES,
+            "connection_timeout": CONNECTION_TIMEOUT,
+            "read_timeout": READ_TIMEOUT,
+        }
+        arguments = dict(self._arguments)
+        try:
+            if "conn_str" in arguments:
+                service = BlobServiceClient.from_connection_string(
+                    arguments.pop("conn_str"), **options
+                )
+            else:
+                service = BlobServiceClient(**arguments, **options)
+        except ValueError as exc:
+            raise StorageConfigError(f"Azure credentials: {exc}") from None
+        self._service = service
+        self._container = service.get_container_client(self.container_name)
 
     async def put_stream(
         self, key: str, chunks: AsyncIterable[bytes], *, content_type: str
@@ -169,9 +166,10 @@ class AzureStorage:
             buffer = bytearray()
             # Shielded: a cancelled write must still discard its blocks.
             await asyncio.shield(self._undo(key))
-            if isinstance(exc, StorageError) or not isinstance(exc, _ERRORS):
+            failure = write_failure(key, exc, _ERRORS)
+            if failure is None:
                 raise
-            raise StorageError(f"{key}: {type(exc).__name__}: {exc}") from exc
+            raise failure from exc
         return StoredObject(key=key, size=size, sha256=digest.hexdigest())
 
     async def _undo(self, key: str) -> None:

@@ -17,11 +17,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ticketexport.storage import (
     PART_SIZE,
     ObjectMissing,
+    RemoteStore,
     StorageConfigError,
     StorageError,
     StorageLimitExceeded,
     StoredObject,
-    prefixed_key,
+    write_failure,
 )
 
 # S3's own limit on the parts of one multipart upload.
@@ -45,7 +46,7 @@ def _missing(exc: BaseException) -> bool:
     return False
 
 
-class S3Storage:
+class S3Storage(RemoteStore):
     """Objects under `prefix` in `bucket` of any S3-compatible endpoint.
 
     A write sends parts of at least `part_size` bytes as the stream fills them (a stream
@@ -70,8 +71,8 @@ class S3Storage:
     ) -> None:
         if addressing_style not in (None, "path", "virtual", "auto"):
             raise StorageConfigError("s3:// addressing_style must be path, virtual or auto")
+        super().__init__(prefix)
         self.bucket = bucket
-        self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.endpoint_url = endpoint_url
         self.region = (
             region
@@ -94,25 +95,21 @@ class S3Storage:
         )
         self._client: Any = None
         self._stack = contextlib.AsyncExitStack()
-        self._lock = asyncio.Lock()
-
-    def _key(self, key: str) -> str:
-        return prefixed_key(self.prefix, key)
 
     async def _s3(self) -> Any:
-        if self._client is None:
-            async with self._lock:
-                if self._client is None:
-                    session = get_session()
-                    self._client = await self._stack.enter_async_context(
-                        session.create_client(
-                            "s3",
-                            endpoint_url=self.endpoint_url,
-                            region_name=self.region,
-                            config=self._config,
-                        )
-                    )
+        await self._open_once(lambda: self._client is not None, self._open)
         return self._client
+
+    async def _open(self) -> None:
+        session = get_session()
+        self._client = await self._stack.enter_async_context(
+            session.create_client(
+                "s3",
+                endpoint_url=self.endpoint_url,
+                region_name=self.region,
+                config=self._config,
+            )
+        )
 
     async def put_stream(
         self, key: str, chunks: AsyncIterable[bytes], *, content_type: str
@@ -157,9 +154,10 @@ class S3Storage:
             buffer = bytearray()
             # Shielded: a cancelled write must still take its upload with it.
             await asyncio.shield(self._undo(full, upload_id))
-            if isinstance(exc, StorageError) or not isinstance(exc, _ERRORS):
+            failure = write_failure(key, exc, _ERRORS)
+            if failure is None:
                 raise
-            raise StorageError(f"{key}: {type(exc).__name__}: {exc}") from exc
+            raise failure from exc
         return StoredObject(key=key, size=size, sha256=digest.hexdigest())
 
     async def _send_part(

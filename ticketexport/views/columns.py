@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import enum
 from collections.abc import Callable
 from typing import Literal, Protocol
 
@@ -24,6 +25,31 @@ INT_LATE = 2**63 - 1
 INT_EARLY = -(2**63)
 
 CI = sql.SQL("COLLATE ticketexport_text")
+
+
+class FieldType(enum.StrEnum):
+    """What kind of value a condition field holds; it decides the operators offered."""
+
+    TEXT = "text"
+    NUMBER = "number"
+    DATE = "date"
+    STATUS = "status"
+    PRIORITY = "priority"
+    PERSON = "person"
+    TEAM = "team"
+    BOOLEAN = "boolean"
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """A field the view editor's conditions test. `order` is its place in the editor's
+    list; the key is the column's own unless it differs (the Contact column's field is
+    contact_name)."""
+
+    key: str
+    label: str
+    type: FieldType
+    order: int = dataclasses.field(default=0, compare=False, repr=False)
 
 
 class Scope(Protocol):
@@ -245,6 +271,7 @@ class Column:
     and `value` the SQL of that typed value (NULL for empty) where it is not the display: the
     bigint of an integer column, the local wall-clock timestamp of a timestamp column.
     `width` is what typical content needs, in characters (a spreadsheet's column width).
+    `field` declares the condition field that filters on it, if any (see FIELDS).
     """
 
     key: str
@@ -258,6 +285,7 @@ class Column:
     searchable: bool = True
     value: Display | None = None
     width: int = 16
+    field: Field | None = None
 
     @property
     def sortable(self) -> bool:
@@ -275,24 +303,35 @@ def _text(
     default: bool = False,
     joins: tuple[str, ...] = (),
     width: int = 16,
+    field: Field | None = None,
 ) -> Column:
     """Text shown as the ticket holds it, sorted as text."""
     shown = constant(expression)
-    return Column(key, label, "text", shown, by_text, default=default, joins=joins, width=width)
+    return Column(
+        key, label, "text", shown, by_text, default=default, joins=joins, width=width, field=field
+    )
 
 
-def _person(key: str, label: str, alias: str, *, default: bool = False) -> Column:
+def _person(
+    key: str, label: str, alias: str, *, default: bool = False, field: Field | None = None
+) -> Column:
     """A user or contact by name, from the lookup `alias`."""
     shown = constant(person(alias))
-    return Column(key, label, "text", shown, by_text, default=default, joins=(alias,), width=22)
+    return Column(
+        key, label, "text", shown, by_text, default=default, joins=(alias,), width=22, field=field
+    )
 
 
-def _ranked(key: str, label: str, alias: str, *, default: bool = False) -> Column:
+def _ranked(
+    key: str, label: str, alias: str, *, default: bool = False, field: Field | None = None
+) -> Column:
     """A status or priority: its lookup's label, in the lookup's sort order."""
     a = sql.Identifier(alias)
     shown = constant(sql.SQL("{}.label").format(a))
     rank = by_number(sql.SQL("{}.sort_order").format(a))
-    return Column(key, label, "text", shown, rank, default=default, joins=(alias,), width=14)
+    return Column(
+        key, label, "text", shown, rank, default=default, joins=(alias,), width=14, field=field
+    )
 
 
 def _number(
@@ -303,6 +342,7 @@ def _number(
     nullable: bool = False,
     default: bool = False,
     searchable: bool = True,
+    field: Field | None = None,
 ) -> Column:
     """An integer (an id) shown as digits."""
     x = sql.SQL(expression)
@@ -318,11 +358,18 @@ def _number(
         searchable=searchable,
         value=constant(x),
         width=11,
+        field=field,
     )
 
 
 def _instant(
-    key: str, label: str, expression: str, *, nullable: bool = False, default: bool = False
+    key: str,
+    label: str,
+    expression: str,
+    *,
+    nullable: bool = False,
+    default: bool = False,
+    field: Field | None = None,
 ) -> Column:
     """A timestamp, in time order; dates are not searched."""
     shown, order = timestamp(expression), by_time(expression, nullable=nullable)
@@ -337,44 +384,162 @@ def _instant(
         value=local_time(expression),
         # "2026-06-01 14:05:09" and the header's filter button
         width=20,
+        field=field,
     )
 
 
-def _flag(key: str, label: str, predicate: Display) -> Column:
+def _flag(key: str, label: str, predicate: Display, *, field: Field | None = None) -> Column:
     """A boolean shown as Yes/No, false first; booleans are not searched."""
     shown, order = yes_no(predicate), by_truth(predicate)
-    return Column(key, label, "boolean", shown, order, searchable=False, width=10)
+    return Column(key, label, "boolean", shown, order, searchable=False, width=10, field=field)
 
 
 _TASKS = "(CASE WHEN tk.total = 0 THEN '' ELSE tk.closed::text || ' / ' || tk.total::text END)"
 
+TEXT, NUMBER, DATE = FieldType.TEXT, FieldType.NUMBER, FieldType.DATE
+
 # In the order the view editor offers them. Dates, booleans, tasks and the contact id are
-# not searched, as the brief says; Tasks ("closed / total") has no meaningful order.
+# not searched, as the brief says; Tasks ("closed / total") has no meaningful order. A
+# column's `field` is its condition field, numbered in the editor's order of fields.
 COLUMNS: dict[str, Column] = {
     column.key: column
     for column in (
-        _number("id", "Ticket ID", "t.id", default=True),
-        _text("title", "Title", "t.title", default=True, width=48),
-        _ranked("status", "Status", "st", default=True),
-        _ranked("priority", "Priority", "pr", default=True),
-        _text("language", "Language", "coalesce(t.language, '')"),
-        _text("category", "Category", "coalesce(t.category, '')"),
-        _person("assignee", "Assignee", "ua", default=True),
-        _text("team", "Team", "coalesce(tm.name, '')", default=True, joins=("tm",), width=20),
-        _number("contact_id", "Contact ID", "t.contact_id", nullable=True, searchable=False),
-        _person("contact", "Contact", "ct", default=True),
-        _text("sla_status", "SLA Status", "coalesce(t.sla_status, '')"),
-        _instant("sla_due_at", "SLA Due", "t.sla_due_at", nullable=True),
-        _instant("created_at", "Created", "t.created_at", default=True),
-        _instant("updated_at", "Last Updated", "t.updated_at"),
-        _instant("closed_at", "Closed", "t.closed_at", nullable=True),
-        Column(
-            "tags", "Tags", "list", constant("array_to_string(t.tags, ', ')"), by_text, width=24
+        _number(
+            "id", "Ticket ID", "t.id", default=True, field=Field("id", "Ticket ID", NUMBER, 100)
         ),
-        _person("created_by", "Created By", "uc"),
-        _text("description", "Description", "t.description", width=60),
-        _flag("snoozed", "Snoozed", _snoozed),
-        _instant("snoozed_until", "Snoozed Until", "t.snoozed_until", nullable=True),
+        _text(
+            "title",
+            "Title",
+            "t.title",
+            default=True,
+            width=48,
+            field=Field("title", "Title", TEXT, 10),
+        ),
+        _ranked(
+            "status",
+            "Status",
+            "st",
+            default=True,
+            field=Field("status", "Status", FieldType.STATUS, 180),
+        ),
+        _ranked(
+            "priority",
+            "Priority",
+            "pr",
+            default=True,
+            field=Field("priority", "Priority", FieldType.PRIORITY, 190),
+        ),
+        _text(
+            "language",
+            "Language",
+            "coalesce(t.language, '')",
+            field=Field("language", "Language", TEXT, 90),
+        ),
+        _text(
+            "category",
+            "Category",
+            "coalesce(t.category, '')",
+            field=Field("category", "Category", TEXT, 30),
+        ),
+        _person(
+            "assignee",
+            "Assignee",
+            "ua",
+            default=True,
+            field=Field("assignee", "Assignee", FieldType.PERSON, 200),
+        ),
+        _text(
+            "team",
+            "Team",
+            "coalesce(tm.name, '')",
+            default=True,
+            joins=("tm",),
+            width=20,
+            field=Field("team", "Team", FieldType.TEAM, 220),
+        ),
+        _number(
+            "contact_id",
+            "Contact ID",
+            "t.contact_id",
+            nullable=True,
+            searchable=False,
+            field=Field("contact_id", "Contact ID", NUMBER, 110),
+        ),
+        _person(
+            "contact",
+            "Contact",
+            "ct",
+            default=True,
+            field=Field("contact_name", "Contact name", TEXT, 50),
+        ),
+        _text(
+            "sla_status",
+            "SLA Status",
+            "coalesce(t.sla_status, '')",
+            field=Field("sla_status", "SLA status", TEXT, 80),
+        ),
+        _instant(
+            "sla_due_at",
+            "SLA Due",
+            "t.sla_due_at",
+            nullable=True,
+            field=Field("sla_due_at", "SLA due", DATE, 160),
+        ),
+        _instant(
+            "created_at",
+            "Created",
+            "t.created_at",
+            default=True,
+            field=Field("created_at", "Created", DATE, 120),
+        ),
+        _instant(
+            "updated_at",
+            "Last Updated",
+            "t.updated_at",
+            field=Field("updated_at", "Last updated", DATE, 130),
+        ),
+        _instant(
+            "closed_at",
+            "Closed",
+            "t.closed_at",
+            nullable=True,
+            field=Field("closed_at", "Closed", DATE, 150),
+        ),
+        Column(
+            "tags",
+            "Tags",
+            "list",
+            constant("array_to_string(t.tags, ', ')"),
+            by_text,
+            width=24,
+            field=Field("tags", "Tags", TEXT, 40),
+        ),
+        _person(
+            "created_by",
+            "Created By",
+            "uc",
+            field=Field("created_by", "Created by", FieldType.PERSON, 210),
+        ),
+        _text(
+            "description",
+            "Description",
+            "t.description",
+            width=60,
+            field=Field("description", "Description", TEXT, 20),
+        ),
+        _flag(
+            "snoozed",
+            "Snoozed",
+            _snoozed,
+            field=Field("snoozed", "Snoozed", FieldType.BOOLEAN, 240),
+        ),
+        _instant(
+            "snoozed_until",
+            "Snoozed Until",
+            "t.snoozed_until",
+            nullable=True,
+            field=Field("snoozed_until", "Snoozed until", DATE, 170),
+        ),
         Column(
             "tasks",
             "Tasks",
@@ -385,6 +550,26 @@ COLUMNS: dict[str, Column] = {
             searchable=False,
             width=8,
         ),
+    )
+}
+
+# Condition fields that no column shows (their SQL is the compiler's, views/conditions.py).
+FIELD_ONLY: tuple[Field, ...] = (
+    Field("contact_email", "Contact email", TEXT, 60),
+    Field("contact_organization", "Contact organisation", TEXT, 70),
+    Field("resolved_at", "Resolved", DATE, 140),
+    Field("sla_breached", "SLA breached", FieldType.BOOLEAN, 230),
+    Field("has_contact", "Has contact", FieldType.BOOLEAN, 250),
+    Field("has_tasks", "Has tasks", FieldType.BOOLEAN, 260),
+    Field("has_open_tasks", "Has open tasks", FieldType.BOOLEAN, 270),
+)
+
+# Every condition field, in the editor's order.
+FIELDS: dict[str, Field] = {
+    f.key: f
+    for f in sorted(
+        [*(c.field for c in COLUMNS.values() if c.field is not None), *FIELD_ONLY],
+        key=lambda f: f.order,
     )
 }
 

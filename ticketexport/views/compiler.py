@@ -1,5 +1,9 @@
 """The one compiler from a view to SQL: the list page and the CSV export both run its SELECT.
 
+It assembles the statements from its rooms: scope.py (the binder and the compilation's
+context), select_list.py (the columns' values), conditions.py (conditions, built-in views'
+rules, top-bar filters, search) and ordering.py (sort levels, keys and the keyset).
+
 Semantics (tests/reference_views.py implements the same rules independently):
 
 - Text conditions compare the displayed value, NULL shown as '' (contact fields of a
@@ -35,62 +39,19 @@ import dataclasses
 import datetime
 import hashlib
 import json
-from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 from psycopg import sql
 
-from ticketexport.db import VERSIONED_TABLES
 from ticketexport.domain.actor import Actor
 from ticketexport.views import registry
-from ticketexport.views.columns import (
-    COLUMNS,
-    LOOKUPS,
-    KeyKind,
-    SortKey,
-    lowered,
-    person,
-    text_keys,
-)
-from ticketexport.views.model import (
-    Condition,
-    ListRequest,
-    ResolvedView,
-    SortLevel,
-)
-
-Cast = Literal["text", "bigint", "bigint[]", "text[]", "timestamptz", "date", "integer"]
-
-_CASTS: dict[Cast, sql.SQL] = {
-    "text": sql.SQL("::text"),
-    "bigint": sql.SQL("::bigint"),
-    "bigint[]": sql.SQL("::bigint[]"),
-    "text[]": sql.SQL("::text[]"),
-    "timestamptz": sql.SQL("::timestamptz"),
-    "date": sql.SQL("::date"),
-    "integer": sql.SQL("::integer"),
-}
-
-
-class Binder:
-    """Turns values into bound named placeholders, or into quoted literals for COPY."""
-
-    def __init__(self, *, inline: bool = False) -> None:
-        self.inline = inline
-        self.params: dict[str, Any] = {}
-
-    def __call__(self, value: Any, cast: Cast) -> sql.Composable:
-        if self.inline:
-            if isinstance(value, list):
-                # psycopg quotes array literals with their element types; the cast fixes the type
-                inner: sql.Composable = sql.SQL("ARRAY[{}]").format(
-                    sql.SQL(", ").join(sql.Literal(v) for v in value)
-                )
-                return sql.Composed([inner, _CASTS[cast]])
-            return sql.Composed([sql.Literal(value), _CASTS[cast]])
-        name = f"p{len(self.params)}"
-        self.params[name] = value
-        return sql.Composed([sql.Placeholder(name), _CASTS[cast]])
+from ticketexport.views.columns import COLUMNS, LOOKUPS, KeyKind, SortKey, person, text_keys
+from ticketexport.views.conditions import followed_open, where_clause
+from ticketexport.views.model import ListRequest, ResolvedView, SortLevel
+from ticketexport.views.ordering import bind_key, keyset_after, sort_keys, sort_levels
+from ticketexport.views.scope import Binder, Context
+from ticketexport.views.select_list import display, typed_value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,661 +67,16 @@ class Compiled:
     signature: str
 
 
-class _Context:
-    """Everything one compilation needs: the binder, the evaluation instant, zone, actor."""
-
-    def __init__(
-        self,
-        binder: Binder,
-        now: datetime.datetime,
-        tz: str,
-        actor: Actor,
-        *,
-        snapshot: str | None = None,
-    ) -> None:
-        if now.tzinfo is None:
-            raise ValueError("the evaluation instant must be timezone-aware")
-        self.bind = binder
-        self.now = now
-        self.tz = tz
-        self.actor = actor
-        # A recorded pg_snapshot: read every table as it was then (see _as_of below).
-        self.snapshot = snapshot
-        # Aliases of the lookups (columns.LOOKUPS) the expressions built so far read.
-        self.joins: set[str] = set()
-        # The search's lookup matches, found beforehand (see search_lookups), by column.
-        self.search_matches: Mapping[str, list[int]] | None = None
-
-    def table(self, name: str) -> sql.Composable:
-        """The relation a table is read through. Every table the compiled SQL reads is named
-        here and nowhere else: as of a snapshot, each one is its versions' `<table>_as_of`
-        function (sql/migrations/0007_versions.sql), which PostgreSQL inlines."""
-        if self.snapshot is None:
-            return sql.Identifier(name)
-        if name not in VERSIONED_TABLES:
-            raise AssertionError(f"{name} keeps no versions and cannot be read as of a snapshot")
-        return sql.SQL("{}({}::pg_snapshot)").format(
-            sql.Identifier(f"{name}_as_of"), sql.Literal(self.snapshot)
-        )
-
-    def take_joins(self) -> set[str]:
-        """The lookup joins read since the last call, so each part's needs are known apart."""
-        found, self.joins = self.joins, set()
-        return found
-
-    def now_(self) -> sql.Composable:
-        return self.bind(self.now, "timestamptz")
-
-    def tz_(self) -> sql.Composable:
-        return self.bind(self.tz, "text")
-
-    def local_now(self) -> sql.Composable:
-        return sql.SQL("({} AT TIME ZONE {})").format(self.now_(), self.tz_())
-
-    def at_zone(self, local: sql.Composable) -> sql.Composable:
-        """A local wall-clock timestamp in the organisation's zone as an instant."""
-        return sql.SQL("(({}) AT TIME ZONE {})").format(local, self.tz_())
-
-    def snoozed(self) -> sql.Composable:
-        return sql.SQL("(t.snoozed_until IS NOT NULL AND t.snoozed_until > {})").format(self.now_())
-
-    def not_snoozed(self) -> sql.Composable:
-        return sql.SQL("(t.snoozed_until IS NULL OR t.snoozed_until <= {})").format(self.now_())
-
-
-# Display text of each column ------------------------------------------------------------
-
-
-def display(column: str, ctx: _Context) -> sql.Composable:
-    """The SQL text expression for one column's displayed value ('' for empty)."""
-    declared = COLUMNS[column]
-    ctx.joins.update(declared.joins)
-    return declared.display(ctx)
-
-
-def typed_value(column: str, ctx: _Context) -> sql.Composable:
-    """The SQL of one column's typed value (columns.Column.value), its display where it has
-    none."""
-    declared = COLUMNS[column]
-    if declared.value is None:
-        return display(column, ctx)
-    ctx.joins.update(declared.joins)
-    return declared.value(ctx)
-
-
-# Conditions -----------------------------------------------------------------------------
-
-# Details of a ticket's contact that no column shows; every other text field is a column's
-# displayed value (contact_name is the Contact column's).
-_CONTACT_DETAILS = {"contact_email": "email", "contact_organization": "organization"}
-
-
-def _text_field(field: str, ctx: _Context) -> sql.Composable:
-    if field in _CONTACT_DETAILS:
-        ctx.joins.add("ct")
-        return sql.SQL("coalesce(ct.{}, '')").format(sql.Identifier(_CONTACT_DETAILS[field]))
-    return display("contact" if field == "contact_name" else field, ctx)
-
-
-_ID_FIELDS = {
-    "id": sql.SQL("t.id"),
-    "contact_id": sql.SQL("t.contact_id"),
-    "assignee": sql.SQL("t.assignee_id"),
-    "created_by": sql.SQL("t.created_by_id"),
-    "team": sql.SQL("t.team_id"),
-}
-
-_NEGATED_TEXT = {
-    "not_equals": "equals",
-    "not_contains": "contains",
-    "not_starts_with": "starts_with",
-    "not_ends_with": "ends_with",
-}
-
-
-def _text_match(op: str, value: sql.Composable, pattern: sql.Composable) -> sql.Composable:
-    lv, lp = lowered(value), lowered(pattern)
-    if op == "equals":
-        return sql.SQL("({} = {})").format(lv, lp)
-    if op == "contains":
-        return sql.SQL("(strpos({}, {}) > 0)").format(lv, lp)
-    if op == "starts_with":
-        return sql.SQL("(left({0}, length({1})) = {1})").format(lv, lp)
-    if op == "ends_with":
-        return sql.SQL("(right({0}, length({1})) = {1})").format(lv, lp)
-    raise AssertionError(op)
-
-
-def _text_condition(c: Condition, ctx: _Context) -> sql.Composable:
-    positive = _NEGATED_TEXT.get(c.operator, c.operator)
-    negate = positive != c.operator
-    if c.field == "tags":
-        if c.operator in ("is_empty", "is_not_empty"):
-            return sql.SQL("(cardinality(t.tags) {} 0)").format(
-                sql.SQL("=" if c.operator == "is_empty" else ">")
-            )
-        match = _text_match(positive, sql.SQL("tag"), ctx.bind(c.value, "text"))
-        exists = sql.SQL("EXISTS (SELECT 1 FROM unnest(t.tags) AS u(tag) WHERE {})").format(match)
-        return sql.SQL("(NOT {})").format(exists) if negate else exists
-    expr = _text_field(c.field, ctx)
-    if c.operator == "is_empty":
-        return sql.SQL("({} = '')").format(expr)
-    if c.operator == "is_not_empty":
-        return sql.SQL("({} <> '')").format(expr)
-    match = _text_match(positive, expr, ctx.bind(c.value, "text"))
-    return sql.SQL("(NOT {})").format(match) if negate else match
-
-
-_NUMBER_OPS: dict[str, sql.SQL] = {
-    "eq": sql.SQL("="),
-    "lt": sql.SQL("<"),
-    "le": sql.SQL("<="),
-    "gt": sql.SQL(">"),
-    "ge": sql.SQL(">="),
-}
-
-
-def _number_condition(c: Condition, ctx: _Context) -> sql.Composable:
-    x = _ID_FIELDS[c.field]
-    if c.operator == "is_empty":
-        return sql.SQL("({} IS NULL)").format(x)
-    if c.operator == "is_not_empty":
-        return sql.SQL("({} IS NOT NULL)").format(x)
-    value = ctx.bind(c.value, "bigint")
-    if c.operator == "ne":
-        return sql.SQL("({} IS DISTINCT FROM {})").format(x, value)
-    return sql.SQL("({} {} {})").format(x, _NUMBER_OPS[c.operator], value)
-
-
-def _date_field(field: str) -> sql.Composable:
-    column = {"snoozed_until": "snoozed_until"}.get(field, field)
-    return sql.SQL("t.{}").format(sql.Identifier(column))
-
-
-def _day_start(day: datetime.date, ctx: _Context) -> sql.Composable:
-    return ctx.at_zone(sql.SQL("{}::timestamp").format(ctx.bind(day.isoformat(), "date")))
-
-
-def _between(x: sql.Composable, low: sql.Composable, high: sql.Composable) -> sql.Composable:
-    """Half-open [low, high)."""
-    return sql.SQL("({x} >= {low} AND {x} < {high})").format(x=x, low=low, high=high)
-
-
-_PRESET_RANGES: dict[str, tuple[str, str, str]] = {
-    # preset: (truncate to, start offset, end offset) in local wall-clock time
-    "today": ("day", "0 days", "1 day"),
-    "yesterday": ("day", "-1 day", "0 days"),
-    "this_week": ("week", "0 days", "7 days"),
-    "last_week": ("week", "-7 days", "0 days"),
-    "next_week": ("week", "7 days", "14 days"),
-    "this_month": ("month", "0 months", "1 month"),
-    "last_month": ("month", "-1 month", "0 months"),
-    "next_month": ("month", "1 month", "2 months"),
-}
-
-
-def _date_condition(c: Condition, ctx: _Context) -> sql.Composable:
-    x = _date_field(c.field)
-    op = c.operator
-    if op == "is_empty":
-        return sql.SQL("({} IS NULL)").format(x)
-    if op == "is_not_empty":
-        return sql.SQL("({} IS NOT NULL)").format(x)
-    if op in ("on", "before", "after", "on_or_before", "on_or_after"):
-        day = datetime.date.fromisoformat(c.value)
-        next_day = day + datetime.timedelta(days=1)
-        if op == "on":
-            return _between(x, _day_start(day, ctx), _day_start(next_day, ctx))
-        if op == "before":
-            return sql.SQL("({} < {})").format(x, _day_start(day, ctx))
-        if op == "after":
-            return sql.SQL("({} >= {})").format(x, _day_start(next_day, ctx))
-        if op == "on_or_before":
-            return sql.SQL("({} < {})").format(x, _day_start(next_day, ctx))
-        return sql.SQL("({} >= {})").format(x, _day_start(day, ctx))
-    if op in ("within_past", "within_next"):
-        amount, unit = c.value["amount"], c.value["unit"]
-        sign = -1 if op == "within_past" else 1
-        if unit == "hours":
-            other: sql.Composable = sql.SQL("({} + make_interval(hours => {}))").format(
-                ctx.now_(), ctx.bind(sign * amount, "integer")
-            )
-        else:
-            # Calendar days and months step in the organisation's zone, not the session's.
-            interval = sql.SQL(
-                "make_interval(days => {})" if unit == "days" else "make_interval(months => {})"
-            )
-            other = ctx.at_zone(
-                sql.SQL("{} + {}").format(
-                    ctx.local_now(), interval.format(ctx.bind(sign * amount, "integer"))
-                )
-            )
-        low, high = (other, ctx.now_()) if sign < 0 else (ctx.now_(), other)
-        return sql.SQL("({x} >= {low} AND {x} <= {high})").format(x=x, low=low, high=high)
-    if op == "preset":
-        unit, start, end = _PRESET_RANGES[c.value]
-        base = sql.SQL("date_trunc({}, {})").format(sql.Literal(unit), ctx.local_now())
-        return _between(
-            x,
-            ctx.at_zone(sql.SQL("{} + {}::interval").format(base, sql.Literal(start))),
-            ctx.at_zone(sql.SQL("{} + {}::interval").format(base, sql.Literal(end))),
-        )
-    raise AssertionError(op)
-
-
-def _membership(
-    x: sql.Composable, op: str, value: list[Any], cast: Cast, *, nullable: bool, ctx: _Context
-) -> sql.Composable:
-    array = ctx.bind(list(value), cast)
-    positive = sql.SQL("({} = ANY({}))").format(x, array)
-    if op in ("is", "any_of"):
-        return positive
-    if nullable:
-        return sql.SQL("({} IS NULL OR NOT {})").format(x, positive)
-    return sql.SQL("(NOT {})").format(positive)
-
-
-def _has_tasks(ctx: _Context, which: str = "") -> sql.Composable:
-    return sql.SQL("EXISTS (SELECT 1 FROM {} x WHERE x.ticket_id = t.id{})").format(
-        ctx.table("ticket_tasks"), sql.SQL(which)
-    )
-
-
-_BOOLEANS: dict[str, Callable[[_Context], sql.Composable]] = {
-    "sla_breached": lambda ctx: sql.SQL("t.sla_breached"),
-    "snoozed": lambda ctx: ctx.snoozed(),
-    "has_contact": lambda ctx: sql.SQL("(t.contact_id IS NOT NULL)"),
-    "has_tasks": _has_tasks,
-    "has_open_tasks": lambda ctx: _has_tasks(ctx, " AND NOT x.is_closed"),
-}
-
-
-def condition_sql(c: Condition, ctx: _Context) -> sql.Composable:
-    """One saved-view condition as a boolean SQL expression that is never NULL."""
-    field = registry.FIELDS[c.field]
-    kind = field.type
-    if kind is registry.FieldType.TEXT:
-        return _text_condition(c, ctx)
-    if kind is registry.FieldType.NUMBER:
-        return _number_condition(c, ctx)
-    if kind is registry.FieldType.DATE:
-        return _date_condition(c, ctx)
-    if kind is registry.FieldType.STATUS:
-        ctx.joins.add("st")
-        if c.operator == "type_is":
-            return sql.SQL("(st.status_type = {})").format(ctx.bind(c.value, "text"))
-        return _membership(
-            sql.SQL("st.developer_name"), c.operator, c.value, "text[]", nullable=False, ctx=ctx
-        )
-    if kind is registry.FieldType.PRIORITY:
-        ctx.joins.add("pr")
-        if c.operator in ("more_important_than", "less_important_than"):
-            # An unknown reference priority makes the subquery NULL; coalesce keeps it false.
-            return sql.SQL(
-                "coalesce(pr.sort_order {} (SELECT p.sort_order FROM {} p "
-                "WHERE p.developer_name = {}), false)"
-            ).format(
-                sql.SQL("<" if c.operator == "more_important_than" else ">"),
-                ctx.table("ticket_priorities"),
-                ctx.bind(c.value, "text"),
-            )
-        return _membership(
-            sql.SQL("pr.developer_name"), c.operator, c.value, "text[]", nullable=False, ctx=ctx
-        )
-    if kind in (registry.FieldType.PERSON, registry.FieldType.TEAM):
-        x = _ID_FIELDS[c.field]
-        if c.operator == "is_empty":
-            return sql.SQL("({} IS NULL)").format(x)
-        if c.operator == "is_not_empty":
-            return sql.SQL("({} IS NOT NULL)").format(x)
-        return _membership(x, c.operator, c.value, "bigint[]", nullable=True, ctx=ctx)
-    if kind is registry.FieldType.BOOLEAN:
-        expr = _BOOLEANS[c.field](ctx)
-        return expr if c.operator == "is_true" else sql.SQL("(NOT {})").format(expr)
-    raise AssertionError(kind)
-
-
-# Built-in views and top-bar filters -------------------------------------------------------
-
-
-# Lookups become arrays of ids evaluated once (an InitPlan), so the ticket indexes that
-# lead with status_id, team_id or id can use them as index conditions whatever the
-# planner's row estimates for the tiny lookup tables.
-def _lookup_where(
-    ctx: _Context, key: str, table: str, column: str, value: sql.Composable
-) -> sql.Composable:
-    """Tickets whose `key` is the id of a `table` row with `column` = `value`."""
-    return sql.SQL("(t.{} = ANY (ARRAY(SELECT s.id FROM {} s WHERE s.{} = {})))").format(
-        sql.Identifier(key), ctx.table(table), sql.Identifier(column), value
-    )
-
-
-def _status_where(ctx: _Context, column: str, value: sql.Composable) -> sql.Composable:
-    return _lookup_where(ctx, "status_id", "ticket_statuses", column, value)
-
-
-def _open(ctx: _Context) -> sql.Composable:
-    return _status_where(ctx, "status_type", sql.Literal("open"))
-
-
-def _closed(ctx: _Context) -> sql.Composable:
-    return _status_where(ctx, "status_type", sql.Literal("closed"))
-
-
-# Built-in views whose rule contains "not snoozed" (the top-bar snoozed= replaces that part).
-NOT_SNOOZED_VIEWS = frozenset(
-    {"open", "unassigned", "my-tickets", "created-by-me", "team-tickets", "following", "overdue"}
-)
-
-
-def _builtin_rule(key: str, ctx: _Context) -> list[sql.Composable]:
-    me = ctx.bind(ctx.actor.id, "bigint")
-    is_open = _open(ctx)
-    rules: dict[str, list[sql.Composable]] = {
-        "all": [],
-        "open": [is_open],
-        "unassigned": [sql.SQL("(t.assignee_id IS NULL AND t.team_id IS NULL)"), is_open],
-        "my-tickets": [sql.SQL("(t.assignee_id = {})").format(me), is_open],
-        "created-by-me": [sql.SQL("(t.created_by_id = {})").format(me), is_open],
-        "team-tickets": [
-            sql.SQL(
-                "(t.team_id = ANY (ARRAY(SELECT m.team_id FROM {} m WHERE m.user_id = {})))"
-            ).format(ctx.table("team_memberships"), me),
-            is_open,
-        ],
-        "following": [
-            sql.SQL("(t.id IN (SELECT f.ticket_id FROM {} f WHERE f.user_id = {}))").format(
-                ctx.table("ticket_followers"), me
-            ),
-            is_open,
-        ],
-        "overdue": [is_open, sql.SQL("t.sla_breached")],
-        "snoozed": [ctx.snoozed()],
-        "closed": [_closed(ctx)],
-        "recently-closed": [
-            _closed(ctx),
-            sql.SQL("(t.closed_at >= {} - interval '7 days')").format(ctx.now_()),
-        ],
-    }
-    return rules[key]
-
-
-def _filters(view: ResolvedView, filters: Mapping[str, str], ctx: _Context) -> list[sql.Composable]:
-    parts: list[sql.Composable] = []
-    snoozed = filters.get("snoozed")
-    if view.builtin in NOT_SNOOZED_VIEWS and snoozed is None:
-        parts.append(ctx.not_snoozed())
-    if snoozed == "exclude":
-        parts.append(ctx.not_snoozed())
-    elif snoozed == "only":
-        parts.append(ctx.snoozed())
-    if "status" in filters:
-        parts.append(_status_where(ctx, "developer_name", ctx.bind(filters["status"], "text")))
-    if "type" in filters:
-        parts.append(_status_where(ctx, "status_type", ctx.bind(filters["type"], "text")))
-    if "priority" in filters:
-        value = ctx.bind(filters["priority"], "text")
-        parts.append(
-            _lookup_where(ctx, "priority_id", "ticket_priorities", "developer_name", value)
-        )
-    for key, column in (
-        ("assignee", "assignee_id"),
-        ("team", "team_id"),
-        ("contact", "contact_id"),
-        ("created_by", "created_by_id"),
-    ):
-        if key in filters:
-            x = sql.SQL("t.{}").format(sql.Identifier(column))
-            if filters[key] == "none":
-                parts.append(sql.SQL("({} IS NULL)").format(x))
-            else:
-                parts.append(sql.SQL("({} = {})").format(x, ctx.bind(int(filters[key]), "bigint")))
-    return parts
-
-
-# Search ---------------------------------------------------------------------------------
-
-# A term this long holds a trigram, so pg_trgm's indexes (sql/migrations/0013_search_trigrams.sql)
-# find it; a shorter one is looked for row by row.
-TRIGRAM_TERM = 3
-
-# The folded text the trigram index of a ticket's own column holds, where it is not the
-# column's display: array_to_string is only stable, and an index needs an immutable
-# function giving the same text.
-_INDEXED_TEXT: dict[str, sql.Composable] = {"tags": sql.SQL("ticketexport_tags_text(t.tags)")}
-
-
-def _search_pattern(q: str, ctx: _Context) -> sql.Composable:
-    """The folded LIKE pattern `%q%`. LIKE's wildcards and escape character stand for
-    themselves in the query; folding leaves them (and the added ones) as they are, so the
-    pattern is folded whole."""
-    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return lowered(ctx.bind(f"%{escaped}%", "text"))
-
-
-def search_predicate(q: str, columns: tuple[str, ...], ctx: _Context) -> sql.Composable:
-    """The search box's condition: the folded query inside the folded displayed text of
-    one of the view's visible searchable columns (nothing matches without one).
-
-    A query of TRIGRAM_TERM characters or more is written so the trigram indexes answer
-    it, with the same meaning: `folded text LIKE '%query%'` (the query's LIKE wildcards
-    escaped) on a ticket's own columns, and for a column shown from a lookup (status,
-    priority, people, team) the ticket's reference among the lookup rows whose displayed
-    text holds it: a ticket without one shows '', which holds no query. Shorter queries
-    hold no trigram to look up and are searched row by row.
-    """
-    searchable = [c for c in columns if COLUMNS[c].searchable]
-    if not searchable:
-        return sql.SQL("false")
-    if len(q) < TRIGRAM_TERM:
-        needle = lowered(ctx.bind(q, "text"))
-        return sql.SQL("({})").format(
-            sql.SQL(" OR ").join(
-                sql.SQL("strpos({}, {}) > 0").format(lowered(display(c, ctx)), needle)
-                for c in searchable
-            )
-        )
-    pattern = _search_pattern(q, ctx)
-    parts: list[sql.Composable] = []
-    for key in searchable:
-        column = COLUMNS[key]
-        if not column.joins:
-            text = _INDEXED_TEXT.get(key) or column.display(ctx)
-            parts.append(sql.SQL("{} LIKE {}").format(lowered(text), pattern))
-            continue
-        (alias,) = column.joins
-        lookup = LOOKUPS[alias]
-        assert lookup.key, "a searchable column reads a plain lookup"
-        if ctx.search_matches is not None and key in ctx.search_matches:
-            # Known ids: the planner estimates the tickets they hold from its statistics.
-            parts.append(
-                sql.SQL("t.{} = ANY ({})").format(
-                    sql.Identifier(lookup.key),
-                    ctx.bind(ctx.search_matches[key], "bigint[]"),
-                )
-            )
-            continue
-        # The lookup's rows under the alias the display reads; not joined to the tickets.
-        parts.append(
-            sql.SQL(
-                "t.{key} = ANY (ARRAY(SELECT {a}.id FROM {table} {a} WHERE {text} LIKE {pattern}))"
-            ).format(
-                key=sql.Identifier(lookup.key),
-                a=sql.SQL(alias),
-                table=ctx.table(lookup.table),
-                text=lowered(column.display(ctx)),
-                pattern=pattern,
-            )
-        )
-    return sql.SQL("({})").format(sql.SQL(" OR ").join(parts))
-
-
-def search_lookups(
-    view: ResolvedView, request: ListRequest, actor: Actor, *, now: datetime.datetime, tz: str
-) -> tuple[sql.Composed, dict[str, Any], tuple[str, ...]] | None:
-    """One statement finding, for each visible lookup column (status, priority, people,
-    team), the ids of the lookup rows whose displayed text holds a trigram-long search
-    term: one row, an id array per column. None when the search has no such column.
-
-    A list page runs it first and hands the ids to compile_list and compile_count
-    (`search_matches`): given a subquery's ids instead, the planner guesses the share of
-    tickets they hold (most of them, for a status or priority), and would read every
-    ticket rather than the trigram indexes for a term that matches few.
-    """
-    if len(request.q) < TRIGRAM_TERM:
-        return None
-    keys = tuple(c for c in view.definition.columns if COLUMNS[c].searchable and COLUMNS[c].joins)
-    if not keys:
-        return None
-    ctx = _Context(Binder(), now, tz, actor)
-    pattern = _search_pattern(request.q, ctx)
-    arrays = []
-    for key in keys:
-        column = COLUMNS[key]
-        (alias,) = column.joins
-        lookup = LOOKUPS[alias]
-        arrays.append(
-            sql.SQL("ARRAY(SELECT {a}.id FROM {table} {a} WHERE {text} LIKE {pattern})").format(
-                a=sql.SQL(alias),
-                table=ctx.table(lookup.table),
-                text=lowered(column.display(ctx)),
-                pattern=pattern,
-            )
-        )
-    return sql.SQL("SELECT {}").format(sql.SQL(", ").join(arrays)), ctx.bind.params, keys
-
-
-def _followed_open(ctx: _Context) -> sql.Composable:
-    """The ids of the open tickets the acting user follows: the "following" view's rule,
-    read from the followers index and then the ticket id index alone.
-
-    The followed ids are an array evaluated once, so they are an index condition on the
-    ticket id. Only used where nothing else can drive the scan: as a filter over many rows
-    the array would be searched element by element for each row.
-    """
-    return sql.SQL(
-        "SELECT t.id FROM {} t WHERE t.id = ANY (ARRAY(SELECT f.ticket_id "
-        "FROM {} f WHERE f.user_id = {})) AND {}"
-    ).format(
-        ctx.table("tickets"),
-        ctx.table("ticket_followers"),
-        ctx.bind(ctx.actor.id, "bigint"),
-        _open(ctx),
-    )
-
-
-def where_clause(
-    view: ResolvedView, request: ListRequest, ctx: _Context, *, rule: bool = True
-) -> sql.Composable:
-    """The view's conditions; `rule=False` leaves out the built-in view's own rule (for a
-    caller that reads only the tickets the rule selects)."""
-    d = view.definition
-    parts: list[sql.Composable] = []
-    if view.builtin is not None and rule:
-        parts.extend(_builtin_rule(view.builtin, ctx))
-    parts.extend(condition_sql(c, ctx) for c in d.conditions_and)
-    if d.conditions_or:
-        parts.append(
-            sql.SQL("({})").format(
-                sql.SQL(" OR ").join(condition_sql(c, ctx) for c in d.conditions_or)
-            )
-        )
-    parts.extend(_filters(view, request.filters, ctx))
-    if request.q:
-        parts.append(search_predicate(request.q, d.columns, ctx))
-    if not parts:
-        return sql.SQL("true")
-    return sql.SQL(" AND ").join(parts)
-
-
-# Sorting --------------------------------------------------------------------------------
-
-_NAMED_SORTS: dict[str, tuple[SortLevel, ...]] = {
-    "newest": (SortLevel("created_at", True),),
-    "oldest": (SortLevel("created_at", False),),
-    "priority": (SortLevel("priority", False), SortLevel("created_at", True)),
-    "status": (SortLevel("status", False), SortLevel("created_at", True)),
-    "assignee": (SortLevel("assignee", False), SortLevel("created_at", True)),
-    "sla": (SortLevel("sla_due_at", False),),
-}
-
-
-def sort_levels(view: ResolvedView, sort: str | None) -> tuple[SortLevel, ...]:
-    """The levels of the chosen sort, ending with the ticket id (same direction as the last)."""
-    levels = view.definition.sort if sort in (None, "view") else _NAMED_SORTS[sort]
-    if levels[-1].column != "id" and all(level.column != "id" for level in levels):
-        levels = (*levels, SortLevel("id", levels[-1].descending))
-    return levels
-
-
-def _keys_for(level: SortLevel, ctx: _Context) -> list[SortKey]:
-    column = COLUMNS[level.column]
-    assert column.sort is not None  # a view's sort levels are sortable columns (model.py)
-    ctx.joins.update(column.joins)
-    return column.sort(ctx, column.display, level.descending)
-
-
-def sort_keys(levels: tuple[SortLevel, ...], ctx: _Context) -> list[SortKey]:
-    keys: list[SortKey] = []
-    for level in levels:
-        keys.extend(_keys_for(level, ctx))
-    return keys
-
-
-_KEY_CASTS: dict[KeyKind, Cast] = {
-    "ts": "timestamptz",
-    "int": "bigint",
-    "text": "text",
-    "bool": "text",
-}
-
-
-def _bind_key(key: SortKey, value: Any, ctx: _Context) -> sql.Composable:
-    if key.kind == "bool":
-        return sql.SQL("{}::boolean").format(sql.Literal(bool(value)))
-    bound = ctx.bind(value, _KEY_CASTS[key.kind])
-    if key.kind == "text":
-        return sql.SQL('({} COLLATE "C")').format(bound)
-    return bound
-
-
-def keyset_after(keys: list[SortKey], values: tuple[Any, ...], ctx: _Context) -> sql.Composable:
-    """Rows strictly after the row whose sort key values are `values`, in the keys' order."""
-    bound = [_bind_key(k, v, ctx) for k, v in zip(keys, values, strict=True)]
-    if len({k.descending for k in keys}) == 1:
-        # One direction: a row comparison, which a matching btree index answers as a range.
-        return sql.SQL("(({}) {} ({}))").format(
-            sql.SQL(", ").join(k.expr for k in keys),
-            sql.SQL("<" if keys[0].descending else ">"),
-            sql.SQL(", ").join(bound),
-        )
-    clause: sql.Composable | None = None
-    for key, value in reversed(list(zip(keys, bound, strict=True))):
-        beyond = sql.SQL("({} {} {})").format(
-            key.expr, sql.SQL("<" if key.descending else ">"), value
-        )
-        if clause is None:
-            clause = beyond
-        else:
-            clause = sql.SQL("({} OR ({} = {} AND {}))").format(beyond, key.expr, value, clause)
-    assert clause is not None  # there is always at least the id key
-    first, first_value = keys[0], bound[0]
-    # The redundant leading bound lets the planner use an index range on the first key.
-    return sql.SQL("({} {} {} AND {})").format(
-        first.expr, sql.SQL("<=" if first.descending else ">="), first_value, clause
-    )
-
-
 def _signature(view: ResolvedView, levels: tuple[SortLevel, ...]) -> str:
     raw = json.dumps([view.key, [(s.column, s.descending) for s in levels]])
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def _tickets(ctx: _Context) -> sql.Composable:
+def _tickets(ctx: Context) -> sql.Composable:
     return sql.SQL("{} t").format(ctx.table("tickets"))
 
 
-def _from(joins: set[str], ctx: _Context, tickets: sql.Composable | None = None) -> sql.Composable:
+def _from(joins: set[str], ctx: Context, tickets: sql.Composable | None = None) -> sql.Composable:
     """The tickets (all of them, or `tickets` as `t`) with the lookups `joins` names."""
     return sql.Composed(
         [
@@ -770,7 +86,7 @@ def _from(joins: set[str], ctx: _Context, tickets: sql.Composable | None = None)
     )
 
 
-def _by_id(ids: sql.Composable, ctx: _Context, alias: str = "picked") -> sql.Composable:
+def _by_id(ids: sql.Composable, ctx: Context, alias: str = "picked") -> sql.Composable:
     """Tickets (as `t`) by the ids a subquery selects, each fetched on its own.
 
     OFFSET 0 keeps the lateral lookup a per-id index probe whatever the row estimates.
@@ -799,14 +115,13 @@ def _group_keys(sort: str) -> list[SortKey]:
 
 
 def _status_groups(
-    view: ResolvedView, filters: Mapping[str, str], ctx: _Context
+    view: ResolvedView, filters: Mapping[str, str], ctx: Context
 ) -> list[sql.Composable]:
     """Conditions on the status alone, so statuses the view excludes are never read."""
     parts: list[sql.Composable] = []
-    if view.builtin in NOT_SNOOZED_VIEWS:
-        parts.append(sql.SQL("g.status_type = 'open'"))
-    elif view.builtin in ("closed", "recently-closed"):
-        parts.append(sql.SQL("g.status_type = 'closed'"))
+    statuses = None if view.builtin is None else registry.BUILTINS[view.builtin].statuses
+    if statuses is not None:
+        parts.append(sql.SQL("g.status_type = {}").format(sql.Literal(statuses)))
     if "type" in filters:
         parts.append(sql.SQL("g.status_type = {}").format(ctx.bind(filters["type"], "text")))
     if "status" in filters:
@@ -821,7 +136,7 @@ def _grouped_page(
     joins: set[str],
     after: tuple[Any, ...] | None,
     limit: int,
-    ctx: _Context,
+    ctx: Context,
 ) -> sql.Composable:
     """The ids that can be on the page (rows of `where`, which reads `joins`), found group
     by group."""
@@ -838,7 +153,7 @@ def _grouped_page(
         prune = sql.SQL("{} AND ({}) >= ({})").format(
             prune,
             sql.SQL(", ").join(k.expr for k in group_keys),
-            sql.SQL(", ").join(_bind_key(k, v, ctx) for k, v in zip(group_keys, lead, strict=True)),
+            sql.SQL(", ").join(bind_key(k, v, ctx) for k, v in zip(group_keys, lead, strict=True)),
         )
     newest = sql.SQL("ORDER BY t.created_at DESC, t.id DESC LIMIT {}").format(sql.Literal(limit))
     src = _from(joins, ctx)
@@ -909,7 +224,7 @@ def compile_list(
     follows a few thousand open tickets at most. With many more, walking the list's order
     finds the page's rows sooner, and the planner does that without it.
     """
-    ctx = _Context(Binder(inline=inline), now, tz, actor, snapshot=snapshot)
+    ctx = Context(Binder(inline=inline), now, tz, actor, snapshot=snapshot)
     ctx.search_matches = search_matches
     columns = view.definition.columns
     levels = sort_levels(view, request.sort)
@@ -942,7 +257,7 @@ def compile_list(
         # Sort the followed open tickets (the rest of the conditions applied), then fetch
         # and format only the page's rows.
         picked = sql.SQL("SELECT t.id FROM {} WHERE {} ORDER BY {} LIMIT {}").format(
-            _from(where_joins | key_joins, ctx, _by_id(_followed_open(ctx), ctx, "followed")),
+            _from(where_joins | key_joins, ctx, _by_id(followed_open(ctx), ctx, "followed")),
             where,
             order,
             sql.Literal(limit),
@@ -980,7 +295,7 @@ def compile_count(
     search_matches: Mapping[str, list[int]] | None = None,
 ) -> tuple[sql.Composed, dict[str, Any]]:
     """Counts the view's rows, stopping at cap + 1 so a huge view stays cheap."""
-    ctx = _Context(Binder(), now, tz, actor)
+    ctx = Context(Binder(), now, tz, actor)
     ctx.search_matches = search_matches
     where = where_clause(view, request, ctx)
     src = _from(ctx.joins, ctx)
@@ -1020,7 +335,7 @@ def compile_export(
     rows = compile_list(
         view, request, actor, now=as_of, tz=tz, inline=True, snapshot=snapshot, typed=typed
     )
-    ctx = _Context(Binder(inline=True), as_of, tz, actor, snapshot=snapshot)
+    ctx = Context(Binder(inline=True), as_of, tz, actor, snapshot=snapshot)
     where = where_clause(view, request, ctx)
     count = sql.SQL("SELECT count(*) FROM {src} WHERE {where}").format(
         src=_from(ctx.joins, ctx), where=where

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import enum
+from collections.abc import Callable
+from typing import Protocol
+
+from psycopg import sql
 
 from ticketexport.views import columns
 
@@ -13,26 +16,10 @@ COLUMNS = columns.COLUMNS
 DEFAULT_COLUMNS = columns.DEFAULT_COLUMNS
 SORTABLE_COLUMNS = columns.SORTABLE_COLUMNS
 SEARCHABLE_COLUMNS = columns.SEARCHABLE_COLUMNS
-
-
-class FieldType(enum.StrEnum):
-    """What kind of value a condition field holds; it decides the operators offered."""
-
-    TEXT = "text"
-    NUMBER = "number"
-    DATE = "date"
-    STATUS = "status"
-    PRIORITY = "priority"
-    PERSON = "person"
-    TEAM = "team"
-    BOOLEAN = "boolean"
-
-
-@dataclasses.dataclass(frozen=True)
-class Field:
-    key: str
-    label: str
-    type: FieldType
+# Condition fields are declared with their columns, or beside them when no column shows them.
+FieldType = columns.FieldType
+Field = columns.Field
+FIELDS = columns.FIELDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,39 +42,6 @@ VALUE_KINDS = (
     "status_type",
     "priority_ref",
 )
-
-FIELDS: dict[str, Field] = {
-    f.key: f
-    for f in (
-        Field("title", "Title", FieldType.TEXT),
-        Field("description", "Description", FieldType.TEXT),
-        Field("category", "Category", FieldType.TEXT),
-        Field("tags", "Tags", FieldType.TEXT),
-        Field("contact_name", "Contact name", FieldType.TEXT),
-        Field("contact_email", "Contact email", FieldType.TEXT),
-        Field("contact_organization", "Contact organisation", FieldType.TEXT),
-        Field("sla_status", "SLA status", FieldType.TEXT),
-        Field("language", "Language", FieldType.TEXT),
-        Field("id", "Ticket ID", FieldType.NUMBER),
-        Field("contact_id", "Contact ID", FieldType.NUMBER),
-        Field("created_at", "Created", FieldType.DATE),
-        Field("updated_at", "Last updated", FieldType.DATE),
-        Field("resolved_at", "Resolved", FieldType.DATE),
-        Field("closed_at", "Closed", FieldType.DATE),
-        Field("sla_due_at", "SLA due", FieldType.DATE),
-        Field("snoozed_until", "Snoozed until", FieldType.DATE),
-        Field("status", "Status", FieldType.STATUS),
-        Field("priority", "Priority", FieldType.PRIORITY),
-        Field("assignee", "Assignee", FieldType.PERSON),
-        Field("created_by", "Created by", FieldType.PERSON),
-        Field("team", "Team", FieldType.TEAM),
-        Field("sla_breached", "SLA breached", FieldType.BOOLEAN),
-        Field("snoozed", "Snoozed", FieldType.BOOLEAN),
-        Field("has_contact", "Has contact", FieldType.BOOLEAN),
-        Field("has_tasks", "Has tasks", FieldType.BOOLEAN),
-        Field("has_open_tasks", "Has open tasks", FieldType.BOOLEAN),
-    )
-}
 
 _EMPTY = (
     Operator("is_empty", "is empty", "none"),
@@ -159,19 +113,115 @@ PRESETS: tuple[str, ...] = (
 
 RELATIVE_UNITS: tuple[str, ...] = ("hours", "days", "months")
 
-BUILTIN_VIEWS: dict[str, str] = {
-    "all": "All tickets",
-    "open": "Open",
-    "unassigned": "Unassigned",
-    "my-tickets": "My tickets",
-    "created-by-me": "Created by me",
-    "team-tickets": "My teams' tickets",
-    "following": "Following",
-    "overdue": "Overdue",
-    "snoozed": "Snoozed",
-    "closed": "Closed",
-    "recently-closed": "Recently closed",
+
+class RuleScope(columns.Scope, Protocol):
+    """What a built-in view's rule is written with, beside a column's Scope."""
+
+    def open_(self) -> sql.Composable: ...
+
+    def closed_(self) -> sql.Composable: ...
+
+
+# A built-in view's rule: its conditions, given the scope and the acting user's id.
+Rule = Callable[[RuleScope, sql.Composable], list[sql.Composable]]
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltinView:
+    """One built-in view: all that the pages, the compiler and the export know about it.
+
+    `rule` gives its conditions. `not_snoozed` says its rule includes "not snoozed", the
+    part the top-bar snoozed= replaces; `statuses` is the status type its rule keeps
+    ("open", "closed"), when it keeps one, so a status-grouped page reads no other status;
+    `sort` is its default order, (column, descending) levels.
+    """
+
+    key: str
+    label: str
+    rule: Rule
+    _: dataclasses.KW_ONLY
+    not_snoozed: bool = False
+    statuses: str | None = None
+    sort: tuple[tuple[str, bool], ...] = (("created_at", True),)
+
+
+def _team_tickets(scope: RuleScope, me: sql.Composable) -> list[sql.Composable]:
+    teams = sql.SQL(
+        "(t.team_id = ANY (ARRAY(SELECT m.team_id FROM {} m WHERE m.user_id = {})))"
+    ).format(scope.table("team_memberships"), me)
+    return [teams, scope.open_()]
+
+
+def _following(scope: RuleScope, me: sql.Composable) -> list[sql.Composable]:
+    followed = sql.SQL("(t.id IN (SELECT f.ticket_id FROM {} f WHERE f.user_id = {}))").format(
+        scope.table("ticket_followers"), me
+    )
+    return [followed, scope.open_()]
+
+
+def _recently_closed(scope: RuleScope, me: sql.Composable) -> list[sql.Composable]:
+    return [
+        scope.closed_(),
+        sql.SQL("(t.closed_at >= {} - interval '7 days')").format(scope.now_()),
+    ]
+
+
+BUILTINS: dict[str, BuiltinView] = {
+    v.key: v
+    for v in (
+        BuiltinView("all", "All tickets", lambda s, me: []),
+        BuiltinView("open", "Open", lambda s, me: [s.open_()], not_snoozed=True, statuses="open"),
+        BuiltinView(
+            "unassigned",
+            "Unassigned",
+            lambda s, me: [sql.SQL("(t.assignee_id IS NULL AND t.team_id IS NULL)"), s.open_()],
+            not_snoozed=True,
+            statuses="open",
+        ),
+        BuiltinView(
+            "my-tickets",
+            "My tickets",
+            lambda s, me: [sql.SQL("(t.assignee_id = {})").format(me), s.open_()],
+            not_snoozed=True,
+            statuses="open",
+        ),
+        BuiltinView(
+            "created-by-me",
+            "Created by me",
+            lambda s, me: [sql.SQL("(t.created_by_id = {})").format(me), s.open_()],
+            not_snoozed=True,
+            statuses="open",
+        ),
+        BuiltinView(
+            "team-tickets", "My teams' tickets", _team_tickets, not_snoozed=True, statuses="open"
+        ),
+        BuiltinView("following", "Following", _following, not_snoozed=True, statuses="open"),
+        BuiltinView(
+            "overdue",
+            "Overdue",
+            lambda s, me: [s.open_(), sql.SQL("t.sla_breached")],
+            not_snoozed=True,
+            statuses="open",
+        ),
+        BuiltinView("snoozed", "Snoozed", lambda s, me: [s.snoozed()]),
+        BuiltinView(
+            "closed",
+            "Closed",
+            lambda s, me: [s.closed_()],
+            statuses="closed",
+            sort=(("closed_at", True),),
+        ),
+        BuiltinView(
+            "recently-closed",
+            "Recently closed",
+            _recently_closed,
+            statuses="closed",
+            sort=(("closed_at", True),),
+        ),
+    )
 }
+
+BUILTIN_VIEWS: dict[str, str] = {key: v.label for key, v in BUILTINS.items()}
 
 SORTS: dict[str, str] = {
     "newest": "Newest",

@@ -13,7 +13,7 @@ import psycopg
 from ticketexport.db import q
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.errors import TooSlow
-from ticketexport.views import compiler, cursor, registry, saved
+from ticketexport.views import compiler, conditions, cursor, registry, saved
 from ticketexport.views.model import (
     ListRequest,
     ResolvedView,
@@ -95,22 +95,17 @@ def parse_list_request(params: Mapping[str, str]) -> ListRequest:
     )
 
 
-_BUILTIN_SORT: dict[str, tuple[SortLevel, ...]] = {
-    "closed": (SortLevel("closed_at", True),),
-    "recently-closed": (SortLevel("closed_at", True),),
-}
-
-
 def builtin_view(key: str) -> ResolvedView:
     """A built-in view: default columns, its rule, its default sort (newest first, or by
     closing time for the closed views)."""
-    label = registry.BUILTIN_VIEWS[key]
+    builtin = registry.BUILTINS[key]
+    label = builtin.label
     definition = ViewDefinition(
         name=label,
         conditions_and=(),
         conditions_or=(),
         columns=registry.DEFAULT_COLUMNS,
-        sort=_BUILTIN_SORT.get(key, (SortLevel("created_at", True),)),
+        sort=tuple(SortLevel(column, descending) for column, descending in builtin.sort),
     )
     return ResolvedView(key=key, name=label, definition=definition, saved_view_id=None, builtin=key)
 
@@ -241,8 +236,8 @@ async def _search_matches(
     tz: str,
 ) -> dict[str, list[int]] | None:
     """The ids of the lookup rows (status, priority, people, team) the search term finds,
-    by visible column (compiler.search_lookups); None when there is nothing to find."""
-    found = compiler.search_lookups(view, request, actor, now=now, tz=tz)
+    by visible column (conditions.search_lookups); None when there is nothing to find."""
+    found = conditions.search_lookups(view, request, actor, now=now, tz=tz)
     if found is None:
         return None
     statement, params, keys = found

@@ -1,0 +1,141 @@
+"""What one compilation of a view works with: the binder of its values and its context
+(instant, zone, actor, snapshot, the lookups read so far)."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from psycopg import sql
+
+from ticketexport.db import VERSIONED_TABLES
+from ticketexport.domain.actor import Actor
+
+Cast = Literal["text", "bigint", "bigint[]", "text[]", "timestamptz", "date", "integer"]
+
+_CASTS: dict[Cast, sql.SQL] = {
+    "text": sql.SQL("::text"),
+    "bigint": sql.SQL("::bigint"),
+    "bigint[]": sql.SQL("::bigint[]"),
+    "text[]": sql.SQL("::text[]"),
+    "timestamptz": sql.SQL("::timestamptz"),
+    "date": sql.SQL("::date"),
+    "integer": sql.SQL("::integer"),
+}
+
+
+class Binder:
+    """Turns values into bound named placeholders, or into quoted literals for COPY."""
+
+    def __init__(self, *, inline: bool = False) -> None:
+        self.inline = inline
+        self.params: dict[str, Any] = {}
+
+    def __call__(self, value: Any, cast: Cast) -> sql.Composable:
+        if self.inline:
+            if isinstance(value, list):
+                # psycopg quotes array literals with their element types; the cast fixes the type
+                inner: sql.Composable = sql.SQL("ARRAY[{}]").format(
+                    sql.SQL(", ").join(sql.Literal(v) for v in value)
+                )
+                return sql.Composed([inner, _CASTS[cast]])
+            return sql.Composed([sql.Literal(value), _CASTS[cast]])
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return sql.Composed([sql.Placeholder(name), _CASTS[cast]])
+
+
+class Context:
+    """Everything one compilation needs: the binder, the evaluation instant, zone, actor."""
+
+    def __init__(
+        self,
+        binder: Binder,
+        now: datetime.datetime,
+        tz: str,
+        actor: Actor,
+        *,
+        snapshot: str | None = None,
+    ) -> None:
+        if now.tzinfo is None:
+            raise ValueError("the evaluation instant must be timezone-aware")
+        self.bind = binder
+        self.now = now
+        self.tz = tz
+        self.actor = actor
+        # A recorded pg_snapshot: read every table as it was then (see _as_of below).
+        self.snapshot = snapshot
+        # Aliases of the lookups (columns.LOOKUPS) the expressions built so far read.
+        self.joins: set[str] = set()
+        # The search's lookup matches, found beforehand (see search_lookups), by column.
+        self.search_matches: Mapping[str, list[int]] | None = None
+
+    def table(self, name: str) -> sql.Composable:
+        """The relation a table is read through. Every table the compiled SQL reads is named
+        here and nowhere else: as of a snapshot, each one is its versions' `<table>_as_of`
+        function (sql/migrations/0007_versions.sql), which PostgreSQL inlines."""
+        if self.snapshot is None:
+            return sql.Identifier(name)
+        if name not in VERSIONED_TABLES:
+            raise AssertionError(f"{name} keeps no versions and cannot be read as of a snapshot")
+        return sql.SQL("{}({}::pg_snapshot)").format(
+            sql.Identifier(f"{name}_as_of"), sql.Literal(self.snapshot)
+        )
+
+    def take_joins(self) -> set[str]:
+        """The lookup joins read since the last call, so each part's needs are known apart."""
+        found, self.joins = self.joins, set()
+        return found
+
+    def now_(self) -> sql.Composable:
+        return self.bind(self.now, "timestamptz")
+
+    def tz_(self) -> sql.Composable:
+        return self.bind(self.tz, "text")
+
+    def local_now(self) -> sql.Composable:
+        return sql.SQL("({} AT TIME ZONE {})").format(self.now_(), self.tz_())
+
+    def at_zone(self, local: sql.Composable) -> sql.Composable:
+        """A local wall-clock timestamp in the organisation's zone as an instant."""
+        return sql.SQL("(({}) AT TIME ZONE {})").format(local, self.tz_())
+
+    def snoozed(self) -> sql.Composable:
+        return sql.SQL("(t.snoozed_until IS NOT NULL AND t.snoozed_until > {})").format(self.now_())
+
+    def not_snoozed(self) -> sql.Composable:
+        return sql.SQL("(t.snoozed_until IS NULL OR t.snoozed_until <= {})").format(self.now_())
+
+    def open_(self) -> sql.Composable:
+        return is_open(self)
+
+    def closed_(self) -> sql.Composable:
+        return is_closed(self)
+
+
+# Status rules ----------------------------------------------------------------------------
+
+
+# Lookups become arrays of ids evaluated once (an InitPlan), so the ticket indexes that
+# lead with status_id, team_id or id can use them as index conditions whatever the
+# planner's row estimates for the tiny lookup tables.
+def lookup_where(
+    ctx: Context, key: str, table: str, column: str, value: sql.Composable
+) -> sql.Composable:
+    """Tickets whose `key` is the id of a `table` row with `column` = `value`."""
+    return sql.SQL("(t.{} = ANY (ARRAY(SELECT s.id FROM {} s WHERE s.{} = {})))").format(
+        sql.Identifier(key), ctx.table(table), sql.Identifier(column), value
+    )
+
+
+def status_where(ctx: Context, column: str, value: sql.Composable) -> sql.Composable:
+    return lookup_where(ctx, "status_id", "ticket_statuses", column, value)
+
+
+def is_open(ctx: Context) -> sql.Composable:
+    return status_where(ctx, "status_type", sql.Literal("open"))
+
+
+def is_closed(ctx: Context) -> sql.Composable:
+    return status_where(ctx, "status_type", sql.Literal("closed"))
