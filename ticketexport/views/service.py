@@ -219,7 +219,7 @@ async def list_page(
             await conn.execute(q("list_page_settings_local"))
             if request.q:
                 await conn.execute(q("search_settings_local"))
-            if len(request.q) >= compiler.TRIGRAM_TERM:
+            if len(request.q) >= conditions.TRIGRAM_TERM:
                 await conn.execute(q("trigram_search_settings_local"))
             return await _list_page(conn, request, actor, now=now, tz=tz)
     except psycopg.errors.QueryCanceled:
