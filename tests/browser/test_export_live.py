@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -30,6 +31,7 @@ from tests.support.databases import scratch_database
 from ticketexport import accounts
 from ticketexport.exports.service import copy_application_name
 from ticketexport.seed import DEMO_LOGINS, seed
+from ticketexport.web import times
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -41,6 +43,10 @@ AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 SCREENSHOTS = REPO / "docs" / "screenshots"
 VIEWPORT = {"width": 1400, "height": 900}
 STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d")
+# The organisation's zone: one whose abbreviation (IST) browsers do not know by themselves.
+TIMEZONE = "Asia/Kolkata"
+# A time as people read it, in that zone: `6 Dec 2026, 18:36 IST`.
+READABLE = re.compile(r"\d{1,2} [A-Z][a-z]{2} \d{4}, \d\d:\d\d IST")
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -182,6 +188,7 @@ def stack(server_url: str, template_db: str, run_dir: Path) -> Iterator[Stack]:
             "TICKETEXPORT_EXPORT_MAX_ROWS_PER_S": str(THROTTLE),
             "TICKETEXPORT_HEARTBEAT_SECONDS": "1",
             "TICKETEXPORT_WORKER_SEEN_SECONDS": "3",
+            "TICKETEXPORT_TIMEZONE": TIMEZONE,
         }
         web = Process(["serve"], env, home / "web.log")
         worker = Process(["worker", "--concurrency", "2"], env, home / "worker.log")
@@ -426,17 +433,28 @@ def test_export_moves_live_and_downloads_once(
     )
     shown = admin.fields("status", "started", "finished")
     if shown["status"] == "running":
-        assert STAMP.fullmatch(shown["started"]), shown
+        assert READABLE.fullmatch(shown["started"].removesuffix(" (just now)")), shown
         assert shown["finished"] == "", shown
         admin.screenshot("export-running")
     admin.wait_status("completed", timeout=30)
     admin.page.wait_for_timeout(300)
     # Completed appears too, the label says so, and the navigation no longer counts it,
     # all without a reload.
-    started_live = admin.text('[data-field="started"]')
-    finished_live = admin.text('[data-field="finished"]')
-    assert STAMP.fullmatch(started_live), started_live
-    assert STAMP.fullmatch(finished_live), finished_live
+    # Written as the server writes times: readable inside <time datetime="ISO">, and
+    # recent, which the server would say too.
+    live = admin.page.evaluate(
+        "() => ['started', 'finished'].map(n => {"
+        " const dd = document.querySelector('#export [data-field=\"' + n + '\"]');"
+        " const time = dd.querySelector('time');"
+        " return [time.getAttribute('datetime'), time.textContent,"
+        " dd.querySelector('.ago').textContent]; })"
+    )
+    for stamp, text, age in live:
+        assert STAMP.fullmatch(stamp), live
+        assert READABLE.fullmatch(text), live
+        assert text == times.readable(dt.datetime.fromisoformat(stamp), ZoneInfo(TIMEZONE))
+        assert age in ("(just now)", "(1 min ago)"), live
+    started_live, finished_live = live[0][0], live[1][0]
     assert admin.text('[data-field="finished-label"]') == "Completed at"
     assert admin.text("#nav-exports") == "My exports"
     # The live times are the times the database recorded, to within the page's delay.
@@ -641,6 +659,15 @@ def test_my_exports_updates_live_and_marks_expired(
     row.locator('[data-field="status"]:text-is("completed")').wait_for(timeout=30_000)
     row.locator("a[href$='/download']").wait_for()
     assert admin.page.url.endswith("/staff/exports")
+    # Requested and expires read as people read them, with ISO in the datetime attribute;
+    # the request is recent, so it also says how long ago.
+    requested, expires = row.locator("time").all()
+    for cell in (requested, expires):
+        assert READABLE.fullmatch(str(cell.text_content())), cell.text_content()
+        assert STAMP.fullmatch(str(cell.get_attribute("datetime")))
+    assert re.fullmatch(
+        r"\((just now|\d+ min ago)\)", str(row.locator(".ago").first.text_content())
+    )
     assert admin.text("#nav-exports") == "My exports"
     assert admin.accessibility_problems() == []
     admin.screenshot("my-exports")
@@ -657,8 +684,14 @@ def test_my_exports_updates_live_and_marks_expired(
     assert export_id in details
     assert "Alex Morgan (admin.export@example.com)" in details
     assert "View: All tickets" in details
+    # Requested, as of, started, completed and expires: readable, with ISO for machines.
     stamps = plain.page.locator("dl.details time").all_text_contents()
-    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", t) for t in stamps)
+    assert len(stamps) == 5, stamps
+    assert all(READABLE.fullmatch(t) for t in stamps), stamps
+    isos = plain.page.eval_on_selector_all(
+        "dl.details time", "ts => ts.map(t => t.getAttribute('datetime'))"
+    )
+    assert all(STAMP.fullmatch(t) and t.endswith("+05:30") for t in isos), isos
     assert plain.page.is_visible('#export [data-field="download"]')
     assert plain.page.get_attribute("#export", "data-events-url") == (
         f"/staff/exports/{export_id}/events"

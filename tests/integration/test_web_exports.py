@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import html
 import io
 import json
 import re
@@ -445,3 +446,59 @@ async def test_healthz_answers_503_when_the_database_is_down(
             assert metrics.status == 503
     finally:
         drop_database(server_url, name)
+
+
+async def test_status_page_and_my_exports_show_readable_times(
+    db_url: str, people: dict[str, int]
+) -> None:
+    async with running(db_url, timezone="Europe/Berlin", heartbeat_seconds=0.2) as web:
+        await web.login(ADMIN_EXPORT)
+        export_id = await _request_export(web)
+        await _run_worker(db_url, export_id)
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            # Either side of the change to summer time, and an expiry far ahead.
+            await conn.execute(
+                "UPDATE export_jobs SET requested_at = '2026-03-29 00:30:00+00',"
+                " as_of = '2026-03-29 00:30:05+00', started_at = '2026-03-29 00:59:00+00',"
+                " finished_at = '2026-03-29 01:02:00+00', expires_at = '2099-07-01 10:00:00+00'"
+                " WHERE id = %s",
+                (export_id,),
+            )
+        page = await (await web.client.get(f"/staff/exports/{export_id}")).text()
+        for iso, readable in (
+            ("2026-03-29T01:30:00+01:00", "29 Mar 2026, 01:30 CET"),
+            ("2026-03-29T01:30:05+01:00", "29 Mar 2026, 01:30 CET"),
+            ("2026-03-29T03:02:00+02:00", "29 Mar 2026, 03:02 CEST"),
+            ("2099-07-01T12:00:00+02:00", "1 Jul 2099, 12:00 CEST"),
+        ):
+            assert f'<time datetime="{iso}">{readable}</time>' in page, iso
+        assert (
+            '<dd data-field="started"><time datetime="2026-03-29T01:59:00+01:00">'
+            "29 Mar 2026, 01:59 CET</time></dd>"
+        ) in page
+        assert '<dd data-field="finished"><time datetime="2026-03-29T03:02:00+02:00">' in page
+        # The page's script names the zone as the server does, by offset.
+        names = re.search(r'data-zone-names="([^"]*)"', page)
+        assert names
+        assert json.loads(html.unescape(names.group(1))) == {"60": "CET", "120": "CEST"}
+
+        listed = await (await web.client.get("/staff/exports")).text()
+        row = re.search(rf"<tr[^>]*>(?:(?!</tr>).)*{export_id}(?:(?!</tr>).)*</tr>", listed, re.S)
+        assert row
+        assert (
+            '<td><time datetime="2026-03-29T01:30:00+01:00">29 Mar 2026, 01:30 CET</time></td>'
+            in (row.group(0))
+        )
+        assert '<time datetime="2099-07-01T12:00:00+02:00">1 Jul 2099, 12:00 CEST</time>' in (
+            row.group(0)
+        )
+
+        # A time within the past day also says how long ago it was.
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            await conn.execute(
+                "UPDATE export_jobs SET requested_at = now() - interval '2 hours 10 minutes'"
+                " WHERE id = %s",
+                (export_id,),
+            )
+        listed = await (await web.client.get("/staff/exports")).text()
+        assert re.search(r'</time> <span class="ago">\(2 h ago\)</span></td>', listed), listed

@@ -18,7 +18,7 @@ from ticketexport.exports import formats, service
 from ticketexport.exports.frozen import FrozenRequest
 from ticketexport.views import registry
 from ticketexport.views import service as view_service
-from ticketexport.web import downloads, export_events
+from ticketexport.web import downloads, export_events, times
 from ticketexport.web.downloads import export_id_of
 from ticketexport.web.export_events import event_payload
 from ticketexport.web.keys import USER, pool_of, services_of, settings_of
@@ -95,7 +95,6 @@ async def export_list(request: web.Request) -> web.StreamResponse:
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     now = export_events.now()
-    tz = zoneinfo.ZoneInfo(settings_of(request).timezone)
     items = []
     for row in rows:
         payload = event_payload(row, can_download=user.may_download, now=now)
@@ -104,8 +103,6 @@ async def export_list(request: web.Request) -> web.StreamResponse:
                 "row": row,
                 "payload": payload,
                 "format": formats.recorded(row["format"]),
-                "requested": _stamp(row["requested_at"], tz),
-                "expires": _stamp(row["expires_at"], tz),
                 "active": row["status"] in (Status.QUEUED, Status.RUNNING),
                 "own": row["requester_id"] == user.id,
             }
@@ -151,12 +148,6 @@ def timing(export: Mapping[str, Any], payload: Mapping[str, Any], now: dt.dateti
     if payload["status"] == Status.RUNNING and percent is not None and 0 < percent < 100:
         eta = f"About {duration(elapsed * (100 - percent) / percent)} left."
     return [f"{'Elapsed' if active else 'Took'} {duration(elapsed)}.", eta]
-
-
-def _stamp(value: dt.datetime | None, tz: zoneinfo.ZoneInfo) -> str:
-    if value is None:
-        return ""
-    return value.astimezone(tz).isoformat(timespec="seconds")
 
 
 # --- status page ----------------------------------------------------------------------
@@ -212,11 +203,6 @@ async def export_status(request: web.Request) -> web.StreamResponse:
         "payload_json": json.dumps(payload),
         "summary": describe_request(frozen),
         "format": formats.recorded(frozen.format if frozen else None),
-        "requested": _stamp(export["requested_at"], tz),
-        "as_of": _stamp(export["as_of"], tz),
-        "started": _stamp(export["started_at"], tz),
-        "finished": _stamp(export["finished_at"], tz),
-        "expires": _stamp(export["expires_at"], tz),
         "elapsed_from": export["started_at"].isoformat() if export["started_at"] else "",
         "timing": timing(export, payload, now),
         "can_download": allowed,
@@ -232,6 +218,7 @@ async def export_status(request: web.Request) -> web.StreamResponse:
         # For the page's script: live times in the organisation's zone, and whether this
         # export is among the ones the navigation counts.
         "timezone": settings.timezone,
+        "zone_names": json.dumps(times.zone_names(tz, now)),
         "own": export["requester_id"] == user.id,
     }
     return render(request, "export.html", context)

@@ -30,6 +30,19 @@ def ago(value: dt.datetime, now: dt.datetime) -> str | None:
     return f"{minutes // 60} h ago"
 
 
+def zone_names(zone: zoneinfo.ZoneInfo, around: dt.datetime) -> dict[int, str]:
+    """The zone's abbreviation by UTC offset in minutes, for a page's script to write times
+    as the server does: browsers know offsets but name most zones only "GMT+5:30"."""
+    names: dict[int, str] = {}
+    # Daily across a year either side catches both sides of every daylight-saving change.
+    for day in range(-200, 201):
+        local = (around + dt.timedelta(days=day)).astimezone(zone)
+        offset = local.utcoffset()
+        if offset is not None and local.tzname():
+            names.setdefault(int(offset.total_seconds() // 60), str(local.tzname()))
+    return names
+
+
 def time_tag(
     value: dt.datetime | None, zone: zoneinfo.ZoneInfo, now: dt.datetime | None = None
 ) -> Markup:

@@ -17,9 +17,11 @@
   function fmt(n) { return n === null || n === undefined ? "" : Number(n).toLocaleString("en-US"); }
   function known(n) { return n !== null && n !== undefined; }
   function pad(n) { return (n < 10 ? "0" : "") + n; }
-  // A moment as the page's other times show it: ISO 8601 in the organisation's time zone,
-  // to the second, with its offset (2026-06-01T14:03:09+02:00).
-  function stamp(date) {
+  var zoneNames = {};
+  try { zoneNames = JSON.parse(root.getAttribute("data-zone-names") || "{}"); } catch (e) { zoneNames = {}; }
+  var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  // A moment in the organisation's time zone, to the second, with its offset in minutes.
+  function local(date) {
     var parts = {};
     try {
       new Intl.DateTimeFormat("en-US", {
@@ -27,22 +29,49 @@
         hour: "2-digit", minute: "2-digit", second: "2-digit"
       }).formatToParts(date).forEach(function (p) { parts[p.type] = p.value; });
     } catch (e) {
-      return date.toISOString().slice(0, 19) + "+00:00";
+      var iso = date.toISOString();
+      parts = { year: iso.slice(0, 4), month: iso.slice(5, 7), day: iso.slice(8, 10),
+        hour: iso.slice(11, 13), minute: iso.slice(14, 16), second: iso.slice(17, 19) };
     }
     var seconds = Math.floor(date.getTime() / 1000) * 1000;
-    var local = Date.UTC(+parts.year, +parts.month - 1, +parts.day, +parts.hour, +parts.minute, +parts.second);
-    var offset = Math.round((local - seconds) / 60000);
-    var sign = offset < 0 ? "-" : "+";
-    offset = Math.abs(offset);
+    var wall = Date.UTC(+parts.year, +parts.month - 1, +parts.day, +parts.hour, +parts.minute, +parts.second);
+    parts.offset = Math.round((wall - seconds) / 60000);
+    return parts;
+  }
+  // ISO 8601 with the offset, as the server writes a datetime attribute (2026-06-01T14:03:09+02:00).
+  function iso(parts) {
+    var offset = Math.abs(parts.offset);
     return parts.year + "-" + parts.month + "-" + parts.day + "T" + parts.hour + ":" + parts.minute +
-      ":" + parts.second + sign + pad(Math.floor(offset / 60)) + ":" + pad(offset % 60);
+      ":" + parts.second + (parts.offset < 0 ? "-" : "+") + pad(Math.floor(offset / 60)) + ":" + pad(offset % 60);
+  }
+  // As people read it, the way the server writes it (6 Dec 2026, 13:06 UTC): the zone's
+  // abbreviation comes from the server, which knows names the browser may not.
+  function readable(parts) {
+    var name = zoneNames[String(parts.offset)];
+    if (!name) {
+      var offset = Math.abs(parts.offset);
+      name = "UTC" + (parts.offset < 0 ? "-" : "+") + pad(Math.floor(offset / 60)) + ":" + pad(offset % 60);
+    }
+    return (+parts.day) + " " + MONTHS[+parts.month - 1] + " " + parts.year + ", " +
+      parts.hour + ":" + parts.minute + " " + name;
+  }
+  function ago(date) {
+    var minutes = Math.floor((Date.now() - date.getTime()) / 60000);
+    if (minutes < 1) { return "just now"; }
+    return minutes < 60 ? minutes + " min ago" : Math.floor(minutes / 60) + " h ago";
   }
   // Fill a time the first paint did not have, at the moment the page learns of it.
   function fillTime(name, date) {
     var el = field(name);
     if (el && !el.textContent.trim()) {
-      el.textContent = stamp(date);
-      el.setAttribute("datetime", date.toISOString());
+      var parts = local(date);
+      var time = document.createElement("time");
+      time.setAttribute("datetime", iso(parts));
+      time.textContent = readable(parts);
+      var age = document.createElement("span");
+      age.className = "ago";
+      age.textContent = "(" + ago(date) + ")";
+      el.replaceChildren(time, document.createTextNode(" "), age);
     }
   }
 
