@@ -192,8 +192,8 @@ def test_admin_pages_end_to_end(stack: Stack, signed_in: Any) -> None:  # noqa: 
     ), found["role.updated"]
     assert any(NEWCOMER in row for row in found["user.created"])
     assert any("active: yes → no" in row for row in found["user.updated"]), found["user.updated"]
-    # Times read as "6 Dec 2026, 13:06 UTC (3 min ago)".
-    stamp = re.compile(r"^\d{1,2} [A-Z][a-z]{2} \d{4}, \d\d:\d\d UTC \((just now|\d+ min ago)\) ")
+    # Times read as "6 Dec 2026, 13:06 UTC (3 min ago)", in the stack's zone (Asia/Kolkata).
+    stamp = re.compile(r"^\d{1,2} [A-Z][a-z]{2} \d{4}, \d\d:\d\d IST \((just now|\d+ min ago)\) ")
     assert all(stamp.match(row) for rows in found.values() for row in rows), found
     pages_checked["audit filtered"] = root.accessibility_problems()
     root.page.fill('#audit-filters input[name="export"]', export_id)
