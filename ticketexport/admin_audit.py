@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ticketexport.domain import cells
 from ticketexport.domain.errors import Invalid
 
 PAGE_SIZE = 50
@@ -37,8 +38,6 @@ _ACTION = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 _DATE = re.compile(r"^\d{4}-\d\d-\d\d$")
 _DATETIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d)?$")
 _CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
-# Cells a spreadsheet would run as a formula get a leading quote, as the exports do.
-_FORMULA = re.compile(r"^(?:[=+\-@\t\r\n]|\s*[=+\-@])")
 _COLUMNS = sql.SQL(
     "id, occurred_at, actor_id, actor_email, action, host(client_ip), export_id::text, details"
 )
@@ -225,12 +224,6 @@ async def read_page(
     return AuditPage(rows, encode_cursor(rows[-1]) if more and rows else None)
 
 
-def _guard(text: str | None) -> str:
-    if not text:
-        return ""
-    return "'" + text if _FORMULA.match(text) else text
-
-
 def csv_line(row: AuditRow, zone: zoneinfo.ZoneInfo) -> str:
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerow(
@@ -238,11 +231,11 @@ def csv_line(row: AuditRow, zone: zoneinfo.ZoneInfo) -> str:
             row.id,
             row.occurred_at.astimezone(zone).isoformat(timespec="seconds"),
             "" if row.actor_id is None else row.actor_id,
-            _guard(row.actor_email),
+            cells.guard(row.actor_email or ""),
             row.action,
             row.client_ip or "",
             row.export_id or "",
-            _guard(json.dumps(row.details, ensure_ascii=False, sort_keys=True)),
+            cells.guard(json.dumps(row.details, ensure_ascii=False, sort_keys=True)),
         ]
     )
     return out.getvalue()

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 from psycopg import sql
 
+from ticketexport.domain import cells
 from ticketexport.domain.errors import Invalid
 from ticketexport.exports import xlsx
 from ticketexport.exports.xlsx import Layout
@@ -63,23 +64,16 @@ class ExportFormat(abc.ABC):
         its columns for a format that shows them besides the rows."""
 
 
-# The formula guard. A cell a spreadsheet would evaluate starts with = + - @ TAB CR or LF,
-# or has = + - @ after leading white space or invisible characters (an import may trim
-# or drop them: "  =1+1").
-# ascii() on the first character is far cheaper per row than left() or a regexp; only a
-# cell that starts with one of these characters pays for trimming them.
-_FORMULA_START = sql.SQL("(61, 43, 45, 64, 9, 13, 10)")
-_FORMULA_AFTER_SPACE = sql.SQL("(61, 43, 45, 64)")
-# What an import may trim or a reader may not show before a formula: Unicode's white space
-# (U+0085 included) and the BOM; the information separators U+001C-U+001F (Python's
-# str.strip() takes them as white space); the Mongolian vowel separator (white space in
-# older Unicode); the zero-width space, non-joiner and joiner, and the word joiner. TAB,
-# LF and CR already trigger the guard as a first character, but count before one that does.
-LEADING_INVISIBLE = (
-    "\t\n\v\f\r \u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
-    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-    "\x1c\x1d\x1e\x1f\u180e\u200b\u200c\u200d\u2060"
+# The formula guard (ticketexport/domain/cells.py), in SQL: ascii() on the first character
+# is far cheaper per row than left() or a regexp; only a cell that starts with one of these
+# characters pays for trimming them.
+_FORMULA_START = sql.SQL("({})").format(
+    sql.SQL(", ").join(sql.Literal(ord(ch)) for ch in cells.FORMULA_START)
 )
+_FORMULA_AFTER_SPACE = sql.SQL("({})").format(
+    sql.SQL(", ").join(sql.Literal(ord(ch)) for ch in cells.FORMULA_AFTER_SPACE)
+)
+LEADING_INVISIBLE = cells.LEADING_INVISIBLE
 _SPACE_START = sql.SQL("({})").format(
     sql.SQL(", ").join(sql.Literal(ord(ch)) for ch in LEADING_INVISIBLE if ch not in "\t\n\r")
 )
