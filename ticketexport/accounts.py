@@ -72,48 +72,46 @@ class ActingUser:
     client_ip: str | None = None
 
 
+def _advance(plan: Plan[T], outcome: Rows | psycopg.errors.IntegrityError | None) -> Step:
+    """The plan's next step, given what its last one returned or raised (StopIteration
+    carries the plan's result)."""
+    if isinstance(outcome, psycopg.errors.IntegrityError):
+        return plan.throw(outcome)
+    return next(plan) if outcome is None else plan.send(outcome)
+
+
 def run(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
     """Carry out a plan in one transaction on a blocking connection."""
     with conn.transaction():
-        result: Rows | None = None
-        error: psycopg.errors.IntegrityError | None = None
+        outcome: Rows | psycopg.errors.IntegrityError | None = None
         while True:
             try:
-                if error is not None:
-                    step = plan.throw(error)
-                else:
-                    step = next(plan) if result is None else plan.send(result)
+                step = _advance(plan, outcome)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
-            error = None
             try:
                 cur = conn.execute(q(step.name), step.params)
             except psycopg.errors.IntegrityError as exc:
-                error = exc
+                outcome = exc
                 continue
-            result = Rows(cur.fetchall() if cur.description else [], cur.rowcount)
+            outcome = Rows(cur.fetchall() if cur.description else [], cur.rowcount)
 
 
 async def run_async(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
     """Carry out a plan in one transaction on an asynchronous connection."""
     async with conn.transaction():
-        result: Rows | None = None
-        error: psycopg.errors.IntegrityError | None = None
+        outcome: Rows | psycopg.errors.IntegrityError | None = None
         while True:
             try:
-                if error is not None:
-                    step = plan.throw(error)
-                else:
-                    step = next(plan) if result is None else plan.send(result)
+                step = _advance(plan, outcome)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
-            error = None
             try:
                 cur = await conn.execute(q(step.name), step.params)
             except psycopg.errors.IntegrityError as exc:
-                error = exc
+                outcome = exc
                 continue
-            result = Rows(await cur.fetchall() if cur.description else [], cur.rowcount)
+            outcome = Rows(await cur.fetchall() if cur.description else [], cur.rowcount)
 
 
 def normalize_email(email: str) -> str:
