@@ -398,30 +398,30 @@ WHERE id = %(id)s;
 -- Delete one saved view.
 DELETE FROM saved_views WHERE id = %(id)s;
 
--- name: statement_timeout_local
--- A time limit (milliseconds, as text) for each statement until the transaction ends.
-SELECT set_config('statement_timeout', %(ms)s, true);
-
 -- name: list_page_settings_local
--- A list page's statements return at most a page of rows: compiling them to machine code
--- (JIT, chosen by the planner's cost estimate alone) costs more than it ever saves.
-SELECT set_config('jit', 'off', true);
-
--- name: search_settings_local
--- A search's candidate tickets are gathered in one bitmap (trigram indexes, ORed per
--- column). At the default work_mem a common term's bitmap (hundreds of thousands of
+-- A list page's settings, for its transaction only, in one round trip; a setting not
+-- asked for is set to the value it already has.
+-- ms: a time limit (milliseconds, as text) for each statement, or NULL for none.
+-- jit: a list page's statements return at most a page of rows: compiling them to machine
+-- code (JIT, chosen by the planner's cost estimate alone) costs more than it ever saves.
+-- search: a search's candidate tickets are gathered in one bitmap (trigram indexes, ORed
+-- per column). At the default work_mem a common term's bitmap (hundreds of thousands of
 -- tickets) goes lossy, and every row of every page it names is read and checked again;
--- the memory is the bitmap's at most (a ticket table's pages), for this transaction only.
-SELECT set_config('work_mem', '64MB', true);
-
--- name: trigram_search_settings_local
--- A term of three characters or more is found through the trigram indexes. The planner
--- assumes matching rows are spread evenly through the table, so for a capped count it
--- may choose to read the tickets in table order until enough match; but tickets are
+-- the memory is the bitmap's at most (a ticket table's pages).
+-- trigram: a term of three characters or more is found through the trigram indexes. The
+-- planner assumes matching rows are spread evenly through the table, so for a capped count
+-- it may choose to read the tickets in table order until enough match; but tickets are
 -- stored in creation order and views select by age (open tickets are mostly recent), so
 -- that read can cover most of the table (seconds at 10M tickets). A sequential scan
 -- stays possible where no index applies.
-SELECT set_config('enable_seqscan', 'off', true);
+SELECT set_config('statement_timeout',
+                  coalesce(%(ms)s::text, current_setting('statement_timeout')), true),
+       set_config('jit', 'off', true),
+       set_config('work_mem',
+                  CASE WHEN %(search)s THEN '64MB' ELSE current_setting('work_mem') END, true),
+       set_config('enable_seqscan',
+                  CASE WHEN %(trigram)s THEN 'off' ELSE current_setting('enable_seqscan') END,
+                  true);
 
 -- name: views_statuses
 -- Ticket statuses for filters and the editor, in their display order.

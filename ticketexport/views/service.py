@@ -214,13 +214,14 @@ async def list_page(
     """
     try:
         async with conn.transaction():
-            if statement_timeout_ms is not None:
-                await conn.execute(q("statement_timeout_local"), {"ms": str(statement_timeout_ms)})
-            await conn.execute(q("list_page_settings_local"))
-            if request.q:
-                await conn.execute(q("search_settings_local"))
-            if len(request.q) >= conditions.TRIGRAM_TERM:
-                await conn.execute(q("trigram_search_settings_local"))
+            await conn.execute(
+                q("list_page_settings_local"),
+                {
+                    "ms": None if statement_timeout_ms is None else str(statement_timeout_ms),
+                    "search": bool(request.q),
+                    "trigram": len(request.q) >= conditions.TRIGRAM_TERM,
+                },
+            )
             return await _list_page(conn, request, actor, now=now, tz=tz)
     except psycopg.errors.QueryCanceled:
         raise ViewTooSlow() from None
