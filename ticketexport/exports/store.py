@@ -113,25 +113,10 @@ class Export(ExportState):
             )
         return cls(
             **_state_fields(row),
-            requester_email=row["requester_email"],
-            requester_name=row["requester_name"],
-            requested_at=row["requested_at"],
-            as_of=row["as_of"],
-            as_of_snapshot=row["as_of_snapshot"],
-            as_of_lsn=row["as_of_lsn"],
-            view_name=row["view_name"],
+            **{name: row[name] for name in _AS_READ},
             frozen=FrozenRequest.read(request),
             format=stored_format if isinstance(stored_format, str) else None,
-            started_at=row["started_at"],
-            progress_at=row["progress_at"],
-            heartbeat_at=row["heartbeat_at"],
-            finished_at=row["finished_at"],
-            cancel_requested_at=row["cancel_requested_at"],
-            auto_downloaded_at=row["auto_downloaded_at"],
-            procrastinate_job_id=row["procrastinate_job_id"],
             retry_of_id=None if row["retry_of_id"] is None else str(row["retry_of_id"]),
-            read_from=row["read_from"],
-            standby_fallback=row["standby_fallback"],
             standby_conflicts=int(row["standby_conflicts"]),
             cleanup_failures=int(row["cleanup_failures"]),
             file=file,
@@ -140,6 +125,27 @@ class Export(ExportState):
     @property
     def active(self) -> bool:
         return self.status in (Status.QUEUED, Status.RUNNING)
+
+
+# Export's fields that are the row's columns of the same name, as the driver reads them.
+_AS_READ = (
+    "requester_email",
+    "requester_name",
+    "requested_at",
+    "as_of",
+    "as_of_snapshot",
+    "as_of_lsn",
+    "view_name",
+    "started_at",
+    "progress_at",
+    "heartbeat_at",
+    "finished_at",
+    "cancel_requested_at",
+    "auto_downloaded_at",
+    "procrastinate_job_id",
+    "read_from",
+    "standby_fallback",
+)
 
 
 def _state_fields(row: Mapping[str, Any]) -> dict[str, Any]:
