@@ -933,9 +933,11 @@ ORDER BY t.id, k;
 
 -- name: seed_followers
 -- 0 to 3 distinct followers per ticket: start + k * step modulo the staff count, with
--- 2 * step below the count so the picks cannot collide.
-INSERT INTO ticket_followers (ticket_id, user_id)
-SELECT t.i, (%(staff_ids)s::bigint[])[1 + mod(t.first + k * t.step, t.staff)]
+-- 2 * step below the count so the picks cannot collide. Each row's ticket_open flag is
+-- its ticket's, as the trigger (disabled for the load, seed_followers_trigger_off) sets it.
+INSERT INTO ticket_followers (ticket_id, user_id, ticket_open)
+SELECT t.i, (%(staff_ids)s::bigint[])[1 + mod(t.first + k * t.step, t.staff)],
+       s.status_type = 'open'
 FROM (
     SELECT
         i,
@@ -949,9 +951,21 @@ FROM (
     ) AS hashed
     OFFSET 0
 ) AS t
+JOIN tickets tk ON tk.id = t.i
+JOIN ticket_statuses s ON s.id = tk.status_id
 CROSS JOIN LATERAL generate_series(
     0, (%(follower_counts)s::int[])[1 + mod(t.h & 2097151,
                                             cardinality(%(follower_counts)s::int[]))] - 1) AS k;
+
+-- name: seed_followers_trigger_off
+-- The load writes each follower row's ticket_open itself (seed_followers) instead of
+-- looking up its ticket row by row; only inside the seed's transaction, which takes the
+-- table's lock anyway to drop its indexes.
+ALTER TABLE ticket_followers DISABLE TRIGGER ticket_followers_set_open;
+
+-- name: seed_followers_trigger_on
+-- The follower rows' trigger back on once the load's rows are in (seed_followers_trigger_off).
+ALTER TABLE ticket_followers ENABLE ALWAYS TRIGGER ticket_followers_set_open;
 
 -- name: seed_reset_sequence
 -- Move an identity sequence past ids the seed inserted explicitly ({table} is composed).

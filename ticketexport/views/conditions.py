@@ -416,11 +416,12 @@ def followed_open(ctx: Context) -> sql.Composable:
     """
     return sql.SQL(
         "SELECT t.id FROM {} t WHERE t.id = ANY (ARRAY(SELECT f.ticket_id "
-        "FROM {} f WHERE f.user_id = {})) AND {}"
+        "FROM {} f WHERE f.user_id = {} AND {})) AND {}"
     ).format(
         ctx.table("tickets"),
         ctx.table("ticket_followers"),
         ctx.bind(ctx.actor.id, "bigint"),
+        ctx.followed_open("f"),
         is_open(ctx),
     )
 
