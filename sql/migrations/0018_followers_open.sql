@@ -80,3 +80,13 @@ ALTER TABLE ticket_statuses ENABLE ALWAYS TRIGGER ticket_statuses_followers_open
 
 CREATE INDEX ticket_followers_open_idx ON ticket_followers (user_id, ticket_id)
     WHERE ticket_open;
+
+-- "Created by me" sorted by assignee reads its page assignee by assignee
+-- (ticketexport/views/compiler.py, _grouped_page): each (creator, assignee) pair is one
+-- range of this index in the list's order, with the status and snooze time beside it, so
+-- an assignee's closed tickets are skipped inside the index instead of read row by row
+-- through the assignee's whole history (4 to 10 s at 10M tickets).
+SET LOCAL maintenance_work_mem = '256MB';
+CREATE INDEX IF NOT EXISTS tickets_created_by_assignee_idx
+    ON tickets (created_by_id, assignee_id, created_at DESC, id DESC)
+    INCLUDE (status_id, snoozed_until);

@@ -177,8 +177,7 @@ async def check_request(
 
 
 # Above this many rows a priority/status/assignee page is read group by group; below it,
-# sorting the few matching rows is cheaper than walking each group's index for them. The
-# same holds for the followed tickets of the "following" view.
+# sorting the few matching rows is cheaper than walking each group's index for them.
 GROUPED_MIN_ROWS = registry.COUNT_CAP
 
 
@@ -278,8 +277,11 @@ async def _list_page(
         tz=tz,
         after=after,
         limit=registry.PAGE_SIZE + 1,
-        grouped=count > GROUPED_MIN_ROWS,
-        followed_first=count <= GROUPED_MIN_ROWS,
+        grouped=count > GROUPED_MIN_ROWS and view.builtin != "following",
+        # The followed open tickets come from their own index (conditions.followed_open),
+        # the same rows the count read: sorting them costs about what the count did, in
+        # any order, where walking a ticket index finds them among everyone's tickets.
+        followed_first=True,
         search_matches=matches,
     )
     rows = await (
