@@ -255,8 +255,9 @@ def compile_list(
     elif followed:
         # Sort the followed open tickets (the rest of the conditions applied), then fetch
         # and format only the page's rows.
-        picked = sql.SQL("SELECT t.id FROM {} WHERE {} ORDER BY {} LIMIT {}").format(
-            _from(where_joins | key_joins, ctx, _by_id(followed_open(ctx), ctx, "followed")),
+        picked = sql.SQL("SELECT t.id FROM {} WHERE {} AND {} ORDER BY {} LIMIT {}").format(
+            _from(where_joins | key_joins, ctx),
+            followed_open(ctx),
             where,
             order,
             sql.Literal(limit),

@@ -414,19 +414,18 @@ def search_lookups(
 
 
 def followed_open(ctx: Context) -> sql.Composable:
-    """The ids of the open tickets the acting user follows: the "following" view's rule,
-    read from the index of open followers (0018_followers_open.sql; as of a snapshot, of
-    all followers) and then the ticket id index alone.
+    """The "following" view's rule as a condition on the tickets `t`: the ticket's id is
+    among those the acting user follows with the ticket open, read from the index of open
+    followers (0018_followers_open.sql; as of a snapshot, of all followers), and its
+    status is open.
 
     The followed ids are an array evaluated once, so they are an index condition on the
     ticket id. Only used where nothing else can drive the scan: as a filter over many rows
     the array would be searched element by element for each row.
     """
     return sql.SQL(
-        "SELECT t.id FROM {} t WHERE t.id = ANY (ARRAY(SELECT f.ticket_id "
-        "FROM {} f WHERE f.user_id = {} AND {})) AND {}"
+        "t.id = ANY (ARRAY(SELECT f.ticket_id FROM {} f WHERE f.user_id = {} AND {})) AND {}"
     ).format(
-        ctx.table("tickets"),
         ctx.table("ticket_followers"),
         ctx.bind(ctx.actor.id, "bigint"),
         ctx.followed_open("f"),

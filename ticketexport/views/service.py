@@ -279,8 +279,8 @@ async def _list_page(
         limit=registry.PAGE_SIZE + 1,
         grouped=count > GROUPED_MIN_ROWS and view.builtin != "following",
         # The followed open tickets come from their own index (conditions.followed_open),
-        # the same rows the count read: sorting them costs about what the count did, in
-        # any order, where walking a ticket index finds them among everyone's tickets.
+        # the rows the count read: sorting them costs about what the count did, in any
+        # order, where walking a ticket index finds them among everyone's tickets.
         followed_first=True,
         search_matches=matches,
     )
