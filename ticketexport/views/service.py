@@ -209,7 +209,8 @@ async def list_page(
     too expensive for the database cannot hold a web connection for longer. The limit is
     the page's own (SET LOCAL in its transaction) and ends with it, like the page's
     other settings: no JIT, and for a search the memory its bitmap of candidates needs
-    and (three characters or more) its trigram indexes rather than the table in order.
+    and (three characters or more) its trigram indexes rather than the table in order,
+    without parallel workers.
     """
     try:
         async with conn.transaction():
