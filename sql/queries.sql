@@ -413,10 +413,7 @@ DELETE FROM saved_views WHERE id = %(id)s;
 -- it may choose to read the tickets in table order until enough match; but tickets are
 -- stored in creation order and views select by age (open tickets are mostly recent), so
 -- that read can cover most of the table (seconds at 10M tickets). A sequential scan
--- stays possible where no index applies. And no parallel workers for such a search: with
--- sequential scans priced out, the plan of a page of 50 rows or a term no ticket holds
--- was costed high enough to start workers, whose start alone took longer than the whole
--- plan does without them (15-25 ms against 5-8 ms for an absent term at 10M tickets).
+-- stays possible where no index applies.
 SELECT set_config('statement_timeout',
                   coalesce(%(ms)s::text, current_setting('statement_timeout')), true),
        set_config('jit', 'off', true),
@@ -424,11 +421,15 @@ SELECT set_config('statement_timeout',
                   CASE WHEN %(search)s THEN '64MB' ELSE current_setting('work_mem') END, true),
        set_config('enable_seqscan',
                   CASE WHEN %(trigram)s THEN 'off' ELSE current_setting('enable_seqscan') END,
-                  true),
-       set_config('max_parallel_workers_per_gather',
-                  CASE WHEN %(trigram)s THEN '0'
-                       ELSE current_setting('max_parallel_workers_per_gather') END,
                   true);
+
+-- name: list_page_serial_local
+-- A searched page's own statement (after its count) without parallel workers, for its
+-- transaction only: with sequential scans priced out (list_page_settings_local), a page of
+-- 50 rows, even for a term no ticket holds, was costed high enough to start workers, whose
+-- start alone took longer than the whole plan without them (15-70 ms against 5-13 ms at
+-- 10M tickets). The count keeps them: a common term's count reads many pages, in parallel.
+SELECT set_config('max_parallel_workers_per_gather', '0', true);
 
 -- name: views_statuses
 -- Ticket statuses for filters and the editor, in their display order.

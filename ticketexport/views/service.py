@@ -210,7 +210,7 @@ async def list_page(
     the page's own (SET LOCAL in its transaction) and ends with it, like the page's
     other settings: no JIT, and for a search the memory its bitmap of candidates needs
     and (three characters or more) its trigram indexes rather than the table in order,
-    without parallel workers.
+    and a page statement without parallel workers.
     """
     try:
         async with conn.transaction():
@@ -270,6 +270,8 @@ async def _list_page(
     )
     count_row = await (await conn.execute(count_sql, count_params, prepare=prepare)).fetchone()
     count = int(count_row[0]) if count_row else 0
+    if len(request.q) >= conditions.TRIGRAM_TERM:
+        await conn.execute(q("list_page_serial_local"))
     compiled = compiler.compile_list(
         view,
         request,
