@@ -423,6 +423,14 @@ SELECT set_config('statement_timeout',
                   CASE WHEN %(trigram)s THEN 'off' ELSE current_setting('enable_seqscan') END,
                   true);
 
+-- name: list_page_serial_local
+-- A searched page's own statement (after its count) without parallel workers, for its
+-- transaction only: with sequential scans priced out (list_page_settings_local), a page of
+-- 50 rows, even for a term no ticket holds, was costed high enough to start workers, whose
+-- start alone took longer than the whole plan without them (15-70 ms against 5-13 ms at
+-- 10M tickets). The count keeps them: a common term's count reads many pages, in parallel.
+SELECT set_config('max_parallel_workers_per_gather', '0', true);
+
 -- name: views_statuses
 -- Ticket statuses for filters and the editor, in their display order.
 SELECT developer_name, label, status_type FROM ticket_statuses ORDER BY sort_order, id;
@@ -938,9 +946,11 @@ ORDER BY t.id, k;
 
 -- name: seed_followers
 -- 0 to 3 distinct followers per ticket: start + k * step modulo the staff count, with
--- 2 * step below the count so the picks cannot collide.
-INSERT INTO ticket_followers (ticket_id, user_id)
-SELECT t.i, (%(staff_ids)s::bigint[])[1 + mod(t.first + k * t.step, t.staff)]
+-- 2 * step below the count so the picks cannot collide. Each row's ticket_open flag is
+-- its ticket's, as the trigger (disabled for the load, seed_followers_trigger_off) sets it.
+INSERT INTO ticket_followers (ticket_id, user_id, ticket_open)
+SELECT t.i, (%(staff_ids)s::bigint[])[1 + mod(t.first + k * t.step, t.staff)],
+       s.status_type = 'open'
 FROM (
     SELECT
         i,
@@ -954,9 +964,21 @@ FROM (
     ) AS hashed
     OFFSET 0
 ) AS t
+JOIN tickets tk ON tk.id = t.i
+JOIN ticket_statuses s ON s.id = tk.status_id
 CROSS JOIN LATERAL generate_series(
     0, (%(follower_counts)s::int[])[1 + mod(t.h & 2097151,
                                             cardinality(%(follower_counts)s::int[]))] - 1) AS k;
+
+-- name: seed_followers_trigger_off
+-- The load writes each follower row's ticket_open itself (seed_followers) instead of
+-- looking up its ticket row by row; only inside the seed's transaction, which takes the
+-- table's lock anyway to drop its indexes.
+ALTER TABLE ticket_followers DISABLE TRIGGER ticket_followers_set_open;
+
+-- name: seed_followers_trigger_on
+-- The follower rows' trigger back on once the load's rows are in (seed_followers_trigger_off).
+ALTER TABLE ticket_followers ENABLE ALWAYS TRIGGER ticket_followers_set_open;
 
 -- name: seed_reset_sequence
 -- Move an identity sequence past ids the seed inserted explicitly ({table} is composed).

@@ -783,6 +783,7 @@ def _load_tickets(
             "closed_status_ids": statuses.closed_ids,
         },
     ).rowcount
+    conn.execute(db.q("seed_followers_trigger_off"))
     followers = conn.execute(
         db.q("seed_followers"),
         {
@@ -792,6 +793,7 @@ def _load_tickets(
             "follower_counts": list(FOLLOWER_COUNTS),
         },
     ).rowcount
+    conn.execute(db.q("seed_followers_trigger_on"))
 
     for _schema, _name, definition in indexes:
         # The definition comes from pg_get_indexdef, i.e. from the catalog, not from input.

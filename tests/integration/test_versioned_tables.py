@@ -66,6 +66,9 @@ UNVERSIONED = {
     "contacts": {"created_at"},
     "users": {"email", "password_hash", "is_admin", "is_active", "created_at", "updated_at"},
     "ticket_tasks": {"title", "position", "created_at"},
+    # Kept from the ticket's current status by triggers (0018_followers_open.sql); as of a
+    # snapshot the views read the ticket's status instead.
+    "ticket_followers": {"ticket_open"},
 }
 
 

@@ -9,7 +9,7 @@ import datetime as dt
 import logging
 import time
 import zoneinfo
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -31,9 +31,10 @@ from ticketexport.exports.failures import (
     Superseded,
     Transient,
 )
-from ticketexport.exports.frozen import FrozenRequest
+from ticketexport.exports.frozen import FrozenRequest, FrozenView
 from ticketexport.exports.store import Export, NewFile
 from ticketexport.storage import StorageError, StorageLimitExceeded
+from ticketexport.views import conditions
 from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
 from ticketexport.views.compiler import compile_export
@@ -75,9 +76,20 @@ class ExportPlan:
     layout: formats.Layout
 
 
-def plan_export(frozen: FrozenRequest, as_of: dt.datetime, snapshot: str | None) -> ExportPlan:
-    """The export's SELECT, its row count and its file name, as the frozen request stored in
-    its row says, reading the data as of the click's snapshot."""
+@dataclasses.dataclass(frozen=True)
+class _Frozen:
+    """The frozen request of an export, read back into what the compiler takes."""
+
+    view: FrozenView
+    fmt: formats.ExportFormat
+    resolved: view_service.ResolvedView
+    request: view_service.ListRequest
+    actor: Actor
+    tz: str
+    zone: zoneinfo.ZoneInfo
+
+
+def _thaw(frozen: FrozenRequest) -> _Frozen:
     view = frozen.view
     try:
         fmt = formats.get(frozen.format)
@@ -102,15 +114,60 @@ def plan_export(frozen: FrozenRequest, as_of: dt.datetime, snapshot: str | None)
     except (KeyError, TypeError, ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
         # ViewInputError and an unknown format are ValueErrors too.
         raise ExportFailed("view_unavailable", repr(exc)) from exc
+    return _Frozen(view, fmt, resolved, request, actor, tz, zone)
+
+
+async def search_matches(
+    conn: psycopg.AsyncConnection[Any],
+    stored: FrozenRequest,
+    as_of: dt.datetime,
+    snapshot: str | None,
+) -> dict[str, list[int]] | None:
+    """The ids of the lookup rows (status, priority, people, team) the export's search term
+    finds, as of the click's snapshot (conditions.search_lookups): given them, the export's
+    statements read a searched view through the trigram indexes, as its list page does,
+    instead of every ticket. None when the search has no such column to look in."""
+    frozen = _thaw(stored)
+    found = conditions.search_lookups(
+        frozen.resolved, frozen.request, frozen.actor, now=as_of, tz=frozen.tz, snapshot=snapshot
+    )
+    if found is None:
+        return None
+    statement, params, keys = found
+    row = await (await conn.execute(statement, params, prepare=False)).fetchone()
+    assert row is not None  # a SELECT of arrays has one row
+    return {key: [int(i) for i in ids] for key, ids in zip(keys, row, strict=True)}
+
+
+def plan_export(
+    stored: FrozenRequest,
+    as_of: dt.datetime,
+    snapshot: str | None,
+    matches: Mapping[str, list[int]] | None = None,
+) -> ExportPlan:
+    """The export's SELECT, its row count and its file name, as the frozen request stored in
+    its row says, reading the data as of the click's snapshot; `matches` are the search's
+    lookup matches as of that snapshot (search_matches)."""
+    frozen = _thaw(stored)
+    fmt = frozen.fmt
     compiled = compile_export(
-        resolved, request, actor, as_of, tz, snapshot=snapshot, typed=fmt.typed
+        frozen.resolved,
+        frozen.request,
+        frozen.actor,
+        as_of,
+        frozen.tz,
+        snapshot=snapshot,
+        typed=fmt.typed,
+        search_matches=matches,
     )
     return ExportPlan(
         format=fmt,
         select=fmt.select(compiled.rows),
         count=compiled.count,
-        file_name=rules.file_name(view.name, as_of, zone, extension=fmt.extension),
-        layout=formats.Layout(title=view.name, columns=compiled.rows.columns, timezone=tz),
+        file_name=rules.file_name(frozen.view.name, as_of, frozen.zone, extension=fmt.extension),
+        layout=formats.Layout(
+            title=frozen.view.name, columns=compiled.rows.columns, timezone=frozen.tz
+        ),
     )
 
 
@@ -231,7 +288,9 @@ class ExportRun:
             if frozen is None:
                 raise ExportFailed("view_unavailable", "the stored request is malformed")
             await self._check_requester(frozen)
-            plan = plan_export(frozen, export.as_of, export.as_of_snapshot)
+            async with self.services.pool.connection() as conn:
+                matches = await search_matches(conn, frozen, export.as_of, export.as_of_snapshot)
+            plan = plan_export(frozen, export.as_of, export.as_of_snapshot, matches)
             key = rules.object_key(self.export_id, self.attempt, plan.file_name)
             await self._copy_to_storage(plan, key, export)
         except Superseded:

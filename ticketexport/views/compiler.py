@@ -220,9 +220,8 @@ def compile_list(
     `search_matches` holds the search's lookup matches found beforehand (search_lookups).
 
     `followed_first` reads a page of the "following" view from the followed open tickets
-    (_followed_open), sorts them and fetches only the page's rows: the plan for a user who
-    follows a few thousand open tickets at most. With many more, walking the list's order
-    finds the page's rows sooner, and the planner does that without it.
+    (conditions.followed_open: the open followers' own index), sorts them and fetches only
+    the page's rows, instead of walking the list's order through everyone's tickets.
     """
     ctx = Context(Binder(inline=inline), now, tz, actor, snapshot=snapshot)
     ctx.search_matches = search_matches
@@ -256,8 +255,9 @@ def compile_list(
     elif followed:
         # Sort the followed open tickets (the rest of the conditions applied), then fetch
         # and format only the page's rows.
-        picked = sql.SQL("SELECT t.id FROM {} WHERE {} ORDER BY {} LIMIT {}").format(
-            _from(where_joins | key_joins, ctx, _by_id(followed_open(ctx), ctx, "followed")),
+        picked = sql.SQL("SELECT t.id FROM {} WHERE {} AND {} ORDER BY {} LIMIT {}").format(
+            _from(where_joins | key_joins, ctx),
+            followed_open(ctx),
             where,
             order,
             sql.Literal(limit),
@@ -323,6 +323,7 @@ def compile_export(
     *,
     snapshot: str | None,
     typed: bool = False,
+    search_matches: Mapping[str, list[int]] | None = None,
 ) -> CompiledExport:
     """The export's rows (an export format wraps them, see exports.formats) and its count,
     which formats no column. `typed` gives the rows typed values (compile_list).
@@ -331,11 +332,22 @@ def compile_export(
     dates evaluated at `as_of` in `tz`: the same statements give the same rows on any server
     that has the click's transactions, however long after the click they run. Without a
     snapshot (an export recorded before versions were kept) they read the tables as they are.
+    `search_matches` are the search's lookup matches as of the same snapshot
+    (conditions.search_lookups), so a searched view is read through the trigram indexes.
     """
     rows = compile_list(
-        view, request, actor, now=as_of, tz=tz, inline=True, snapshot=snapshot, typed=typed
+        view,
+        request,
+        actor,
+        now=as_of,
+        tz=tz,
+        inline=True,
+        snapshot=snapshot,
+        typed=typed,
+        search_matches=search_matches,
     )
     ctx = Context(Binder(inline=True), as_of, tz, actor, snapshot=snapshot)
+    ctx.search_matches = search_matches
     where = where_clause(view, request, ctx)
     count = sql.SQL("SELECT count(*) FROM {src} WHERE {where}").format(
         src=_from(ctx.joins, ctx), where=where

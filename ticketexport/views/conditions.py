@@ -372,7 +372,13 @@ def search_predicate(q: str, columns: tuple[str, ...], ctx: Context) -> sql.Comp
 
 
 def search_lookups(
-    view: ResolvedView, request: ListRequest, actor: Actor, *, now: datetime.datetime, tz: str
+    view: ResolvedView,
+    request: ListRequest,
+    actor: Actor,
+    *,
+    now: datetime.datetime,
+    tz: str,
+    snapshot: str | None = None,
 ) -> tuple[sql.Composed, dict[str, Any], tuple[str, ...]] | None:
     """One statement finding, for each visible lookup column (status, priority, people,
     team), the ids of the lookup rows whose displayed text holds a trigram-long search
@@ -381,14 +387,15 @@ def search_lookups(
     A list page runs it first and hands the ids to compile_list and compile_count
     (`search_matches`): given a subquery's ids instead, the planner guesses the share of
     tickets they hold (most of them, for a status or priority), and would read every
-    ticket rather than the trigram indexes for a term that matches few.
+    ticket rather than the trigram indexes for a term that matches few. An export finds
+    them the same way, as of its `snapshot`.
     """
     if len(request.q) < TRIGRAM_TERM:
         return None
     keys = tuple(c for c in view.definition.columns if COLUMNS[c].searchable and COLUMNS[c].joins)
     if not keys:
         return None
-    ctx = Context(Binder(), now, tz, actor)
+    ctx = Context(Binder(), now, tz, actor, snapshot=snapshot)
     pattern = _search_pattern(request.q, ctx)
     arrays = []
     for key in keys:
@@ -407,20 +414,21 @@ def search_lookups(
 
 
 def followed_open(ctx: Context) -> sql.Composable:
-    """The ids of the open tickets the acting user follows: the "following" view's rule,
-    read from the followers index and then the ticket id index alone.
+    """The "following" view's rule as a condition on the tickets `t`: the ticket's id is
+    among those the acting user follows with the ticket open, read from the index of open
+    followers (0018_followers_open.sql; as of a snapshot, of all followers), and its
+    status is open.
 
     The followed ids are an array evaluated once, so they are an index condition on the
     ticket id. Only used where nothing else can drive the scan: as a filter over many rows
     the array would be searched element by element for each row.
     """
     return sql.SQL(
-        "SELECT t.id FROM {} t WHERE t.id = ANY (ARRAY(SELECT f.ticket_id "
-        "FROM {} f WHERE f.user_id = {})) AND {}"
+        "t.id = ANY (ARRAY(SELECT f.ticket_id FROM {} f WHERE f.user_id = {} AND {})) AND {}"
     ).format(
-        ctx.table("tickets"),
         ctx.table("ticket_followers"),
         ctx.bind(ctx.actor.id, "bigint"),
+        ctx.followed_open("f"),
         is_open(ctx),
     )
 

@@ -121,6 +121,8 @@ class RuleScope(columns.Scope, Protocol):
 
     def closed_(self) -> sql.Composable: ...
 
+    def followed_open(self, alias: str) -> sql.Composable: ...
+
 
 # A built-in view's rule: its conditions, given the scope and the acting user's id.
 Rule = Callable[[RuleScope, sql.Composable], list[sql.Composable]]
@@ -153,9 +155,9 @@ def _team_tickets(scope: RuleScope, me: sql.Composable) -> list[sql.Composable]:
 
 
 def _following(scope: RuleScope, me: sql.Composable) -> list[sql.Composable]:
-    followed = sql.SQL("(t.id IN (SELECT f.ticket_id FROM {} f WHERE f.user_id = {}))").format(
-        scope.table("ticket_followers"), me
-    )
+    followed = sql.SQL(
+        "(t.id IN (SELECT f.ticket_id FROM {} f WHERE f.user_id = {} AND {}))"
+    ).format(scope.table("ticket_followers"), me, scope.followed_open("f"))
     return [followed, scope.open_()]
 
 

@@ -113,6 +113,15 @@ class Context:
     def closed_(self) -> sql.Composable:
         return is_closed(self)
 
+    def followed_open(self, alias: str) -> sql.Composable:
+        """A condition on a ticket_followers row (as `alias`) that every row of a followed
+        open ticket meets: its `ticket_open` flag (sql/migrations/0018_followers_open.sql),
+        which the partial index of those rows answers. The flag keeps no versions, so as of
+        a snapshot it is `true` and the ticket's own status decides alone."""
+        if self.snapshot is not None:
+            return sql.SQL("true")
+        return sql.SQL("{}.ticket_open").format(sql.Identifier(alias))
+
 
 # Status rules ----------------------------------------------------------------------------
 

@@ -177,8 +177,7 @@ async def check_request(
 
 
 # Above this many rows a priority/status/assignee page is read group by group; below it,
-# sorting the few matching rows is cheaper than walking each group's index for them. The
-# same holds for the followed tickets of the "following" view.
+# sorting the few matching rows is cheaper than walking each group's index for them.
 GROUPED_MIN_ROWS = registry.COUNT_CAP
 
 
@@ -210,7 +209,8 @@ async def list_page(
     too expensive for the database cannot hold a web connection for longer. The limit is
     the page's own (SET LOCAL in its transaction) and ends with it, like the page's
     other settings: no JIT, and for a search the memory its bitmap of candidates needs
-    and (three characters or more) its trigram indexes rather than the table in order.
+    and (three characters or more) its trigram indexes rather than the table in order,
+    and a page statement without parallel workers.
     """
     try:
         async with conn.transaction():
@@ -270,6 +270,8 @@ async def _list_page(
     )
     count_row = await (await conn.execute(count_sql, count_params, prepare=prepare)).fetchone()
     count = int(count_row[0]) if count_row else 0
+    if len(request.q) >= conditions.TRIGRAM_TERM:
+        await conn.execute(q("list_page_serial_local"))
     compiled = compiler.compile_list(
         view,
         request,
@@ -278,8 +280,11 @@ async def _list_page(
         tz=tz,
         after=after,
         limit=registry.PAGE_SIZE + 1,
-        grouped=count > GROUPED_MIN_ROWS,
-        followed_first=count <= GROUPED_MIN_ROWS,
+        grouped=count > GROUPED_MIN_ROWS and view.builtin != "following",
+        # The followed open tickets come from their own index (conditions.followed_open),
+        # the rows the count read: sorting them costs about what the count did, in any
+        # order, where walking a ticket index finds them among everyone's tickets.
+        followed_first=True,
         search_matches=matches,
     )
     rows = await (
