@@ -255,6 +255,11 @@ def _columns_read(conn: psycopg.Connection[Any], statement: sql.Composable) -> s
     return {(str(table), str(column)) for table, column in rows}
 
 
+# Kept by triggers from the ticket's current status (0018_followers_open.sql): the list
+# page's `following` reads it; as of a snapshot the views read the ticket's status instead.
+LIVE_ONLY = {("ticket_followers", "ticket_open")}
+
+
 def test_every_column_a_view_reads_is_versioned_and_returned_as_of(seeded_url: str) -> None:
     """Every built-in view in every sort, every condition, every column shown and searched:
     each table column the export's statements read is kept in its table's history and
@@ -265,12 +270,21 @@ def test_every_column_a_view_reads_is_versioned_and_returned_as_of(seeded_url: s
     sortable = sorted(registry.SORTABLE_COLUMNS)
     read: set[tuple[str, str]] = set()
     with psycopg.connect(seeded_url) as conn:
+        current = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
+        assert current is not None
+        snapshot = str(current[0])
 
         def note(view: ResolvedView, params: dict[str, str]) -> None:
             request = parse_list_request(params)
             plain = compiler.compile_export(view, request, actor, NOW, "UTC", snapshot=None)
             read.update(_columns_read(conn, formats.CSV.select(plain.rows)))
             read.update(_columns_read(conn, plain.count))
+            # Columns kept by triggers from the current rows stand in for others only when
+            # reading the present; as of a snapshot their statements must not name them.
+            as_of = compiler.compile_export(view, request, actor, NOW, "UTC", snapshot=snapshot)
+            for statement in (formats.CSV.select(as_of.rows), as_of.count):
+                text = statement.as_string(conn)
+                assert not any(column in text for _, column in LIVE_ONLY), (view.key, text)
 
         for key in registry.BUILTIN_VIEWS:
             for sort in registry.SORTS:
@@ -289,6 +303,7 @@ def test_every_column_a_view_reads_is_versioned_and_returned_as_of(seeded_url: s
                 key="1", name="every", definition=definition, saved_view_id=1, builtin=None
             )
             note(view, {"view": "1", "q": "a"})
+        read -= LIVE_ONLY
         tables = {table for table, _ in read}
         assert "tickets" in tables
         assert ("tickets", "title") in read
