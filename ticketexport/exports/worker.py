@@ -35,7 +35,7 @@ from ticketexport.exports.frozen import FrozenRequest
 from ticketexport.storage import StorageError, StorageLimitExceeded
 from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
-from ticketexport.views.compiler import compile_export
+from ticketexport.views.compiler import compile_changes, compile_export
 
 if TYPE_CHECKING:
     from ticketexport.services import Services
@@ -74,43 +74,62 @@ class ExportPlan:
     layout: formats.Layout
 
 
+def view_of(frozen: FrozenRequest) -> tuple[view_service.ResolvedView, view_service.ListRequest]:
+    """The view and list request a frozen request holds, as the compiler takes them."""
+    view = frozen.view
+    definition = view_model.parse_definition(view.definition)
+    resolved = view_service.ResolvedView(
+        key=view.key,
+        name=view.name,
+        definition=definition,
+        saved_view_id=view.saved_view_id,
+        builtin=view.builtin,
+    )
+    request = view_service.ListRequest(
+        view=view.key, q=frozen.q, sort=frozen.sort, filters=frozen.filters, page=None
+    )
+    return resolved, request
+
+
 def plan_export(stored: Any, as_of: dt.datetime, snapshot: str | None) -> ExportPlan:
     """The export's SELECT, its row count and its file name, as the frozen request stored in
-    its row says, reading the data as of the click's snapshot."""
+    its row says, reading the data as of the click's snapshot. A request with `since` is a
+    file of the changes since that earlier click (compiler.compile_changes)."""
     try:
         frozen = FrozenRequest.from_json(stored)
-        view = frozen.view
         fmt = formats.get(frozen.format)
-        definition = view_model.parse_definition(view.definition)
-        resolved = view_service.ResolvedView(
-            key=view.key,
-            name=view.name,
-            definition=definition,
-            saved_view_id=view.saved_view_id,
-            builtin=view.builtin,
-        )
-        request = view_service.ListRequest(
-            view=view.key,
-            q=frozen.q,
-            sort=frozen.sort,
-            filters=frozen.filters,
-            page=None,
-        )
+        resolved, request = view_of(frozen)
         actor = frozen.actor.actor()
         tz = frozen.timezone
         zone = zoneinfo.ZoneInfo(tz)
     except (KeyError, TypeError, ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
         # ViewInputError and an unknown format are ValueErrors too.
         raise ExportFailed("view_unavailable", repr(exc)) from exc
-    compiled = compile_export(
-        resolved, request, actor, as_of, tz, snapshot=snapshot, typed=fmt.typed
-    )
+    since = frozen.since
+    if since is None:
+        compiled = compile_export(
+            resolved, request, actor, as_of, tz, snapshot=snapshot, typed=fmt.typed
+        )
+    elif snapshot is None:
+        raise ExportFailed("view_unavailable", "a file of changes needs the click's snapshot")
+    else:
+        compiled = compile_changes(
+            resolved,
+            request,
+            actor,
+            as_of,
+            tz,
+            snapshot=snapshot,
+            since_as_of=since.as_of,
+            since_snapshot=since.snapshot,
+            typed=fmt.typed,
+        )
     return ExportPlan(
         format=fmt,
         select=fmt.select(compiled.rows),
         count=compiled.count,
-        file_name=rules.file_name(view.name, as_of, zone, extension=fmt.extension),
-        layout=formats.Layout(title=view.name, columns=compiled.rows.columns, timezone=tz),
+        file_name=rules.file_name(resolved.name, as_of, zone, extension=fmt.extension),
+        layout=formats.Layout(title=resolved.name, columns=compiled.rows.columns, timezone=tz),
     )
 
 
