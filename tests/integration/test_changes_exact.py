@@ -3,6 +3,7 @@ the later one, whatever committed in between, with writers in flight at either c
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import dataclasses
@@ -10,7 +11,7 @@ import datetime
 import io
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -21,6 +22,7 @@ from psycopg import sql
 
 from tests.support import reference_views, view_data
 from tests.support.databases import scratch_database
+from tests.support.formats import assert_parquet_holds, assert_xlsx_holds, gunzip
 from ticketexport.exports import formats
 from ticketexport.exports.frozen import (
     FrozenActor,
@@ -183,24 +185,32 @@ def reference_rows(
     ]
 
 
-def changes_file(url: str, frozen: FrozenRequest, before: Click, after: Click) -> tuple[bytes, int]:
-    """The product's file of changes (CSV, BOM included) and its counted total, read by the
-    as-of statements on a fresh connection, as a worker would."""
+def changes_file(
+    url: str, frozen: FrozenRequest, before: Click, after: Click, fmt: str = "csv"
+) -> tuple[bytes, int]:
+    """The product's file of changes in format `fmt` and its counted total, read by the
+    as-of statements on a fresh connection and encoded as a worker does."""
     since = Since(
         export_id="00000000-0000-0000-0000-000000000001",
         as_of=before.as_of,
         snapshot=before.snapshot,
     )
-    stored = dataclasses.replace(frozen, since=since).to_json()
+    stored = dataclasses.replace(frozen, since=since, format=fmt).to_json()
     plan = plan_export(stored, after.as_of, after.snapshot)
     with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
         counted = cur.execute(plan.count).fetchone()
         assert counted is not None
-        buffer = bytearray(formats.BOM)
         with cur.copy(plan.format.copy_statement(plan.select)) as copy:
-            for block in copy:
-                buffer += block
-    return bytes(buffer), int(counted[0])
+            blocks = [bytes(block) for block in copy]
+
+    async def encode() -> bytes:
+        async def source() -> AsyncIterator[bytes]:
+            for block in blocks:
+                yield block
+
+        return b"".join([part async for part in plan.format.encode(source(), plan.layout)])
+
+    return asyncio.run(encode()), int(counted[0])
 
 
 def check_changes(
@@ -494,3 +504,44 @@ def test_changes_are_exact_fixed_seed(changing_db: str) -> None:
 
 def test_changes_are_exact_rotating_seed(changing_db: str) -> None:
     run_property(changing_db, ROTATING_SEED, EXAMPLES)
+
+
+def test_every_format_holds_the_same_changes(changing_db: str) -> None:
+    """csv.gz is the CSV's bytes, the workbook and the Parquet file hold its rows, typed,
+    with the Change and Ticket ID columns first."""
+    frozen = frozen_for(None, RELATIVE_VIEW, "view", "")
+    as_of = MIDNIGHT - datetime.timedelta(minutes=5)
+    with psycopg.connect(changing_db, autocommit=True) as writer:
+        ids = [
+            r[0]
+            for r in writer.execute(
+                "UPDATE tickets SET created_at = %s, updated_at = %s, closed_at = NULL, "
+                "resolved_at = NULL WHERE id IN (SELECT id FROM tickets ORDER BY id LIMIT 6) "
+                "RETURNING id",
+                (as_of - datetime.timedelta(hours=1), as_of - datetime.timedelta(hours=1)),
+            )
+        ]
+        with click(changing_db, as_of) as (_, first):
+            writer.execute("UPDATE tickets SET title = '=SUM(1,2)' WHERE id = %s", (ids[0],))
+            writer.execute("DELETE FROM tickets WHERE id = %s", (ids[1],))
+            writer.execute(
+                "UPDATE contacts SET first_name = 'Renamed' WHERE id = "
+                "(SELECT contact_id FROM tickets WHERE id = %s)",
+                (ids[2],),
+            )
+            with click(changing_db, as_of + datetime.timedelta(seconds=30)) as (_, second):
+                files = {
+                    key: changes_file(changing_db, frozen, first, second, key)
+                    for key in formats.FORMATS
+                }
+    csv_bytes, total = files["csv"]
+    rows = list(csv.reader(io.StringIO(csv_bytes[len(formats.BOM) :].decode(), newline="")))
+    assert total == len(rows) - 1 >= 2
+    assert rows[1][:2] == ["delete", str(ids[1])]
+    assert rows[0][:3] == ["Change", "Ticket ID", "Title"]
+    assert gunzip(files["csv.gz"][0]) == csv_bytes
+    types = ["text", "integer", *(compiler.COLUMNS[c].value_type for c in RELATIVE_VIEW["columns"])]
+    assert_xlsx_holds(files["xlsx"][0], rows, types)
+    assert_parquet_holds(files["parquet"][0], rows, types, view_data.TZ)
+    for key in formats.FORMATS:
+        assert files[key] == changes_file(changing_db, frozen, first, second, key), key
