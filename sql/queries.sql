@@ -1157,6 +1157,37 @@ SELECT count(*) FILTER (WHERE status = 'completed' AND expires_at <= now()) AS a
        COALESCE(sum(cleanup_failures), 0)::bigint AS failures
 FROM export_jobs;
 
+-- name: metrics_history_rows
+-- Row versions kept per versioned table's history: the statistics' live-row estimate, so a
+-- scrape never scans them.
+SELECT relname AS history, n_live_tup AS n
+FROM pg_stat_user_tables
+WHERE schemaname = current_schema() AND relname = ANY(%(tables)s::text[])
+ORDER BY relname;
+
+-- name: metrics_history_kept_clicks
+-- The distinct clicks history pruning keeps versions for (history_horizon's list): those
+-- unfinished exports read, and those kept only because a completed, unexpired export may
+-- still be the base of a file of changes.
+WITH unfinished AS (
+    SELECT as_of_snapshot::text AS snap
+    FROM export_jobs
+    WHERE status IN ('queued', 'running') AND as_of_snapshot IS NOT NULL
+    UNION
+    SELECT request->'since'->>'snapshot'
+    FROM export_jobs
+    WHERE status IN ('queued', 'running') AND request ? 'since'
+), bases AS (
+    SELECT as_of_snapshot::text AS snap
+    FROM export_jobs
+    WHERE status = 'completed' AND expires_at > clock_timestamp()
+      AND as_of_snapshot IS NOT NULL
+    EXCEPT
+    SELECT snap FROM unfinished
+)
+SELECT (SELECT count(*) FROM unfinished) AS unfinished,
+       (SELECT count(*) FROM bases) AS possible_base;
+
 -- name: metrics_download_failures
 -- Downloads that did not deliver the file, by reason (each one is audited).
 SELECT details->>'reason' AS reason, count(*) AS n

@@ -16,6 +16,8 @@ from yarl import URL
 
 from tests.support.services import services_for
 from tests.support.web import Web, insert_tickets, make_user, running
+from ticketexport import db
+from ticketexport.exports import maintenance
 from ticketexport.exports.formats import BOM
 from ticketexport.exports.worker import ExportRun
 
@@ -208,7 +210,8 @@ async def test_only_the_requester_of_a_completed_unexpired_export_may_ask(
     await web.login(OWNER)
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
-            "UPDATE export_jobs SET expires_at = now() - interval '1 second' WHERE id = %s",
+            "UPDATE export_jobs SET requested_at = requested_at - interval '73 hours', "
+            "expires_at = now() - interval '1 second' WHERE id = %s",
             (queued,),
         )
     expired = await _changes(web, queued)
@@ -269,3 +272,56 @@ async def test_changes_need_csrf_and_a_session(web: Web, db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
         count = conn.execute("SELECT count(*) FROM export_jobs WHERE request ? 'since'").fetchone()
     assert count == (0,)
+
+
+def _history_rows(conn: psycopg.Connection[Any]) -> int:
+    return sum(
+        int(conn.execute(f"SELECT count(*) FROM {t}_history").fetchone()[0])  # type: ignore[index]
+        for t in db.VERSIONED_TABLES
+    )
+
+
+async def test_pruning_keeps_a_possible_base_until_it_expires(web: Web, db_url: str) -> None:
+    """History pruning keeps the row versions a completed, unexpired export's click sees,
+    however many rounds of updates and pruning follow, so the changes since it stay exact;
+    once it expires they go, and the metrics show both."""
+    await web.login(OWNER)
+    base = await _full_export(web)
+    await _run_worker(db_url, base)
+    full = _keyed(await _file(web, base))
+    async with services_for(db_url) as services:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            for round_ in range(5):
+                conn.execute(
+                    "UPDATE tickets SET title = %s WHERE id BETWEEN 1 AND 10", (f"Round {round_}",)
+                )
+                conn.execute(
+                    "UPDATE users SET last_name = %s WHERE email = %s", (str(round_), OWNER)
+                )
+                await maintenance.run_maintenance(services)
+            # The versions the base's click sees (one per changed row) are still there.
+            assert _history_rows(conn) >= 10
+        metrics = await (await web.client.get("/metrics")).text()
+        assert 'ticketexport_history_kept_clicks{reason="possible_base"} 1.0' in metrics
+        assert 'ticketexport_history_rows{table="tickets"}' in metrics
+        response = await _changes(web, base)
+        assert response.status == 303
+        delta = _id_of(response.headers["Location"])
+        await _run_worker(db_url, delta)
+        changes = await _file(web, delta)
+        assert sorted(int(row[1]) for row in changes[1:]) == list(range(1, 11))
+        _apply(full, changes)
+        assert all(full[str(i)][1] == "Round 4" for i in range(1, 11))
+
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE export_jobs SET requested_at = requested_at - interval '73 hours', "
+                "as_of = as_of - interval '73 hours', "
+                "started_at = started_at - interval '73 hours', "
+                "finished_at = finished_at - interval '73 hours', "
+                "expires_at = now() - interval '1 second' WHERE status = 'completed'"
+            )
+            await maintenance.run_maintenance(services)
+            assert _history_rows(conn) == 0
+        metrics = await (await web.client.get("/metrics")).text()
+        assert 'ticketexport_history_kept_clicks{reason="possible_base"} 0.0' in metrics
