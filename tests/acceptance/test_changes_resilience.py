@@ -17,16 +17,17 @@ from tests.support.workers import (
     export_files,
     export_row,
     run_async,
-    wait_rows,
+    wait_for,
     wait_status,
 )
+from ticketexport.domain.exports import copy_application_name
 from ticketexport.exports import service
 from ticketexport.views.model import ListRequest
 
 pytestmark = pytest.mark.slow
 
-# Slow enough that the file of changes streams for a few seconds.
-THROTTLE = 3000
+# Slow enough that the file of changes (about 2,600 rows) streams for a few seconds.
+THROTTLE = 1000
 
 
 def _full(url: str) -> str:
@@ -50,6 +51,18 @@ def _changes(url: str, export_id: str) -> str:
             return requested.export_id
 
     return str(run_async(go()))
+
+
+def _copying(url: str, export_id: str) -> dict[str, Any] | None:
+    """The export's row while its COPY has been running for half a second."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = %s "
+            "AND query ILIKE 'COPY%%' AND now() - query_start > interval '0.5 seconds'",
+            (copy_application_name(export_id),),
+        ).fetchone()
+    row = export_row(url, export_id)
+    return row if found and row["stage"] == "counting" else None
 
 
 def _stored(home: Path, row: dict[str, Any]) -> bytes:
@@ -76,7 +89,13 @@ def test_a_worker_killed_mid_changes_gives_the_same_bytes_on_the_next_attempt(
             conn, queued["request"], queued["as_of"], snapshot=queued["as_of_snapshot"]
         )
     first = workers.start(seeded_url, max_rows_per_s=THROTTLE)
-    before = wait_rows(seeded_url, delta, 0.4, timeout=120, workers=workers)
+    # Killed while its COPY streams into the spool (the counting stage of a file of changes).
+    before = wait_for(
+        "the COPY of the changes to stream for half a second",
+        lambda: _copying(seeded_url, delta),
+        timeout=120,
+        workers=workers,
+    )
     first.kill()
     # The data moves on between the two attempts.
     with psycopg.connect(seeded_url, autocommit=True) as conn:
