@@ -488,10 +488,9 @@ VALUES (%(requester_id)s, now(), now(), pg_current_snapshot(), pg_current_wal_in
 RETURNING id, requested_at;
 
 -- name: export_changes_base
--- The export whose changes since are asked for, with whether its retention is over by the
--- clock (read under the history lock, see request_changes); held until the request commits.
-SELECT id, requester_id, status, request, as_of, as_of_snapshot::text AS as_of_snapshot,
-       expires_at <= clock_timestamp() AS expired
+-- Holds the export whose changes since are asked for (until the request commits), and
+-- says whether its retention is over by the clock (read under the history lock).
+SELECT expires_at <= clock_timestamp() AS expired
 FROM export_jobs
 WHERE id = %(id)s::uuid
 FOR SHARE;
@@ -501,12 +500,18 @@ FOR SHARE;
 UPDATE export_jobs SET procrastinate_job_id = %(job_id)s WHERE id = %(id)s;
 
 -- name: export_get
--- One export with its requester and file.
-SELECT e.*, u.email AS requester_email,
+-- One export with its requester and file: the columns ticketexport.exports.store.Export reads.
+SELECT e.id, e.status, e.stage, e.attempt, e.rows_done, e.rows_total, e.error_code,
+       e.error_message, e.requester_id, e.expires_at, m.lost_at AS file_lost_at,
+       u.email AS requester_email,
        u.first_name || CASE WHEN u.last_name = '' THEN '' ELSE ' ' || u.last_name END
            AS requester_name,
-       m.file_name, m.size_bytes, m.content_type, m.storage_backend, m.object_key, m.sha256,
-       m.lost_at AS file_lost_at
+       e.requested_at, e.as_of, e.as_of_snapshot::text AS as_of_snapshot,
+       e.as_of_lsn::text AS as_of_lsn, e.view_name, e.request, e.started_at, e.progress_at,
+       e.heartbeat_at, e.finished_at, e.cancel_requested_at, e.auto_downloaded_at,
+       e.procrastinate_job_id, e.retry_of_id, e.read_from, e.standby_fallback,
+       e.standby_conflicts, e.cleanup_failures, e.media_item_id, m.file_name, m.size_bytes,
+       m.content_type, m.storage_backend, m.object_key, m.sha256
 FROM export_jobs e
 JOIN users u ON u.id = e.requester_id
 LEFT JOIN media_items m ON m.id = e.media_item_id
@@ -527,8 +532,8 @@ SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = %(a
 -- so a superseded attempt can never overwrite a newer one.
 
 -- name: export_lock
--- The export row, locked for the claim.
-SELECT e.*, now() AS db_now FROM export_jobs e WHERE e.id = %(id)s::uuid FOR UPDATE;
+-- Locks the export row for the claim; the database's time (no row: no such export).
+SELECT now() FROM export_jobs WHERE id = %(id)s::uuid FOR UPDATE;
 
 -- name: export_requeue
 -- running → queued with a new attempt (the previous try of the job died).
@@ -544,8 +549,7 @@ SET status = 'running', stage = NULL, rows_done = 0, rows_total = NULL,
     started_at = COALESCE(started_at, now()), heartbeat_at = now(), progress_at = now(),
     procrastinate_job_id = COALESCE(%(job_id)s, procrastinate_job_id)
 WHERE id = %(id)s::uuid AND status = 'queued'
-RETURNING id, attempt, as_of, as_of_snapshot::text AS as_of_snapshot,
-          as_of_lsn::text AS as_of_lsn, standby_conflicts, request, requester_id, expires_at;
+RETURNING id;
 
 -- name: export_fail_unclaimed
 -- queued → failed before any attempt ran (e.g. expired while waiting).
@@ -1109,11 +1113,19 @@ WHERE (h.superseded_by < pg_snapshot_xmin(%(horizon)s::pg_snapshot)
 -- Export pages (ticketexport.web.exports) ----------------------------------------------
 
 -- name: export_list
--- One page of exports, newest first; user_id NULL lists everyone's.
+-- One page of exports, newest first; user_id NULL lists everyone's. The columns are
+-- export_get's (ticketexport.exports.store.Export).
 SELECT e.id, e.status, e.stage, e.attempt, e.rows_done, e.rows_total, e.error_code,
-       e.error_message, e.requested_at, e.expires_at, e.view_name, e.requester_id,
-       u.email AS requester_email, m.file_name, m.size_bytes, e.request->>'format' AS format,
-       m.lost_at AS file_lost_at
+       e.error_message, e.requester_id, e.expires_at, m.lost_at AS file_lost_at,
+       u.email AS requester_email,
+       u.first_name || CASE WHEN u.last_name = '' THEN '' ELSE ' ' || u.last_name END
+           AS requester_name,
+       e.requested_at, e.as_of, e.as_of_snapshot::text AS as_of_snapshot,
+       e.as_of_lsn::text AS as_of_lsn, e.view_name, e.request, e.started_at, e.progress_at,
+       e.heartbeat_at, e.finished_at, e.cancel_requested_at, e.auto_downloaded_at,
+       e.procrastinate_job_id, e.retry_of_id, e.read_from, e.standby_fallback,
+       e.standby_conflicts, e.cleanup_failures, e.media_item_id, m.file_name, m.size_bytes,
+       m.content_type, m.storage_backend, m.object_key, m.sha256
 FROM export_jobs e
 JOIN users u ON u.id = e.requester_id
 LEFT JOIN media_items m ON m.id = e.media_item_id
