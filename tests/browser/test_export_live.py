@@ -831,6 +831,7 @@ def test_the_list_fits_1400_px_and_scrolls_by_keyboard_when_it_must(
 def test_export_changes_since_this_one(stack: Stack, sessions: Callable[..., Session]) -> None:
     """The button appears live when the export completes; its file holds the one ticket
     changed since, and the new status page names the export it is measured from."""
+    stack.start_worker()
     admin = sessions(ADMIN_EXPORT)
     export_id = admin.export("view=all&sort=oldest")
     admin.wait_status("completed", timeout=30)
