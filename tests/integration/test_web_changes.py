@@ -325,3 +325,38 @@ async def test_pruning_keeps_a_possible_base_until_it_expires(web: Web, db_url: 
             assert _history_rows(conn) == 0
         metrics = await (await web.client.get("/metrics")).text()
         assert 'ticketexport_history_kept_clicks{reason="possible_base"} 0.0' in metrics
+
+
+async def test_a_retried_file_of_changes_needs_its_base_still(web: Web, db_url: str) -> None:
+    """A retry of a cancelled file of changes measures from the same base, and only while
+    that base is one: once it expired its row versions may be gone."""
+    await web.login(OWNER)
+    base = await _full_export(web)
+    await _run_worker(db_url, base)
+    delta = _id_of((await _changes(web, base)).headers["Location"])
+    token = await web.csrf(f"/staff/exports/{delta}")
+    cancelled = await web.client.post(
+        f"/staff/exports/{delta}/cancel", data={"csrf_token": token}, allow_redirects=False
+    )
+    assert cancelled.status == 303
+    retried = await web.client.post(
+        f"/staff/exports/{delta}/retry", data={"csrf_token": token}, allow_redirects=False
+    )
+    assert retried.status == 303
+    again = _id_of(retried.headers["Location"])
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT request->'since'->>'export_id' FROM export_jobs WHERE id = %s", (again,)
+        ).fetchone()
+        assert row == (base,)
+        conn.execute("UPDATE export_jobs SET status = 'cancelled' WHERE id = %s", (again,))
+        conn.execute(
+            "UPDATE export_jobs SET requested_at = requested_at - interval '73 hours', "
+            "expires_at = now() - interval '1 second' WHERE id = %s",
+            (base,),
+        )
+    refused = await web.client.post(
+        f"/staff/exports/{delta}/retry", data={"csrf_token": token}, allow_redirects=False
+    )
+    assert refused.status == 409
+    assert "has expired" in await refused.text()

@@ -355,6 +355,8 @@ async def retry_export(
             recorded = original.frozen
             if recorded is None:
                 raise ExportConflict("This export's request cannot be repeated.")
+            if recorded.since is not None:
+                await _check_base(conn, recorded.since.export_id)
             frozen = recorded.with_requester(Requester.of(user, await _roles(conn, user.id)))
             return await _insert_and_defer(
                 services, conn, user=user, frozen=frozen, retry_of=export_id, client_ip=client_ip
@@ -362,6 +364,26 @@ async def retry_export(
     except TooManyExports:
         await _deny(services, user, "retry", "active_export_limit", client_ip, export_id)
         raise
+
+
+async def _check_base(conn: psycopg.AsyncConnection[Any], export_id: str) -> Export:
+    """The export a file of changes is to be measured from, held as a base (see
+    store.lock_as_base); ExportConflict when it is no longer one."""
+    expired = await store.lock_as_base(conn, export_id)
+    base = await store.get(conn, export_id)
+    if expired is None or base is None:
+        raise ExportNotFound()
+    if base.status == Status.EXPIRED or expired:
+        raise ExportConflict(
+            "The export the changes are measured from has expired, so they can no longer be "
+            "worked out. Export the view again for a full file."
+        )
+    if base.status != Status.COMPLETED:
+        raise ExportConflict(
+            "Changes can only be exported since an export that has completed; "
+            f"that one is {base.status}."
+        )
+    return base
 
 
 async def request_changes(
@@ -380,20 +402,9 @@ async def request_changes(
         raise ExportDenied("Exporting requires the Import / Export Tickets permission.")
     try:
         async with services.pool.connection() as conn, conn.transaction():
-            expired = await store.lock_as_base(conn, export_id)
-            base = await store.get(conn, export_id)
-            if expired is None or base is None or base.requester_id != user.id:
+            base = await _check_base(conn, export_id)
+            if base.requester_id != user.id:
                 raise ExportNotFound()
-            if base.status == Status.EXPIRED or expired:
-                raise ExportConflict(
-                    "This export has expired, so the changes since it can no longer be "
-                    "worked out. Export the view again for a full file."
-                )
-            if base.status != Status.COMPLETED:
-                raise ExportConflict(
-                    "Changes can only be exported since an export that has completed; this "
-                    f"one is {base.status}."
-                )
             if base.frozen is None or base.as_of_snapshot is None:
                 raise ExportConflict(
                     "This export was made before the changes since an export could be "
