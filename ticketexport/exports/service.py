@@ -16,7 +16,7 @@ from ticketexport.domain.actor import Actor
 from ticketexport.domain.errors import Conflict, Denied, Gone, NotFound, TooMany
 from ticketexport.domain.exports import Status, copy_application_name
 from ticketexport.exports import formats, store
-from ticketexport.exports.frozen import FrozenActor, FrozenRequest, FrozenView, Requester
+from ticketexport.exports.frozen import FrozenActor, FrozenRequest, FrozenView, Requester, Since
 from ticketexport.exports.store import Export, ExportState
 from ticketexport.standby import stop_standby_reads
 from ticketexport.views import model as view_model
@@ -46,6 +46,7 @@ __all__ = [
     "may_list_everyones",
     "may_see",
     "record_download",
+    "request_changes",
     "request_export",
     "retry_export",
     "running_count",
@@ -267,6 +268,7 @@ def _request_details(frozen: FrozenRequest) -> dict[str, Any]:
         "sort": frozen.sort,
         "filters": dict(frozen.filters),
         "format": frozen.format or formats.DEFAULT_FORMAT,
+        **({"since": frozen.since.export_id} if frozen.since is not None else {}),
     }
 
 
@@ -353,12 +355,76 @@ async def retry_export(
             recorded = original.frozen
             if recorded is None:
                 raise ExportConflict("This export's request cannot be repeated.")
+            if recorded.since is not None:
+                await _check_base(conn, recorded.since.export_id)
             frozen = recorded.with_requester(Requester.of(user, await _roles(conn, user.id)))
             return await _insert_and_defer(
                 services, conn, user=user, frozen=frozen, retry_of=export_id, client_ip=client_ip
             )
     except TooManyExports:
         await _deny(services, user, "retry", "active_export_limit", client_ip, export_id)
+        raise
+
+
+async def _check_base(conn: psycopg.AsyncConnection[Any], export_id: str) -> Export:
+    """The export a file of changes is to be measured from, held as a base (see
+    store.lock_as_base); ExportConflict when it is no longer one."""
+    expired = await store.lock_as_base(conn, export_id)
+    base = await store.get(conn, export_id)
+    if expired is None or base is None:
+        raise ExportNotFound()
+    if base.status == Status.EXPIRED or expired:
+        raise ExportConflict(
+            "The export the changes are measured from has expired, so they can no longer be "
+            "worked out. Export the view again for a full file."
+        )
+    if base.status != Status.COMPLETED:
+        raise ExportConflict(
+            "Changes can only be exported since an export that has completed; "
+            f"that one is {base.status}."
+        )
+    return base
+
+
+async def request_changes(
+    services: Services, user: Actor, export_id: str, *, client_ip: str | None
+) -> Requested:
+    """A new export of an earlier one's frozen request, as of this click, whose file holds
+    the changes since that export's click. Only that export's requester may ask: its rows
+    depend on who asked."""
+    async with services.pool.connection() as conn:
+        found = await store.get(conn, export_id)
+    if found is None or found.requester_id != user.id:
+        await _deny(services, user, "changes", "not_found", client_ip, export_id)
+        raise ExportNotFound()
+    if not user.may_export:
+        await _deny(services, user, "changes", "missing_permission", client_ip, export_id)
+        raise ExportDenied("Exporting requires the Import / Export Tickets permission.")
+    try:
+        async with services.pool.connection() as conn, conn.transaction():
+            base = await _check_base(conn, export_id)
+            if base.requester_id != user.id:
+                raise ExportNotFound()
+            if base.frozen is None or base.as_of_snapshot is None:
+                raise ExportConflict(
+                    "This export was made before the changes since an export could be "
+                    "worked out. Export the view again for a full file."
+                )
+            since = Since(export_id=base.id, as_of=base.as_of, snapshot=str(base.as_of_snapshot))
+            requester = Requester.of(user, await _roles(conn, user.id))
+            return await _insert_and_defer(
+                services,
+                conn,
+                user=user,
+                frozen=base.frozen.changes_since(since, requester),
+                retry_of=None,
+                client_ip=client_ip,
+            )
+    except ExportConflict as exc:
+        await _deny(services, user, "changes", f"conflict: {exc}"[:200], client_ip, export_id)
+        raise
+    except TooManyExports:
+        await _deny(services, user, "changes", "active_export_limit", client_ip, export_id)
         raise
 
 

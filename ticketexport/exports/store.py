@@ -304,6 +304,21 @@ async def insert(
     return str(row[0])
 
 
+async def lock_as_base(conn: Conn, export_id: str) -> bool | None:
+    """Hold an export (to the end of the transaction) as the base of changes since it:
+    whether its retention is over by the clock now, None when there is no such export.
+
+    The history lock comes first: pruning waits for this request, so pruning that starts
+    later finds the new export's `since` and keeps the base's row versions, and pruning
+    that ran before judged the base's expiry by an earlier instant than this."""
+    await conn.execute(q("history_horizon_share"))
+    try:
+        row = await _one(conn, "export_changes_base", {"id": export_id})
+    except psycopg.errors.InvalidTextRepresentation:
+        return None
+    return None if row is None else bool(row[0])
+
+
 async def set_job(conn: Conn, export_id: str, job_id: int) -> None:
     """Link the export to its current procrastinate job."""
     await conn.execute(q("export_set_job_id"), {"id": export_id, "job_id": job_id})
