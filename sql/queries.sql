@@ -1187,3 +1187,182 @@ SELECT (SELECT count(*) FROM procrastinate_jobs
         WHERE queue_name = 'exports' AND status = 'todo') AS exports_waiting,
        (SELECT count(*) FROM procrastinate_workers
         WHERE last_heartbeat > now() - make_interval(secs => %(seconds)s)) AS live_workers;
+
+-- Schedules (ticketexport.schedules) -----------------------------------------------------
+
+-- name: export_insert_scheduled
+-- A schedule's run: an export as of this statement, recorded with its schedule and tick
+-- (the unique index on the two refuses a second run of one tick).
+INSERT INTO export_jobs (requester_id, requested_at, as_of, as_of_snapshot, as_of_lsn, request,
+                         view_name, request_fingerprint, expires_at, schedule_id, schedule_tick,
+                         delivery_status, notify_status)
+VALUES (%(requester_id)s, now(), now(), pg_current_snapshot(), pg_current_wal_insert_lsn(),
+        %(request)s, %(view_name)s, %(fingerprint)s, now() + %(retention)s, %(schedule_id)s,
+        %(tick)s, %(delivery)s, %(notify)s)
+RETURNING id, requested_at;
+
+-- name: schedule_owner_lock
+-- Serialises one owner's schedule changes, so two creations cannot both take the last place.
+SELECT pg_advisory_xact_lock(hashtextextended('ticketexport.schedules', %(owner_id)s));
+
+-- name: schedule_count_for_owner
+-- How many schedules a user owns.
+SELECT count(*) FROM schedules WHERE owner_id = %(owner_id)s;
+
+-- name: schedule_insert
+-- A new schedule; its first tick is the first one after its creation.
+INSERT INTO schedules (owner_id, name, slug, request, view_name, cadence, every_minutes, minute,
+                       at_time, weekday, mode, destination, notify, next_tick)
+VALUES (%(owner_id)s, %(name)s, %(slug)s, %(request)s, %(view_name)s, %(cadence)s,
+        %(every_minutes)s, %(minute)s, %(at_time)s, %(weekday)s, %(mode)s, %(destination)s,
+        %(notify)s, %(next_tick)s)
+RETURNING id;
+
+-- name: schedule_list
+-- Schedules, newest first: one owner's, or everyone's (owner_id NULL), with their last run.
+SELECT s.id, s.name, s.owner_id, u.email AS owner_email, s.view_name, s.cadence,
+       s.every_minutes, s.minute, s.at_time, s.weekday, s.mode, s.destination, s.notify,
+       s.paused_at, s.paused_reason, s.next_tick, s.created_at,
+       last.id AS last_export_id, last.status AS last_status, last.requested_at AS last_at
+FROM schedules s
+JOIN users u ON u.id = s.owner_id
+LEFT JOIN LATERAL (
+    SELECT e.id, e.status, e.requested_at FROM export_jobs e
+    WHERE e.schedule_id = s.id ORDER BY e.requested_at DESC LIMIT 1
+) last ON true
+WHERE %(owner_id)s::bigint IS NULL OR s.owner_id = %(owner_id)s::bigint
+ORDER BY s.id DESC
+LIMIT 500;
+
+-- name: schedule_get
+-- One schedule with its owner's address.
+SELECT s.*, u.email AS owner_email
+FROM schedules s
+JOIN users u ON u.id = s.owner_id
+WHERE s.id = %(id)s;
+
+-- name: schedule_lock
+-- One schedule, locked for a change.
+SELECT * FROM schedules WHERE id = %(id)s FOR UPDATE;
+
+-- name: schedule_pause
+-- Stops a schedule's ticks until it is resumed (nothing when it is already paused).
+UPDATE schedules SET paused_at = now(), paused_reason = %(reason)s
+WHERE id = %(id)s AND paused_at IS NULL
+RETURNING id;
+
+-- name: schedule_resume
+-- Starts a paused schedule again from its next tick after now: ticks missed while it was
+-- paused are not made up.
+UPDATE schedules SET paused_at = NULL, paused_reason = NULL, next_tick = %(next_tick)s
+WHERE id = %(id)s AND paused_at IS NOT NULL
+RETURNING id;
+
+-- name: schedule_delete
+-- Removes a schedule; its runs stay, as exports, with the link to it cleared.
+DELETE FROM schedules WHERE id = %(id)s RETURNING id;
+
+-- name: schedule_due
+-- The next schedule whose tick has come, locked; one another worker holds is skipped.
+SELECT s.* FROM schedules s
+WHERE s.paused_at IS NULL AND s.next_tick <= %(now)s
+ORDER BY s.next_tick, s.id
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: schedule_advance
+-- Records the tick taken and the next one to wait for.
+UPDATE schedules SET last_tick = %(tick)s, next_tick = %(next_tick)s WHERE id = %(id)s;
+
+-- name: schedule_tick_claim
+-- Takes a tick; nothing when it was taken already (by any worker, ever).
+INSERT INTO schedule_ticks (schedule_id, tick, outcome)
+VALUES (%(schedule_id)s, %(tick)s, %(outcome)s)
+ON CONFLICT DO NOTHING
+RETURNING tick;
+
+-- name: schedule_tick_record
+-- What came of a tick taken: its outcome and run.
+UPDATE schedule_ticks SET outcome = %(outcome)s, export_id = %(export_id)s::uuid
+WHERE schedule_id = %(schedule_id)s AND tick = %(tick)s;
+
+-- name: schedule_active_run
+-- The schedule's run still queued or running, if any.
+SELECT id FROM export_jobs
+WHERE schedule_id = %(schedule_id)s AND status IN ('queued', 'running')
+LIMIT 1;
+
+-- name: schedule_runs
+-- A schedule's recent runs, newest first.
+SELECT e.id, e.status, e.schedule_tick, e.requested_at, e.finished_at, e.rows_total,
+       e.error_code, e.delivery_status, e.notify_status
+FROM export_jobs e
+WHERE e.schedule_id = %(schedule_id)s
+ORDER BY e.requested_at DESC, e.id DESC
+LIMIT %(limit)s;
+
+-- name: schedule_skipped_ticks
+-- A schedule's recent ticks that made no run, newest first.
+SELECT tick, outcome, recorded_at FROM schedule_ticks
+WHERE schedule_id = %(schedule_id)s AND outcome = 'skipped'
+ORDER BY tick DESC
+LIMIT %(limit)s;
+
+-- name: schedule_pause_for_export
+-- Pauses the schedule of a run whose owner's rights no longer allow it.
+UPDATE schedules SET paused_at = now(), paused_reason = %(reason)s
+WHERE id = (SELECT schedule_id FROM export_jobs WHERE id = %(export_id)s::uuid)
+  AND paused_at IS NULL
+RETURNING id, owner_id;
+
+-- name: schedule_delivers
+-- Whether a schedule sends its files to a destination (its owner must then be an admin).
+SELECT destination IS NOT NULL FROM schedules WHERE id = %(id)s;
+
+-- name: delivery_drop_unfinished
+-- Runs that ended without a file have nothing to deliver.
+UPDATE export_jobs SET delivery_status = NULL
+WHERE delivery_status = 'pending' AND status IN ('failed', 'cancelled', 'expired');
+
+-- name: delivery_claim_locked
+-- A completed run waiting for delivery, locked by this worker while it copies the file (a
+-- worker lost mid-way releases it, still pending, to the next).
+SELECT id FROM export_jobs
+WHERE delivery_status = 'pending' AND status = 'completed'
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: delivery_source
+-- What a delivery copies: the run's file and its schedule's destination and folder.
+SELECT e.id, e.status, m.file_name, m.object_key, m.content_type, s.destination, s.slug,
+       s.id AS schedule_id
+FROM export_jobs e
+JOIN media_items m ON m.id = e.media_item_id
+JOIN schedules s ON s.id = e.schedule_id
+WHERE e.id = %(id)s::uuid;
+
+-- name: delivery_record
+-- The outcome of a delivery.
+UPDATE export_jobs
+SET delivery_status = %(status)s, delivery_attempts = %(attempts)s,
+    delivered_at = CASE WHEN %(status)s = 'delivered' THEN now() END
+WHERE id = %(id)s::uuid AND delivery_status = 'pending';
+
+-- name: delivery_metrics
+-- Runs whose delivery failed, for /metrics.
+SELECT count(*) AS n FROM export_jobs WHERE delivery_status = 'delivery_failed';
+
+-- name: notify_claim
+-- A run that ended and whose owner asked to be told, locked while the message is sent.
+SELECT e.id, e.status, e.error_message, e.view_name, s.name AS schedule_name,
+       u.email AS owner_email
+FROM export_jobs e
+JOIN schedules s ON s.id = e.schedule_id
+JOIN users u ON u.id = e.requester_id
+WHERE e.notify_status = 'pending' AND e.status IN ('completed', 'failed', 'cancelled')
+LIMIT 1
+FOR UPDATE OF e SKIP LOCKED;
+
+-- name: notify_record
+-- Whether the owner's message about a run was sent.
+UPDATE export_jobs SET notify_status = %(status)s WHERE id = %(id)s::uuid;

@@ -226,7 +226,25 @@ class ExportRun:
         await audit.record_for_requester(
             conn, "export.failed", export_id=self.export_id, details=details
         )
+        if code == "permission_revoked":
+            await self._pause_schedule(conn)
         await events.publish(conn, self.export_id)
+
+    async def _pause_schedule(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """A schedule's run refused for its owner's rights pauses the schedule (audited):
+        the next tick would only be refused again."""
+        cur = await conn.execute(
+            q("schedule_pause_for_export"),
+            {"export_id": self.export_id, "reason": "the owner's rights no longer allow it"},
+        )
+        paused = await cur.fetchone()
+        if paused is not None:
+            await audit.record_for_requester(
+                conn,
+                "schedule.paused",
+                export_id=self.export_id,
+                details={"schedule_id": paused[0], "reason": "permission_revoked"},
+            )
 
     # --- the run ----------------------------------------------------------------------
 
@@ -240,7 +258,7 @@ class ExportRun:
         heartbeat = asyncio.create_task(self._heartbeat(asyncio.current_task()))
         key: str | None = None
         try:
-            await self._check_requester(export["request"])
+            await self._check_requester(export["request"], export["schedule_id"])
             plan = plan_export(export["request"], export["as_of"], export["as_of_snapshot"])
             key = rules.object_key(self.export_id, self.attempt, plan.file_name)
             await self._copy_to_storage(plan, key, export)
@@ -310,7 +328,7 @@ class ExportRun:
                     extra={**self.log_extra, "event": "heartbeat_stuck"},
                 )
 
-    async def _check_requester(self, stored: Any) -> None:
+    async def _check_requester(self, stored: Any, schedule_id: int | None) -> None:
         frozen = FrozenRequest.read(stored)
         if frozen is None:
             raise ExportFailed("view_unavailable", "the stored request is malformed")
@@ -325,6 +343,13 @@ class ExportRun:
         )
         if not requester.may_export:
             raise ExportFailed("permission_revoked", "requester lost permission 512")
+        if schedule_id is not None and not requester.is_admin:
+            async with self.services.pool.connection() as conn:
+                cur = await conn.execute(q("schedule_delivers"), {"id": schedule_id})
+                delivers = await cur.fetchone()
+            if delivers is not None and delivers[0]:
+                # A file sent outside the product escapes the download check.
+                raise ExportFailed("permission_revoked", "schedule owner is no longer an admin")
 
     async def _connect(self, url: str, *, blocking: bool = False, connect_timeout: int = 10) -> Any:
         """A connection of the export's own, named so pg_stat_activity (and cancel) find it."""

@@ -151,6 +151,7 @@ class _Reading:
     standby: StandbyStatus | None = None
     cleanup: Mapping[str, Any] | None = None
     download_failures: Sequence[Mapping[str, Any]] = ()
+    delivery_failures: int = 0
 
 
 class _ExportCollector(Collector):
@@ -228,6 +229,11 @@ class _ExportCollector(Collector):
         for row in reading.download_failures:
             failures.add_metric([row["reason"]], row["n"])
         yield failures
+        yield GaugeMetricFamily(
+            "ticketexport_schedule_delivery_failures",
+            "Schedule runs whose file could not be delivered to their destination.",
+            value=reading.delivery_failures,
+        )
         standby = reading.standby
         if standby is not None:
             up = GaugeMetricFamily(
@@ -292,6 +298,8 @@ async def _read(request: web.Request) -> _Reading:
         cleanup = await cur.fetchone()
         await cur.execute(q("metrics_download_failures"))
         download_failures = await cur.fetchall()
+        await cur.execute(q("delivery_metrics"))
+        delivery = await cur.fetchone()
     assert totals is not None
     assert queue is not None
     standby = await standby_status(services_of(request))
@@ -303,6 +311,7 @@ async def _read(request: web.Request) -> _Reading:
         standby=standby,
         cleanup=cleanup,
         download_failures=download_failures,
+        delivery_failures=int(delivery["n"]) if delivery else 0,
     )
 
 
