@@ -536,7 +536,7 @@ SET status = 'running', stage = NULL, rows_done = 0, rows_total = NULL,
     procrastinate_job_id = COALESCE(%(job_id)s, procrastinate_job_id)
 WHERE id = %(id)s::uuid AND status = 'queued'
 RETURNING id, attempt, as_of, as_of_snapshot::text AS as_of_snapshot,
-          as_of_lsn::text AS as_of_lsn, standby_conflicts, request, requester_id, expires_at;
+          as_of_lsn::text AS as_of_lsn, standby_conflicts, request, requester_id, expires_at, schedule_id;
 
 -- name: export_fail_unclaimed
 -- queued → failed before any attempt ran (e.g. expired while waiting).
