@@ -118,8 +118,10 @@ async def test_create_and_see_a_schedule(web: Web, conn: psycopg.Connection[Any]
     listed = await (await web.client.get("/staff/schedules")).text()
     assert f'data-schedule="{schedule_id}"' in listed
     row = conn.execute("SELECT request, owner_id FROM schedules WHERE id = %s", (schedule_id,))
-    request, owner_id = row.fetchone()  # type: ignore[misc]
-    assert request["q"] == "Sched" and request["sort"] == "oldest" and request["format"] == "xlsx"
+    request, _owner_id = row.fetchone()  # type: ignore[misc]
+    assert request["q"] == "Sched"
+    assert request["sort"] == "oldest"
+    assert request["format"] == "xlsx"
     assert request["requester"]["email"] == OWNER
     assert "schedule.created" in _actions(conn)
 
@@ -166,7 +168,8 @@ async def test_access_matrix(web: Web, conn: psycopg.Connection[Any]) -> None:
     await web.login(ADMIN)
     assert (await web.client.get(f"/staff/schedules/{mine}")).status == 200
     everyone = await (await web.client.get("/staff/schedules?all=1")).text()
-    assert f'data-schedule="{mine}"' in everyone and OWNER in everyone
+    assert f'data-schedule="{mine}"' in everyone
+    assert OWNER in everyone
     token = await web.csrf("/staff/schedules")
     paused = await web.client.post(
         f"/staff/schedules/{mine}/pause", data={"csrf_token": token}, allow_redirects=False
@@ -184,11 +187,13 @@ async def test_access_matrix(web: Web, conn: psycopg.Connection[Any]) -> None:
     response = await web.client.post(f"/staff/schedules/{mine}/run", allow_redirects=False)
     assert response.status == 401
     response = await web.client.get("/staff/schedules", allow_redirects=False)
-    assert response.status == 303 and response.headers["Location"].startswith("/login")
+    assert response.status == 303
+    assert response.headers["Location"].startswith("/login")
     denied = conn.execute(
         "SELECT count(*) FROM audit_log WHERE action = 'schedule.denied'"
     ).fetchone()
-    assert denied is not None and denied[0] >= 6
+    assert denied is not None
+    assert denied[0] >= 6
 
 
 async def test_the_per_owner_limit_answers_429(web: Web, conn: psycopg.Connection[Any]) -> None:
@@ -338,7 +343,8 @@ async def test_rights_lost_after_the_tick_are_caught_by_the_worker(
     schedule_id = await _create_id(web, destination="drop")
     tick = _schedule(conn, schedule_id)["next_tick"]
     (taken,) = await run_due(web.services, tick)
-    assert taken.outcome == "run" and taken.export_id is not None
+    assert taken.outcome == "run"
+    assert taken.export_id is not None
     # No longer an admin: a file sent outside the product needs one.
     conn.execute("UPDATE users SET is_admin = false WHERE id = %s", (people[ADMIN],))
     await ExportRun(web.services, taken.export_id, None).run()
@@ -405,7 +411,8 @@ async def test_delivery_writes_the_file_and_latest_whole(
     body = await download.read()
     folder = drop / "daily-drop"
     names = sorted(p.name for p in folder.iterdir())
-    assert len(names) == 2 and "latest.csv" in names
+    assert len(names) == 2
+    assert "latest.csv" in names
     for name in names:
         assert (folder / name).read_bytes() == body
     # Nothing left to deliver.
@@ -446,7 +453,7 @@ class _Inbox:
     def __init__(self) -> None:
         self.messages: list[bytes] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(envelope.content)
         return "250 OK"
 
