@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import psycopg
 import pytest
 import pytest_asyncio
 from aiosmtpd.controller import Controller
 
 from tests.support.servers import free_port
+from tests.support.sftp import sftp_server
 from tests.support.web import Web, insert_tickets, make_user, running
 from ticketexport.exports.worker import ExportRun
 from ticketexport.schedules import delivery
@@ -492,3 +494,90 @@ async def test_mail_about_a_run_has_the_link_and_no_file(
     assert conn.execute(
         "SELECT notify_status FROM export_jobs WHERE id = %s", (taken.export_id,)
     ).fetchone() == ("sent",)
+
+
+async def test_sftp_delivery_is_never_seen_half_written(
+    db_url: str, people: dict[str, int], conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    insert_tickets(conn, 3000, title="A longer title so that the file spans many writes")
+    async with (
+        sftp_server(tmp_path / "sftp") as server,
+        running(
+            db_url,
+            destinations=(("partner", server.url()),),
+            sftp_key_file=str(server.key_file),
+            sftp_known_hosts=str(server.known_hosts),
+        ) as web,
+    ):
+        await web.login(ADMIN)
+        schedule_id = await _create_id(web, name="Partner feed", destination="partner")
+        (taken,) = await run_due(web.services, _schedule(conn, schedule_id)["next_tick"])
+        assert taken.export_id is not None
+        await ExportRun(web.services, taken.export_id, None).run()
+        body = await (await web.client.get(f"/staff/exports/{taken.export_id}/download")).read()
+        folder = server.root / "incoming" / "partner-feed"
+        seen: list[int] = []
+        stop = asyncio.Event()
+
+        def look() -> None:
+            # A reader polling the folder: whatever final name it finds holds the whole
+            # file, never a part of it.
+            if not folder.exists():
+                return
+            for path in folder.iterdir():
+                if path.name.endswith(".part"):
+                    continue
+                data = path.read_bytes()
+                assert data == body, (path.name, len(data), len(body))
+                seen.append(len(data))
+
+        async def poll() -> None:
+            while not stop.is_set():
+                await asyncio.to_thread(look)
+                await asyncio.sleep(0)
+
+        poller = asyncio.create_task(poll())
+        try:
+            assert await delivery.deliver_pending(web.services) == 1
+        finally:
+            stop.set()
+            await poller
+        look()
+    ((_, _, _, _, delivered),) = _runs(conn, schedule_id)
+    assert delivered == "delivered"
+    names = sorted(p.name for p in folder.iterdir())
+    assert len(names) == 2
+    assert "latest.csv" in names
+    assert seen
+
+
+async def test_sftp_refuses_an_unpinned_host(
+    db_url: str,
+    people: dict[str, int],
+    conn: psycopg.Connection[Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(delivery, "BACKOFF", (0.01, 0.01))
+    async with sftp_server(tmp_path / "sftp") as server:
+        # A known_hosts file that pins another key for this host: nothing is sent.
+        other = tmp_path / "other_known_hosts"
+        other.write_text(
+            f"[127.0.0.1]:{server.port} "
+            + asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+        )
+        async with running(
+            db_url,
+            destinations=(("partner", server.url()),),
+            sftp_key_file=str(server.key_file),
+            sftp_known_hosts=str(other),
+        ) as web:
+            await web.login(ADMIN)
+            schedule_id = await _create_id(web, destination="partner")
+            (taken,) = await run_due(web.services, _schedule(conn, schedule_id)["next_tick"])
+            assert taken.export_id is not None
+            await ExportRun(web.services, taken.export_id, None).run()
+            await delivery.deliver_pending(web.services)
+        assert not (server.root / "incoming").exists()
+    ((_, _, status, _, delivered),) = _runs(conn, schedule_id)
+    assert (status, delivered) == ("completed", "delivery_failed")
