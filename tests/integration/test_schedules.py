@@ -8,6 +8,7 @@ import datetime as dt
 import email
 import email.policy
 import re
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,14 @@ import pytest
 import pytest_asyncio
 from aiosmtpd.controller import Controller
 
+from tests.support.objectstores import Azurite, SeaweedFS
 from tests.support.servers import free_port
 from tests.support.sftp import sftp_server
 from tests.support.web import Web, insert_tickets, make_user, running
 from ticketexport.exports.worker import ExportRun
 from ticketexport.schedules import delivery
 from ticketexport.schedules.ticker import run_due
+from ticketexport.storage.backends import from_url
 
 EXPORT = 512
 ADMIN = "sched.admin@example.com"
@@ -581,3 +584,54 @@ async def test_sftp_refuses_an_unpinned_host(
         assert not (server.root / "incoming").exists()
     ((_, _, status, _, delivered),) = _runs(conn, schedule_id)
     assert (status, delivered) == ("completed", "delivery_failed")
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("s3", marks=pytest.mark.s3),
+        pytest.param("azure", marks=pytest.mark.azure),
+    ]
+)
+def lake(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An object store destination's URL, with the credentials in the environment (a plain
+    fixture: the stores' own fixtures start outside the tests' event loop)."""
+    if request.param == "s3":
+        seaweed: SeaweedFS = request.getfixturevalue("seaweed")
+        env, url = seaweed.env, seaweed.url(seaweed.create_bucket(), f"drop-{uuid.uuid4().hex}")
+    else:
+        azurite: Azurite = request.getfixturevalue("azurite_server")
+        env, url = azurite.env, azurite.url(azurite.create_container(), "drop")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return url
+
+
+async def test_object_store_destinations_get_the_file_and_latest(
+    db_url: str, people: dict[str, int], conn: psycopg.Connection[Any], lake: str
+) -> None:
+    url = lake
+    async with running(db_url, destinations=(("lake", url),)) as web:
+        await web.login(ADMIN)
+        schedule_id = await _create_id(
+            web, name="To the lake", destination="lake", format="parquet"
+        )
+        (taken,) = await run_due(web.services, _schedule(conn, schedule_id)["next_tick"])
+        assert taken.export_id is not None
+        await ExportRun(web.services, taken.export_id, None).run()
+        assert await delivery.deliver_pending(web.services) == 1
+        body = await (await web.client.get(f"/staff/exports/{taken.export_id}/download")).read()
+    ((_, _, _, _, delivered),) = _runs(conn, schedule_id)
+    assert delivered == "delivered"
+    (file_name,) = conn.execute(
+        "SELECT m.file_name FROM export_jobs e JOIN media_items m ON m.id = e.media_item_id "
+        "WHERE e.id = %s",
+        (taken.export_id,),
+    ).fetchone()  # type: ignore[misc]
+    store = from_url(url)
+    try:
+        keys = sorted(await store.list_keys("to-the-lake/"))
+        assert keys == sorted([f"to-the-lake/{file_name}", "to-the-lake/latest.parquet"])
+        for key in keys:
+            assert b"".join([chunk async for chunk in store.read(key)]) == body
+    finally:
+        await store.close()
