@@ -449,6 +449,9 @@ async def test_an_unreachable_destination_ends_in_delivery_failed(
     assert download.status == 200
     shown = await (await web.client.get(f"/staff/schedules/{schedule_id}")).text()
     assert "delivery_failed" in shown
+    status_page = await (await web.client.get(f"/staff/exports/{taken.export_id}")).text()
+    assert re.search(r'id="export-delivery">delivery_failed<', status_page)
+    assert f'href="/staff/schedules/{schedule_id}"' in status_page
     assert "export.delivery_failed" in _actions(conn)
     metrics = await (await web.client.get("/metrics")).text()
     assert "ticketexport_schedule_delivery_failures 1.0" in metrics
