@@ -1320,9 +1320,24 @@ RETURNING id, owner_id;
 SELECT destination IS NOT NULL FROM schedules WHERE id = %(id)s;
 
 -- name: delivery_drop_unfinished
--- Runs that ended without a file have nothing to deliver.
+-- Runs that ended without a file have nothing to deliver, and runs of a deleted schedule
+-- nowhere to deliver to.
 UPDATE export_jobs SET delivery_status = NULL
-WHERE delivery_status = 'pending' AND status IN ('failed', 'cancelled', 'expired');
+WHERE delivery_status = 'pending'
+  AND (status IN ('failed', 'cancelled', 'expired') OR schedule_id IS NULL);
+
+-- name: notify_drop_orphaned
+-- Runs of a deleted schedule: nobody to tell any more.
+UPDATE export_jobs SET notify_status = NULL
+WHERE notify_status = 'pending' AND schedule_id IS NULL;
+
+-- name: delivery_waiting
+-- Whether any run waits for its delivery or its message (the ticker then defers the job).
+SELECT EXISTS (
+    SELECT 1 FROM export_jobs
+    WHERE (delivery_status = 'pending' AND status <> 'queued' AND status <> 'running')
+       OR (notify_status = 'pending' AND status IN ('completed', 'failed', 'cancelled'))
+);
 
 -- name: delivery_claim_locked
 -- A completed run waiting for delivery, locked by this worker while it copies the file (a

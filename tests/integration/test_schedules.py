@@ -408,8 +408,12 @@ async def test_delivery_writes_the_file_and_latest_whole(
     tick = _schedule(conn, schedule_id)["next_tick"]
     (taken,) = await run_due(web.services, tick)
     assert taken.export_id is not None
+    # Queued: nothing to deliver yet.
+    assert not await delivery.waiting(web.services)
     await ExportRun(web.services, taken.export_id, None).run()
+    assert await delivery.waiting(web.services)
     assert await delivery.deliver_pending(web.services) == 1
+    assert not await delivery.waiting(web.services)
     ((_, _, status, _, delivered),) = _runs(conn, schedule_id)
     assert (status, delivered) == ("completed", "delivered")
     download = await web.client.get(f"/staff/exports/{taken.export_id}/download")
@@ -638,3 +642,26 @@ async def test_object_store_destinations_get_the_file_and_latest(
             assert b"".join([chunk async for chunk in store.read(key)]) == body
     finally:
         await store.close()
+
+
+async def test_a_deleted_schedules_runs_are_not_delivered(
+    web: Web, conn: psycopg.Connection[Any]
+) -> None:
+    await web.login(ADMIN)
+    schedule_id = await _create_id(web, destination="drop")
+    (taken,) = await run_due(web.services, _schedule(conn, schedule_id)["next_tick"])
+    assert taken.export_id is not None
+    token = await web.csrf("/staff/schedules")
+    response = await web.client.post(
+        f"/staff/schedules/{schedule_id}/delete",
+        data={"csrf_token": token},
+        allow_redirects=False,
+    )
+    assert response.status == 303
+    await ExportRun(web.services, taken.export_id, None).run()
+    assert await delivery.deliver_pending(web.services) == 0
+    row = conn.execute(
+        "SELECT status, schedule_id, delivery_status FROM export_jobs WHERE id = %s",
+        (taken.export_id,),
+    ).fetchone()
+    assert row == ("completed", None, None)

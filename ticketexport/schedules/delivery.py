@@ -131,6 +131,14 @@ def latest_name(file_name: str) -> str:
     return f"latest.{extension or 'csv'}"
 
 
+async def waiting(services: Services) -> bool:
+    """Whether a run waits for its delivery or its message."""
+    async with services.pool.connection() as conn:
+        cur = await conn.execute(q("delivery_waiting"))
+        row = await cur.fetchone()
+    return bool(row and row[0])
+
+
 async def deliver_pending(services: Services) -> int:
     """Deliver every completed run waiting for it; the number delivered or given up on.
     Each run's row stays locked while its copy is made: a worker lost mid-way leaves it
@@ -216,6 +224,7 @@ async def notify_pending(services: Services) -> int:
     settings = services.settings
     sent = 0
     async with services.pool.connection() as conn:
+        await conn.execute(q("notify_drop_orphaned"))
         while True:
             async with conn.transaction():
                 cur = conn.cursor(row_factory=dict_row)

@@ -15,7 +15,7 @@ from ticketexport.jobqueue import (
     MAINTENANCE_QUEUE,
     SCHEDULE_TICK_TASK_NAME,
 )
-from ticketexport.schedules.delivery import deliver_pending, notify_pending
+from ticketexport.schedules.delivery import deliver_pending, notify_pending, waiting
 from ticketexport.schedules.ticker import run_due
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ def blueprint() -> procrastinate.Blueprint:
     async def schedule_tick(context: procrastinate.JobContext, timestamp: int) -> None:
         services = context.additional_context["services"]
         await run_due(services)
+        if not await waiting(services):
+            return
         # Deliveries and messages take as long as the destination does: on the export
         # workers, one job at a time, never in the way of the next tick.
         with contextlib.suppress(procrastinate.exceptions.AlreadyEnqueued):
