@@ -592,10 +592,11 @@ def psql_env() -> dict[str, str]:
 def export_statement(url: str, export_id: str) -> str:
     """The COPY statement the worker runs for this export (ticketexport.exports.worker's
     plan_export on the recorded request, click instant and snapshot), as text."""
+    from ticketexport.exports.frozen import FrozenRequest
     from ticketexport.exports.worker import plan_export
 
     row = export_row(url, export_id)
-    plan = plan_export(row["request"], row["as_of"], row["as_of_snapshot"])
+    plan = plan_export(FrozenRequest.from_json(row["request"]), row["as_of"], row["as_of_snapshot"])
     with psycopg.connect(url) as conn:
         return plan.format.copy_statement(plan.select).as_string(conn)
 

@@ -492,12 +492,19 @@ RETURNING id, requested_at;
 UPDATE export_jobs SET procrastinate_job_id = %(job_id)s WHERE id = %(id)s;
 
 -- name: export_get
--- One export with its requester and file.
-SELECT e.*, u.email AS requester_email,
+-- One export with its requester and file: the columns ticketexport.exports.store.Export reads.
+SELECT e.id, e.status, e.stage, e.attempt, e.rows_done, e.rows_total, e.error_code,
+       e.error_message, e.requester_id, e.expires_at, m.lost_at AS file_lost_at,
+       u.email AS requester_email,
        u.first_name || CASE WHEN u.last_name = '' THEN '' ELSE ' ' || u.last_name END
            AS requester_name,
-       m.file_name, m.size_bytes, m.content_type, m.storage_backend, m.object_key, m.sha256,
-       m.lost_at AS file_lost_at
+       e.requested_at, e.as_of, e.as_of_snapshot::text AS as_of_snapshot,
+       e.as_of_lsn::text AS as_of_lsn, e.view_name, e.request, e.started_at, e.progress_at,
+       e.heartbeat_at, e.finished_at, e.cancel_requested_at, e.auto_downloaded_at,
+       e.procrastinate_job_id, e.retry_of_id, e.read_from, e.standby_fallback,
+       e.standby_conflicts, e.cleanup_failures, e.media_item_id, m.file_name, m.size_bytes,
+       m.content_type, m.storage_backend, m.object_key, m.sha256, e.schedule_id,
+       e.schedule_tick, e.delivery_status
 FROM export_jobs e
 JOIN users u ON u.id = e.requester_id
 LEFT JOIN media_items m ON m.id = e.media_item_id
@@ -518,8 +525,8 @@ SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = %(a
 -- so a superseded attempt can never overwrite a newer one.
 
 -- name: export_lock
--- The export row, locked for the claim.
-SELECT e.*, now() AS db_now FROM export_jobs e WHERE e.id = %(id)s::uuid FOR UPDATE;
+-- Locks the export row for the claim; the database's time (no row: no such export).
+SELECT now() FROM export_jobs WHERE id = %(id)s::uuid FOR UPDATE;
 
 -- name: export_requeue
 -- running → queued with a new attempt (the previous try of the job died).
@@ -535,8 +542,7 @@ SET status = 'running', stage = NULL, rows_done = 0, rows_total = NULL,
     started_at = COALESCE(started_at, now()), heartbeat_at = now(), progress_at = now(),
     procrastinate_job_id = COALESCE(%(job_id)s, procrastinate_job_id)
 WHERE id = %(id)s::uuid AND status = 'queued'
-RETURNING id, attempt, as_of, as_of_snapshot::text AS as_of_snapshot,
-          as_of_lsn::text AS as_of_lsn, standby_conflicts, request, requester_id, expires_at, schedule_id;
+RETURNING id;
 
 -- name: export_fail_unclaimed
 -- queued → failed before any attempt ran (e.g. expired while waiting).
@@ -1089,11 +1095,20 @@ WHERE (h.superseded_by < pg_snapshot_xmin(%(horizon)s::pg_snapshot)
 -- Export pages (ticketexport.web.exports) ----------------------------------------------
 
 -- name: export_list
--- One page of exports, newest first; user_id NULL lists everyone's.
+-- One page of exports, newest first; user_id NULL lists everyone's. The columns are
+-- export_get's (ticketexport.exports.store.Export).
 SELECT e.id, e.status, e.stage, e.attempt, e.rows_done, e.rows_total, e.error_code,
-       e.error_message, e.requested_at, e.expires_at, e.view_name, e.requester_id,
-       u.email AS requester_email, m.file_name, m.size_bytes, e.request->>'format' AS format,
-       m.lost_at AS file_lost_at
+       e.error_message, e.requester_id, e.expires_at, m.lost_at AS file_lost_at,
+       u.email AS requester_email,
+       u.first_name || CASE WHEN u.last_name = '' THEN '' ELSE ' ' || u.last_name END
+           AS requester_name,
+       e.requested_at, e.as_of, e.as_of_snapshot::text AS as_of_snapshot,
+       e.as_of_lsn::text AS as_of_lsn, e.view_name, e.request, e.started_at, e.progress_at,
+       e.heartbeat_at, e.finished_at, e.cancel_requested_at, e.auto_downloaded_at,
+       e.procrastinate_job_id, e.retry_of_id, e.read_from, e.standby_fallback,
+       e.standby_conflicts, e.cleanup_failures, e.media_item_id, m.file_name, m.size_bytes,
+       m.content_type, m.storage_backend, m.object_key, m.sha256, e.schedule_id,
+       e.schedule_tick, e.delivery_status
 FROM export_jobs e
 JOIN users u ON u.id = e.requester_id
 LEFT JOIN media_items m ON m.id = e.media_item_id
@@ -1219,17 +1234,12 @@ VALUES (%(owner_id)s, %(name)s, %(slug)s, %(request)s, %(view_name)s, %(cadence)
 RETURNING id;
 
 -- name: schedule_list
--- Schedules, newest first: one owner's, or everyone's (owner_id NULL), with their last run.
+-- Schedules, newest first: one owner's, or everyone's (owner_id NULL).
 SELECT s.id, s.name, s.owner_id, u.email AS owner_email, s.view_name, s.cadence,
        s.every_minutes, s.minute, s.at_time, s.weekday, s.mode, s.destination, s.notify,
-       s.paused_at, s.paused_reason, s.next_tick, s.created_at,
-       last.id AS last_export_id, last.status AS last_status, last.requested_at AS last_at
+       s.paused_at, s.paused_reason, s.next_tick, s.last_tick, s.created_at
 FROM schedules s
 JOIN users u ON u.id = s.owner_id
-LEFT JOIN LATERAL (
-    SELECT e.id, e.status, e.requested_at FROM export_jobs e
-    WHERE e.schedule_id = s.id ORDER BY e.requested_at DESC LIMIT 1
-) last ON true
 WHERE %(owner_id)s::bigint IS NULL OR s.owner_id = %(owner_id)s::bigint
 ORDER BY s.id DESC
 LIMIT 500;
@@ -1308,13 +1318,6 @@ WHERE schedule_id = %(schedule_id)s AND outcome = 'skipped'
 ORDER BY tick DESC
 LIMIT %(limit)s;
 
--- name: schedule_pause_for_export
--- Pauses the schedule of a run whose owner's rights no longer allow it.
-UPDATE schedules SET paused_at = now(), paused_reason = %(reason)s
-WHERE id = (SELECT schedule_id FROM export_jobs WHERE id = %(export_id)s::uuid)
-  AND paused_at IS NULL
-RETURNING id, owner_id;
-
 -- name: schedule_delivers
 -- Whether a schedule sends its files to a destination (its owner must then be an admin).
 SELECT destination IS NOT NULL FROM schedules WHERE id = %(id)s;
@@ -1363,7 +1366,7 @@ SET delivery_status = %(status)s, delivery_attempts = %(attempts)s,
     delivered_at = CASE WHEN %(status)s = 'delivered' THEN now() END
 WHERE id = %(id)s::uuid AND delivery_status = 'pending';
 
--- name: delivery_metrics
+-- name: metrics_delivery_failures
 -- Runs whose delivery failed, for /metrics.
 SELECT count(*) AS n FROM export_jobs WHERE delivery_status = 'delivery_failed';
 

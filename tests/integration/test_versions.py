@@ -19,6 +19,7 @@ from tests.support.web import make_user
 from tests.support.workers import export_row
 from ticketexport import db
 from ticketexport.exports import formats, maintenance, service
+from ticketexport.exports.frozen import FrozenRequest
 from ticketexport.exports.worker import plan_export
 from ticketexport.views import compiler, registry
 from ticketexport.views.model import ListRequest, ResolvedView, parse_definition
@@ -223,8 +224,9 @@ async def test_pruning_keeps_what_waiting_exports_need_and_history_bounded(
                 sizes.append(_history(writer, "tickets") + _history(writer, "users"))
             assert max(sizes) == len(changed) + 1, sizes
             export = export_row(seeded_url, requested.export_id)
-            plan = plan_export(export["request"], export["as_of"], export["as_of_snapshot"])
-            reference = plan_export(export["request"], export["as_of"], None)
+            recorded = FrozenRequest.from_json(export["request"])
+            plan = plan_export(recorded, export["as_of"], export["as_of_snapshot"])
+            reference = plan_export(recorded, export["as_of"], None)
             assert (
                 writer.execute(plan.select).fetchall()
                 == frozen.execute(reference.select).fetchall()

@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import psycopg
-from psycopg.rows import dict_row
 
 from ticketexport import audit
-from ticketexport.db import q
+from ticketexport.exports import store
 from ticketexport.storage import Storage
 from ticketexport.storage.backends import from_url
 
@@ -134,9 +133,7 @@ def latest_name(file_name: str) -> str:
 async def waiting(services: Services) -> bool:
     """Whether a run waits for its delivery or its message."""
     async with services.pool.connection() as conn:
-        cur = await conn.execute(q("delivery_waiting"))
-        row = await cur.fetchone()
-    return bool(row and row[0])
+        return await store.delivery_waiting(conn)
 
 
 async def deliver_pending(services: Services) -> int:
@@ -145,35 +142,31 @@ async def deliver_pending(services: Services) -> int:
     pending for the next one."""
     done = 0
     async with services.pool.connection() as conn:
-        await conn.execute(q("delivery_drop_unfinished"))
+        await store.drop_undeliverable(conn)
         while True:
             async with conn.transaction():
-                cur = await conn.execute(q("delivery_claim_locked"))
-                row = await cur.fetchone()
-                if row is None:
+                claimed = await store.claim_delivery(conn)
+                if claimed is None:
                     break
-                await _deliver_one(services, conn, str(row[0]))
+                await _deliver_one(services, conn, claimed)
                 done += 1
     return done
 
 
 async def _deliver_one(
-    services: Services, conn: psycopg.AsyncConnection[Any], export_id: str
+    services: Services, conn: psycopg.AsyncConnection[Any], run: store.Delivery
 ) -> None:
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(q("delivery_source"), {"id": export_id})
-    source = await cur.fetchone()
-    log_extra = {"export_id": export_id, "event": "delivery"}
-    url = services.settings.destination_url(source["destination"]) if source else None
+    log_extra = {"export_id": run.id, "event": "delivery"}
+    url = services.settings.destination_url(run.destination) if run.destination else None
     attempts = 0
     error: str | None = "destination_not_configured"
-    if source is not None and url is not None:
+    if url is not None:
         while attempts < ATTEMPTS:
             if attempts:
                 await asyncio.sleep(BACKOFF[attempts - 1])
             attempts += 1
             try:
-                await _copy(services, url, source)
+                await _copy(services, url, run)
             except Exception as exc:
                 # Whatever the destination's library raises, the run ends in a clear state;
                 # the details go to the log only.
@@ -183,15 +176,13 @@ async def _deliver_one(
                 error = None
                 break
     status = "delivered" if error is None else "delivery_failed"
-    await conn.execute(
-        q("delivery_record"), {"id": export_id, "status": status, "attempts": attempts}
-    )
+    await store.record_delivery(conn, run.id, status, attempts)
     await audit.record_for_requester(
         conn,
         "export.delivered" if error is None else "export.delivery_failed",
-        export_id=export_id,
+        export_id=run.id,
         details={
-            "destination": source["destination"] if source else None,
+            "destination": run.destination,
             "attempts": attempts,
             **({"error": error} if error is not None else {}),
         },
@@ -200,17 +191,15 @@ async def _deliver_one(
         log.warning("delivery failed", extra={**log_extra, "error": error})
 
 
-async def _copy(services: Services, url: str, source: dict[str, Any]) -> None:
+async def _copy(services: Services, url: str, run: store.Delivery) -> None:
     """The run's file, read from the product's store, written twice: under its own name
     and as latest.<extension>."""
     destination = destination_for(url, services.settings)
-    store = services.storage
+    files = services.storage
     try:
-        for name in (source["file_name"], latest_name(source["file_name"])):
+        for name in (run.file_name, latest_name(run.file_name)):
             await destination.put(
-                f"{source['slug']}/{name}",
-                lambda: store.read(source["object_key"]),
-                source["content_type"],
+                f"{run.slug}/{name}", lambda: files.read(run.object_key), run.content_type
             )
     finally:
         await destination.close()
@@ -224,61 +213,58 @@ async def notify_pending(services: Services) -> int:
     settings = services.settings
     sent = 0
     async with services.pool.connection() as conn:
-        await conn.execute(q("notify_drop_orphaned"))
+        await store.drop_undeliverable(conn)
         while True:
             async with conn.transaction():
-                cur = conn.cursor(row_factory=dict_row)
-                await cur.execute(q("notify_claim"))
-                row = await cur.fetchone()
-                if row is None:
+                run = await store.claim_notice(conn)
+                if run is None:
                     break
                 status = "failed"
                 if settings.mail_enabled:
                     try:
-                        await asyncio.to_thread(send_mail, settings, row)
+                        await asyncio.to_thread(send_mail, settings, run)
                         status = "sent"
                     except (OSError, smtplib.SMTPException) as exc:
                         log.warning(
                             "could not send a schedule message: %s",
                             exc,
-                            extra={"export_id": str(row["id"]), "event": "mail_failed"},
+                            extra={"export_id": run.id, "event": "mail_failed"},
                         )
-                await conn.execute(q("notify_record"), {"id": row["id"], "status": status})
+                await store.record_notice(conn, run.id, status)
                 sent += 1
     return sent
 
 
-def message_for(settings: Settings, row: dict[str, Any]) -> email.message.EmailMessage:
+def message_for(settings: Settings, run: store.RunEnded) -> email.message.EmailMessage:
     """The message about one run: what happened and a link to its status page. Never the
     file: downloading it needs the rights checked at download time."""
     assert settings.mail_from is not None
     assert settings.base_url is not None
     message = email.message.EmailMessage()
     outcome = {"completed": "completed", "failed": "failed", "cancelled": "was cancelled"}[
-        row["status"]
+        run.status.value
     ]
-    message["Subject"] = f"Scheduled export “{row['schedule_name']}” {outcome}"
+    message["Subject"] = f"Scheduled export “{run.schedule_name}” {outcome}"
     message["From"] = settings.mail_from
-    message["To"] = row["owner_email"]
-    link = f"{settings.base_url}/staff/exports/{row['id']}"
+    message["To"] = run.owner_email
+    link = f"{settings.base_url}/staff/exports/{run.id}"
     lines = [
-        f"The scheduled export “{row['schedule_name']}” of the view “{row['view_name']}” "
-        f"{outcome}.",
+        f"The scheduled export “{run.schedule_name}” of the view “{run.view_name}” {outcome}.",
         "",
     ]
-    if row["status"] == "failed" and row["error_message"]:
-        lines += [row["error_message"], ""]
+    if run.status == "failed" and run.error_message:
+        lines += [run.error_message, ""]
     lines += [f"Its status page: {link}", ""]
     message.set_content("\n".join(lines))
     return message
 
 
-def send_mail(settings: Settings, row: dict[str, Any]) -> None:
+def send_mail(settings: Settings, run: store.RunEnded) -> None:
     """One message through TICKETEXPORT_SMTP_URL (STARTTLS on smtp:// when offered)."""
     assert settings.smtp_url is not None
     parts = urlsplit(settings.smtp_url)
     host = parts.hostname or "localhost"
-    message = message_for(settings, row)
+    message = message_for(settings, run)
     context = ssl.create_default_context()
     if parts.scheme == "smtps":
         client: smtplib.SMTP = smtplib.SMTP_SSL(

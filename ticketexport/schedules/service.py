@@ -19,7 +19,7 @@ from ticketexport.domain import cadence as cadences
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.errors import Conflict, Denied, Invalid, NotFound, TooMany
 from ticketexport.domain.exports import slugify
-from ticketexport.exports import formats
+from ticketexport.exports import formats, store
 from ticketexport.exports import service as exports
 from ticketexport.exports.frozen import FrozenRequest, Requester
 from ticketexport.views import model as view_model
@@ -308,11 +308,10 @@ async def visible_schedule(
 
 async def recent_runs(
     conn: psycopg.AsyncConnection[Any], schedule_id: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[store.ScheduleRun], list[dict[str, Any]]]:
     """The schedule's recent runs, and its recent ticks skipped for a run still going."""
+    runs = await store.schedule_runs(conn, schedule_id, RECENT_RUNS)
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(q("schedule_runs"), {"schedule_id": schedule_id, "limit": RECENT_RUNS})
-    runs = await cur.fetchall()
     await cur.execute(
         q("schedule_skipped_ticks"), {"schedule_id": schedule_id, "limit": RECENT_RUNS}
     )
@@ -417,8 +416,7 @@ async def _run_now(
     )
     if not owner_may_run(owner, bool(access and access["is_active"]), row["destination"]):
         raise Conflict("The schedule's owner no longer has the rights this schedule needs.")
-    plain = await conn.execute(q("schedule_active_run"), {"schedule_id": row["id"]})
-    if await plain.fetchone() is not None:
+    if await store.active_run(conn, int(row["id"])) is not None:
         raise Conflict("This schedule's previous run is still queued or running.")
     frozen = FrozenRequest.from_json(row["request"])
     plain = await conn.execute(q("user_role_names"), {"user_id": row["owner_id"]})

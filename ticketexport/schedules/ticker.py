@@ -16,6 +16,7 @@ from ticketexport.db import q
 from ticketexport.domain import cadence as cadences
 from ticketexport.domain.actor import Actor
 from ticketexport.exports import service as exports
+from ticketexport.exports import store
 from ticketexport.exports.frozen import FrozenRequest, MalformedRequest, Requester
 from ticketexport.schedules.service import cadence_of, owner_may_run
 
@@ -103,8 +104,7 @@ async def _take(
     if await cur.fetchone() is None:
         # Taken already (a clock set back, a resumed schedule): never twice.
         return None
-    cur = await conn.execute(q("schedule_active_run"), {"schedule_id": schedule_id})
-    active = await cur.fetchone()
+    active = await store.active_run(conn, schedule_id)
     if active is not None:
         await _record(conn, schedule_id, tick, "skipped", None)
         await audit.record(
@@ -115,7 +115,7 @@ async def _take(
             details={
                 "schedule_id": schedule_id,
                 "tick": tick.isoformat(),
-                "running_export_id": str(active[0]),
+                "running_export_id": active,
             },
         )
         return Taken(schedule_id, tick, "skipped", None)
@@ -148,26 +148,26 @@ async def _take(
         return Taken(schedule_id, tick, "run", export_id)
     # The run is recorded and fails at once, so the owner sees why on its status page.
     await exports.fail_unstarted(conn, export_id, "permission_revoked", "schedule owner's rights")
-    await pause_for_revoked(conn, export_id)
+    await pause_for_revoked(conn, schedule_id, export_id)
     await _record(conn, schedule_id, tick, "permission_revoked", export_id)
     return Taken(schedule_id, tick, "permission_revoked", export_id)
 
 
-async def pause_for_revoked(conn: psycopg.AsyncConnection[Any], export_id: str) -> None:
-    """Pause the schedule of a run that failed for its owner's rights, and audit it."""
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(
-        q("schedule_pause_for_export"),
-        {"export_id": export_id, "reason": "the owner's rights no longer allow it"},
+async def pause_for_revoked(
+    conn: psycopg.AsyncConnection[Any], schedule_id: int, export_id: str
+) -> None:
+    """Pause a schedule whose run failed for its owner's rights, and audit it."""
+    cur = await conn.execute(
+        q("schedule_pause"),
+        {"id": schedule_id, "reason": "the owner's rights no longer allow it"},
     )
-    paused = await cur.fetchone()
-    if paused is None:
+    if await cur.fetchone() is None:
         return
     await audit.record_for_requester(
         conn,
         "schedule.paused",
         export_id=export_id,
-        details={"schedule_id": paused["id"], "reason": "permission_revoked"},
+        details={"schedule_id": schedule_id, "reason": "permission_revoked"},
     )
 
 

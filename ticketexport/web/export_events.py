@@ -16,6 +16,7 @@ from ticketexport.domain.actor import Actor
 from ticketexport.domain.errors import TooMany
 from ticketexport.domain.exports import Status
 from ticketexport.exports import service
+from ticketexport.exports.store import ExportState
 from ticketexport.web.downloads import export_id_of
 from ticketexport.web.keys import SESSION, USER, pool_of, services_of
 
@@ -28,32 +29,30 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def event_payload(
-    export: Mapping[str, Any], *, can_download: bool, now: dt.datetime
-) -> dict[str, Any]:
+def event_payload(export: ExportState, *, can_download: bool, now: dt.datetime) -> dict[str, Any]:
     """The brief's event JSON: {id, status, stage, attempt, rows, total, percent, error,
     download_url}."""
-    status = export["status"]
-    if status == Status.COMPLETED and service.expired(export, now):
+    status = export.status.value
+    if export.status == Status.COMPLETED and service.expired(export, now):
         status = Status.EXPIRED.value
     error = None
-    if export.get("error_code"):
+    if export.error_code:
         error = {
-            "code": export["error_code"],
-            "message": export.get("error_message") or rules.safe_message(export["error_code"]),
+            "code": export.error_code,
+            "message": export.error_message or rules.safe_message(export.error_code),
         }
     download_url = None
     # A file found missing or changed is never offered again (the download answers 410).
-    if status == Status.COMPLETED and can_download and export.get("file_lost_at") is None:
-        download_url = f"/staff/exports/{export['id']}/download"
+    if status == Status.COMPLETED and can_download and export.file_lost_at is None:
+        download_url = f"/staff/exports/{export.id}/download"
     return {
-        "id": str(export["id"]),
+        "id": export.id,
         "status": status,
-        "stage": export["stage"],
-        "attempt": export["attempt"],
-        "rows": export["rows_done"],
-        "total": export["rows_total"],
-        "percent": rules.percent(export["rows_done"], export["rows_total"]),
+        "stage": None if export.stage is None else export.stage.value,
+        "attempt": export.attempt,
+        "rows": export.rows_done,
+        "total": export.rows_total,
+        "percent": rules.percent(export.rows_done, export.rows_total),
         "error": error,
         "download_url": download_url,
     }
@@ -108,7 +107,7 @@ async def export_events(request: web.Request) -> web.StreamResponse:
             last_sent = stream.last_event_id
             last_payload: dict[str, Any] | None = None
             viewer: Actor | None = user
-            state: Mapping[str, Any] | None = export
+            state: ExportState | None = export
             while True:
                 if state is not None:
                     if subscription.viewer is not None:
@@ -126,7 +125,8 @@ async def export_events(request: web.Request) -> web.StreamResponse:
                     last_payload = payload
                     if payload["status"] not in ACTIVE:
                         break
-                state = await subscription.next(within=GONE_CHECK_SECONDS)
+                row = await subscription.next(within=GONE_CHECK_SECONDS)
+                state = None if row is None else ExportState.from_row(row)
                 if subscription.closed or _client_gone(request, stream):
                     break
     return stream

@@ -298,7 +298,7 @@ async def _read(request: web.Request) -> _Reading:
         cleanup = await cur.fetchone()
         await cur.execute(q("metrics_download_failures"))
         download_failures = await cur.fetchall()
-        await cur.execute(q("delivery_metrics"))
+        await cur.execute(q("metrics_delivery_failures"))
         delivery = await cur.fetchone()
     assert totals is not None
     assert queue is not None
