@@ -342,6 +342,19 @@ async def insert_scheduled(
     return str(row[0])
 
 
+async def changes_base(conn: Conn, export_id: str) -> dict[str, Any] | None:
+    """The export a file of changes is measured from, with whether its retention is over
+    by the clock; read under history pruning's shared lock (taken here, held to commit) and
+    locked FOR SHARE until the request commits."""
+    await conn.execute(q("history_horizon_share"))
+    try:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(q("export_changes_base"), {"id": export_id})
+        return await cur.fetchone()
+    except psycopg.errors.InvalidTextRepresentation:
+        return None
+
+
 async def set_job(conn: Conn, export_id: str, job_id: int) -> None:
     """Link the export to its current procrastinate job."""
     await conn.execute(q("export_set_job_id"), {"id": export_id, "job_id": job_id})
