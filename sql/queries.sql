@@ -1082,8 +1082,9 @@ SELECT pg_advisory_xact_lock(hashtextextended('ticketexport.history-horizon', 0)
 -- Under the lock above: this statement's snapshot (every version superseded by a
 -- transaction it sees is superseded for every later snapshot too) and the snapshots the
 -- exports still read: every unfinished export's, the earlier click an unfinished file of
--- changes is measured from, and every completed export's until it expires (a possible base
--- of changes since it). Each distinct snapshot once.
+-- changes is measured from, every completed export's until it expires (a possible base
+-- of changes since it), and the latest completed run of every schedule of changes, expired
+-- or not (the base of its next run). Each distinct snapshot once.
 SELECT pg_current_snapshot()::text AS horizon,
        COALESCE(array_agg(DISTINCT snap), '{}') AS snapshots
 FROM (
@@ -1096,6 +1097,19 @@ FROM (
     SELECT request->'since'->>'snapshot'
     FROM export_jobs
     WHERE status IN ('queued', 'running') AND request ? 'since'
+    UNION ALL
+    -- The base of each schedule of changes' next file, whatever its retention.
+    SELECT base.snap
+    FROM schedules s
+    CROSS JOIN LATERAL (
+        SELECT e.as_of_snapshot::text AS snap
+        FROM export_jobs e
+        WHERE e.schedule_id = s.id AND e.status IN ('completed', 'expired')
+          AND e.as_of_snapshot IS NOT NULL
+        ORDER BY e.requested_at DESC, e.id DESC
+        LIMIT 1
+    ) AS base
+    WHERE s.mode = 'changes'
 ) AS kept;
 
 -- name: history_prune
@@ -1352,6 +1366,17 @@ WHERE schedule_id = %(schedule_id)s AND tick = %(tick)s;
 SELECT id FROM export_jobs
 WHERE schedule_id = %(schedule_id)s AND status IN ('queued', 'running')
 LIMIT 1;
+
+-- name: schedule_base_run
+-- A schedule's latest completed run (expired included: its versions are kept while the
+-- schedule exists), the base of its next file of changes; held until the request commits.
+SELECT id, as_of, as_of_snapshot::text AS as_of_snapshot
+FROM export_jobs
+WHERE schedule_id = %(schedule_id)s AND status IN ('completed', 'expired')
+  AND as_of_snapshot IS NOT NULL
+ORDER BY requested_at DESC, id DESC
+LIMIT 1
+FOR SHARE;
 
 -- name: schedule_runs
 -- A schedule's recent runs, newest first.

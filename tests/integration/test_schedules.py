@@ -4,9 +4,11 @@ exactly one run per tick, skipped and catch-up ticks, revoked owners, delivery a
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
 import email
 import email.policy
+import io
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -23,6 +25,7 @@ from tests.support.objectstores import Azurite, SeaweedFS
 from tests.support.servers import free_port
 from tests.support.sftp import sftp_server
 from tests.support.web import Web, insert_tickets, make_user, running
+from ticketexport.exports import maintenance
 from ticketexport.exports.worker import ExportRun
 from ticketexport.schedules import delivery
 from ticketexport.schedules.ticker import run_due
@@ -225,7 +228,6 @@ async def test_the_per_owner_limit_answers_429(web: Web, conn: psycopg.Connectio
         ({"cadence": "hourly", "every_minutes": "", "minute": "77"}, "between 0 and 59"),
         ({"cadence": "daily", "every_minutes": "", "time": "25:00"}, "HH:MM"),
         ({"cadence": "weekly", "every_minutes": "", "time": "07:00", "weekday": "x"}, "weekday"),
-        ({"mode": "changes"}, "changes mode is not available"),
         ({"mode": "delta"}, "mode must be full or changes"),
         ({"destination": "nowhere"}, "destination must be one of"),
         ({"notify": "yes"}, "notify must be 1"),
@@ -665,3 +667,83 @@ async def test_a_deleted_schedules_runs_are_not_delivered(
         (taken.export_id,),
     ).fetchone()
     assert row == ("completed", None, None)
+
+
+def _csv_rows(body: bytes) -> tuple[list[str], list[list[str]]]:
+    rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
+    return rows[0], rows[1:]
+
+
+async def _run_and_download(web: Web, export_id: str) -> bytes:
+    await ExportRun(web.services, export_id, None).run()
+    response = await web.client.get(f"/staff/exports/{export_id}/download")
+    assert response.status == 200, await response.text()
+    return await response.read()
+
+
+async def test_a_schedule_of_changes_chains_to_the_full_view_whatever_the_retention(
+    web: Web, conn: psycopg.Connection[Any]
+) -> None:
+    await web.login(ADMIN)
+    schedule_id = await _create_id(web, mode="changes", sort="oldest")
+    first_tick = _schedule(conn, schedule_id)["next_tick"]
+    (first,) = await run_due(web.services, first_tick)
+    assert first.export_id is not None
+    header, rows = _csv_rows(await _run_and_download(web, first.export_id))
+    # The first file: every row, as an upsert, with the Change column first.
+    assert header[0] == "Change"
+    assert "Ticket ID" in header
+    assert len(rows) == 30
+    assert {row[0] for row in rows} == {"upsert"}
+    page = await (await web.client.get(f"/staff/exports/{first.export_id}")).text()
+    assert "every row, as an upsert" in page
+    key = header.index("Ticket ID")
+    state = {row[key]: row[1:] for row in rows}
+
+    # The first run's retention ends and maintenance prunes history: it stays the base.
+    conn.execute(
+        "UPDATE export_jobs SET expires_at = requested_at + interval '1 millisecond' WHERE id = %s",
+        (first.export_id,),
+    )
+    conn.execute("UPDATE tickets SET title = 'Changed title' WHERE id = 3")
+    conn.execute("DELETE FROM tickets WHERE id = 4")
+    insert_tickets(conn, 2, title="Newcomer")
+    await maintenance.run_maintenance(web.services)
+    # Past its retention, nothing but the schedule keeps the first run's versions: the
+    # title it holds for ticket 3 survived the pruning.
+    kept = conn.execute(
+        "SELECT count(*) FROM tickets_history WHERE id = 3 AND title <> 'Changed title'"
+    ).fetchone()
+    assert kept is not None
+    assert kept[0] >= 1
+
+    (second,) = await run_due(web.services, first_tick + dt.timedelta(minutes=5))
+    assert second.export_id is not None
+    since = conn.execute(
+        "SELECT request->'since'->>'export_id' FROM export_jobs WHERE id = %s",
+        (second.export_id,),
+    ).fetchone()
+    assert since == (first.export_id,)
+    header2, changes = _csv_rows(await _run_and_download(web, second.export_id))
+    assert header2 == header
+    assert sorted((row[0], row[key]) for row in changes if row[0] == "delete") == [("delete", "4")]
+    assert len([row for row in changes if row[0] == "upsert"]) == 3
+    for row in changes:
+        if row[0] == "delete":
+            state.pop(row[key])
+        else:
+            state[row[key]] = row[1:]
+
+    # The chain applied to the first file is a full export of the same request now.
+    token = await web.csrf("/staff/tickets")
+    response = await web.client.post(
+        "/staff/tickets/export",
+        data={"csrf_token": token, "view": "all", "sort": "oldest"},
+        allow_redirects=False,
+    )
+    assert response.status == 303
+    full_id = response.headers["Location"].rsplit("/", 1)[1]
+    full_header, full_rows = _csv_rows(await _run_and_download(web, full_id))
+    assert full_header == header[1:]
+    full_key = full_header.index("Ticket ID")
+    assert state == {row[full_key]: row for row in full_rows}

@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from ticketexport.db import q
 from ticketexport.domain import exports as rules
 from ticketexport.domain.exports import Stage, Status
-from ticketexport.exports.frozen import FrozenRequest
+from ticketexport.exports.frozen import FrozenRequest, Since
 
 __all__ = [
     "Attempt",
@@ -636,6 +636,18 @@ class RunEnded:
     view_name: str
     schedule_name: str
     owner_email: str
+
+
+async def schedule_base(conn: Conn, schedule_id: int) -> Since | None:
+    """The base of a schedule's next file of changes: its latest completed run, read under
+    history pruning's shared lock (taken here, held to commit, so the versions it names
+    are still there and stay until the new run's `since` keeps them); None before any."""
+    await conn.execute(q("history_horizon_share"))
+    row = await _one(conn, "schedule_base_run", {"schedule_id": schedule_id})
+    if row is None:
+        return None
+    export_id, as_of, snapshot = row
+    return Since(export_id=str(export_id), as_of=as_of, snapshot=str(snapshot))
 
 
 async def active_run(conn: Conn, schedule_id: int) -> str | None:

@@ -21,7 +21,7 @@ from ticketexport.domain.errors import Conflict, Denied, Invalid, NotFound, TooM
 from ticketexport.domain.exports import slugify
 from ticketexport.exports import formats, store
 from ticketexport.exports import service as exports
-from ticketexport.exports.frozen import FrozenRequest, Requester
+from ticketexport.exports.frozen import FrozenRequest, Requester, Since
 from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
 
@@ -29,9 +29,8 @@ if TYPE_CHECKING:
     from ticketexport.services import Services
 
 MODES = ("full", "changes")
-# Modes this installation runs. `changes` needs the delta exports of "changes since an
-# earlier export", which this code base does not have yet.
-AVAILABLE_MODES = ("full",)
+# Modes the creation form offers.
+AVAILABLE_MODES = MODES
 MAX_NAME = 100
 RECENT_RUNS = 20
 
@@ -89,8 +88,6 @@ def parse_form(fields: Mapping[str, str], settings: Any) -> ScheduleForm:
     mode = fields.get("mode", "") or "full"
     if mode not in MODES:
         raise Invalid("mode must be full or changes")
-    if mode not in AVAILABLE_MODES:
-        raise Invalid("changes mode is not available")
     destination = fields.get("destination", "") or None
     if destination is not None and settings.destination_url(destination) is None:
         raise Invalid("destination must be one of the destinations the operator configured")
@@ -114,6 +111,19 @@ def cadence_of(row: Mapping[str, Any]) -> cadences.Cadence:
         time=row["at_time"],
         weekday=row["weekday"],
     )
+
+
+async def run_request(
+    conn: psycopg.AsyncConnection[Any], schedule: Mapping[str, Any], requester: Requester
+) -> FrozenRequest:
+    """What a run of the schedule exports, asked for by its owner now: the frozen request,
+    and for a schedule of changes, since its latest completed run (or from the beginning,
+    every row an upsert, before the first)."""
+    frozen = FrozenRequest.from_json(schedule["request"]).with_requester(requester)
+    if schedule["mode"] != "changes":
+        return frozen
+    since = await store.schedule_base(conn, int(schedule["id"])) or Since.beginning()
+    return frozen.changes_since(since, requester)
 
 
 def may_see(user: Actor, row: Mapping[str, Any]) -> bool:
@@ -418,13 +428,12 @@ async def _run_now(
         raise Conflict("The schedule's owner no longer has the rights this schedule needs.")
     if await store.active_run(conn, int(row["id"])) is not None:
         raise Conflict("This schedule's previous run is still queued or running.")
-    frozen = FrozenRequest.from_json(row["request"])
     plain = await conn.execute(q("user_role_names"), {"user_id": row["owner_id"]})
     roles = [str(r[0]) for r in await plain.fetchall()]
     assert owner is not None
-    frozen = frozen.with_requester(
-        Requester.of(dataclasses.replace(owner, email=frozen.requester.email), roles)
-    )
+    recorded = FrozenRequest.from_json(row["request"])
+    requester = Requester.of(dataclasses.replace(owner, email=recorded.requester.email), roles)
+    frozen = await run_request(conn, row, requester)
     return await exports.insert_scheduled_run(
         services,
         conn,

@@ -18,7 +18,7 @@ from ticketexport.domain.actor import Actor
 from ticketexport.exports import service as exports
 from ticketexport.exports import store
 from ticketexport.exports.frozen import FrozenRequest, MalformedRequest, Requester
-from ticketexport.schedules.service import cadence_of, owner_may_run
+from ticketexport.schedules.service import cadence_of, owner_may_run, run_request
 
 if TYPE_CHECKING:
     from ticketexport.services import Services
@@ -132,7 +132,7 @@ async def _take(
     roles = [str(r[0]) for r in await cur.fetchall()]
     if owner is not None:
         owner = dataclasses.replace(owner, email=frozen.requester.email)
-        frozen = frozen.with_requester(Requester.of(owner, roles))
+        frozen = await run_request(conn, schedule, Requester.of(owner, roles))
     export_id = await exports.insert_scheduled_run(
         services,
         conn,
