@@ -1,10 +1,14 @@
-"""A schedule every minute on real time, run by two `worker` processes, one killed with
-SIGKILL just before a tick: one run per tick, each delivered once, `latest` following."""
+"""A schedule of changes every minute on real time, run by two `worker` processes, one
+killed with SIGKILL just before a tick: one run per tick over three ticks, each delivered
+once with `latest` following, and the delivered chain applied to the first file is a full
+export as of the last tick."""
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
+import io
 import time
 from pathlib import Path
 from typing import Any
@@ -17,13 +21,16 @@ from tests.support.web import insert_tickets, make_user
 from tests.support.workers import Workers
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.permissions import Permission
-from ticketexport.exports import formats
+from ticketexport.exports import formats, store
+from ticketexport.exports import service as exports
 from ticketexport.schedules import service
 from ticketexport.views.model import ListRequest
 
 pytestmark = pytest.mark.slow
 
 OWNER = "ticker@example.com"
+REQUEST = ListRequest(view="all", q="", sort="oldest", filters={}, page=None)
+TICKS = 3
 
 
 def _env(drop: Path) -> dict[str, str]:
@@ -38,16 +45,32 @@ async def _create(db_url: str, home: Path, owner: Actor, drop: Path) -> int:
         return await service.create_schedule(
             services,
             owner,
-            ListRequest(view="all", q="", sort="oldest", filters={}, page=None),
+            REQUEST,
             export_format=formats.CSV,
             fields={
                 "name": "Minutely",
                 "cadence": "every",
                 "every_minutes": "1",
+                "mode": "changes",
                 "destination": "drop",
             },
             client_ip=None,
         )
+
+
+async def _full_export(db_url: str, home: Path, owner: Actor) -> bytes:
+    """A full export of the same request now, run by whichever worker takes it."""
+    async with services_for(db_url, home) as services:
+        requested = await exports.request_export(services, owner, REQUEST, client_ip=None)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            async with services.pool.connection() as conn:
+                export = await store.get(conn, requested.export_id)
+            assert export is not None
+            if export.file is not None:
+                return b"".join([c async for c in services.storage.read(export.file.object_key)])
+            await asyncio.sleep(0.2)
+    pytest.fail("the full export did not complete")
 
 
 def _runs(conn: psycopg.Connection[Any], schedule_id: int) -> list[tuple[Any, ...]]:
@@ -71,6 +94,11 @@ def _wait_delivered(
     pytest.fail(f"runs: {_runs(conn, schedule_id)}\n{workers.outputs()}")
 
 
+def _rows(body: bytes) -> tuple[list[str], list[list[str]]]:
+    rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig"))))
+    return rows[0], rows[1:]
+
+
 def test_one_run_per_tick_with_a_worker_killed_across_a_tick(
     db_url: str, home: Path, workers: Workers, conn: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
@@ -84,24 +112,44 @@ def test_one_run_per_tick_with_a_worker_killed_across_a_tick(
 
     runs = _wait_delivered(conn, schedule_id, 1, workers)
     tick = runs[0][0]
+    conn.execute("UPDATE tickets SET title = 'Edited once' WHERE id = 5")
+    conn.execute("DELETE FROM tickets WHERE id = 6")
     # Killed just before the next tick: the other worker takes it, once.
-    next_tick = tick + dt.timedelta(minutes=1)
-    while dt.datetime.now(dt.UTC) < next_tick - dt.timedelta(seconds=1):
+    while dt.datetime.now(dt.UTC) < tick + dt.timedelta(minutes=1) - dt.timedelta(seconds=1):
         time.sleep(0.1)
     first.kill()
-    runs = _wait_delivered(conn, schedule_id, 2, workers)
-    ticks = [r[0] for r in runs]
-    assert ticks[:2] == [tick, next_tick]
-    assert len(set(ticks)) == len(ticks)
-    assert [r[1] for r in runs[:2]] == ["completed", "completed"]
-    # Each delivered once under its own name, and latest.csv is the newest one.
+    _wait_delivered(conn, schedule_id, 2, workers)
+    insert_tickets(conn, 3, title="Arrived later")
+    conn.execute("UPDATE tickets SET title = 'Edited twice' WHERE id = 5")
+    runs = _wait_delivered(conn, schedule_id, TICKS, workers)[:TICKS]
+    assert [r[0] for r in runs] == [tick + dt.timedelta(minutes=n) for n in range(TICKS)]
+    assert {r[1] for r in runs} == {"completed"}
+
+    # Each delivered once under its own name; latest.csv is the last one.
     folder = drop / "minutely"
     names = sorted(p.name for p in folder.iterdir())
-    delivered = sorted(r[3] for r in runs if r[2] == "delivered")
-    assert names == sorted([*delivered, "latest.csv"])
-    newest = max((r for r in runs if r[2] == "delivered"), key=lambda r: r[0])
-    assert (folder / "latest.csv").read_bytes() == (folder / newest[3]).read_bytes()
+    assert names == sorted([*(r[3] for r in runs), "latest.csv"])
+    assert (folder / "latest.csv").read_bytes() == (folder / runs[-1][3]).read_bytes()
     recorded = conn.execute(
         "SELECT count(*) FROM audit_log WHERE action = 'export.delivered'"
     ).fetchone()
-    assert recorded == (len(delivered),)
+    assert recorded == (TICKS,)
+
+    # The chain: the first file holds every row as an upsert, the others the changes; applied
+    # in order, keyed by ticket id, they give a full export as of the last tick.
+    header, rows = _rows((folder / runs[0][3]).read_bytes())
+    assert header[:2] == ["Change", "Ticket ID"]
+    assert {row[0] for row in rows} == {"upsert"}
+    # The view's columns start with Ticket ID, so a row past Change is a full export's row.
+    state = {row[1]: row[1:] for row in rows}
+    for run in runs[1:]:
+        for row in _rows((folder / run[3]).read_bytes())[1]:
+            if row[0] == "delete":
+                state.pop(row[1])
+            else:
+                state[row[1]] = row[1:]
+    full_header, full_rows = _rows(asyncio.run(_full_export(db_url, home, owner)))
+    assert full_header == header[1:]
+    assert state == {row[0]: row for row in full_rows}
+    assert "6" not in state
+    assert state["5"][full_header.index("Title")] == "Edited twice"
