@@ -826,3 +826,40 @@ def test_the_list_fits_1400_px_and_scrolls_by_keyboard_when_it_must(
         assert admin.accessibility_problems() == []
     finally:
         stack.sql("DELETE FROM saved_views WHERE id = %s", (view_id,))
+
+
+def test_export_changes_since_this_one(stack: Stack, sessions: Callable[..., Session]) -> None:
+    """The button appears live when the export completes; its file holds the one ticket
+    changed since, and the new status page names the export it is measured from."""
+    stack.start_worker()
+    admin = sessions(ADMIN_EXPORT)
+    export_id = admin.export("view=all&sort=oldest")
+    admin.wait_status("completed", timeout=30)
+    button = admin.page.locator("form[action$='/changes'] button")
+    assert button.is_visible()
+    assert button.text_content() == "Export changes since this one"
+    changed = stack.sql(
+        "UPDATE tickets SET title = 'Changed since the export' "
+        "WHERE id = (SELECT min(id) FROM tickets) RETURNING id"
+    )
+    button.click()
+    admin.page.wait_for_url(lambda url: export_id not in url and "/staff/exports/" in url)
+    delta = admin.page.get_attribute("#export", "data-export-id")
+    assert delta
+    assert delta != export_id
+    since = admin.text('[data-field="since"]')
+    assert since.startswith(f"Changes since export {export_id[:8]} (data as of ")
+    assert " up to " in since
+    assert admin.page.get_attribute('[data-field="since"] a', "href") == (
+        f"/staff/exports/{export_id}"
+    )
+    admin.wait_status("completed", timeout=30)
+    deadline = time.monotonic() + 10
+    while len(admin.downloads) < 2 and time.monotonic() < deadline:
+        admin.page.wait_for_timeout(100)
+    assert len(admin.downloads) == 2
+    table = csv_rows(Path(admin.downloads[-1].path()).read_bytes())
+    assert table[0][:3] == ["Change", "Ticket ID", "Title"]
+    assert [row[:3] for row in table[1:]] == [
+        ["upsert", str(changed[0][0]), "Changed since the export"]
+    ]

@@ -121,25 +121,10 @@ class Export(ExportState):
             )
         return cls(
             **_state_fields(row),
-            requester_email=row["requester_email"],
-            requester_name=row["requester_name"],
-            requested_at=row["requested_at"],
-            as_of=row["as_of"],
-            as_of_snapshot=row["as_of_snapshot"],
-            as_of_lsn=row["as_of_lsn"],
-            view_name=row["view_name"],
+            **{name: row[name] for name in _AS_READ},
             frozen=FrozenRequest.read(request),
             format=stored_format if isinstance(stored_format, str) else None,
-            started_at=row["started_at"],
-            progress_at=row["progress_at"],
-            heartbeat_at=row["heartbeat_at"],
-            finished_at=row["finished_at"],
-            cancel_requested_at=row["cancel_requested_at"],
-            auto_downloaded_at=row["auto_downloaded_at"],
-            procrastinate_job_id=row["procrastinate_job_id"],
             retry_of_id=None if row["retry_of_id"] is None else str(row["retry_of_id"]),
-            read_from=row["read_from"],
-            standby_fallback=row["standby_fallback"],
             standby_conflicts=int(row["standby_conflicts"]),
             cleanup_failures=int(row["cleanup_failures"]),
             file=file,
@@ -151,6 +136,27 @@ class Export(ExportState):
     @property
     def active(self) -> bool:
         return self.status in (Status.QUEUED, Status.RUNNING)
+
+
+# Export's fields that are the row's columns of the same name, as the driver reads them.
+_AS_READ = (
+    "requester_email",
+    "requester_name",
+    "requested_at",
+    "as_of",
+    "as_of_snapshot",
+    "as_of_lsn",
+    "view_name",
+    "started_at",
+    "progress_at",
+    "heartbeat_at",
+    "finished_at",
+    "cancel_requested_at",
+    "auto_downloaded_at",
+    "procrastinate_job_id",
+    "read_from",
+    "standby_fallback",
+)
 
 
 def _state_fields(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -342,17 +348,19 @@ async def insert_scheduled(
     return str(row[0])
 
 
-async def changes_base(conn: Conn, export_id: str) -> dict[str, Any] | None:
-    """The export a file of changes is measured from, with whether its retention is over
-    by the clock; read under history pruning's shared lock (taken here, held to commit) and
-    locked FOR SHARE until the request commits."""
+async def lock_as_base(conn: Conn, export_id: str) -> bool | None:
+    """Hold an export (to the end of the transaction) as the base of changes since it:
+    whether its retention is over by the clock now, None when there is no such export.
+
+    The history lock comes first: pruning waits for this request, so pruning that starts
+    later finds the new export's `since` and keeps the base's row versions, and pruning
+    that ran before judged the base's expiry by an earlier instant than this."""
     await conn.execute(q("history_horizon_share"))
     try:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(q("export_changes_base"), {"id": export_id})
-        return await cur.fetchone()
+        row = await _one(conn, "export_changes_base", {"id": export_id})
     except psycopg.errors.InvalidTextRepresentation:
         return None
+    return None if row is None else bool(row[0])
 
 
 async def set_job(conn: Conn, export_id: str, job_id: int) -> None:

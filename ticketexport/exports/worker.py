@@ -467,7 +467,8 @@ class ExportRun:
                     counted = await in_thread(conn, fetch_one, conn, plan.count, None)
                 except psycopg.OperationalError as exc:
                     raise Transient("database_unavailable", exc) from exc
-                total = self.total = int(counted[0])
+                self.total = int(counted[0])
+            total = self.total
             attempt = self.attempt
             if not await self._update(
                 lambda conn: store.counted(conn, self.export_id, attempt, total)
