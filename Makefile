@@ -14,7 +14,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || echo python3
 # pyproject.toml is newer than the last install.
 BASE_STAMP := $(VENV)/.installed-base
 DEV_STAMP := $(VENV)/.installed-dev
-DEV_EXTRAS := test,dev,s3,azure
+DEV_EXTRAS := test,dev,s3,azure,sftp
 
 PYTEST_ARGS ?=
 LINT_PATHS := ticketexport tests $(wildcard bench)

@@ -519,7 +519,8 @@ SELECT e.id, e.status, e.stage, e.attempt, e.rows_done, e.rows_total, e.error_co
        e.heartbeat_at, e.finished_at, e.cancel_requested_at, e.auto_downloaded_at,
        e.procrastinate_job_id, e.retry_of_id, e.read_from, e.standby_fallback,
        e.standby_conflicts, e.cleanup_failures, e.media_item_id, m.file_name, m.size_bytes,
-       m.content_type, m.storage_backend, m.object_key, m.sha256
+       m.content_type, m.storage_backend, m.object_key, m.sha256, e.schedule_id,
+       e.schedule_tick, e.delivery_status
 FROM export_jobs e
 JOIN users u ON u.id = e.requester_id
 LEFT JOIN media_items m ON m.id = e.media_item_id
@@ -1102,8 +1103,9 @@ SELECT pg_advisory_xact_lock(hashtextextended('ticketexport.history-horizon', 0)
 -- Under the lock above: this statement's snapshot (every version superseded by a
 -- transaction it sees is superseded for every later snapshot too) and the snapshots the
 -- exports still read: every unfinished export's, the earlier click an unfinished file of
--- changes is measured from, and every completed export's until it expires (a possible base
--- of changes since it). Each distinct snapshot once.
+-- changes is measured from, every completed export's until it expires (a possible base
+-- of changes since it), and the latest completed run of every schedule of changes, expired
+-- or not (the base of its next run). Each distinct snapshot once.
 SELECT pg_current_snapshot()::text AS horizon,
        COALESCE(array_agg(DISTINCT snap), '{}') AS snapshots
 FROM (
@@ -1116,6 +1118,19 @@ FROM (
     SELECT request->'since'->>'snapshot'
     FROM export_jobs
     WHERE status IN ('queued', 'running') AND request ? 'since'
+    UNION ALL
+    -- The base of each schedule of changes' next file, whatever its retention.
+    SELECT base.snap
+    FROM schedules s
+    CROSS JOIN LATERAL (
+        SELECT e.as_of_snapshot::text AS snap
+        FROM export_jobs e
+        WHERE e.schedule_id = s.id AND e.status IN ('completed', 'expired')
+          AND e.as_of_snapshot IS NOT NULL
+        ORDER BY e.requested_at DESC, e.id DESC
+        LIMIT 1
+    ) AS base
+    WHERE s.mode = 'changes'
 ) AS kept;
 
 -- name: history_prune
@@ -1147,7 +1162,8 @@ SELECT e.id, e.status, e.stage, e.attempt, e.rows_done, e.rows_total, e.error_co
        e.heartbeat_at, e.finished_at, e.cancel_requested_at, e.auto_downloaded_at,
        e.procrastinate_job_id, e.retry_of_id, e.read_from, e.standby_fallback,
        e.standby_conflicts, e.cleanup_failures, e.media_item_id, m.file_name, m.size_bytes,
-       m.content_type, m.storage_backend, m.object_key, m.sha256
+       m.content_type, m.storage_backend, m.object_key, m.sha256, e.schedule_id,
+       e.schedule_tick, e.delivery_status
 FROM export_jobs e
 JOIN users u ON u.id = e.requester_id
 LEFT JOIN media_items m ON m.id = e.media_item_id
@@ -1272,3 +1288,196 @@ SELECT (SELECT count(*) FROM procrastinate_jobs
         WHERE queue_name = 'exports' AND status = 'todo') AS exports_waiting,
        (SELECT count(*) FROM procrastinate_workers
         WHERE last_heartbeat > now() - make_interval(secs => %(seconds)s)) AS live_workers;
+
+-- Schedules (ticketexport.schedules) -----------------------------------------------------
+
+-- name: export_insert_scheduled
+-- A schedule's run: an export as of this statement, recorded with its schedule and tick
+-- (the unique index on the two refuses a second run of one tick).
+INSERT INTO export_jobs (requester_id, requested_at, as_of, as_of_snapshot, as_of_lsn, request,
+                         view_name, request_fingerprint, expires_at, schedule_id, schedule_tick,
+                         delivery_status, notify_status)
+VALUES (%(requester_id)s, now(), now(), pg_current_snapshot(), pg_current_wal_insert_lsn(),
+        %(request)s, %(view_name)s, %(fingerprint)s, now() + %(retention)s, %(schedule_id)s,
+        %(tick)s, %(delivery)s, %(notify)s)
+RETURNING id, requested_at;
+
+-- name: schedule_owner_lock
+-- Serialises one owner's schedule changes, so two creations cannot both take the last place.
+SELECT pg_advisory_xact_lock(hashtextextended('ticketexport.schedules', %(owner_id)s));
+
+-- name: schedule_count_for_owner
+-- How many schedules a user owns.
+SELECT count(*) FROM schedules WHERE owner_id = %(owner_id)s;
+
+-- name: schedule_insert
+-- A new schedule; its first tick is the first one after its creation.
+INSERT INTO schedules (owner_id, name, slug, request, view_name, cadence, every_minutes, minute,
+                       at_time, weekday, mode, destination, notify, next_tick)
+VALUES (%(owner_id)s, %(name)s, %(slug)s, %(request)s, %(view_name)s, %(cadence)s,
+        %(every_minutes)s, %(minute)s, %(at_time)s, %(weekday)s, %(mode)s, %(destination)s,
+        %(notify)s, %(next_tick)s)
+RETURNING id;
+
+-- name: schedule_list
+-- Schedules, newest first: one owner's, or everyone's (owner_id NULL).
+SELECT s.id, s.name, s.owner_id, u.email AS owner_email, s.view_name, s.cadence,
+       s.every_minutes, s.minute, s.at_time, s.weekday, s.mode, s.destination, s.notify,
+       s.paused_at, s.paused_reason, s.next_tick, s.last_tick, s.created_at
+FROM schedules s
+JOIN users u ON u.id = s.owner_id
+WHERE %(owner_id)s::bigint IS NULL OR s.owner_id = %(owner_id)s::bigint
+ORDER BY s.id DESC
+LIMIT 500;
+
+-- name: schedule_get
+-- One schedule with its owner's address.
+SELECT s.*, u.email AS owner_email
+FROM schedules s
+JOIN users u ON u.id = s.owner_id
+WHERE s.id = %(id)s;
+
+-- name: schedule_lock
+-- One schedule, locked for a change.
+SELECT * FROM schedules WHERE id = %(id)s FOR UPDATE;
+
+-- name: schedule_pause
+-- Stops a schedule's ticks until it is resumed (nothing when it is already paused).
+UPDATE schedules SET paused_at = now(), paused_reason = %(reason)s
+WHERE id = %(id)s AND paused_at IS NULL
+RETURNING id;
+
+-- name: schedule_resume
+-- Starts a paused schedule again from its next tick after now: ticks missed while it was
+-- paused are not made up.
+UPDATE schedules SET paused_at = NULL, paused_reason = NULL, next_tick = %(next_tick)s
+WHERE id = %(id)s AND paused_at IS NOT NULL
+RETURNING id;
+
+-- name: schedule_delete
+-- Removes a schedule; its runs stay, as exports, with the link to it cleared.
+DELETE FROM schedules WHERE id = %(id)s RETURNING id;
+
+-- name: schedule_due
+-- The next schedule whose tick has come, locked; one another worker holds is skipped.
+SELECT s.* FROM schedules s
+WHERE s.paused_at IS NULL AND s.next_tick <= %(now)s
+ORDER BY s.next_tick, s.id
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: schedule_advance
+-- Records the tick taken and the next one to wait for.
+UPDATE schedules SET last_tick = %(tick)s, next_tick = %(next_tick)s WHERE id = %(id)s;
+
+-- name: schedule_tick_claim
+-- Takes a tick; nothing when it was taken already (by any worker, ever).
+INSERT INTO schedule_ticks (schedule_id, tick, outcome)
+VALUES (%(schedule_id)s, %(tick)s, %(outcome)s)
+ON CONFLICT DO NOTHING
+RETURNING tick;
+
+-- name: schedule_tick_record
+-- What came of a tick taken: its outcome and run.
+UPDATE schedule_ticks SET outcome = %(outcome)s, export_id = %(export_id)s::uuid
+WHERE schedule_id = %(schedule_id)s AND tick = %(tick)s;
+
+-- name: schedule_active_run
+-- The schedule's run still queued or running, if any.
+SELECT id FROM export_jobs
+WHERE schedule_id = %(schedule_id)s AND status IN ('queued', 'running')
+LIMIT 1;
+
+-- name: schedule_base_run
+-- A schedule's latest completed run (expired included: its versions are kept while the
+-- schedule exists), the base of its next file of changes; held until the request commits.
+SELECT id, as_of, as_of_snapshot::text AS as_of_snapshot
+FROM export_jobs
+WHERE schedule_id = %(schedule_id)s AND status IN ('completed', 'expired')
+  AND as_of_snapshot IS NOT NULL
+ORDER BY requested_at DESC, id DESC
+LIMIT 1
+FOR SHARE;
+
+-- name: schedule_runs
+-- A schedule's recent runs, newest first.
+SELECT e.id, e.status, e.schedule_tick, e.requested_at, e.finished_at, e.rows_total,
+       e.error_code, e.delivery_status, e.notify_status
+FROM export_jobs e
+WHERE e.schedule_id = %(schedule_id)s
+ORDER BY e.requested_at DESC, e.id DESC
+LIMIT %(limit)s;
+
+-- name: schedule_skipped_ticks
+-- A schedule's recent ticks that made no run, newest first.
+SELECT tick, outcome, recorded_at FROM schedule_ticks
+WHERE schedule_id = %(schedule_id)s AND outcome = 'skipped'
+ORDER BY tick DESC
+LIMIT %(limit)s;
+
+-- name: schedule_delivers
+-- Whether a schedule sends its files to a destination (its owner must then be an admin).
+SELECT destination IS NOT NULL FROM schedules WHERE id = %(id)s;
+
+-- name: delivery_drop_unfinished
+-- Runs that ended without a file have nothing to deliver, and runs of a deleted schedule
+-- nowhere to deliver to.
+UPDATE export_jobs SET delivery_status = NULL
+WHERE delivery_status = 'pending'
+  AND (status IN ('failed', 'cancelled', 'expired') OR schedule_id IS NULL);
+
+-- name: notify_drop_orphaned
+-- Runs of a deleted schedule: nobody to tell any more.
+UPDATE export_jobs SET notify_status = NULL
+WHERE notify_status = 'pending' AND schedule_id IS NULL;
+
+-- name: delivery_waiting
+-- Whether any run waits for its delivery or its message (the ticker then defers the job).
+SELECT EXISTS (
+    SELECT 1 FROM export_jobs
+    WHERE (delivery_status = 'pending' AND status <> 'queued' AND status <> 'running')
+       OR (notify_status = 'pending' AND status IN ('completed', 'failed', 'cancelled'))
+);
+
+-- name: delivery_claim_locked
+-- A completed run waiting for delivery, locked by this worker while it copies the file (a
+-- worker lost mid-way releases it, still pending, to the next).
+SELECT id FROM export_jobs
+WHERE delivery_status = 'pending' AND status = 'completed'
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: delivery_source
+-- What a delivery copies: the run's file and its schedule's destination and folder.
+SELECT e.id, e.status, m.file_name, m.object_key, m.content_type, s.destination, s.slug,
+       s.id AS schedule_id
+FROM export_jobs e
+JOIN media_items m ON m.id = e.media_item_id
+JOIN schedules s ON s.id = e.schedule_id
+WHERE e.id = %(id)s::uuid;
+
+-- name: delivery_record
+-- The outcome of a delivery.
+UPDATE export_jobs
+SET delivery_status = %(status)s, delivery_attempts = %(attempts)s,
+    delivered_at = CASE WHEN %(status)s = 'delivered' THEN now() END
+WHERE id = %(id)s::uuid AND delivery_status = 'pending';
+
+-- name: metrics_delivery_failures
+-- Runs whose delivery failed, for /metrics.
+SELECT count(*) AS n FROM export_jobs WHERE delivery_status = 'delivery_failed';
+
+-- name: notify_claim
+-- A run that ended and whose owner asked to be told, locked while the message is sent.
+SELECT e.id, e.status, e.error_message, e.view_name, s.name AS schedule_name,
+       u.email AS owner_email
+FROM export_jobs e
+JOIN schedules s ON s.id = e.schedule_id
+JOIN users u ON u.id = e.requester_id
+WHERE e.notify_status = 'pending' AND e.status IN ('completed', 'failed', 'cancelled')
+LIMIT 1
+FOR UPDATE OF e SKIP LOCKED;
+
+-- name: notify_record
+-- Whether the owner's message about a run was sent.
+UPDATE export_jobs SET notify_status = %(status)s WHERE id = %(id)s::uuid;

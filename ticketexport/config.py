@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import re
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
@@ -101,6 +102,42 @@ def networks(env: Mapping[str, str], name: str) -> tuple[Network, ...]:
     return tuple(found)
 
 
+_DESTINATION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+DESTINATION_SCHEMES = ("file://", "s3://", "azure://", "sftp://")
+
+
+def destinations(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """TICKETEXPORT_DESTINATIONS: `name=url;name=url`, each URL a storage URL or sftp://."""
+    raw = env.get("TICKETEXPORT_DESTINATIONS") or ""
+    found: dict[str, str] = {}
+    for item in raw.split(";"):
+        if not item.strip():
+            continue
+        name, sep, url = item.partition("=")
+        name, url = name.strip(), url.strip()
+        if not sep or not _DESTINATION_NAME.match(name):
+            raise ConfigError(
+                "TICKETEXPORT_DESTINATIONS must be name=url pairs separated by ';', "
+                "each name letters, digits, '-' or '_'"
+            )
+        if not url.startswith(DESTINATION_SCHEMES):
+            raise ConfigError(
+                f"TICKETEXPORT_DESTINATIONS: {name}'s URL must start with "
+                + ", ".join(DESTINATION_SCHEMES)
+            )
+        if name in found:
+            raise ConfigError(f"TICKETEXPORT_DESTINATIONS names {name} twice")
+        found[name] = url
+    return tuple(found.items())
+
+
+def _smtp_url(env: Mapping[str, str]) -> str | None:
+    raw = env.get("TICKETEXPORT_SMTP_URL") or None
+    if raw is not None and not raw.startswith(("smtp://", "smtps://")):
+        raise ConfigError("TICKETEXPORT_SMTP_URL must start with smtp:// or smtps://")
+    return raw
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything the processes need to know about their deployment."""
@@ -129,6 +166,17 @@ class Settings:
     login_window_seconds: float = 900.0
     web_statement_timeout_ms: int = 5000
     metrics_token: str | None = None
+    # Schedules: the shortest `every` cadence, and how many schedules one user may own.
+    schedule_min_minutes: int = 5
+    max_schedules_per_user: int = 10
+    # Where schedules may deliver, by name (TICKETEXPORT_DESTINATIONS): name → URL.
+    destinations: tuple[tuple[str, str], ...] = ()
+    sftp_key_file: str | None = None
+    sftp_known_hosts: str | None = None
+    # Mail about schedule runs: all three set, or none used.
+    smtp_url: str | None = None
+    mail_from: str | None = None
+    base_url: str | None = None
     # Not read from the environment: the event streams' keep-alive interval, which is also
     # how often a web process rechecks every open stream (tests shorten it).
     keepalive_seconds: float = 15.0
@@ -188,4 +236,19 @@ class Settings:
             ),
             web_statement_timeout_ms=timeout_ms,
             metrics_token=_token(env, "TICKETEXPORT_METRICS_TOKEN"),
+            schedule_min_minutes=_int(env, "TICKETEXPORT_SCHEDULE_MIN_MINUTES", 5, minimum=1),
+            max_schedules_per_user=_int(env, "TICKETEXPORT_MAX_SCHEDULES_PER_USER", 10),
+            destinations=destinations(env),
+            sftp_key_file=(env.get("TICKETEXPORT_SFTP_KEY_FILE") or None),
+            sftp_known_hosts=(env.get("TICKETEXPORT_SFTP_KNOWN_HOSTS") or None),
+            smtp_url=_smtp_url(env),
+            mail_from=(env.get("TICKETEXPORT_MAIL_FROM") or None),
+            base_url=(env.get("TICKETEXPORT_BASE_URL") or "").rstrip("/") or None,
         )
+
+    def destination_url(self, name: str) -> str | None:
+        return dict(self.destinations).get(name)
+
+    @property
+    def mail_enabled(self) -> bool:
+        return bool(self.smtp_url and self.mail_from and self.base_url)

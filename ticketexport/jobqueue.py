@@ -20,6 +20,13 @@ MAINTENANCE_TASK = f"{NAMESPACE}:{MAINTENANCE_TASK_NAME}"
 EXPORT_QUEUE = "exports"
 MAINTENANCE_QUEUE = "maintenance"
 MAINTENANCE_PERIODIC_ID = "export-maintenance"
+SCHEDULE_TICK_TASK_NAME = "schedule_tick"
+SCHEDULE_TICK_TASK = f"{NAMESPACE}:{SCHEDULE_TICK_TASK_NAME}"
+SCHEDULE_TICK_PERIODIC_ID = "schedule-ticker"
+# Ticks fall on whole minutes; the ticker looks this often, so a run starts within seconds.
+SCHEDULE_TICK_SECONDS = 5
+DELIVERY_TASK_NAME = "deliver_runs"
+DELIVERY_TASK = f"{NAMESPACE}:{DELIVERY_TASK_NAME}"
 
 
 def maintenance_interval(settings: Settings) -> float:

@@ -15,9 +15,13 @@ from ticketexport.jobqueue import (
     MAINTENANCE_PERIODIC_ID,
     MAINTENANCE_TASK,
     NAMESPACE,
+    SCHEDULE_TICK_PERIODIC_ID,
+    SCHEDULE_TICK_SECONDS,
+    SCHEDULE_TICK_TASK,
     cron_for,
     maintenance_interval,
 )
+from ticketexport.schedules import tasks as schedule_tasks
 
 
 def build_app(connector: procrastinate.PsycopgConnector) -> procrastinate.App:
@@ -29,14 +33,19 @@ def build_app(connector: procrastinate.PsycopgConnector) -> procrastinate.App:
     """
     app = procrastinate.App(connector=connector)
     app.add_tasks_from(tasks.blueprint(), namespace=NAMESPACE)
+    app.add_tasks_from(schedule_tasks.blueprint(), namespace=NAMESPACE)
     return app
 
 
 def schedule_maintenance(app: procrastinate.App, settings: Settings) -> None:
-    """Run maintenance periodically on the workers of `app`, at the settings' interval."""
+    """Run maintenance periodically on the workers of `app`, at the settings' interval, and
+    the schedules' ticker every few seconds."""
     app.periodic(
         cron=cron_for(maintenance_interval(settings)), periodic_id=MAINTENANCE_PERIODIC_ID
     )(app.tasks[MAINTENANCE_TASK])
+    app.periodic(cron=cron_for(SCHEDULE_TICK_SECONDS), periodic_id=SCHEDULE_TICK_PERIODIC_ID)(
+        app.tasks[SCHEDULE_TICK_TASK]
+    )
 
 
 # procrastinate's own command line -------------------------------------------------------

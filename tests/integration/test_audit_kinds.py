@@ -766,6 +766,9 @@ def test_every_audit_action_in_the_code_is_covered() -> None:
         "export.download_failed",
         "export.denied",
         "export.deduplicated",
+        # A schedule's delivery: tests/integration/test_schedules.py.
+        "export.delivered",
+        "export.delivery_failed",
         "login.succeeded",
         "login.failed",
         "login.throttled",

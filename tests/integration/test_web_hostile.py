@@ -220,3 +220,63 @@ async def test_oversized_and_odd_posts(web: Web, seeded: None) -> None:
         allow_redirects=False,
     )
     assert login.status in (400, 403)
+
+
+SCHEDULE_FIELDS = [
+    "name",
+    "cadence",
+    "every_minutes",
+    "minute",
+    "time",
+    "weekday",
+    "mode",
+    "destination",
+    "notify",
+    "format",
+    "view",
+    "q",
+    "sort",
+    "status",
+]
+
+
+async def test_every_schedule_form_field(
+    web: Web, seeded: None, conn: psycopg.Connection[Any]
+) -> None:
+    make_user(conn, "scheduler@example.com", permissions=512, admin=True)
+    await web.login("scheduler@example.com")
+    token = await web.csrf()
+    outcomes: dict[int, int] = {}
+    base = {"view": "all", "name": "Nightly", "cadence": "daily", "time": "02:30"}
+    for field in SCHEDULE_FIELDS:
+        for value in HOSTILE:
+            pairs = {k: v for k, v in base.items() if k != field}
+            body = "&".join(f"{k}={v}" for k, v in pairs.items())
+            body += f"&csrf_token={urllib.parse.quote(token)}&{field}={value}"
+            response = await web.client.post(
+                "/staff/schedules",
+                data=body.encode(),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                allow_redirects=False,
+            )
+            text = await response.text()
+            assert response.status in (303, 400, 413, 429), (field, value[:40], response.status)
+            assert "psycopg" not in text.lower()
+            outcomes[response.status] = outcomes.get(response.status, 0) + 1
+            if response.status == 303:
+                shown = await web.client.get(response.headers["Location"])
+                assert shown.status == 200, (field, value[:40])
+    assert outcomes.get(400, 0) > len(SCHEDULE_FIELDS) * 5
+    listed = await web.client.get("/staff/schedules")
+    assert listed.status == 200
+    for value in HOSTILE:
+        for path in (f"/staff/schedules/{value}", f"/staff/schedules?all={value}"):
+            response = await web.client.get(URL(path, encoded=True), allow_redirects=False)
+            assert response.status in (400, 404), (path[:60], response.status)
+            post = await web.client.post(
+                URL(f"/staff/schedules/{value}/pause", encoded=True),
+                data={"csrf_token": token},
+                allow_redirects=False,
+            )
+            # An id too long for the request line is refused before routing (400).
+            assert post.status in (400, 404, 405), (value[:40], post.status)

@@ -254,3 +254,47 @@ def test_bad_limits_are_refused_naming_the_variable(name: str, raw: str) -> None
 def test_bad_trusted_proxies_are_refused(raw: str) -> None:
     with pytest.raises(ConfigError, match=r"^TICKETEXPORT_TRUSTED_PROXY must be"):
         settings(TICKETEXPORT_TRUSTED_PROXY=raw)
+
+
+def test_schedule_settings() -> None:
+    s = Settings.from_env({})
+    assert (s.schedule_min_minutes, s.max_schedules_per_user) == (5, 10)
+    assert s.destinations == ()
+    assert not s.mail_enabled
+    s = Settings.from_env(
+        {
+            "TICKETEXPORT_SCHEDULE_MIN_MINUTES": "1",
+            "TICKETEXPORT_MAX_SCHEDULES_PER_USER": "0",
+            "TICKETEXPORT_DESTINATIONS": (
+                " lake = s3://b/p?endpoint_url=http://x ;partner=sftp://u@h:2222/in;"
+            ),
+            "TICKETEXPORT_SFTP_KEY_FILE": "/k",
+            "TICKETEXPORT_SFTP_KNOWN_HOSTS": "/kh",
+            "TICKETEXPORT_SMTP_URL": "smtps://mail:pw@smtp.example.com",
+            "TICKETEXPORT_MAIL_FROM": "exports@example.com",
+            "TICKETEXPORT_BASE_URL": "https://tickets.example.com/",
+        }
+    )
+    assert (s.schedule_min_minutes, s.max_schedules_per_user) == (1, 0)
+    assert s.destination_url("lake") == "s3://b/p?endpoint_url=http://x"
+    assert s.destination_url("partner") == "sftp://u@h:2222/in"
+    assert s.destination_url("other") is None
+    assert (s.sftp_key_file, s.sftp_known_hosts) == ("/k", "/kh")
+    assert s.base_url == "https://tickets.example.com"
+    assert s.mail_enabled
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TICKETEXPORT_DESTINATIONS", "lake"),
+        ("TICKETEXPORT_DESTINATIONS", "la ke=file:///srv/drop"),
+        ("TICKETEXPORT_DESTINATIONS", "lake=http://example.com/drop"),
+        ("TICKETEXPORT_DESTINATIONS", "lake=file:///a;lake=file:///b"),
+        ("TICKETEXPORT_SMTP_URL", "mail.example.com:25"),
+        ("TICKETEXPORT_SCHEDULE_MIN_MINUTES", "0"),
+    ],
+)
+def test_bad_schedule_settings_are_refused(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})

@@ -82,11 +82,19 @@ class Requester:
 @dataclasses.dataclass(frozen=True)
 class Since:
     """The earlier export a file of changes is measured from: its click, as recorded in its
-    row when this one was requested (so the worker never reads that row again)."""
+    row when this one was requested (so the worker never reads that row again). A
+    schedule's first file of changes has no earlier export (`export_id` None): it is
+    measured from a snapshot that sees no row version at all, so every row is an upsert."""
 
-    export_id: str
+    export_id: str | None
     as_of: dt.datetime
     snapshot: str
+
+    @classmethod
+    def beginning(cls) -> Since:
+        """Before any data: xmin 1 and xmax 1 see no transaction, not even the '1' that
+        row versions written before versioning began carry."""
+        return cls(export_id=None, as_of=dt.datetime(1970, 1, 1, tzinfo=dt.UTC), snapshot="1:1:")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,7 +113,7 @@ class Since:
         if as_of.tzinfo is None:
             raise MalformedRequest("the request's since.as_of has no time zone")
         return cls(
-            export_id=_get(data, "export_id", str),
+            export_id=_get(data, "export_id", (str, type(None))),
             as_of=as_of,
             snapshot=_get(data, "snapshot", str),
         )

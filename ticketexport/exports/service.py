@@ -41,7 +41,9 @@ __all__ = [
     "cancel_export",
     "copy_application_name",
     "expired",
+    "fail_unstarted",
     "frozen_request",
+    "insert_scheduled_run",
     "list_exports",
     "may_list_everyones",
     "may_see",
@@ -257,6 +259,70 @@ async def _insert_and_defer(
         },
     )
     return Requested(export_id=export_id, deduplicated=False)
+
+
+async def insert_scheduled_run(
+    services: Services,
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    frozen: FrozenRequest,
+    schedule_id: int,
+    tick: dt.datetime | None,
+    deliver: bool,
+    notify: bool,
+    actor: Actor | None,
+    client_ip: str | None = None,
+) -> str:
+    """A schedule's run: an ordinary export requested by its owner, recorded with the
+    schedule and tick, in the caller's transaction. Neither the double-submit rule nor the
+    active-export limit applies; the unique (schedule, tick) index refuses a second run of
+    one tick. `actor` is who asked for a run by hand (None: the cadence did)."""
+    export_id = await store.insert_scheduled(
+        conn,
+        requester_id=frozen.requester.id,
+        frozen=frozen,
+        retention=dt.timedelta(hours=services.settings.retention_hours),
+        schedule_id=schedule_id,
+        tick=tick,
+        deliver=deliver,
+        notify=notify,
+    )
+    job_id = await jobqueue.defer_export(services.jobs, conn, export_id)
+    await store.set_job(conn, export_id, job_id)
+    details = {
+        **_request_details(frozen),
+        "procrastinate_job_id": job_id,
+        "schedule_id": schedule_id,
+        "tick": tick.isoformat() if tick else None,
+    }
+    if actor is None:
+        await audit.record_for_requester(
+            conn, "export.requested", export_id=export_id, details=details
+        )
+    else:
+        await _audit(
+            conn,
+            "export.requested",
+            actor,
+            client_ip=client_ip,
+            export_id=export_id,
+            details=details,
+        )
+    return export_id
+
+
+async def fail_unstarted(
+    conn: psycopg.AsyncConnection[Any], export_id: str, code: str, reason: str
+) -> None:
+    """queued → failed before any attempt ran, audited in the requester's name."""
+    if await store.fail_unclaimed(conn, export_id, code):
+        await audit.record_for_requester(
+            conn,
+            "export.failed",
+            export_id=export_id,
+            details={"error_code": code, "reason": reason, "rows": 0, "attempt": 1},
+        )
+        await events.publish(conn, export_id)
 
 
 def _request_details(frozen: FrozenRequest) -> dict[str, Any]:

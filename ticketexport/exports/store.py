@@ -14,15 +14,18 @@ from psycopg.types.json import Jsonb
 from ticketexport.db import q
 from ticketexport.domain import exports as rules
 from ticketexport.domain.exports import Stage, Status
-from ticketexport.exports.frozen import FrozenRequest
+from ticketexport.exports.frozen import FrozenRequest, Since
 
 __all__ = [
     "Attempt",
+    "Delivery",
     "ExpiredFile",
     "Export",
     "ExportFile",
     "ExportState",
     "NewFile",
+    "RunEnded",
+    "ScheduleRun",
     "StoredKey",
 ]
 
@@ -94,6 +97,11 @@ class Export(ExportState):
     standby_conflicts: int
     cleanup_failures: int
     file: ExportFile | None
+    # A schedule's run: its schedule (None once deleted), the tick it is for (None: run by
+    # hand) and the copy to the schedule's destination (None: none asked for).
+    schedule_id: int | None = None
+    schedule_tick: dt.datetime | None = None
+    delivery_status: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Export:
@@ -120,6 +128,9 @@ class Export(ExportState):
             standby_conflicts=int(row["standby_conflicts"]),
             cleanup_failures=int(row["cleanup_failures"]),
             file=file,
+            schedule_id=row.get("schedule_id"),
+            schedule_tick=row.get("schedule_tick"),
+            delivery_status=row.get("delivery_status"),
         )
 
     @property
@@ -298,6 +309,39 @@ async def insert(
             "fingerprint": frozen.fingerprint(),
             "retention": retention,
             "retry_of": retry_of,
+        },
+    )
+    assert row is not None
+    return str(row[0])
+
+
+async def insert_scheduled(
+    conn: Conn,
+    *,
+    requester_id: int,
+    frozen: FrozenRequest,
+    retention: dt.timedelta,
+    schedule_id: int,
+    tick: dt.datetime | None,
+    deliver: bool,
+    notify: bool,
+) -> str:
+    """A schedule's run, as `insert` makes an export, recorded with its schedule and tick
+    (a unique index refuses a second run of one tick)."""
+    await conn.execute(q("history_horizon_share"))
+    row = await _one(
+        conn,
+        "export_insert_scheduled",
+        {
+            "requester_id": requester_id,
+            "request": Jsonb(frozen.to_json()),
+            "view_name": frozen.view.name,
+            "fingerprint": frozen.fingerprint(),
+            "retention": retention,
+            "schedule_id": schedule_id,
+            "tick": tick,
+            "delivery": "pending" if deliver else None,
+            "notify": "pending" if notify else None,
         },
     )
     assert row is not None
@@ -559,3 +603,146 @@ async def history_horizon(conn: Conn) -> tuple[str, list[str]]:
     row = await _one(conn, "history_horizon")
     assert row is not None
     return str(row[0]), list(row[1])
+
+
+# --- schedules' runs ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleRun:
+    """One run of a schedule, as the schedule's page lists it."""
+
+    id: str
+    status: Status
+    schedule_tick: dt.datetime | None
+    requested_at: dt.datetime
+    finished_at: dt.datetime | None
+    rows_total: int | None
+    error_code: str | None
+    delivery_status: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """A completed run to copy to its schedule's destination."""
+
+    id: str
+    file_name: str
+    object_key: str
+    content_type: str
+    destination: str | None
+    slug: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RunEnded:
+    """A run whose owner asked to be told when it ends."""
+
+    id: str
+    status: Status
+    error_message: str | None
+    view_name: str
+    schedule_name: str
+    owner_email: str
+
+
+async def schedule_base(conn: Conn, schedule_id: int) -> Since | None:
+    """The base of a schedule's next file of changes: its latest completed run, read under
+    history pruning's shared lock (taken here, held to commit, so the versions it names
+    are still there and stay until the new run's `since` keeps them); None before any."""
+    await conn.execute(q("history_horizon_share"))
+    row = await _one(conn, "schedule_base_run", {"schedule_id": schedule_id})
+    if row is None:
+        return None
+    export_id, as_of, snapshot = row
+    return Since(export_id=str(export_id), as_of=as_of, snapshot=str(snapshot))
+
+
+async def active_run(conn: Conn, schedule_id: int) -> str | None:
+    """The schedule's run still queued or running, if any."""
+    row = await _one(conn, "schedule_active_run", {"schedule_id": schedule_id})
+    return None if row is None else str(row[0])
+
+
+async def schedule_runs(conn: Conn, schedule_id: int, limit: int) -> list[ScheduleRun]:
+    """A schedule's recent runs, newest first."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(q("schedule_runs"), {"schedule_id": schedule_id, "limit": limit})
+    return [
+        ScheduleRun(
+            id=str(row["id"]),
+            status=Status(row["status"]),
+            schedule_tick=row["schedule_tick"],
+            requested_at=row["requested_at"],
+            finished_at=row["finished_at"],
+            rows_total=row["rows_total"],
+            error_code=row["error_code"],
+            delivery_status=row["delivery_status"],
+        )
+        for row in await cur.fetchall()
+    ]
+
+
+async def drop_undeliverable(conn: Conn) -> None:
+    """Runs that ended without a file, or whose schedule is gone, have nothing to deliver
+    and nobody to tell."""
+    await conn.execute(q("delivery_drop_unfinished"))
+    await conn.execute(q("notify_drop_orphaned"))
+
+
+async def delivery_waiting(conn: Conn) -> bool:
+    """Whether a run waits for its delivery or its message."""
+    row = await _one(conn, "delivery_waiting")
+    return bool(row and row[0])
+
+
+async def claim_delivery(conn: Conn) -> Delivery | None:
+    """A completed run waiting for delivery, locked (SKIP LOCKED) to the end of the
+    transaction: a worker lost mid-copy leaves it pending for the next."""
+    row = await _one(conn, "delivery_claim_locked")
+    if row is None:
+        return None
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(q("delivery_source"), {"id": row[0]})
+    found = await cur.fetchone()
+    if found is None:
+        return Delivery(
+            id=str(row[0]), file_name="", object_key="", content_type="", destination=None, slug=""
+        )
+    return Delivery(
+        id=str(found["id"]),
+        file_name=found["file_name"],
+        object_key=found["object_key"],
+        content_type=found["content_type"],
+        destination=found["destination"],
+        slug=found["slug"],
+    )
+
+
+async def record_delivery(conn: Conn, export_id: str, status: str, attempts: int) -> None:
+    """The outcome of a delivery: delivered or delivery_failed."""
+    await conn.execute(
+        q("delivery_record"), {"id": export_id, "status": status, "attempts": attempts}
+    )
+
+
+async def claim_notice(conn: Conn) -> RunEnded | None:
+    """An ended run whose owner asked for a message, locked (SKIP LOCKED)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(q("notify_claim"))
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return RunEnded(
+        id=str(row["id"]),
+        status=Status(row["status"]),
+        error_message=row["error_message"],
+        view_name=row["view_name"],
+        schedule_name=row["schedule_name"],
+        owner_email=row["owner_email"],
+    )
+
+
+async def record_notice(conn: Conn, export_id: str, status: str) -> None:
+    """Whether the owner's message about a run was sent."""
+    await conn.execute(q("notify_record"), {"id": export_id, "status": status})

@@ -213,6 +213,8 @@ class ExportRun:
         self.reading_standby = False
         # The frozen request's format, for the audit rows (set once the export is claimed).
         self.format_key = formats.DEFAULT_FORMAT
+        # The schedule this export is a run of (set once the export is claimed).
+        self.schedule_id: int | None = None
         self.log_extra: dict[str, Any] = {"export_id": export_id, "job_id": job_id}
 
     # --- row updates ----------------------------------------------------------------
@@ -259,6 +261,7 @@ class ExportRun:
         self.attempt = attempt
         self.log_extra["attempt"] = self.attempt
         self.format_key = (export.frozen and export.frozen.format) or formats.DEFAULT_FORMAT
+        self.schedule_id = export.schedule_id
 
     async def _record_failure(
         self,
@@ -287,7 +290,24 @@ class ExportRun:
         await audit.record_for_requester(
             conn, "export.failed", export_id=self.export_id, details=details
         )
+        if code == "permission_revoked" and self.schedule_id is not None:
+            await self._pause_schedule(conn, self.schedule_id)
         await events.publish(conn, self.export_id)
+
+    async def _pause_schedule(self, conn: psycopg.AsyncConnection[Any], schedule_id: int) -> None:
+        """A schedule's run refused for its owner's rights pauses the schedule (audited):
+        the next tick would only be refused again."""
+        cur = await conn.execute(
+            q("schedule_pause"),
+            {"id": schedule_id, "reason": "the owner's rights no longer allow it"},
+        )
+        if await cur.fetchone() is not None:
+            await audit.record_for_requester(
+                conn,
+                "schedule.paused",
+                export_id=self.export_id,
+                details={"schedule_id": schedule_id, "reason": "permission_revoked"},
+            )
 
     # --- the run ----------------------------------------------------------------------
 
@@ -304,7 +324,7 @@ class ExportRun:
             frozen = export.frozen
             if frozen is None:
                 raise ExportFailed("view_unavailable", "the stored request is malformed")
-            await self._check_requester(frozen)
+            await self._check_requester(frozen, export.schedule_id)
             matches = None
             if frozen.since is None:  # a file of changes reads its search as a subquery
                 async with self.services.pool.connection() as conn:
@@ -380,7 +400,7 @@ class ExportRun:
                     extra={**self.log_extra, "event": "heartbeat_stuck"},
                 )
 
-    async def _check_requester(self, frozen: FrozenRequest) -> None:
+    async def _check_requester(self, frozen: FrozenRequest, schedule_id: int | None) -> None:
         async with self.services.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(q("user_access"), {"user_id": frozen.requester.id})
@@ -392,6 +412,13 @@ class ExportRun:
         )
         if not requester.may_export:
             raise ExportFailed("permission_revoked", "requester lost permission 512")
+        if schedule_id is not None and not requester.is_admin:
+            async with self.services.pool.connection() as conn:
+                cur = await conn.execute(q("schedule_delivers"), {"id": schedule_id})
+                delivers = await cur.fetchone()
+            if delivers is not None and delivers[0]:
+                # A file sent outside the product escapes the download check.
+                raise ExportFailed("permission_revoked", "schedule owner is no longer an admin")
 
     async def _connect(self, url: str, *, blocking: bool = False, connect_timeout: int = 10) -> Any:
         """A connection of the export's own, named so pg_stat_activity (and cancel) find it."""
@@ -481,7 +508,7 @@ class ExportRun:
         try:
             if plan.spooled:
                 spool = await self._spool(conn, plan)
-                self.total = spool.rows
+                total = self.total = spool.rows
             else:
                 try:
                     counted = await in_thread(conn, fetch_one, conn, plan.count, None)

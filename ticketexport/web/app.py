@@ -20,7 +20,17 @@ from aiohttp import web
 from ticketexport.config import Settings
 from ticketexport.paths import ROOT
 from ticketexport.services import Services
-from ticketexport.web import admin, auth, exports, ops, pages, saved_views, tickets, times
+from ticketexport.web import (
+    admin,
+    auth,
+    exports,
+    ops,
+    pages,
+    saved_views,
+    schedules,
+    tickets,
+    times,
+)
 from ticketexport.web.keys import (
     LOGIN_GATE,
     LOGIN_KEY,
@@ -118,6 +128,7 @@ def init_app(services: Services) -> web.Application:
     router.add_post(r"/staff/views/{id:\d{1,18}}/edit", saved_views.view_update)
     router.add_post(r"/staff/views/{id:\d{1,18}}/delete", saved_views.view_delete)
     exports.add_routes(app)
+    schedules.add_routes(app)
     ops.add_routes(app)
     admin.add_routes(app)
     router.add_static("/static/", STATIC_DIR, name="static", append_version=True)

@@ -151,6 +151,7 @@ class _Reading:
     standby: StandbyStatus | None = None
     cleanup: Mapping[str, Any] | None = None
     download_failures: Sequence[Mapping[str, Any]] = ()
+    delivery_failures: int = 0
     history_rows: Sequence[Mapping[str, Any]] = ()
     kept_clicks: Mapping[str, Any] | None = None
 
@@ -230,6 +231,11 @@ class _ExportCollector(Collector):
         for row in reading.download_failures:
             failures.add_metric([row["reason"]], row["n"])
         yield failures
+        yield GaugeMetricFamily(
+            "ticketexport_schedule_delivery_failures",
+            "Schedule runs whose file could not be delivered to their destination.",
+            value=reading.delivery_failures,
+        )
         history = GaugeMetricFamily(
             "ticketexport_history_rows",
             "Row versions kept for as-of reads, by versioned table (the statistics' estimate).",
@@ -313,6 +319,8 @@ async def _read(request: web.Request) -> _Reading:
         cleanup = await cur.fetchone()
         await cur.execute(q("metrics_download_failures"))
         download_failures = await cur.fetchall()
+        await cur.execute(q("metrics_delivery_failures"))
+        delivery = await cur.fetchone()
         await cur.execute(
             q("metrics_history_rows"), {"tables": [f"{t}_history" for t in db.VERSIONED_TABLES]}
         )
@@ -330,6 +338,7 @@ async def _read(request: web.Request) -> _Reading:
         standby=standby,
         cleanup=cleanup,
         download_failures=download_failures,
+        delivery_failures=int(delivery["n"]) if delivery else 0,
         history_rows=history_rows,
         kept_clicks=kept_clicks,
     )

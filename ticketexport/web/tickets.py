@@ -10,8 +10,10 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from ticketexport.domain.cadence import WEEKDAYS
 from ticketexport.domain.permissions import Permission
 from ticketexport.exports import formats
+from ticketexport.schedules.service import modes as schedule_modes
 from ticketexport.views import registry, saved, service
 from ticketexport.web.keys import USER, pool_of, settings_of
 from ticketexport.web.render import CLIENT_GONE, PageError, render
@@ -79,6 +81,15 @@ async def ticket_list(request: web.Request) -> web.StreamResponse:
         "export_formats": [(f.key, f.label) for f in formats.FORMATS.values()],
         "default_format": formats.DEFAULT_FORMAT,
         "default_format_label": formats.get(formats.DEFAULT_FORMAT).label,
+        # The Schedule… form: the same frozen fields, and what the schedule adds.
+        "schedule_destinations": [name for name, _ in settings.destinations]
+        if user.may_download
+        else [],
+        "schedule_modes": schedule_modes(),
+        "schedule_notify": settings.mail_enabled,
+        "schedule_min_minutes": settings.schedule_min_minutes,
+        "weekdays": WEEKDAYS,
+        "timezone": settings.timezone,
     }
     return render(request, "tickets.html", context)
 
