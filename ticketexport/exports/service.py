@@ -421,7 +421,8 @@ async def retry_export(
             recorded = original.frozen
             if recorded is None:
                 raise ExportConflict("This export's request cannot be repeated.")
-            if recorded.since is not None:
+            # A schedule's first run of changes is measured from the beginning: no base.
+            if recorded.since is not None and recorded.since.export_id is not None:
                 await _check_base(conn, recorded.since.export_id)
             frozen = recorded.with_requester(Requester.of(user, await _roles(conn, user.id)))
             return await _insert_and_defer(
