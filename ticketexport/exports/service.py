@@ -17,7 +17,7 @@ from ticketexport.db import q
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.errors import Conflict, Denied, Gone, NotFound, TooMany
 from ticketexport.domain.exports import Status, copy_application_name
-from ticketexport.exports import formats
+from ticketexport.exports import formats, manifest
 from ticketexport.exports.frozen import FrozenActor, FrozenRequest, FrozenView, Requester
 from ticketexport.standby import stop_standby_reads
 from ticketexport.views import model as view_model
@@ -42,8 +42,10 @@ __all__ = [
     "cancel_export",
     "copy_application_name",
     "expired",
+    "export_manifest",
     "frozen_request",
     "list_exports",
+    "list_own_exports",
     "may_list_everyones",
     "may_see",
     "record_download",
@@ -507,3 +509,29 @@ async def record_download(
 
 def expired(export: Mapping[str, Any], now: dt.datetime) -> bool:
     return bool(export["expires_at"] <= now) or export["status"] == Status.EXPIRED
+
+
+async def list_own_exports(
+    conn: psycopg.AsyncConnection[Any], user: Actor, *, after: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Up to `limit` of the user's exports, newest first, after export `after` (one of theirs:
+    ExportNotFound otherwise, so a page cannot start from anyone else's export)."""
+    if after is not None:
+        cur = await conn.execute(q("export_api_position"), {"id": after, "user_id": user.id})
+        if await cur.fetchone() is None:
+            raise ExportNotFound()
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(q("export_api_list"), {"user_id": user.id, "after": after, "limit": limit})
+    return await cur.fetchall()
+
+
+async def export_manifest(
+    services: Services, user: Actor, export_id: str, *, client_ip: str | None
+) -> dict[str, Any]:
+    """The manifest of a completed export, for those who may download its file now (the
+    same checks and audited refusals as the download)."""
+    export = await authorize_download(
+        services, user, export_id, auto=False, client_ip=client_ip, head=True
+    )
+    assert export is not None  # never None unless an automatic download is asked for
+    return manifest.build(export)

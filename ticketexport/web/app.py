@@ -20,7 +20,18 @@ from aiohttp import web
 from ticketexport.config import Settings
 from ticketexport.paths import ROOT
 from ticketexport.services import Services
-from ticketexport.web import admin, auth, exports, ops, pages, saved_views, tickets, times
+from ticketexport.web import (
+    admin,
+    api,
+    auth,
+    exports,
+    ops,
+    pages,
+    saved_views,
+    tickets,
+    times,
+    tokens,
+)
 from ticketexport.web.keys import (
     LOGIN_GATE,
     LOGIN_KEY,
@@ -120,6 +131,8 @@ def init_app(services: Services) -> web.Application:
     exports.add_routes(app)
     ops.add_routes(app)
     admin.add_routes(app)
+    tokens.add_routes(app)
+    api.add_routes(app)
     router.add_static("/static/", STATIC_DIR, name="static", append_version=True)
     return app
 

@@ -1,0 +1,478 @@
+"""The JSON API under /api/v1/: bearer tokens only, the pages' use cases, JSON errors."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as dt
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ticketexport import audit, tokens
+from ticketexport.domain.errors import (
+    Conflict,
+    Denied,
+    DomainError,
+    Gone,
+    Invalid,
+    NotFound,
+    TooMany,
+    TooSlow,
+    Unavailable,
+)
+from ticketexport.exports import formats, service
+from ticketexport.exports.frozen import FrozenRequest
+from ticketexport.views import registry, saved
+from ticketexport.views import service as view_service
+from ticketexport.web import downloads, export_events, openapi
+from ticketexport.web.keys import API_CALLER, REQUEST_ID, SERVER_ERRORS, pool_of, services_of
+from ticketexport.web.security import client_ip
+
+log = logging.getLogger("ticketexport.web")
+
+PREFIX = "/api/v1"
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
+_OPEN = frozenset({f"{PREFIX}/openapi.json"})
+_FILTERS = registry.FILTER_PARAMS
+_EXPORT_FIELDS = frozenset({"view", "q", "sort", "filters", "format"})
+
+
+class ApiError(Exception):
+    """An answer of the API's own (not a use case's): status, code and safe message."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def is_api(request: web.Request) -> bool:
+    return request.path == "/api" or request.path.startswith("/api/")
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    response = web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# A use case's refusal as the API says it: the pages' statuses, a code for scripts.
+_DOMAIN: tuple[tuple[type[DomainError], int, str], ...] = (
+    (Invalid, 400, "invalid_request"),
+    (Denied, 403, "forbidden"),
+    (NotFound, 404, "not_found"),
+    (Conflict, 409, "conflict"),
+    (Gone, 410, "gone"),
+    (TooMany, 429, "too_many"),
+    (TooSlow, 503, "too_slow"),
+    (Unavailable, 503, "unavailable"),
+)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    410: "gone",
+    411: "length_required",
+    413: "body_too_large",
+    414: "uri_too_long",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    429: "too_many",
+    431: "headers_too_large",
+}
+
+
+def _domain_error(exc: DomainError) -> web.Response:
+    for kind, status, code in _DOMAIN:
+        if isinstance(exc, kind):
+            return error_response(status, code, exc.message)
+    return error_response(400, "invalid_request", exc.message)
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, {"WWW-Authenticate": 'Bearer realm="api"'})
+
+
+async def _authenticate(request: web.Request) -> tokens.Caller:
+    """The caller named by the Authorization header; cookies are never looked at."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise _unauthorized("This API needs an API token: Authorization: Bearer tex_…")
+    async with pool_of(request).connection() as conn:
+        caller = await tokens.authenticate(
+            conn,
+            secret.strip(),
+            per_minute=services_of(request).settings.api_requests_per_minute,
+        )
+    if caller is None:
+        raise _unauthorized("The token is unknown, expired or revoked, or its owner is inactive.")
+    if caller.retry_after is not None:
+        raise ApiError(
+            429,
+            "rate_limited",
+            "This token made too many requests this minute; wait and try again.",
+            {"Retry-After": str(caller.retry_after)},
+        )
+    return caller
+
+
+@web.middleware
+async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every /api/ request: a bearer token (except the description), JSON errors, and audit
+    rows that name the token. The pages' session, CSRF and error middlewares step aside for
+    these paths, so a session cookie never counts here."""
+    if not is_api(request):
+        return await handler(request)
+    try:
+        if request.path in _OPEN:
+            return await handler(request)
+        caller = await _authenticate(request)
+        request[API_CALLER] = caller
+        with audit.via_token(caller.token_id):
+            return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    except DomainError as exc:
+        return _domain_error(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {
+            name: value
+            for name, value in exc.headers.items()
+            if name.lower() not in {"content-type", "content-length"}
+        }
+        code = _HTTP_CODES.get(exc.status, "error")
+        return error_response(exc.status, code, exc.reason or code, headers)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        request.app[SERVER_ERRORS].record(request.get(REQUEST_ID, ""))
+        return error_response(500, "internal", "Something went wrong on our side.")
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _caller(request: web.Request, scope: str) -> tokens.Caller:
+    caller = request[API_CALLER]
+    if scope not in caller.scopes:
+        raise ApiError(403, "insufficient_scope", f"This token lacks the scope {scope}.")
+    return caller
+
+
+def file_url(export_id: str) -> str:
+    return f"{PREFIX}/exports/{export_id}/file"
+
+
+def _export_id(request: web.Request) -> str:
+    try:
+        return str(uuid.UUID(request.match_info["id"]))
+    except ValueError:
+        raise ApiError(404, "not_found", NotFound.default_message) from None
+
+
+def _instant(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def export_object(export: Mapping[str, Any], *, may_download: bool) -> dict[str, Any]:
+    """The brief's export object, from an export row (service.export_get's shape)."""
+    payload = export_events.event_payload(
+        export, can_download=may_download, now=export_events.now(), download_url=file_url
+    )
+    frozen = FrozenRequest.read(export["request"])
+    return {
+        **{key: value for key, value in payload.items() if key != "download_url"},
+        "format": formats.recorded(frozen.format if frozen else None).key,
+        "view": frozen.view.key if frozen else None,
+        "requested_at": _instant(export["requested_at"]),
+        "as_of": _instant(export["as_of"]),
+        "completed_at": _instant(export["finished_at"])
+        if export["status"] in ("completed", "expired")
+        else None,
+        "expires_at": _instant(export["expires_at"]),
+        # Changes since an earlier export and schedules do not exist in this installation
+        # yet: no export has a base export or a schedule.
+        "since": None,
+        "schedule_id": None,
+        "download_url": payload["download_url"],
+    }
+
+
+async def _json_body(request: web.Request, *, required: bool) -> Any:
+    """The request's JSON body (413 over the size limit, 400 when it is not JSON)."""
+    raw = await request.read()
+    if not raw.strip():
+        if required:
+            raise ApiError(400, "malformed_json", "The request body must be a JSON object.")
+        return {}
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ApiError(400, "malformed_json", "The request body is not valid JSON.") from None
+
+
+def _text_field(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_field", f"The field {key!r} must be a string.")
+    return value
+
+
+def _list_params(body: Any) -> tuple[dict[str, str], str | None]:
+    """POST exports' body as the list page's parameters, and its format."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_field", "The request body must be a JSON object.")
+    unknown = sorted(set(body) - _EXPORT_FIELDS)
+    if unknown:
+        raise ApiError(400, "invalid_field", f"Unknown field {str(unknown[0])[:40]!r}.")
+    params: dict[str, str] = {}
+    for key in ("view", "q", "sort"):
+        value = _text_field(body, key)
+        if value:
+            params[key] = value
+    filters = body.get("filters")
+    if filters is not None:
+        if not isinstance(filters, dict):
+            raise ApiError(400, "invalid_field", "The field 'filters' must be an object.")
+        for key, value in filters.items():
+            if key not in _FILTERS:
+                raise ApiError(400, "invalid_field", f"Unknown filter {str(key)[:40]!r}.")
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise ApiError(400, "invalid_field", f"The filter {key!r} must be a string.")
+            if value:
+                params[key] = value
+    return params, _text_field(body, "format")
+
+
+def _cursor(export_id: str) -> str:
+    return base64.urlsafe_b64encode(uuid.UUID(export_id).bytes).decode().rstrip("=")
+
+
+def _after(cursor: str) -> str:
+    """The export a cursor names; 400 for anything this API did not hand out."""
+    bad = ApiError(400, "invalid_cursor", "The cursor is not valid; start again without one.")
+    if len(cursor) != 22 or not cursor.isascii():
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "==")
+    except (binascii.Error, ValueError):
+        raise bad from None
+    if len(raw) != 16 or _cursor(str(uuid.UUID(bytes=raw))) != cursor:
+        raise bad
+    return str(uuid.UUID(bytes=raw))
+
+
+def _json(
+    data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    response = web.json_response(data, status=status, headers=headers)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _no_query(request: web.Request, allowed: frozenset[str] = frozenset()) -> None:
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise ApiError(400, "invalid_parameter", f"Unknown parameter {unknown[0][:40]!r}.")
+
+
+# --- routes ----------------------------------------------------------------------------
+
+
+async def views(request: web.Request) -> web.StreamResponse:
+    """GET views: the views the owner's list page offers."""
+    caller = _caller(request, "views:read")
+    _no_query(request)
+    async with pool_of(request).connection() as conn:
+        mine = await saved.list_saved_views(conn, caller.actor)
+    found = [{"key": key, "label": label} for key, label in registry.BUILTIN_VIEWS.items()]
+    found += [{"key": str(view.id), "label": view.name} for view in mine]
+    return _json(found)
+
+
+async def _export_response(
+    request: web.Request, export_id: str, *, status: int = 200, location: bool = False
+) -> web.Response:
+    caller = request[API_CALLER]
+    async with pool_of(request).connection() as conn:
+        export = await service.visible_export(conn, caller.actor, export_id)
+    headers = {"Location": f"{PREFIX}/exports/{export_id}"} if location else None
+    return _json(
+        export_object(export, may_download=caller.actor.may_download),
+        status=status,
+        headers=headers,
+    )
+
+
+async def export_create(request: web.Request) -> web.StreamResponse:
+    """POST exports: the Export click's use case (validation, double submit, limit, audit)."""
+    caller = _caller(request, "exports:write")
+    _no_query(request)
+    params, format_key = _list_params(await _json_body(request, required=True))
+    export_format = formats.get(format_key)
+    list_request = view_service.parse_list_request(params)
+    requested = await service.request_export(
+        services_of(request),
+        caller.actor,
+        list_request,
+        export_format=export_format,
+        client_ip=client_ip(request),
+    )
+    return await _export_response(request, requested.export_id, status=202, location=True)
+
+
+async def export_list(request: web.Request) -> web.StreamResponse:
+    """GET exports: the owner's, newest first, `limit` at a time after `cursor`."""
+    caller = _caller(request, "exports:read")
+    _no_query(request, frozenset({"cursor", "limit"}))
+    after = _after(request.query["cursor"]) if "cursor" in request.query else None
+    limit = PAGE_SIZE
+    if "limit" in request.query:
+        raw = request.query["limit"]
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 3):
+            raise ApiError(400, "invalid_parameter", "limit must be a whole number from 1 to 100.")
+        limit = int(raw)
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ApiError(400, "invalid_parameter", "limit must be a whole number from 1 to 100.")
+    async with pool_of(request).connection() as conn:
+        try:
+            rows = await service.list_own_exports(conn, caller.actor, after=after, limit=limit + 1)
+        except service.ExportNotFound:
+            raise ApiError(
+                400, "invalid_cursor", "The cursor is not valid; start again without one."
+            ) from None
+    more = len(rows) > limit
+    rows = rows[:limit]
+    may_download = caller.actor.may_download
+    return _json(
+        {
+            "items": [export_object(row, may_download=may_download) for row in rows],
+            "next": _cursor(str(rows[-1]["id"])) if more and rows else None,
+        }
+    )
+
+
+async def export_get(request: web.Request) -> web.StreamResponse:
+    _caller(request, "exports:read")
+    _no_query(request)
+    return await _export_response(request, _export_id(request))
+
+
+def _downloadable(
+    action: Callable[[], Awaitable[web.StreamResponse]],
+) -> Awaitable[web.StreamResponse]:
+    """Refusals to download are 404 here: what the owner may not download is not there."""
+
+    async def run() -> web.StreamResponse:
+        try:
+            return await action()
+        except Denied:
+            raise ApiError(404, "not_found", NotFound.default_message) from None
+
+    return run()
+
+
+async def export_file(request: web.Request) -> web.StreamResponse:
+    """GET exports/{id}/file: the browser download's checks, headers and byte ranges."""
+    caller = _caller(request, "exports:read")
+    _no_query(request)
+    export_id = _export_id(request)
+    return await _downloadable(lambda: downloads.send_file(request, caller.actor, export_id))
+
+
+async def export_manifest(request: web.Request) -> web.StreamResponse:
+    caller = _caller(request, "exports:read")
+    _no_query(request)
+    export_id = _export_id(request)
+
+    async def build() -> web.StreamResponse:
+        found = await service.export_manifest(
+            services_of(request), caller.actor, export_id, client_ip=client_ip(request)
+        )
+        return _json(found)
+
+    return await _downloadable(build)
+
+
+async def export_events_stream(request: web.Request) -> web.StreamResponse:
+    """GET exports/{id}/events: the status page's stream, counted per token."""
+    caller = _caller(request, "exports:read")
+    _no_query(request)
+    return await export_events.stream_events(
+        request,
+        caller.actor,
+        _export_id(request),
+        watcher=caller.watcher_id,
+        download_url=file_url,
+    )
+
+
+async def export_cancel(request: web.Request) -> web.StreamResponse:
+    caller = _caller(request, "exports:write")
+    _no_query(request)
+    export_id = _export_id(request)
+    await _json_body(request, required=False)
+    await service.cancel_export(
+        services_of(request), caller.actor, export_id, client_ip=client_ip(request)
+    )
+    return await _export_response(request, export_id)
+
+
+async def export_retry(request: web.Request) -> web.StreamResponse:
+    caller = _caller(request, "exports:write")
+    _no_query(request)
+    export_id = _export_id(request)
+    await _json_body(request, required=False)
+    retried = await service.retry_export(
+        services_of(request), caller.actor, export_id, client_ip=client_ip(request)
+    )
+    return await _export_response(request, retried.export_id, status=202, location=True)
+
+
+async def openapi_document(request: web.Request) -> web.StreamResponse:
+    _no_query(request)
+    return web.json_response(openapi.DOCUMENT)
+
+
+def add_routes(app: web.Application) -> None:
+    uid = r"{id:[^/]{1,64}}"
+    router = app.router
+    router.add_get(f"{PREFIX}/openapi.json", openapi_document)
+    router.add_get(f"{PREFIX}/views", views)
+    router.add_post(f"{PREFIX}/exports", export_create)
+    router.add_get(f"{PREFIX}/exports", export_list)
+    router.add_get(f"{PREFIX}/exports/{uid}", export_get)
+    router.add_get(f"{PREFIX}/exports/{uid}/file", export_file)
+    router.add_get(f"{PREFIX}/exports/{uid}/manifest", export_manifest)
+    router.add_get(f"{PREFIX}/exports/{uid}/events", export_events_stream)
+    router.add_post(f"{PREFIX}/exports/{uid}/cancel", export_cancel)
+    router.add_post(f"{PREFIX}/exports/{uid}/retry", export_retry)
