@@ -236,13 +236,38 @@ async def _json_body(request: web.Request, *, required: bool) -> Any:
         raise ApiError(400, "malformed_json", "The request body is not valid JSON.") from None
 
 
+async def _no_body(request: web.Request) -> None:
+    """An action's body: nothing, or an empty JSON object."""
+    body = await _json_body(request, required=False)
+    if body != {} or not isinstance(body, dict):
+        raise ApiError(400, "invalid_field", "This action takes no fields.")
+
+
+def _text(value: Any, what: str) -> str:
+    """A JSON string that PostgreSQL text can hold (JSON can spell a NUL or a lone
+    surrogate, which no form field can)."""
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_field", f"The {what} must be a string.")
+    if "\x00" in value or (not value.isascii() and not _encodable(value)):
+        raise ApiError(
+            400, "invalid_field", f"The {what} holds a NUL character or a lone surrogate."
+        )
+    return value
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _text_field(body: Mapping[str, Any], key: str) -> str | None:
     value = body.get(key)
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise ApiError(400, "invalid_field", f"The field {key!r} must be a string.")
-    return value
+    return _text(value, f"field {key!r}")
 
 
 def _list_params(body: Any) -> tuple[dict[str, str], str | None]:
@@ -266,8 +291,7 @@ def _list_params(body: Any) -> tuple[dict[str, str], str | None]:
                 raise ApiError(400, "invalid_field", f"Unknown filter {str(key)[:40]!r}.")
             if value is None:
                 continue
-            if not isinstance(value, str):
-                raise ApiError(400, "invalid_field", f"The filter {key!r} must be a string.")
+            value = _text(value, f"filter {key!r}")
             if value:
                 params[key] = value
     return params, _text_field(body, "format")
@@ -440,7 +464,7 @@ async def export_cancel(request: web.Request) -> web.StreamResponse:
     caller = _caller(request, "exports:write")
     _no_query(request)
     export_id = _export_id(request)
-    await _json_body(request, required=False)
+    await _no_body(request)
     await service.cancel_export(
         services_of(request), caller.actor, export_id, client_ip=client_ip(request)
     )
@@ -451,7 +475,7 @@ async def export_retry(request: web.Request) -> web.StreamResponse:
     caller = _caller(request, "exports:write")
     _no_query(request)
     export_id = _export_id(request)
-    await _json_body(request, required=False)
+    await _no_body(request)
     retried = await service.retry_export(
         services_of(request), caller.actor, export_id, client_ip=client_ip(request)
     )
