@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 
 from tests.support.api import api, run_worker
+from tests.support.components import require_module
 from tests.support.formats import gunzip, xlsx_sheet
 from tests.support.services import actor_for
 from tests.support.web import Web, insert_tickets, make_user, running
@@ -27,7 +28,7 @@ from ticketexport.tokens import TokenRequest
 from ticketexport.views import saved
 from ticketexport.views.model import parse_definition
 
-csvw = pytest.importorskip("csvw", reason="the csvw package (the test extra) is not installed")
+csvw = require_module("csvw", "the csvw package (the test extra) is not installed")
 
 ADMIN = "manifest.admin@example.com"
 STAFF = "manifest.staff@example.com"

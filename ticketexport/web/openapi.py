@@ -117,8 +117,9 @@ DOCUMENT: dict[str, Any] = {
                         "name": "cursor",
                         "in": "query",
                         "required": False,
-                        "description": "The `next` of the previous page, as it was given.",
-                        "schema": {"type": "string"},
+                        "description": "The `next` of the previous page, as it was given; "
+                        "one that this API did not hand out to this token's owner is 400.",
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"},
                     },
                     {
                         "name": "limit",
@@ -188,7 +189,22 @@ DOCUMENT: dict[str, Any] = {
                 {
                     "200": {
                         "description": "The event stream.",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "content": {
+                            "text/event-stream": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["event", "data"],
+                                    "properties": {
+                                        "event": {"const": "export"},
+                                        "id": {"type": "string"},
+                                        "data": {
+                                            "type": "string",
+                                            "contentMediaType": "application/json",
+                                        },
+                                    },
+                                }
+                            }
+                        },
                     }
                 },
                 operation_id="exportEvents",
@@ -280,23 +296,24 @@ DOCUMENT: dict[str, Any] = {
             "Request": {
                 "type": "object",
                 "additionalProperties": False,
+                "description": "A field given as null is as if it were not given.",
                 "properties": {
                     "view": {
-                        "type": "string",
+                        "type": ["string", "null"],
                         "description": "A key from GET /views (default all): "
                         + ", ".join(registry.BUILTIN_VIEWS)
                         + ", or a saved view's id.",
                     },
-                    "q": {"type": "string", "maxLength": registry.MAX_SEARCH},
+                    "q": {"type": ["string", "null"], "maxLength": registry.MAX_SEARCH},
                     "sort": {"type": ["string", "null"], "enum": [*registry.SORTS, None]},
                     "filters": {
-                        "type": "object",
+                        "type": ["object", "null"],
                         "additionalProperties": False,
                         "properties": {
                             key: {"type": ["string", "null"]} for key in registry.FILTER_PARAMS
                         },
                     },
-                    "format": {"type": "string", "enum": list(formats.FORMATS)},
+                    "format": {"type": ["string", "null"], "enum": [*formats.FORMATS, None]},
                 },
             },
             "Export": {
