@@ -282,6 +282,8 @@ ACTIONS = frozenset(
         "login.throttled",
         "role.created",
         "role.updated",
+        "token.created",
+        "token.revoked",
         "user.created",
         "user.updated",
     }
