@@ -9,13 +9,13 @@ import datetime as dt
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ticketexport import audit, tokens
+from ticketexport import audit, logs, tokens
 from ticketexport.domain.errors import (
     Conflict,
     Denied,
@@ -32,7 +32,14 @@ from ticketexport.exports.frozen import FrozenRequest
 from ticketexport.views import registry, saved
 from ticketexport.views import service as view_service
 from ticketexport.web import downloads, export_events, openapi
-from ticketexport.web.keys import API_CALLER, REQUEST_ID, SERVER_ERRORS, pool_of, services_of
+from ticketexport.web.keys import (
+    API_CALLER,
+    REQUEST_ID,
+    SERVER_ERRORS,
+    USER,
+    pool_of,
+    services_of,
+)
 from ticketexport.web.security import client_ip
 
 log = logging.getLogger("ticketexport.web")
@@ -150,8 +157,14 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             return await handler(request)
         caller = await _authenticate(request)
         request[API_CALLER] = caller
-        with audit.via_token(caller.token_id):
-            return await handler(request)
+        # The access log line names the token's owner, as it names a session's user.
+        request[USER] = caller.actor
+        bound = logs.bind(token_id=caller.token_id)
+        try:
+            with audit.via_token(caller.token_id):
+                return await handler(request)
+        finally:
+            logs.unbind(bound)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
     except DomainError as exc:
@@ -188,11 +201,15 @@ def file_url(export_id: str) -> str:
     return f"{PREFIX}/exports/{export_id}/file"
 
 
+def _not_found() -> ApiError:
+    return ApiError(404, "not_found", NotFound.default_message)
+
+
 def _export_id(request: web.Request) -> str:
     try:
         return str(uuid.UUID(request.match_info["id"]))
     except ValueError:
-        raise ApiError(404, "not_found", NotFound.default_message) from None
+        raise _not_found() from None
 
 
 def _instant(value: dt.datetime | None) -> str | None:
@@ -411,40 +428,30 @@ async def export_get(request: web.Request) -> web.StreamResponse:
     return await _export_response(request, _export_id(request))
 
 
-def _downloadable(
-    action: Callable[[], Awaitable[web.StreamResponse]],
-) -> Awaitable[web.StreamResponse]:
-    """Refusals to download are 404 here: what the owner may not download is not there."""
-
-    async def run() -> web.StreamResponse:
-        try:
-            return await action()
-        except Denied:
-            raise ApiError(404, "not_found", NotFound.default_message) from None
-
-    return run()
-
-
 async def export_file(request: web.Request) -> web.StreamResponse:
     """GET exports/{id}/file: the browser download's checks, headers and byte ranges."""
     caller = _caller(request, "exports:read")
     _no_query(request)
     export_id = _export_id(request)
-    return await _downloadable(lambda: downloads.send_file(request, caller.actor, export_id))
+    try:
+        return await downloads.send_file(request, caller.actor, export_id)
+    except Denied:
+        # What the owner may not download now is not there for a token (404, where the
+        # pages say 403); the refusal is audited as on the pages.
+        raise _not_found() from None
 
 
 async def export_manifest(request: web.Request) -> web.StreamResponse:
     caller = _caller(request, "exports:read")
     _no_query(request)
     export_id = _export_id(request)
-
-    async def build() -> web.StreamResponse:
+    try:
         found = await service.export_manifest(
             services_of(request), caller.actor, export_id, client_ip=client_ip(request)
         )
-        return _json(found)
-
-    return await _downloadable(build)
+    except Denied:
+        raise _not_found() from None
+    return _json(found)
 
 
 async def export_events_stream(request: web.Request) -> web.StreamResponse:
