@@ -217,7 +217,7 @@ def _instant(value: dt.datetime | None) -> str | None:
 
 
 def export_object(export: Mapping[str, Any], *, may_download: bool) -> dict[str, Any]:
-    """The brief's export object, from an export row (service.export_get's shape)."""
+    """The API's export object, from an export row (service.export_get's shape)."""
     payload = export_events.event_payload(
         export, can_download=may_download, now=export_events.now(), download_url=file_url
     )
