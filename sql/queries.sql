@@ -553,6 +553,15 @@ VALUES (%(requester_id)s, now(), now(), pg_current_snapshot(), pg_current_wal_in
         %(request)s, %(view_name)s, %(fingerprint)s, now() + %(retention)s, %(retry_of)s::uuid)
 RETURNING id, requested_at;
 
+-- name: export_changes_base
+-- The export whose changes since are asked for, with whether its retention is over by the
+-- clock (read under the history lock, see request_changes); held until the request commits.
+SELECT id, requester_id, status, request, as_of, as_of_snapshot::text AS as_of_snapshot,
+       expires_at <= clock_timestamp() AS expired
+FROM export_jobs
+WHERE id = %(id)s::uuid
+FOR SHARE;
+
 -- name: export_set_job_id
 -- Links the export to its current procrastinate job.
 UPDATE export_jobs SET procrastinate_job_id = %(job_id)s WHERE id = %(id)s;
@@ -1131,12 +1140,23 @@ SELECT pg_advisory_xact_lock(hashtextextended('ticketexport.history-horizon', 0)
 
 -- name: history_horizon
 -- Under the lock above: this statement's snapshot (every version superseded by a
--- transaction it sees is superseded for every later snapshot too) and the snapshots of
--- every unfinished export.
+-- transaction it sees is superseded for every later snapshot too) and the snapshots the
+-- exports still read: every unfinished export's, the earlier click an unfinished file of
+-- changes is measured from, and every completed export's until it expires (a possible base
+-- of changes since it). Each distinct snapshot once.
 SELECT pg_current_snapshot()::text AS horizon,
-       COALESCE(array_agg(as_of_snapshot::text), '{}') AS snapshots
-FROM export_jobs
-WHERE status IN ('queued', 'running') AND as_of_snapshot IS NOT NULL;
+       COALESCE(array_agg(DISTINCT snap), '{}') AS snapshots
+FROM (
+    SELECT as_of_snapshot::text AS snap
+    FROM export_jobs
+    WHERE as_of_snapshot IS NOT NULL
+      AND (status IN ('queued', 'running')
+           OR (status = 'completed' AND expires_at > clock_timestamp()))
+    UNION ALL
+    SELECT request->'since'->>'snapshot'
+    FROM export_jobs
+    WHERE status IN ('queued', 'running') AND request ? 'since'
+) AS kept;
 
 -- name: history_prune
 -- Removes versions no unfinished export's snapshot can see and no later one will
@@ -1220,6 +1240,37 @@ SELECT status, count(*) AS n FROM export_jobs GROUP BY status;
 SELECT count(*) FILTER (WHERE status = 'completed' AND expires_at <= now()) AS awaiting,
        COALESCE(sum(cleanup_failures), 0)::bigint AS failures
 FROM export_jobs;
+
+-- name: metrics_history_rows
+-- Row versions kept per versioned table's history: the statistics' live-row estimate, so a
+-- scrape never scans them.
+SELECT relname AS history, n_live_tup AS n
+FROM pg_stat_user_tables
+WHERE schemaname = current_schema() AND relname = ANY(%(tables)s::text[])
+ORDER BY relname;
+
+-- name: metrics_history_kept_clicks
+-- The distinct clicks history pruning keeps versions for (history_horizon's list): those
+-- unfinished exports read, and those kept only because a completed, unexpired export may
+-- still be the base of a file of changes.
+WITH unfinished AS (
+    SELECT as_of_snapshot::text AS snap
+    FROM export_jobs
+    WHERE status IN ('queued', 'running') AND as_of_snapshot IS NOT NULL
+    UNION
+    SELECT request->'since'->>'snapshot'
+    FROM export_jobs
+    WHERE status IN ('queued', 'running') AND request ? 'since'
+), bases AS (
+    SELECT as_of_snapshot::text AS snap
+    FROM export_jobs
+    WHERE status = 'completed' AND expires_at > clock_timestamp()
+      AND as_of_snapshot IS NOT NULL
+    EXCEPT
+    SELECT snap FROM unfinished
+)
+SELECT (SELECT count(*) FROM unfinished) AS unfinished,
+       (SELECT count(*) FROM bases) AS possible_base;
 
 -- name: metrics_download_failures
 -- Downloads that did not deliver the file, by reason (each one is audited).

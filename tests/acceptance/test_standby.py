@@ -542,3 +542,46 @@ def test_recovery_conflicts_retry_on_the_standby_then_read_the_primary(
     assert (row["read_from"], row["standby_fallback"]) == ("primary", "conflicts")
     assert _stored(home, row) == expected
     assert worker.events(export_id).count("standby_conflict") == 2
+
+
+def test_changes_read_on_the_standby_are_the_changes_read_on_the_primary(
+    pair: ReplicatedPair, urls: tuple[str, str], home: Path, workers: Workers
+) -> None:
+    """A file of changes reads both clicks' versions on the standby: the same bytes as the
+    same statements give on the primary."""
+    primary, standby = urls
+    base = _click(primary)
+    workers.start(primary)
+    done = wait_status(primary, base, {"completed", "failed"}, timeout=60, workers=workers)
+    assert done["status"] == "completed", (done["error_code"], workers.outputs())
+    workers.stop_all()
+    with psycopg.connect(primary, autocommit=True) as conn:
+        conn.execute("UPDATE tickets SET title = 'changed between' WHERE id % 4 = 0")
+        conn.execute("UPDATE contacts SET first_name = 'Renamed' WHERE id % 5 = 0")
+        conn.execute("DELETE FROM tickets WHERE id % 9 = 0")
+
+    async def changes() -> str:
+        async with services_for(primary) as services:
+            requested = await service.request_changes(
+                services, actor_for(primary), base, client_ip=None
+            )
+            return requested.export_id
+
+    delta = str(run_async(changes()))
+    with psycopg.connect(primary, autocommit=True) as conn:
+        conn.execute("UPDATE tickets SET title = 'changed after the click'")
+    pair.wait_replayed()
+    queued = export_row(primary, delta)
+    with psycopg.connect(primary, autocommit=True) as conn:
+        on_primary, total = csv_in_transaction(
+            conn, queued["request"], queued["as_of"], snapshot=queued["as_of_snapshot"]
+        )
+    workers.start(primary, extra_env=_standby_env(standby))
+    row = wait_status(primary, delta, {"completed", "failed"}, timeout=60, workers=workers)
+    assert row["status"] == "completed", (row["error_code"], workers.outputs())
+    assert (row["read_from"], row["standby_fallback"]) == ("standby", None)
+    stored = _stored(home, row)
+    assert stored == on_primary
+    assert b"changed after the click" not in stored
+    assert b"changed between" in stored
+    assert row["rows_done"] == row["rows_total"] == total > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -14,7 +15,7 @@ from ticketexport.domain.permissions import Permission
 REQUEST_VERSION = 1
 # The keys of the stored JSON that decide what the file holds: two clicks with the same
 # values are the same export (the double-submit rule), whoever the requester's roles are.
-FINGERPRINT_KEYS = ("view", "q", "sort", "filters", "timezone", "actor", "format")
+FINGERPRINT_KEYS = ("view", "q", "sort", "filters", "timezone", "actor", "format", "since")
 
 _T = TypeVar("_T")
 
@@ -79,6 +80,38 @@ class Requester:
 
 
 @dataclasses.dataclass(frozen=True)
+class Since:
+    """The earlier export a file of changes is measured from: its click, as recorded in its
+    row when this one was requested (so the worker never reads that row again)."""
+
+    export_id: str
+    as_of: dt.datetime
+    snapshot: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "export_id": self.export_id,
+            "as_of": self.as_of.isoformat(),
+            "snapshot": self.snapshot,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Since:
+        raw = _get(data, "as_of", str)
+        try:
+            as_of = dt.datetime.fromisoformat(raw)
+        except ValueError:
+            raise MalformedRequest("the request's since.as_of is not an instant") from None
+        if as_of.tzinfo is None:
+            raise MalformedRequest("the request's since.as_of has no time zone")
+        return cls(
+            export_id=_get(data, "export_id", str),
+            as_of=as_of,
+            snapshot=_get(data, "snapshot", str),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class FrozenRequest:
     """Everything the worker needs, as it is at the click (export_jobs.request)."""
 
@@ -92,6 +125,8 @@ class FrozenRequest:
     actor: FrozenActor
     requester: Requester
     version: int = REQUEST_VERSION
+    # Set for a file of the changes since an earlier export of the same request.
+    since: Since | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The stored JSON, key for key as it has always been written."""
@@ -116,6 +151,8 @@ class FrozenRequest:
             **dataclasses.asdict(self.requester),
             "roles": list(self.requester.roles),
         }
+        if self.since is not None:
+            stored["since"] = self.since.to_json()
         return stored
 
     @classmethod
@@ -154,6 +191,7 @@ class FrozenRequest:
                 permissions=_get(requester, "permissions", int),
                 roles=tuple(str(role) for role in roles),
             ),
+            since=Since.from_json(_get(data, "since", Mapping)) if "since" in data else None,
         )
 
     @classmethod
@@ -167,6 +205,10 @@ class FrozenRequest:
     def with_requester(self, requester: Requester) -> FrozenRequest:
         """The same export asked for by someone else (a retry)."""
         return dataclasses.replace(self, requester=requester)
+
+    def changes_since(self, since: Since, requester: Requester) -> FrozenRequest:
+        """The same request asked again by its requester for the changes since `since`."""
+        return dataclasses.replace(self, requester=requester, since=since)
 
     def fingerprint(self) -> str:
         stored = self.to_json()

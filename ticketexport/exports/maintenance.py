@@ -430,7 +430,9 @@ async def run_periodic(services: Services, app: procrastinate.App) -> None:
 
 
 async def _prune_history(services: Services, report: Report) -> None:
-    """Delete row versions that no unfinished export, and no later one, can read.
+    """Delete row versions that no unfinished export, no possible base of a file of
+    changes (a completed export until it expires, the base of an unfinished one), and no
+    later export can read.
 
     The horizon snapshot and the unfinished exports' snapshots are read once requests in
     flight have committed (each holds the shared side of the lock from before it records

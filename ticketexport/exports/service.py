@@ -18,7 +18,7 @@ from ticketexport.domain.actor import Actor
 from ticketexport.domain.errors import Conflict, Denied, Gone, NotFound, TooMany
 from ticketexport.domain.exports import Status, copy_application_name
 from ticketexport.exports import formats, manifest
-from ticketexport.exports.frozen import FrozenActor, FrozenRequest, FrozenView, Requester
+from ticketexport.exports.frozen import FrozenActor, FrozenRequest, FrozenView, Requester, Since
 from ticketexport.standby import stop_standby_reads
 from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
@@ -49,6 +49,7 @@ __all__ = [
     "may_list_everyones",
     "may_see",
     "record_download",
+    "request_changes",
     "request_export",
     "retry_export",
     "running_count",
@@ -298,6 +299,7 @@ def _request_details(frozen: FrozenRequest) -> dict[str, Any]:
         "sort": frozen.sort,
         "filters": dict(frozen.filters),
         "format": frozen.format or formats.DEFAULT_FORMAT,
+        **({"since": frozen.since.export_id} if frozen.since is not None else {}),
     }
 
 
@@ -401,6 +403,65 @@ async def retry_export(
             )
     except TooManyExports:
         await _deny(services, user, "retry", "active_export_limit", client_ip, export_id)
+        raise
+
+
+async def request_changes(
+    services: Services, user: Actor, export_id: str, *, client_ip: str | None
+) -> Requested:
+    """A new export of an earlier one's frozen request, as of this click, whose file holds
+    the changes since that export's click. Only that export's requester may ask: its rows
+    depend on who asked."""
+    async with services.pool.connection() as conn:
+        base = await load_export(conn, export_id)
+    if base is None or base["requester_id"] != user.id:
+        await _deny(services, user, "changes", "not_found", client_ip, export_id)
+        raise ExportNotFound()
+    if not user.may_export:
+        await _deny(services, user, "changes", "missing_permission", client_ip, export_id)
+        raise ExportDenied("Exporting requires the Import / Export Tickets permission.")
+    try:
+        async with services.pool.connection() as conn, conn.transaction():
+            # Before the base is judged unexpired: history pruning waits for this request,
+            # and once the request holds the lock, pruning that starts later keeps the
+            # base's row versions (it finds the new export's `since`), and pruning that ran
+            # before judged the base by an earlier instant than this request does.
+            await conn.execute(q("history_horizon_share"))
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(q("export_changes_base"), {"id": export_id})
+            base = await cur.fetchone()
+            if base is None or base["requester_id"] != user.id:
+                raise ExportNotFound()
+            if base["status"] == Status.EXPIRED or base["expired"]:
+                raise ExportConflict(
+                    "This export has expired, so the changes since it can no longer be "
+                    "worked out. Export the view again for a full file."
+                )
+            if base["status"] != Status.COMPLETED:
+                raise ExportConflict(
+                    "Changes can only be exported since an export that has completed; this "
+                    f"one is {base['status']}."
+                )
+            recorded = FrozenRequest.read(base["request"])
+            if recorded is None or base["as_of_snapshot"] is None:
+                raise ExportConflict(
+                    "This export was made before the changes since an export could be "
+                    "worked out. Export the view again for a full file."
+                )
+            since = Since(
+                export_id=str(base["id"]),
+                as_of=base["as_of"],
+                snapshot=str(base["as_of_snapshot"]),
+            )
+            frozen = recorded.changes_since(since, Requester.of(user, await _roles(conn, user.id)))
+            return await _insert_and_defer(
+                services, conn, user=user, frozen=frozen, retry_of=None, client_ip=client_ip
+            )
+    except ExportConflict as exc:
+        await _deny(services, user, "changes", f"conflict: {exc}"[:200], client_ip, export_id)
+        raise
+    except TooManyExports:
+        await _deny(services, user, "changes", "active_export_limit", client_ip, export_id)
         raise
 
 

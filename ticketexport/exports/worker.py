@@ -7,10 +7,11 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import tempfile
 import time
 import zoneinfo
 from collections.abc import AsyncGenerator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -35,7 +36,7 @@ from ticketexport.exports.frozen import FrozenRequest
 from ticketexport.storage import StorageError, StorageLimitExceeded
 from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
-from ticketexport.views.compiler import compile_export
+from ticketexport.views.compiler import compile_changes, compile_export
 
 if TYPE_CHECKING:
     from ticketexport.services import Services
@@ -72,46 +73,78 @@ class ExportPlan:
     count: sql.Composed
     file_name: str
     layout: formats.Layout
+    # Counted by running the statement itself into a spool file (see ExportRun._spool): a
+    # file of changes, whose count would cost as much as the statement.
+    spooled: bool = False
+
+
+def view_of(frozen: FrozenRequest) -> tuple[view_service.ResolvedView, view_service.ListRequest]:
+    """The view and list request a frozen request holds, as the compiler takes them."""
+    view = frozen.view
+    definition = view_model.parse_definition(view.definition)
+    resolved = view_service.ResolvedView(
+        key=view.key,
+        name=view.name,
+        definition=definition,
+        saved_view_id=view.saved_view_id,
+        builtin=view.builtin,
+    )
+    request = view_service.ListRequest(
+        view=view.key, q=frozen.q, sort=frozen.sort, filters=frozen.filters, page=None
+    )
+    return resolved, request
 
 
 def plan_export(stored: Any, as_of: dt.datetime, snapshot: str | None) -> ExportPlan:
     """The export's SELECT, its row count and its file name, as the frozen request stored in
-    its row says, reading the data as of the click's snapshot."""
+    its row says, reading the data as of the click's snapshot. A request with `since` is a
+    file of the changes since that earlier click (compiler.compile_changes)."""
     try:
         frozen = FrozenRequest.from_json(stored)
-        view = frozen.view
         fmt = formats.get(frozen.format)
-        definition = view_model.parse_definition(view.definition)
-        resolved = view_service.ResolvedView(
-            key=view.key,
-            name=view.name,
-            definition=definition,
-            saved_view_id=view.saved_view_id,
-            builtin=view.builtin,
-        )
-        request = view_service.ListRequest(
-            view=view.key,
-            q=frozen.q,
-            sort=frozen.sort,
-            filters=frozen.filters,
-            page=None,
-        )
+        resolved, request = view_of(frozen)
         actor = frozen.actor.actor()
         tz = frozen.timezone
         zone = zoneinfo.ZoneInfo(tz)
     except (KeyError, TypeError, ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
         # ViewInputError and an unknown format are ValueErrors too.
         raise ExportFailed("view_unavailable", repr(exc)) from exc
-    compiled = compile_export(
-        resolved, request, actor, as_of, tz, snapshot=snapshot, typed=fmt.typed
-    )
+    since = frozen.since
+    if since is None:
+        compiled = compile_export(
+            resolved, request, actor, as_of, tz, snapshot=snapshot, typed=fmt.typed
+        )
+    elif snapshot is None:
+        raise ExportFailed("view_unavailable", "a file of changes needs the click's snapshot")
+    else:
+        compiled = compile_changes(
+            resolved,
+            request,
+            actor,
+            as_of,
+            tz,
+            snapshot=snapshot,
+            since_as_of=since.as_of,
+            since_snapshot=since.snapshot,
+            typed=fmt.typed,
+        )
     return ExportPlan(
         format=fmt,
         select=fmt.select(compiled.rows),
         count=compiled.count,
-        file_name=rules.file_name(view.name, as_of, zone, extension=fmt.extension),
-        layout=formats.Layout(title=view.name, columns=compiled.rows.columns, timezone=tz),
+        file_name=rules.file_name(resolved.name, as_of, zone, extension=fmt.extension),
+        layout=formats.Layout(title=resolved.name, columns=compiled.rows.columns, timezone=tz),
+        spooled=since is not None,
     )
+
+
+@dataclasses.dataclass
+class _Spool:
+    """A statement's COPY output on local disk: where each block ended and the rows by then."""
+
+    file: IO[bytes]
+    marks: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    rows: int = 0
 
 
 class _Refused(Exception):
@@ -408,12 +441,17 @@ class ExportRun:
         await self._stage(Stage.COUNTING)
         source, conn = await self._reader(export)
         self.reading_standby = source == "standby"
+        spool: _Spool | None = None
         try:
-            try:
-                counted = await in_thread(conn, fetch_one, conn, plan.count, None)
-            except psycopg.OperationalError as exc:
-                raise Transient("database_unavailable", exc) from exc
-            self.total = int(counted[0])
+            if plan.spooled:
+                spool = await self._spool(conn, plan)
+                self.total = spool.rows
+            else:
+                try:
+                    counted = await in_thread(conn, fetch_one, conn, plan.count, None)
+                except psycopg.OperationalError as exc:
+                    raise Transient("database_unavailable", exc) from exc
+                self.total = int(counted[0])
             if await self._update("export_counted", total=self.total) is None:
                 raise Superseded
             limit = plan.format.max_rows
@@ -423,7 +461,7 @@ class ExportRun:
                     f"{self.total} rows, {plan.format.key} holds {limit}",
                 )
             await self._stage(Stage.EXPORTING)
-            blocks = self._blocks(conn, plan)
+            blocks = self._blocks(conn, plan) if spool is None else self._replay(spool)
             stream = plan.format.encode(blocks, plan.layout)
             try:
                 stored = await storage.put_stream(
@@ -442,6 +480,8 @@ class ExportRun:
                 # Stops the reader thread and its statement if storage gave up first.
                 await blocks.aclose()
         finally:
+            if spool is not None:
+                spool.file.close()
             await close_quietly(conn)
         if self.rows != self.total:
             raise ExportFailed("row_count_mismatch", f"counted {self.total}, wrote {self.rows}")
@@ -461,6 +501,53 @@ class ExportRun:
         )
         last_progress = time.monotonic()
         async for block, rows in reader.blocks():
+            self.rows = rows
+            if block:
+                yield block
+            now = time.monotonic()
+            if now - last_progress >= PROGRESS_INTERVAL:
+                last_progress = now
+                await self._progress()
+        await self._progress()
+
+    async def _spool(self, conn: psycopg.Connection[Any], plan: ExportPlan) -> _Spool:
+        """The COPY's output in a temporary file, its rows counted on the way.
+
+        A file of changes reads the view twice and joins the two; counting its rows first
+        would cost as much again, so the statement runs once, during the counting stage,
+        into a file on local disk (deleted when closed, or by the system if the process
+        dies), and is stored from there. Memory holds one block and a mark per block."""
+        reader = CopyReader(
+            conn,
+            plan.format.copy_statement(plan.select),
+            header_lines=plan.format.header_lines,
+            max_rows_per_s=self.services.settings.export_max_rows_per_s,
+        )
+        # Outlives this call: the caller closes it once the file is stored.
+        spooled = tempfile.TemporaryFile(prefix="ticketexport-changes-")  # noqa: SIM115
+        spool = _Spool(file=spooled)
+        try:
+            async for block, rows in reader.blocks():
+                if block:
+                    await asyncio.to_thread(spool.file.write, block)
+                spool.marks.append((spool.file.tell(), rows))
+                spool.rows = rows
+        except psycopg.OperationalError as exc:
+            spool.file.close()
+            raise Transient("database_unavailable", exc) from exc
+        except BaseException:
+            spool.file.close()
+            raise
+        return spool
+
+    async def _replay(self, spool: _Spool) -> AsyncGenerator[bytes, None]:
+        """The spooled COPY output, block by block as it was read; progress on the way."""
+        await asyncio.to_thread(spool.file.seek, 0)
+        start = 0
+        last_progress = time.monotonic()
+        for end, rows in spool.marks:
+            block = await asyncio.to_thread(spool.file.read, end - start)
+            start = end
             self.rows = rows
             if block:
                 yield block

@@ -576,3 +576,8 @@ FIELDS: dict[str, Field] = {
 DEFAULT_COLUMNS: tuple[str, ...] = tuple(k for k, c in COLUMNS.items() if c.default)
 SORTABLE_COLUMNS: tuple[str, ...] = tuple(k for k, c in COLUMNS.items() if c.sortable)
 SEARCHABLE_COLUMNS: tuple[str, ...] = tuple(k for k, c in COLUMNS.items() if c.searchable)
+
+# The first column of a file of changes since an earlier export ("upsert" or "delete"). It
+# is no view's column: the file puts it before the view's own (views/compiler.py
+# compile_changes), so it is not in COLUMNS and no view can choose it.
+CHANGE = Column("change", "Change", "text", constant("''"), None, searchable=False, width=8)

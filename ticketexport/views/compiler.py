@@ -46,7 +46,15 @@ from psycopg import sql
 
 from ticketexport.domain.actor import Actor
 from ticketexport.views import registry
-from ticketexport.views.columns import COLUMNS, LOOKUPS, KeyKind, SortKey, person, text_keys
+from ticketexport.views.columns import (
+    CHANGE,
+    COLUMNS,
+    LOOKUPS,
+    KeyKind,
+    SortKey,
+    person,
+    text_keys,
+)
 from ticketexport.views.conditions import followed_open, where_clause
 from ticketexport.views.model import ListRequest, ResolvedView, SortLevel
 from ticketexport.views.ordering import bind_key, keyset_after, sort_keys, sort_levels
@@ -207,6 +215,7 @@ def compile_list(
     snapshot: str | None = None,
     typed: bool = False,
     search_matches: Mapping[str, list[int]] | None = None,
+    ordered: bool = True,
 ) -> Compiled:
     """The list SELECT: display columns, ticket id, sort keys; keyset `after`, `limit` rows.
 
@@ -218,6 +227,9 @@ def compile_list(
     for large views and costs more for small selective ones, so the caller decides.
 
     `search_matches` holds the search's lookup matches found beforehand (search_lookups).
+
+    `ordered` False leaves out the ORDER BY, for a caller that joins the rows by ticket id
+    and orders what it keeps itself (compile_changes): the sort keys are still selected.
 
     `followed_first` reads a page of the "following" view from the followed open tickets
     (_followed_open), sorts them and fetches only the page's rows: the plan for a user who
@@ -265,13 +277,13 @@ def compile_list(
         src = _from(joins, ctx, _by_id(picked, ctx))
         where = sql.SQL("true")
     statement = sql.SQL(
-        "SELECT {cols}, t.id, {keys} FROM {src} WHERE {where} ORDER BY {order}{limit}"
+        "SELECT {cols}, t.id, {keys} FROM {src} WHERE {where}{order}{limit}"
     ).format(
         cols=sql.SQL(", ").join(shown_cols),
         keys=sql.SQL(", ").join(k.expr for k in keys),
         src=src,
         where=where,
-        order=order,
+        order=sql.SQL(" ORDER BY {}").format(order) if ordered else sql.SQL(""),
         limit=sql.SQL(" LIMIT {}").format(sql.Literal(limit)) if limit is not None else sql.SQL(""),
     )
     return Compiled(
@@ -340,6 +352,107 @@ def compile_export(
     count = sql.SQL("SELECT count(*) FROM {src} WHERE {where}").format(
         src=_from(ctx.joins, ctx), where=where
     )
+    return CompiledExport(rows=rows, count=count)
+
+
+def compile_changes(
+    view: ResolvedView,
+    request: ListRequest,
+    actor: Actor,
+    as_of: datetime.datetime,
+    tz: str,
+    *,
+    snapshot: str,
+    since_as_of: datetime.datetime,
+    since_snapshot: str,
+    typed: bool = False,
+) -> CompiledExport:
+    """The changes between two clicks of one request, as self-contained statements.
+
+    F1 is what compile_export gives as of the earlier click (`since_as_of`, its relative
+    dates and `since_snapshot`), F2 what it gives as of this one. Both are read whole and
+    joined on the ticket id in the database; a row is kept when its ticket is in one of
+    them only, or when any of its values differs (IS DISTINCT FROM, NULLs equal). The rows:
+    `Change` ('delete' or 'upsert'), `Ticket ID` when the view's columns lack it, then the
+    view's columns, F2's values (a delete's are NULL, except its Ticket ID). Deletes come
+    first by ticket id, then upserts in the view's order: the sort keys lead with whether
+    the row is an upsert, then a delete's ticket id, then F2's own keys.
+    """
+    before = compile_list(
+        view,
+        request,
+        actor,
+        now=since_as_of,
+        tz=tz,
+        inline=True,
+        snapshot=since_snapshot,
+        typed=typed,
+        ordered=False,
+    )
+    after = compile_list(
+        view,
+        request,
+        actor,
+        now=as_of,
+        tz=tz,
+        inline=True,
+        snapshot=snapshot,
+        typed=typed,
+        ordered=False,
+    )
+
+    def old(name: str) -> sql.Composable:
+        return sql.SQL("o.{}").format(sql.Identifier(name))
+
+    def new(name: str) -> sql.Composable:
+        return sql.SQL("n.{}").format(sql.Identifier(name))
+
+    ticket_id = sql.SQL("COALESCE(n.ticket_id, o.ticket_id)")
+    shown: list[sql.Composable] = [
+        sql.SQL("(CASE WHEN n.ticket_id IS NULL THEN 'delete' ELSE 'upsert' END)")
+    ]
+    columns: list[registry.Column] = [CHANGE]
+    if "id" not in view.definition.columns:
+        shown.append(ticket_id if typed else sql.SQL("{}::text").format(ticket_id))
+        columns.append(COLUMNS["id"])
+    for i, key in enumerate(view.definition.columns):
+        cell = f"c{i}"
+        # A delete row's only other cell is its ticket id, wherever the view shows it.
+        shown.append(
+            sql.SQL("COALESCE({}, {})").format(new(cell), old(cell)) if key == "id" else new(cell)
+        )
+        columns.append(COLUMNS[key])
+    cells = [f"c{i}" for i in range(len(after.columns))]
+    joined = sql.SQL(
+        "({before}) AS o FULL JOIN ({after}) AS n ON n.ticket_id = o.ticket_id "
+        "WHERE o.ticket_id IS NULL OR n.ticket_id IS NULL "
+        "OR ROW({old}) IS DISTINCT FROM ROW({new})"
+    ).format(
+        before=aliased(before),
+        after=aliased(after),
+        old=sql.SQL(", ").join(old(c) for c in cells),
+        new=sql.SQL(", ").join(new(c) for c in cells),
+    )
+    keys = [
+        sql.SQL("(n.ticket_id IS NOT NULL)"),
+        sql.SQL("(CASE WHEN n.ticket_id IS NULL THEN o.ticket_id END)"),
+        *(new(f"k{i}") for i in range(len(after.key_kinds))),
+    ]
+    statement = sql.SQL("SELECT {shown}, {ticket_id}, {keys} FROM {joined}").format(
+        shown=sql.SQL(", ").join(shown),
+        ticket_id=ticket_id,
+        keys=sql.SQL(", ").join(keys),
+        joined=joined,
+    )
+    rows = Compiled(
+        statement=statement,
+        params={},
+        columns=tuple(columns),
+        key_kinds=("bool", "int", *after.key_kinds),
+        key_desc=(False, False, *after.key_desc),
+        signature=after.signature,
+    )
+    count = sql.SQL("SELECT count(*) FROM {}").format(joined)
     return CompiledExport(rows=rows, count=count)
 
 

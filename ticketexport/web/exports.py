@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ticketexport.domain.actor import Actor
 from ticketexport.domain.exports import Status
 from ticketexport.domain.permissions import Permission
 from ticketexport.exports import formats, service
@@ -105,6 +106,7 @@ async def export_list(request: web.Request) -> web.StreamResponse:
                 "format": formats.recorded(row["format"]),
                 "active": row["status"] in (Status.QUEUED, Status.RUNNING),
                 "own": row["requester_id"] == user.id,
+                "changes": may_export_changes(user, row, now),
             }
         )
     next_url = None
@@ -151,6 +153,17 @@ def timing(export: Mapping[str, Any], payload: Mapping[str, Any], now: dt.dateti
 
 
 # --- status page ----------------------------------------------------------------------
+
+
+def may_export_changes(user: Actor, export: Mapping[str, Any], now: dt.datetime) -> bool:
+    """Whether to offer "Export changes since this one": to its requester while it is
+    completed and unexpired (the server checks again on the click)."""
+    return bool(
+        export["requester_id"] == user.id
+        and user.has(Permission.IMPORT_EXPORT_TICKETS)
+        and export["status"] == Status.COMPLETED
+        and not service.expired(export, now)
+    )
 
 
 def describe_request(frozen: FrozenRequest | None) -> list[str]:
@@ -220,6 +233,11 @@ async def export_status(request: web.Request) -> web.StreamResponse:
         "timezone": settings.timezone,
         "zone_names": json.dumps(times.zone_names(tz, now)),
         "own": export["requester_id"] == user.id,
+        "since": frozen.since if frozen else None,
+        # On the page (hidden) while the export may still complete, so the live page
+        # shows it when it does.
+        "can_export_changes": may_export_changes(user, {**export, "status": Status.COMPLETED}, now)
+        and export["status"] in (Status.QUEUED, Status.RUNNING, Status.COMPLETED),
     }
     return render(request, "export.html", context)
 
@@ -232,6 +250,15 @@ async def export_retry(request: web.Request) -> web.StreamResponse:
         services_of(request), request[USER], export_id_of(request), client_ip=client_ip(request)
     )
     raise web.HTTPSeeOther(f"/staff/exports/{retried.export_id}")
+
+
+async def export_changes(request: web.Request) -> web.StreamResponse:
+    """POST /staff/exports/{id}/changes (csrf_token) → 303 to the new export of the changes
+    since that one."""
+    requested = await service.request_changes(
+        services_of(request), request[USER], export_id_of(request), client_ip=client_ip(request)
+    )
+    raise web.HTTPSeeOther(f"/staff/exports/{requested.export_id}")
 
 
 async def export_cancel(request: web.Request) -> web.StreamResponse:
@@ -261,5 +288,6 @@ def add_routes(app: web.Application) -> None:
     router.add_get(f"/staff/exports/{uid}/events", export_events.export_events)
     router.add_post(f"/staff/exports/{uid}/retry", export_retry)
     router.add_post(f"/staff/exports/{uid}/cancel", export_cancel)
+    router.add_post(f"/staff/exports/{uid}/changes", export_changes)
     router.add_get(f"/staff/exports/{uid}/download", downloads.export_download)
     router.add_get(f"/staff/exports/{uid}/manifest", export_manifest)

@@ -151,6 +151,8 @@ class _Reading:
     standby: StandbyStatus | None = None
     cleanup: Mapping[str, Any] | None = None
     download_failures: Sequence[Mapping[str, Any]] = ()
+    history_rows: Sequence[Mapping[str, Any]] = ()
+    kept_clicks: Mapping[str, Any] | None = None
 
 
 class _ExportCollector(Collector):
@@ -228,6 +230,25 @@ class _ExportCollector(Collector):
         for row in reading.download_failures:
             failures.add_metric([row["reason"]], row["n"])
         yield failures
+        history = GaugeMetricFamily(
+            "ticketexport_history_rows",
+            "Row versions kept for as-of reads, by versioned table (the statistics' estimate).",
+            labels=["table"],
+        )
+        for row in reading.history_rows:
+            history.add_metric([row["history"].removesuffix("_history")], row["n"])
+        yield history
+        if reading.kept_clicks is not None:
+            kept = GaugeMetricFamily(
+                "ticketexport_history_kept_clicks",
+                "Export clicks whose row versions history pruning keeps: of unfinished exports "
+                "(and the bases of unfinished files of changes), and of completed, unexpired "
+                "exports kept only as possible bases of changes since them.",
+                labels=["reason"],
+            )
+            kept.add_metric(["unfinished"], reading.kept_clicks["unfinished"])
+            kept.add_metric(["possible_base"], reading.kept_clicks["possible_base"])
+            yield kept
         standby = reading.standby
         if standby is not None:
             up = GaugeMetricFamily(
@@ -292,6 +313,12 @@ async def _read(request: web.Request) -> _Reading:
         cleanup = await cur.fetchone()
         await cur.execute(q("metrics_download_failures"))
         download_failures = await cur.fetchall()
+        await cur.execute(
+            q("metrics_history_rows"), {"tables": [f"{t}_history" for t in db.VERSIONED_TABLES]}
+        )
+        history_rows = await cur.fetchall()
+        await cur.execute(q("metrics_history_kept_clicks"))
+        kept_clicks = await cur.fetchone()
     assert totals is not None
     assert queue is not None
     standby = await standby_status(services_of(request))
@@ -303,6 +330,8 @@ async def _read(request: web.Request) -> _Reading:
         standby=standby,
         cleanup=cleanup,
         download_failures=download_failures,
+        history_rows=history_rows,
+        kept_clicks=kept_clicks,
     )
 
 
