@@ -258,6 +258,7 @@ async def test_scopes_are_enforced_on_every_route(web: Web, db_url: str) -> None
         ("GET", f"/exports/{export_id}/manifest", "exports:read"),
         ("POST", f"/exports/{export_id}/cancel", "exports:write"),
         ("POST", f"/exports/{export_id}/retry", "exports:write"),
+        ("POST", f"/exports/{export_id}/changes", "exports:write"),
     )
     scoped = {scope: (await make_token(web, ADMIN, (scope,)))[1] for scope in ALL_SCOPES}
     for method, path, needed in routes:
@@ -505,3 +506,51 @@ async def test_a_revoked_tokens_stream_ends(web: Web) -> None:
     # The hub's recheck (every 0.3 s here) ends the stream; its body then ends.
     body = await asyncio.wait_for(stream.read(), timeout=10)
     assert b"event: export" in body
+
+
+async def test_changes_since_an_earlier_export(web: Web, db_url: str) -> None:
+    token_id, secret = await make_token(web, ADMIN)
+    _, staff = await make_token(web, STAFF)
+    made = await api(web, "POST", "/exports", secret, json={"view": "all", "sort": "oldest"})
+    base = (await made.json())["id"]
+    # Not completed yet: 409, as on the pages.
+    early = await api(web, "POST", "/exports", secret, json={"since": base})
+    assert await error_of(early, 409) == "conflict"
+    await run_worker(db_url, base)
+    with psycopg.connect(db_url) as conn:
+        conn.execute("UPDATE tickets SET title = 'Changed' WHERE id = 4")
+        conn.execute("DELETE FROM tickets WHERE id = 5")
+    changed = await api(web, "POST", "/exports", secret, json={"since": base})
+    assert changed.status == 202, await changed.text()
+    delta = await changed.json()
+    assert changed.headers["Location"] == f"/api/v1/exports/{delta['id']}"
+    assert delta["since"] == base
+    assert delta["view"] == "all"
+    await run_worker(db_url, delta["id"])
+    data = await (await api(web, "GET", f"/exports/{delta['id']}/file", secret)).read()
+    lines = data.decode("utf-8-sig").splitlines()
+    assert lines[0].startswith("Change,Ticket ID,")
+    assert [line.split(",")[:2] for line in lines[1:]] == [["delete", "5"], ["upsert", "4"]]
+    manifest = await (await api(web, "GET", f"/exports/{delta['id']}/manifest", secret)).json()
+    assert manifest["since"] == base
+    assert manifest["request"]["since"] == base
+    assert [c["label"] for c in manifest["columns"]] == lines[0].split(",")
+    assert manifest["columns"][0] == {"name": "change", "label": "Change", "type": "string"}
+    assert manifest["rows"] == 2
+    assert manifest["csvw"]["tableSchema"]["columns"][0]["titles"] == "Change"
+    # The route form, on a delta itself (a chain).
+    again = await api(web, "POST", f"/exports/{delta['id']}/changes", secret)
+    assert again.status == 202
+    assert (await again.json())["since"] == delta["id"]
+    # Only the requester may ask; anyone else is told it does not exist.
+    for response in (
+        await api(web, "POST", "/exports", staff, json={"since": base}),
+        await api(web, "POST", f"/exports/{base}/changes", staff),
+    ):
+        assert await error_of(response, 404) == "not_found"
+    listed = await (await api(web, "GET", "/exports", secret)).json()
+    assert [item["since"] for item in listed["items"]] == [delta["id"], base, None]
+    requested = [
+        r for r in audit_rows(db_url, "export.requested") if r["details"].get("since") == base
+    ]
+    assert [r["details"]["token_id"] for r in requested] == [token_id]

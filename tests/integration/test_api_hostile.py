@@ -62,7 +62,12 @@ BAD_BODIES: tuple[tuple[bytes, str], ...] = (
     (b'{"filters": {"status": 1}}', "invalid_field"),
     (b'{"filters": {"nope": "x"}}', "invalid_field"),
     (b'{"filters": {"status": ["open"]}}', "invalid_field"),
-    (b'{"since": "00000000-0000-0000-0000-000000000000"}', "invalid_field"),
+    (b'{"since": 1}', "invalid_field"),
+    (b'{"since": null}', "invalid_field"),
+    (b'{"since": ["x"]}', "invalid_field"),
+    (b'{"since": "\\u0000"}', "invalid_field"),
+    (b'{"since": "00000000-0000-0000-0000-000000000000", "view": "all"}', "invalid_field"),
+    (b'{"since": "00000000-0000-0000-0000-000000000000", "format": "csv"}', "invalid_field"),
     (b'{"view": "all", "page": "x"}', "invalid_field"),
     (b'{"view": "all", "columns": ["id"]}', "invalid_field"),
     (b'{"view": "nope"}', "invalid_request"),
@@ -103,7 +108,7 @@ async def test_a_body_over_the_limit_is_413(web: Web, secret: str) -> None:
         web, "POST", "/exports", secret, data=huge, headers={"Content-Type": "application/json"}
     )
     assert await error_of(response, 413) == "body_too_large"
-    for action in ("cancel", "retry"):
+    for action in ("cancel", "retry", "changes"):
         response = await api(web, "POST", f"/exports/{uuid.uuid4()}/{action}", secret, data=huge)
         assert await error_of(response, 413) == "body_too_large"
 
@@ -128,9 +133,12 @@ async def test_forged_ids_and_action_bodies(web: Web, secret: str, db_url: str) 
             ("GET", "/events"),
             ("POST", "/cancel"),
             ("POST", "/retry"),
+            ("POST", "/changes"),
         ):
             response = await api(web, method, f"/exports/{export_id}{suffix}", secret)
             assert await error_of(response, 404) == "not_found", (export_id, suffix)
+        since = await api(web, "POST", "/exports", secret, json={"since": export_id})
+        assert await error_of(since, 404) == "not_found", export_id
     too_long = await api(web, "GET", f"/exports/{'x' * 65}", secret)
     assert await error_of(too_long, 404) == "not_found"
     for body in (b"{", b"[]", b'{"force": true}', b"\xff"):

@@ -10,7 +10,7 @@ from typing import Any
 from ticketexport.exports import formats
 from ticketexport.exports.frozen import FrozenRequest, MalformedRequest
 from ticketexport.views import model as view_model
-from ticketexport.views.columns import COLUMNS, Column
+from ticketexport.views.columns import CHANGE, COLUMNS, Column
 
 CSVW_CONTEXT = "http://www.w3.org/ns/csvw"
 # The CSV's timestamps, YYYY-MM-DDTHH:MM:SS±HH:MM, in CSVW's date format pattern.
@@ -42,9 +42,14 @@ def _csvw_datatype(column: Column) -> str | dict[str, str]:
 
 
 def columns_of(frozen: FrozenRequest) -> tuple[Column, ...]:
-    """The file's columns, in order: the frozen view definition's."""
+    """The file's columns, in order: the frozen view definition's; a file of changes puts
+    Change, and Ticket ID when the view lacks it, before them."""
     definition = view_model.parse_definition(frozen.view.definition)
-    return tuple(COLUMNS[key] for key in definition.columns)
+    columns = tuple(COLUMNS[key] for key in definition.columns)
+    if frozen.since is None:
+        return columns
+    ticket_id = () if "id" in definition.columns else (COLUMNS["id"],)
+    return (CHANGE, *ticket_id, *columns)
 
 
 def csvw(file_name: str, columns: tuple[Column, ...]) -> dict[str, Any]:
@@ -102,6 +107,7 @@ def build(export: Mapping[str, Any]) -> dict[str, Any]:
             "columns": [column.key for column in columns],
             "timezone": frozen.timezone,
             "format": export_format,
+            "since": frozen.since.export_id if frozen.since else None,
         }
     manifest: dict[str, Any] = {
         "export_id": str(export["id"]),
@@ -115,9 +121,8 @@ def build(export: Mapping[str, Any]) -> dict[str, Any]:
         "as_of": _instant(export["as_of"]),
         "requested_at": _instant(export["requested_at"]),
         "completed_at": _instant(export["finished_at"]),
-        # A base export exists only for changes since an earlier export, which this
-        # installation does not make yet.
-        "since": None,
+        # The earlier export a file of changes is measured from.
+        "since": frozen.since.export_id if frozen and frozen.since else None,
         "columns": [
             {"name": column.key, "label": column.label, "type": _type(column, export_format)}
             for column in columns

@@ -232,9 +232,9 @@ def export_object(export: Mapping[str, Any], *, may_download: bool) -> dict[str,
         if export["status"] in ("completed", "expired")
         else None,
         "expires_at": _instant(export["expires_at"]),
-        # Changes since an earlier export and schedules do not exist in this installation
-        # yet: no export has a base export or a schedule.
-        "since": None,
+        # The earlier export a file of changes is measured from.
+        "since": frozen.since.export_id if frozen and frozen.since else None,
+        # Schedules are not in this API yet: no export here is a schedule's run.
         "schedule_id": None,
         "download_url": payload["download_url"],
     }
@@ -375,10 +375,24 @@ async def _export_response(
 
 
 async def export_create(request: web.Request) -> web.StreamResponse:
-    """POST exports: the Export click's use case (validation, double submit, limit, audit)."""
+    """POST exports: the Export click's use case (validation, double submit, limit, audit),
+    or with `since` alone the changes since that earlier export."""
     caller = _caller(request, "exports:write")
     _no_query(request)
-    params, format_key = _list_params(await _json_body(request, required=True))
+    body = await _json_body(request, required=True)
+    if isinstance(body, dict) and "since" in body:
+        if set(body) != {"since"}:
+            raise ApiError(400, "invalid_field", "The field 'since' comes alone.")
+        since = _text(body["since"], "field 'since'")
+        try:
+            since = str(uuid.UUID(since))
+        except ValueError:
+            raise _not_found() from None
+        requested = await service.request_changes(
+            services_of(request), caller.actor, since, client_ip=client_ip(request)
+        )
+        return await _export_response(request, requested.export_id, status=202, location=True)
+    params, format_key = _list_params(body)
     export_format = formats.get(format_key)
     list_request = view_service.parse_list_request(params)
     requested = await service.request_export(
@@ -489,6 +503,19 @@ async def export_retry(request: web.Request) -> web.StreamResponse:
     return await _export_response(request, retried.export_id, status=202, location=True)
 
 
+async def export_changes(request: web.Request) -> web.StreamResponse:
+    """POST exports/{id}/changes: a new export of the changes since that one (its requester
+    only; 409 unless it completed and has not expired)."""
+    caller = _caller(request, "exports:write")
+    _no_query(request)
+    export_id = _export_id(request)
+    await _no_body(request)
+    requested = await service.request_changes(
+        services_of(request), caller.actor, export_id, client_ip=client_ip(request)
+    )
+    return await _export_response(request, requested.export_id, status=202, location=True)
+
+
 async def openapi_document(request: web.Request) -> web.StreamResponse:
     _no_query(request)
     return web.json_response(openapi.DOCUMENT)
@@ -507,3 +534,4 @@ def add_routes(app: web.Application) -> None:
     router.add_get(f"{PREFIX}/exports/{uid}/events", export_events_stream)
     router.add_post(f"{PREFIX}/exports/{uid}/cancel", export_cancel)
     router.add_post(f"{PREFIX}/exports/{uid}/retry", export_retry)
+    router.add_post(f"{PREFIX}/exports/{uid}/changes", export_changes)

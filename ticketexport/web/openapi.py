@@ -231,6 +231,18 @@ DOCUMENT: dict[str, Any] = {
                 body=_ACTION_BODY,
             )
         },
+        "/exports/{id}/changes": {
+            "post": _operation(
+                "A new export of the changes since this one: its frozen request as of now, "
+                "the file holding a Change column (upsert or delete) and Ticket ID. Only "
+                "its requester may ask; 409 unless it completed and has not expired.",
+                "exports:write",
+                {"202": _json("Export", "The new export, queued.", Location=_LOCATION)},
+                operation_id="exportChanges",
+                parameters=[_ID],
+                body=_ACTION_BODY,
+            )
+        },
         "/exports/{id}/retry": {
             "post": _operation(
                 "A new export of a failed or cancelled export's frozen request, as of now.",
@@ -296,7 +308,9 @@ DOCUMENT: dict[str, Any] = {
             "Request": {
                 "type": "object",
                 "additionalProperties": False,
-                "description": "A field given as null is as if it were not given.",
+                "description": "A view to export, or `since` alone: the changes since that "
+                "earlier export (as POST /exports/{id}/changes). A field given as null is as "
+                "if it were not given.",
                 "properties": {
                     "view": {
                         "type": ["string", "null"],
@@ -314,6 +328,12 @@ DOCUMENT: dict[str, Any] = {
                         },
                     },
                     "format": {"type": ["string", "null"], "enum": [*formats.FORMATS, None]},
+                    "since": {
+                        "type": "string",
+                        "format": "uuid",
+                        "description": "An earlier completed export of the token's owner; "
+                        "no other field with it.",
+                    },
                 },
             },
             "Export": {
@@ -369,7 +389,8 @@ DOCUMENT: dict[str, Any] = {
                     "expires_at": {"type": "string", "format": "date-time"},
                     "since": {
                         "type": ["string", "null"],
-                        "description": "The base export of a changes export (none yet).",
+                        "description": "The earlier export a file of changes is measured "
+                        "from; null for a full export.",
                     },
                     "schedule_id": {
                         "type": ["string", "integer", "null"],
@@ -434,7 +455,11 @@ DOCUMENT: dict[str, Any] = {
                     "as_of": {"type": "string", "format": "date-time"},
                     "requested_at": {"type": "string", "format": "date-time"},
                     "completed_at": _NULLABLE_TIME,
-                    "since": {"type": ["string", "null"]},
+                    "since": {
+                        "type": ["string", "null"],
+                        "description": "The earlier export a file of changes is measured "
+                        "from; null for a full export.",
+                    },
                     "columns": {"type": "array", "items": {"$ref": "#/components/schemas/Column"}},
                     "csvw": {
                         "type": "object",
