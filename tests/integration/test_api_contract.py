@@ -86,6 +86,8 @@ def test_schemathesis_finds_nothing_against_a_live_serve(
                 "--generation-deterministic",
                 "--no-color",
             ],
+            # Its cache of findings goes with the test's files, not into the repository.
+            cwd=tmp_path,
             capture_output=True,
             text=True,
             timeout=SCHEMATHESIS_SECONDS + 30,
