@@ -122,11 +122,12 @@ def tool(name: str) -> str:
 
 
 def reachable(url: str) -> bool:
-    try:
-        with psycopg.connect(url, connect_timeout=2):
-            return True
-    except psycopg.Error:
-        return False
+    """Whether a server answers at `url`: the test harness's (tests/support/databases.py)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.support.databases import reachable as harness_reachable
+
+    return harness_reachable(url)
 
 
 @contextlib.contextmanager
@@ -569,16 +570,12 @@ class Watcher:
 
 
 def export_row(url: str, export_id: str) -> dict[str, Any]:
-    from psycopg.rows import dict_row
+    """An export's row with its file: the test harness's (tests/support/databases.py)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.support.databases import export_row as harness_export_row
 
-    with psycopg.connect(url, row_factory=dict_row) as conn:
-        row = conn.execute(
-            "SELECT e.*, m.size_bytes, m.sha256, m.object_key FROM export_jobs e "
-            "LEFT JOIN media_items m ON m.id = e.media_item_id WHERE e.id = %s",
-            (export_id,),
-        ).fetchone()
-    assert row is not None, export_id
-    return row
+    return harness_export_row(url, export_id)
 
 
 def psql_env() -> dict[str, str]:
@@ -592,10 +589,11 @@ def psql_env() -> dict[str, str]:
 def export_statement(url: str, export_id: str) -> str:
     """The COPY statement the worker runs for this export (ticketexport.exports.worker's
     plan_export on the recorded request, click instant and snapshot), as text."""
+    from ticketexport.exports.frozen import FrozenRequest
     from ticketexport.exports.worker import plan_export
 
     row = export_row(url, export_id)
-    plan = plan_export(row["request"], row["as_of"], row["as_of_snapshot"])
+    plan = plan_export(FrozenRequest.from_json(row["request"]), row["as_of"], row["as_of_snapshot"])
     with psycopg.connect(url) as conn:
         return plan.format.copy_statement(plan.select).as_string(conn)
 
@@ -625,20 +623,15 @@ def file_sha256(path: Path, prefix: bytes = b"") -> str:
 
 
 def requester(url: str) -> Any:
-    """The seeded export admin as an Actor."""
-    from ticketexport.domain.actor import Actor
-    from ticketexport.domain.permissions import Permission
+    """The seeded export admin as an Actor: the test harness's (tests/support/services.py)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.support.services import actor_for
 
     with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT u.id, u.email, u.is_admin, COALESCE(bit_or(r.permissions), 0) FROM users u "
-            "LEFT JOIN user_roles ur ON ur.user_id = u.id LEFT JOIN roles r ON r.id = ur.role_id "
-            "WHERE u.email = %s GROUP BY u.id",
-            (ADMIN,),
-        ).fetchone()
-    if row is None:
-        raise SystemExit(f"{ADMIN} not found: the database is not seeded")
-    return Actor(id=row[0], email=row[1], is_admin=row[2], permissions=Permission(row[3]))
+        if conn.execute("SELECT 1 FROM users WHERE email = %s", (ADMIN,)).fetchone() is None:
+            raise SystemExit(f"{ADMIN} not found: the database is not seeded")
+    return actor_for(url, ADMIN)
 
 
 # Every column a saved view can hold: twenty of the twenty-one (a view holds at most 20,

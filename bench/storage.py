@@ -73,20 +73,7 @@ async def _request(url: str, home: Path) -> str:
 
 
 def _measure(url: str, home: Path, env: dict[str, str]) -> dict[str, Any]:
-    environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("TICKETEXPORT_")},
-        "DATABASE_URL": url,
-        "TICKETEXPORT_HOME": str(home),
-        "TICKETEXPORT_MAX_ACTIVE_EXPORTS_PER_USER": "0",
-        **env,
-    }
-    with (home / "worker.log").open("ab") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "ticketexport", "worker", "--concurrency", "1"],
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    worker = c.start_worker(url, home, env={"TICKETEXPORT_MAX_ACTIVE_EXPORTS_PER_USER": "0", **env})
     try:
         time.sleep(3)  # started and probed its storage before the click
         started_rss = _peak_rss_mib(worker.pid)

@@ -567,12 +567,18 @@ FOR SHARE;
 UPDATE export_jobs SET procrastinate_job_id = %(job_id)s WHERE id = %(id)s;
 
 -- name: export_get
--- One export with its requester and file.
-SELECT e.*, u.email AS requester_email,
+-- One export with its requester and file: the columns ticketexport.exports.store.Export reads.
+SELECT e.id, e.status, e.stage, e.attempt, e.rows_done, e.rows_total, e.error_code,
+       e.error_message, e.requester_id, e.expires_at, m.lost_at AS file_lost_at,
+       u.email AS requester_email,
        u.first_name || CASE WHEN u.last_name = '' THEN '' ELSE ' ' || u.last_name END
            AS requester_name,
-       m.file_name, m.size_bytes, m.content_type, m.storage_backend, m.object_key, m.sha256,
-       m.lost_at AS file_lost_at
+       e.requested_at, e.as_of, e.as_of_snapshot::text AS as_of_snapshot,
+       e.as_of_lsn::text AS as_of_lsn, e.view_name, e.request, e.started_at, e.progress_at,
+       e.heartbeat_at, e.finished_at, e.cancel_requested_at, e.auto_downloaded_at,
+       e.procrastinate_job_id, e.retry_of_id, e.read_from, e.standby_fallback,
+       e.standby_conflicts, e.cleanup_failures, e.media_item_id, m.file_name, m.size_bytes,
+       m.content_type, m.storage_backend, m.object_key, m.sha256
 FROM export_jobs e
 JOIN users u ON u.id = e.requester_id
 LEFT JOIN media_items m ON m.id = e.media_item_id
@@ -593,8 +599,8 @@ SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = %(a
 -- so a superseded attempt can never overwrite a newer one.
 
 -- name: export_lock
--- The export row, locked for the claim.
-SELECT e.*, now() AS db_now FROM export_jobs e WHERE e.id = %(id)s::uuid FOR UPDATE;
+-- Locks the export row for the claim; the database's time (no row: no such export).
+SELECT now() FROM export_jobs WHERE id = %(id)s::uuid FOR UPDATE;
 
 -- name: export_requeue
 -- running → queued with a new attempt (the previous try of the job died).
@@ -610,8 +616,7 @@ SET status = 'running', stage = NULL, rows_done = 0, rows_total = NULL,
     started_at = COALESCE(started_at, now()), heartbeat_at = now(), progress_at = now(),
     procrastinate_job_id = COALESCE(%(job_id)s, procrastinate_job_id)
 WHERE id = %(id)s::uuid AND status = 'queued'
-RETURNING id, attempt, as_of, as_of_snapshot::text AS as_of_snapshot,
-          as_of_lsn::text AS as_of_lsn, standby_conflicts, request, requester_id, expires_at;
+RETURNING id;
 
 -- name: export_fail_unclaimed
 -- queued → failed before any attempt ran (e.g. expired while waiting).
@@ -1175,11 +1180,19 @@ WHERE (h.superseded_by < pg_snapshot_xmin(%(horizon)s::pg_snapshot)
 -- Export pages (ticketexport.web.exports) ----------------------------------------------
 
 -- name: export_list
--- One page of exports, newest first; user_id NULL lists everyone's.
+-- One page of exports, newest first; user_id NULL lists everyone's. The columns are
+-- export_get's (ticketexport.exports.store.Export).
 SELECT e.id, e.status, e.stage, e.attempt, e.rows_done, e.rows_total, e.error_code,
-       e.error_message, e.requested_at, e.expires_at, e.view_name, e.requester_id,
-       u.email AS requester_email, m.file_name, m.size_bytes, e.request->>'format' AS format,
-       m.lost_at AS file_lost_at
+       e.error_message, e.requester_id, e.expires_at, m.lost_at AS file_lost_at,
+       u.email AS requester_email,
+       u.first_name || CASE WHEN u.last_name = '' THEN '' ELSE ' ' || u.last_name END
+           AS requester_name,
+       e.requested_at, e.as_of, e.as_of_snapshot::text AS as_of_snapshot,
+       e.as_of_lsn::text AS as_of_lsn, e.view_name, e.request, e.started_at, e.progress_at,
+       e.heartbeat_at, e.finished_at, e.cancel_requested_at, e.auto_downloaded_at,
+       e.procrastinate_job_id, e.retry_of_id, e.read_from, e.standby_fallback,
+       e.standby_conflicts, e.cleanup_failures, e.media_item_id, m.file_name, m.size_bytes,
+       m.content_type, m.storage_backend, m.object_key, m.sha256
 FROM export_jobs e
 JOIN users u ON u.id = e.requester_id
 LEFT JOIN media_items m ON m.id = e.media_item_id
@@ -1210,24 +1223,6 @@ RETURNING id;
 -- A user's queued and running exports, for the navigation (one indexed count per page).
 SELECT count(*) FROM export_jobs
 WHERE requester_id = %(user_id)s AND status IN ('queued', 'running');
-
--- API export list (ticketexport.exports.service, for ticketexport.web.api) --------------
-
--- name: export_api_list
--- One page of one requester's exports, newest first, after the export a cursor names.
-SELECT e.*, m.file_name, m.size_bytes, m.content_type, m.sha256, m.lost_at AS file_lost_at
-FROM export_jobs e
-LEFT JOIN media_items m ON m.id = e.media_item_id
-WHERE e.requester_id = %(user_id)s
-  AND (%(after)s::uuid IS NULL
-       OR (e.requested_at, e.id) < (SELECT a.requested_at, a.id
-                                    FROM export_jobs a WHERE a.id = %(after)s::uuid))
-ORDER BY e.requested_at DESC, e.id DESC
-LIMIT %(limit)s;
-
--- name: export_api_position
--- Whether a cursor's export is one of this requester's (a page may only start after one).
-SELECT 1 FROM export_jobs WHERE id = %(id)s::uuid AND requester_id = %(user_id)s;
 
 -- Operations (ticketexport.web.ops) ----------------------------------------------------
 

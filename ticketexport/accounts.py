@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Generator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from argon2 import PasswordHasher
@@ -80,38 +80,50 @@ def _advance(plan: Plan[T], outcome: Rows | psycopg.errors.IntegrityError | None
     return next(plan) if outcome is None else plan.send(outcome)
 
 
+class _Driver(Generic[T]):
+    """A plan carried out step by step: what each step returned or raised goes back in."""
+
+    def __init__(self, plan: Plan[T]) -> None:
+        self.plan = plan
+        self.outcome: Rows | psycopg.errors.IntegrityError | None = None
+        self.result: T | None = None
+
+    def next_step(self) -> Step | None:
+        """The next statement to run; None once the plan returned (its value in `result`)."""
+        try:
+            return _advance(self.plan, self.outcome)
+        except StopIteration as done:
+            self.result = done.value
+            return None
+
+
 def run(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
     """Carry out a plan in one transaction on a blocking connection."""
+    driver = _Driver(plan)
     with conn.transaction():
-        outcome: Rows | psycopg.errors.IntegrityError | None = None
-        while True:
-            try:
-                step = _advance(plan, outcome)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+        while (step := driver.next_step()) is not None:
             try:
                 cur = conn.execute(q(step.name), step.params)
             except psycopg.errors.IntegrityError as exc:
-                outcome = exc
-                continue
-            outcome = Rows(cur.fetchall() if cur.description else [], cur.rowcount)
+                driver.outcome = exc
+            else:
+                driver.outcome = Rows(cur.fetchall() if cur.description else [], cur.rowcount)
+    return driver.result  # type: ignore[return-value]
 
 
 async def run_async(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
     """Carry out a plan in one transaction on an asynchronous connection."""
+    driver = _Driver(plan)
     async with conn.transaction():
-        outcome: Rows | psycopg.errors.IntegrityError | None = None
-        while True:
-            try:
-                step = _advance(plan, outcome)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+        while (step := driver.next_step()) is not None:
             try:
                 cur = await conn.execute(q(step.name), step.params)
             except psycopg.errors.IntegrityError as exc:
-                outcome = exc
-                continue
-            outcome = Rows(await cur.fetchall() if cur.description else [], cur.rowcount)
+                driver.outcome = exc
+            else:
+                rows = await cur.fetchall() if cur.description else []
+                driver.outcome = Rows(rows, cur.rowcount)
+    return driver.result  # type: ignore[return-value]
 
 
 def normalize_email(email: str) -> str:

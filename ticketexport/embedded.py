@@ -87,6 +87,18 @@ def _run_as(account: pwd.struct_passwd | None, argv: list[str]) -> None:
         raise EmbeddedError(f"{Path(argv[-1]).name} failed: {proc.stderr.strip()[-500:]}")
 
 
+# The cluster: a superuser named postgres, trusted on its private socket, UTF-8 with the C
+# collation's order.
+INITDB_OPTIONS = ("-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
+
+
+def _on_cluster(
+    account: pwd.struct_passwd | None, bindir: Path, tool: str, data: Path, *args: str
+) -> None:
+    """One of the server's programs (initdb, pg_ctl) on the data directory `data`."""
+    _run_as(account, [str(bindir / tool), "-D", str(data), *args])
+
+
 def _reachable_by(account: pwd.struct_passwd, path: Path) -> None:
     """Let the server account traverse every directory above `path` that we own (a private
     temporary directory, a deep home), as it must to reach its data directory."""
@@ -133,13 +145,14 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (under any account)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        return True  # it exists, under another account
     return True
 
 
@@ -149,7 +162,7 @@ def _users(data: Path) -> list[str]:
         lines = (data / _USERS).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return []
-    return [line for line in lines if line.split()[:1] and _alive(int(line.split()[0]))]
+    return [line for line in lines if line.split()[:1] and process_alive(int(line.split()[0]))]
 
 
 def _write_users(data: Path, users: list[str]) -> None:
@@ -189,20 +202,7 @@ def _serve(data: Path, bindir: Path) -> Iterator[str]:
             data.mkdir(exist_ok=True)
             if account is not None:
                 os.chown(data, account.pw_uid, account.pw_gid)
-            _run_as(
-                account,
-                [
-                    str(bindir / "initdb"),
-                    "-D",
-                    str(data),
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--locale=C.UTF-8",
-                ],
-            )
+            _on_cluster(account, bindir, "initdb", data, *INITDB_OPTIONS)
         sockdir = _running_socket_dir(data, bindir, account)
         if sockdir is None:
             # Unix socket paths are limited to about 100 bytes, so the socket lives in a
@@ -210,22 +210,10 @@ def _serve(data: Path, bindir: Path) -> Iterator[str]:
             sockdir = Path(tempfile.mkdtemp(prefix="te-pg-"))
             if account is not None:
                 os.chown(sockdir, account.pw_uid, account.pw_gid)
-            _run_as(
-                account,
-                [
-                    str(bindir / "pg_ctl"),
-                    "-D",
-                    str(data),
-                    "-w",
-                    "-t",
-                    "120",
-                    "-l",
-                    str(data / "server.log"),
-                    "-o",
-                    f"-k {sockdir} -c listen_addresses=''",
-                    "start",
-                ],
-            )
+            log_file = str(data / "server.log")
+            server = f"-k {sockdir} -c listen_addresses=''"
+            start = ("-w", "-t", "120", "-l", log_file, "-o", server, "start")
+            _on_cluster(account, bindir, "pg_ctl", data, *start)
             users: list[str] = []
         else:
             users = _users(data)
@@ -238,10 +226,7 @@ def _serve(data: Path, bindir: Path) -> Iterator[str]:
             _write_users(data, users)
             if not users:
                 with contextlib.suppress(EmbeddedError):
-                    _run_as(
-                        account,
-                        [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                    )
+                    _on_cluster(account, bindir, "pg_ctl", data, "-m", "fast", "-w", "stop")
                 if sockdir.name.startswith("te-pg-"):
                     shutil.rmtree(sockdir, ignore_errors=True)
 

@@ -14,6 +14,7 @@ import psycopg
 
 from ticketexport import db
 from ticketexport.config import Settings
+from ticketexport.embedded import process_alive
 
 # Long enough for a loaded machine, short enough for a container runtime's check timeout.
 TIMEOUT_SECONDS = 5
@@ -51,16 +52,6 @@ def forget_workers(home: Path) -> None:
     _record_path(home, os.getpid()).unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, under another account
-    return True
-
-
 def _live_records(home: Path) -> dict[int, list[int]]:
     """Worker ids by process id, for the processes that are still running."""
     records: dict[int, list[int]] = {}
@@ -68,7 +59,7 @@ def _live_records(home: Path) -> dict[int, list[int]]:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             record = json.loads(path.read_text(encoding="utf-8"))
             pid, ids = int(record["pid"]), [int(i) for i in record["worker_ids"]]
-            if _alive(pid):
+            if process_alive(pid):
                 records[pid] = ids
     return records
 

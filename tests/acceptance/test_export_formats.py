@@ -37,7 +37,7 @@ from tests.support.formats import (
 from tests.support.services import actor_for, services_for
 from tests.support.web import exporting_web
 from ticketexport import seed
-from ticketexport.exports import formats, service
+from ticketexport.exports import formats, service, store
 from ticketexport.exports.worker import ExportRun
 from ticketexport.storage.local import LocalStorage
 from ticketexport.views import registry
@@ -184,14 +184,14 @@ async def _export_both(url: str, home: Path) -> tuple[bytes, bytes]:
                 deps, user, request, export_format=formats.get(key), client_ip=None
             )
             async with deps.pool.connection() as conn:
-                export = await service.load_export(conn, requested.export_id)
+                export = await store.get(conn, requested.export_id)
             assert export is not None
-            await ExportRun(deps, requested.export_id, export["procrastinate_job_id"]).run()
+            await ExportRun(deps, requested.export_id, export.procrastinate_job_id).run()
             async with deps.pool.connection() as conn:
-                export = await service.load_export(conn, requested.export_id)
+                export = await store.get(conn, requested.export_id)
             assert export is not None
-            assert export["status"] == "completed", export["error_code"]
-            files.append(b"".join([chunk async for chunk in storage.read(export["object_key"])]))
+            assert export.status == "completed", export.error_code
+            files.append(b"".join([chunk async for chunk in storage.read(export.file.object_key)]))
     return files[0], files[1]
 
 

@@ -19,7 +19,7 @@ from tests.support.formats import calc_csv, ooxml_text, soffice
 from tests.support.reference_views import GUARD_FIRST
 from tests.support.services import actor_for, services_for
 from ticketexport import seed
-from ticketexport.exports import formats, service, xlsx
+from ticketexport.exports import formats, service, store, xlsx
 from ticketexport.exports.formats import BOM
 from ticketexport.exports.worker import ExportRun
 from ticketexport.storage.local import LocalStorage
@@ -182,14 +182,14 @@ async def _export(
             deps, user, request, export_format=export_format, client_ip=None
         )
         async with pool.connection() as conn:
-            export = await service.load_export(conn, requested.export_id)
+            export = await store.get(conn, requested.export_id)
         assert export is not None
-        await ExportRun(deps, requested.export_id, export["procrastinate_job_id"]).run()
+        await ExportRun(deps, requested.export_id, export.procrastinate_job_id).run()
         async with pool.connection() as conn:
-            export = await service.load_export(conn, requested.export_id)
+            export = await store.get(conn, requested.export_id)
         assert export is not None
-        assert export["status"] == "completed", export["error_code"]
-        return b"".join([chunk async for chunk in storage.read(export["object_key"])])
+        assert export.status == "completed", export.error_code
+        return b"".join([chunk async for chunk in storage.read(export.file.object_key)])
 
 
 async def test_libreoffice_reads_the_export_cell_for_cell(

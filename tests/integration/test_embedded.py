@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from tests.support.components import missing_component
+from tests.support.databases import reachable
 from ticketexport import db
 from ticketexport.embedded import (
     PACKAGE_MAJOR,
@@ -56,11 +57,7 @@ def _migrated_and_queryable(url: str) -> None:
 
 
 def _refuses_connections(url: str) -> bool:
-    try:
-        with psycopg.connect(url, connect_timeout=3):
-            return False
-    except psycopg.OperationalError:
-        return True
+    return not reachable(url, timeout=3)
 
 
 def test_system_fallback_runs_migrates_and_keeps_its_data(home: Path) -> None:

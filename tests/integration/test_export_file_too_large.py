@@ -15,7 +15,7 @@ from tests.support.databases import Seeding
 from tests.support.limits import file_size_limit
 from tests.support.services import actor_for, services_for
 from ticketexport.domain.exports import safe_message
-from ticketexport.exports import service
+from ticketexport.exports import service, store
 from ticketexport.exports.worker import ExportRun
 from ticketexport.services import Services
 from ticketexport.storage.local import LocalStorage
@@ -44,22 +44,22 @@ async def test_a_file_larger_than_the_store_allows_fails_file_too_large(
     request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
     requested = await service.request_export(deps, actor_for(seeded_url), request, client_ip=None)
     async with deps.pool.connection() as conn:
-        export = await service.load_export(conn, requested.export_id)
+        export = await store.get(conn, requested.export_id)
     assert export is not None
     with file_size_limit(LIMIT):
         # The job's own run: a limit is not an outage, so it must not ask for a retry.
-        await ExportRun(deps, requested.export_id, export["procrastinate_job_id"]).run()
+        await ExportRun(deps, requested.export_id, export.procrastinate_job_id).run()
     async with deps.pool.connection() as conn:
-        export = await service.load_export(conn, requested.export_id)
+        export = await store.get(conn, requested.export_id)
     assert export is not None
-    assert (export["status"], export["error_code"], export["attempt"]) == (
+    assert (export.status, export.error_code, export.attempt) == (
         "failed",
         "file_too_large",
         1,
     )
-    assert export["error_message"] == safe_message("file_too_large")
-    assert export["media_item_id"] is None
-    assert export["rows_total"] == 400
+    assert export.error_message == safe_message("file_too_large")
+    assert export.file is None
+    assert export.rows_total == 400
     assert [p for p in (tmp_path / "exports").rglob("*") if p.is_file()] == []
     with psycopg.connect(seeded_url) as conn:
         audited = conn.execute(

@@ -35,8 +35,9 @@ from tests.support.services import actor_for, services_for
 from tests.support.web import running
 from ticketexport import seed
 from ticketexport.domain.exports import ERROR_MESSAGES
-from ticketexport.exports import formats, service, xlsx
+from ticketexport.exports import formats, service, store, xlsx
 from ticketexport.exports.formats import BOM
+from ticketexport.exports.store import Export
 from ticketexport.exports.worker import ExportRun
 from ticketexport.services import Services
 from ticketexport.storage.local import LocalStorage
@@ -79,25 +80,35 @@ async def deps(seeded_url: str, tmp_path: Path) -> AsyncIterator[Services]:
         yield services
 
 
-async def _export(deps: Services, request: ListRequest, key: str) -> dict[str, Any]:
-    """Request and run one export in-process; its row and stored bytes (as `data`)."""
+@dataclasses.dataclass(frozen=True)
+class Exported:
+    """An export run in-process, and its stored bytes (empty when it did not complete)."""
+
+    export: Export
+    data: bytes
+
+
+async def _export(deps: Services, request: ListRequest, key: str) -> Exported:
+    """Request and run one export in-process; its row and stored bytes."""
     user = actor_for(deps.database_url)
     requested = await service.request_export(
         deps, user, request, export_format=formats.get(key), client_ip=None
     )
     async with deps.pool.connection() as conn:
-        row = await service.load_export(conn, requested.export_id)
-    assert row is not None
-    await ExportRun(deps, requested.export_id, row["procrastinate_job_id"]).run()
+        export = await store.get(conn, requested.export_id)
+    assert export is not None
+    await ExportRun(deps, requested.export_id, export.procrastinate_job_id).run()
     async with deps.pool.connection() as conn:
-        row = await service.load_export(conn, requested.export_id)
-    assert row is not None
-    if row["status"] == "completed":
+        export = await store.get(conn, requested.export_id)
+    assert export is not None
+    data = b""
+    if export.status == "completed":
         assert isinstance(deps.storage, LocalStorage)
-        row["data"] = b"".join([chunk async for chunk in deps.storage.read(row["object_key"])])
-        assert row["size_bytes"] == len(row["data"])
-        assert hashlib.sha256(row["data"]).hexdigest() == row["sha256"]
-    return row
+        assert export.file is not None
+        data = b"".join([chunk async for chunk in deps.storage.read(export.file.object_key)])
+        assert export.file.size_bytes == len(data)
+        assert hashlib.sha256(data).hexdigest() == export.file.sha256
+    return Exported(export, data)
 
 
 def _csv_rows(data: bytes) -> list[list[str]]:
@@ -142,17 +153,17 @@ async def test_every_format_holds_the_csv_rows(deps: Services, seeded_url: str) 
     request = ListRequest(view=view_id, q="", sort="view", filters={}, page=None)
     exported = {key: await _export(deps, request, key) for key in formats.FORMATS}
     for key, row in exported.items():
-        assert row["status"] == "completed", (key, row["error_code"])
-        assert row["rows_done"] == row["rows_total"] == 300
-        assert row["content_type"] == formats.FORMATS[key].content_type
-        assert row["file_name"].endswith("." + key)
-        assert row["request"]["format"] == key
+        assert row.export.status == "completed", (key, row.export.error_code)
+        assert row.export.rows_done == row.export.rows_total == 300
+        assert row.export.file.content_type == formats.FORMATS[key].content_type
+        assert row.export.file.name.endswith("." + key)
+        assert row.export.format == key
 
-    csv_bytes = exported["csv"]["data"]
-    assert gunzip(exported["csv.gz"]["data"]) == csv_bytes
+    csv_bytes = exported["csv"].data
+    assert gunzip(exported["csv.gz"].data) == csv_bytes
     rows = _csv_rows(csv_bytes)
     types = [registry.COLUMNS[c].value_type for c in EVERY_COLUMN]
-    sheet = assert_xlsx_holds(exported["xlsx"]["data"], rows, types)
+    sheet = assert_xlsx_holds(exported["xlsx"].data, rows, types)
     assert sheet.title == "Every column all"
     # Every hostile title reaches the workbook as written, less what XML cannot hold.
     titles = {cell.value for cell in sheet["B"][1:]}
@@ -164,7 +175,7 @@ async def test_every_format_holds_the_csv_rows(deps: Services, seeded_url: str) 
     widths = [sheet.column_dimensions[c].width for c in ("A", "B", "K")]
     assert widths == [13, 48, 20]
     # The Parquet file holds the CSV's values, typed and unguarded, hostile text as written.
-    assert_parquet_holds(exported["parquet"]["data"], rows, types, TIMEZONE)
+    assert_parquet_holds(exported["parquet"].data, rows, types, TIMEZONE)
 
 
 async def test_reruns_give_the_same_bytes(deps: Services) -> None:
@@ -172,11 +183,13 @@ async def test_reruns_give_the_same_bytes(deps: Services) -> None:
     for key in formats.FORMATS:
         first = await _export(deps, request, key)
         second = await _export(deps, request, key)
-        assert first["id"] != second["id"]
-        assert first["sha256"] == second["sha256"], key
-        assert first["data"] == second["data"], key
+        assert first.export.id != second.export.id
+        assert first.export.file is not None
+        assert second.export.file is not None
+        assert first.export.file.sha256 == second.export.file.sha256, key
+        assert first.data == second.data, key
         if key == "xlsx":
-            workbook = first["data"]
+            workbook = first.data
     archive = zipfile.ZipFile(io.BytesIO(workbook))
     assert [i.filename for i in archive.infolist()] == [
         "[Content_Types].xml",
@@ -196,17 +209,17 @@ async def test_a_view_above_the_sheet_limit_fails_at_counting(
     monkeypatch.setitem(formats.FORMATS, "xlsx", small)
     request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
     failed = await _export(deps, request, "xlsx")
-    assert failed["status"] == "failed"
-    assert failed["error_code"] == "too_many_rows_for_xlsx"
-    assert failed["error_message"] == ERROR_MESSAGES["too_many_rows_for_xlsx"]
-    assert "CSV" in failed["error_message"]
-    assert failed["rows_total"] == 300
-    assert failed["rows_done"] == 0
-    assert failed["media_item_id"] is None
+    assert failed.export.status == "failed"
+    assert failed.export.error_code == "too_many_rows_for_xlsx"
+    assert failed.export.error_message == ERROR_MESSAGES["too_many_rows_for_xlsx"]
+    assert "CSV" in failed.export.error_message
+    assert failed.export.rows_total == 300
+    assert failed.export.rows_done == 0
+    assert failed.export.file is None
     assert not list((Path(deps.settings.home) / "exports").rglob("*.xlsx"))
     # At the limit it goes through.
     monkeypatch.setitem(formats.FORMATS, "xlsx", dataclasses.replace(small, max_rows=300))
-    assert (await _export(deps, request, "xlsx"))["status"] == "completed"
+    assert (await _export(deps, request, "xlsx")).export.status == "completed"
     with psycopg.connect(deps.database_url) as conn:
         audits = conn.execute(
             "SELECT action, details->>'format', details->>'error_code' FROM audit_log "
@@ -332,8 +345,8 @@ async def test_xlsx_cells_hold_what_the_ticket_holds(deps: Services, seeded_url:
     )
     request = ListRequest(view=view_id, q="", sort="view", filters={}, page=None)
     workbook = await _export(deps, request, "xlsx")
-    assert workbook["status"] == "completed", workbook["error_code"]
-    _, rows = xlsx_sheet(workbook["data"])
+    assert workbook.export.status == "completed", workbook.export.error_code
+    _, rows = xlsx_sheet(workbook.data)
     cells = {row[0]: row[1:] for row in rows[1:]}
     marker = xlsx.CUT_MARKER
     assert marker.strip()
@@ -347,7 +360,7 @@ async def test_xlsx_cells_hold_what_the_ticket_holds(deps: Services, seeded_url:
     assert cells[ids[3]][1] == CELL_TEXTS["at the limit"]
     assert cells[ids[4]] == ["_x0041_x0007_", "_x0041_x0007_"]
     # The CSV holds every character.
-    text = _csv_rows((await _export(deps, request, "csv"))["data"])
+    text = _csv_rows((await _export(deps, request, "csv")).data)
     assert {row[0]: row[2] for row in text[1:]}[str(ids[0])] == CELL_TEXTS["long"]
 
 
@@ -367,7 +380,7 @@ async def test_the_formula_guard_looks_past_invisible_leading_characters(
             conn.execute("UPDATE tickets SET title = %s WHERE id = %s", (title, ticket_id))
     view_id = await _saved_view(deps, ["id", "title"], [{"column": "id", "direction": "asc"}])
     request = ListRequest(view=view_id, q="", sort="view", filters={}, page=None)
-    rows = _csv_rows((await _export(deps, request, "csv"))["data"])
+    rows = _csv_rows((await _export(deps, request, "csv")).data)
     held = {row[0]: row[1] for row in rows[1:]}
     for ticket_id, title in zip(ids, titles, strict=True):
         formula_like = title.lstrip(INVISIBLE_LEADS + " ")[:1] in "=+-@"

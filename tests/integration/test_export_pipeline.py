@@ -18,8 +18,9 @@ from tests.support.exports import guard
 from tests.support.services import actor_for, services_for
 from ticketexport import seed
 from ticketexport.domain.actor import Actor
-from ticketexport.exports import maintenance, service
+from ticketexport.exports import maintenance, service, store
 from ticketexport.exports.formats import BOM
+from ticketexport.exports.store import Export
 from ticketexport.exports.worker import MAX_ATTEMPTS, ExportRun
 from ticketexport.services import Services
 from ticketexport.storage.local import LocalStorage
@@ -78,9 +79,9 @@ async def _read(deps: Services, key: str) -> bytes:
     return b"".join([chunk async for chunk in deps.storage.read(key)])
 
 
-async def _export_row(deps: Services, export_id: str) -> dict[str, Any]:
+async def _export_row(deps: Services, export_id: str) -> Export:
     async with deps.pool.connection() as conn:
-        row = await service.load_export(conn, export_id)
+        row = await store.get(conn, export_id)
     assert row is not None
     return row
 
@@ -102,25 +103,25 @@ async def test_export_equals_the_list(
     requested = await service.request_export(deps, user, request, client_ip="127.0.0.1")
     assert not requested.deduplicated
     export = await _export_row(deps, requested.export_id)
-    assert export["status"] == "queued"
-    job_id = export["procrastinate_job_id"]
+    assert export.status == "queued"
+    job_id = export.procrastinate_job_id
     assert job_id is not None
 
     await ExportRun(deps, requested.export_id, job_id).run()
 
     export = await _export_row(deps, requested.export_id)
-    assert export["status"] == "completed", export["error_code"]
-    data = await _read(deps, export["object_key"])
+    assert export.status == "completed", export.error_code
+    data = await _read(deps, export.file.object_key)
     assert data.startswith(BOM)
-    assert export["size_bytes"] == len(data)
+    assert export.file.size_bytes == len(data)
     parsed = list(csv.reader(io.StringIO(data[len(BOM) :].decode("utf-8"), newline="")))
-    labels, listed = await _list_all(deps, request, user, export["as_of"])
+    labels, listed = await _list_all(deps, request, user, export.as_of)
     assert parsed[0] == labels
     # The list shows raw values; the file guards formula-like cells with a leading quote.
     guarded = [[guard(v) for v in row] for row in listed]
     assert parsed[1:] == guarded
-    assert export["rows_done"] == export["rows_total"] == len(listed)
-    assert export["file_name"].startswith("tickets-")
+    assert export.rows_done == export.rows_total == len(listed)
+    assert export.file.name.startswith("tickets-")
 
 
 async def test_double_submit_returns_the_first(deps: Services, seeded_url: str) -> None:
@@ -143,12 +144,12 @@ async def test_permission_revoked_before_the_job_runs(deps: Services, seeded_url
     with psycopg.connect(seeded_url, autocommit=True) as conn:
         conn.execute("DELETE FROM user_roles WHERE user_id = %s", (user.id,))
     export = await _export_row(deps, requested.export_id)
-    await ExportRun(deps, requested.export_id, export["procrastinate_job_id"]).run()
+    await ExportRun(deps, requested.export_id, export.procrastinate_job_id).run()
     export = await _export_row(deps, requested.export_id)
-    assert export["status"] == "failed"
-    assert export["error_code"] == "permission_revoked"
-    assert "Import / Export Tickets" in export["error_message"]
-    assert export["media_item_id"] is None
+    assert export.status == "failed"
+    assert export.error_code == "permission_revoked"
+    assert "Import / Export Tickets" in export.error_message
+    assert export.file is None
     assert not list((Path(deps.settings.home) / "exports").rglob("*.csv*"))
 
 
@@ -176,28 +177,30 @@ async def test_cancel_then_retry(deps: Services, seeded_url: str) -> None:
     requested = await service.request_export(deps, user, request, client_ip=None)
     await service.cancel_export(deps, user, requested.export_id, client_ip=None)
     export = await _export_row(deps, requested.export_id)
-    assert export["status"] == "cancelled"
+    assert export.status == "cancelled"
     with pytest.raises(service.ExportConflict):
         await service.cancel_export(deps, user, requested.export_id, client_ip=None)
     with psycopg.connect(seeded_url) as conn:
         job = conn.execute(
             "SELECT status FROM procrastinate_jobs WHERE id = %s",
-            (export["procrastinate_job_id"],),
+            (export.procrastinate_job_id,),
         ).fetchone()
     assert job == ("cancelled",)
     # the cancelled job, if a worker picks it up anyway, does nothing
-    await ExportRun(deps, requested.export_id, export["procrastinate_job_id"]).run()
-    assert (await _export_row(deps, requested.export_id))["status"] == "cancelled"
+    await ExportRun(deps, requested.export_id, export.procrastinate_job_id).run()
+    assert (await _export_row(deps, requested.export_id)).status == "cancelled"
 
     retried = await service.retry_export(deps, user, requested.export_id, client_ip=None)
     new = await _export_row(deps, retried.export_id)
-    assert new["retry_of_id"] is not None
-    assert str(new["retry_of_id"]) == requested.export_id
-    assert new["request"]["view"] == export["request"]["view"]
+    assert new.retry_of_id is not None
+    assert str(new.retry_of_id) == requested.export_id
+    assert new.frozen is not None
+    assert export.frozen is not None
+    assert new.frozen.view == export.frozen.view
     # A manual retry is as of its own click, strictly later than the original.
-    assert new["as_of"] > export["as_of"]
-    await ExportRun(deps, retried.export_id, new["procrastinate_job_id"]).run()
-    assert (await _export_row(deps, retried.export_id))["status"] == "completed"
+    assert new.as_of > export.as_of
+    await ExportRun(deps, retried.export_id, new.procrastinate_job_id).run()
+    assert (await _export_row(deps, retried.export_id)).status == "completed"
 
 
 async def test_other_staff_cannot_see_an_export(deps: Services, seeded_url: str) -> None:
@@ -239,11 +242,11 @@ async def test_maintenance_requeues_a_lost_attempt_and_sweeps_its_upload(
     assert report.orphans_removed == 1
     assert not list(partial.iterdir())
     export = await _export_row(deps, export_id)
-    assert (export["status"], export["attempt"], export["rows_done"]) == ("queued", 2, 0)
-    await ExportRun(deps, export_id, export["procrastinate_job_id"]).run()
+    assert (export.status, export.attempt, export.rows_done) == ("queued", 2, 0)
+    await ExportRun(deps, export_id, export.procrastinate_job_id).run()
     export = await _export_row(deps, export_id)
-    assert (export["status"], export["attempt"]) == ("completed", 2)
-    assert "/2/" in export["object_key"]
+    assert (export.status, export.attempt) == ("completed", 2)
+    assert "/2/" in export.file.object_key
 
 
 async def test_dba_views_show_exports_with_their_jobs(deps: Services, seeded_url: str) -> None:
@@ -257,7 +260,7 @@ async def test_dba_views_show_exports_with_their_jobs(deps: Services, seeded_url
         client_ip=None,
     )
     export = await _export_row(deps, done.export_id)
-    await ExportRun(deps, done.export_id, export["procrastinate_job_id"]).run()
+    await ExportRun(deps, done.export_id, export.procrastinate_job_id).run()
     with psycopg.connect(seeded_url) as conn:
         overview = conn.execute(
             "SELECT status, requester_email, rows_done, rows_total, percent, job_status, "
@@ -276,15 +279,15 @@ async def test_sweep_never_deletes_a_completed_file(deps: Services, seeded_url: 
     request = ListRequest(view="all", q="", sort=None, filters={}, page=None)
     requested = await service.request_export(deps, user, request, client_ip=None)
     export = await _export_row(deps, requested.export_id)
-    await ExportRun(deps, requested.export_id, export["procrastinate_job_id"]).run()
+    await ExportRun(deps, requested.export_id, export.procrastinate_job_id).run()
     export = await _export_row(deps, requested.export_id)
-    final = Path(deps.settings.home) / "exports" / export["object_key"]
+    final = Path(deps.settings.home) / "exports" / export.file.object_key
     # what the listing saw an instant before the rename
     final.with_name(final.name + ".0123abcd.part").write_bytes(b"half")
     report = await maintenance.run_maintenance(deps)
     assert report.orphans_removed == 1
     assert final.is_file()
-    assert (await _read(deps, export["object_key"])).startswith(BOM)
+    assert (await _read(deps, export.file.object_key)).startswith(BOM)
 
 
 class _RetentionEndsWhileStoring(LocalStorage):
@@ -315,10 +318,10 @@ async def test_an_attempt_completing_after_expiry_fails_instead(
     request = ListRequest(view="all", q="", sort="oldest", filters={}, page=None)
     requested = await service.request_export(late, user, request, client_ip=None)
     export = await _export_row(late, requested.export_id)
-    await ExportRun(late, requested.export_id, export["procrastinate_job_id"]).run()
+    await ExportRun(late, requested.export_id, export.procrastinate_job_id).run()
     export = await _export_row(late, requested.export_id)
-    assert (export["status"], export["error_code"]) == ("failed", "expired_before_completion")
-    assert export["media_item_id"] is None
+    assert (export.status, export.error_code) == ("failed", "expired_before_completion")
+    assert export.file is None
     # The file it had stored is gone again, and the failure is audited in the requester's
     # name.
     assert [p for p in (tmp_path / "late").rglob("*") if p.is_file()] == []
@@ -372,9 +375,9 @@ async def test_an_export_failed_when_claimed_is_audited(
     with psycopg.connect(seeded_url) as conn:
         conn.execute(setup, (requested.export_id,))
     export = await _export_row(deps, requested.export_id)
-    await ExportRun(deps, requested.export_id, export["procrastinate_job_id"]).run()
+    await ExportRun(deps, requested.export_id, export.procrastinate_job_id).run()
     export = await _export_row(deps, requested.export_id)
-    assert (export["status"], export["error_code"]) == ("failed", code)
+    assert (export.status, export.error_code) == ("failed", code)
     assert _failure_audits(seeded_url, requested.export_id) == [
         ("export.failed", user.id, code, attempt, "csv")
     ]

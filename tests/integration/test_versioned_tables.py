@@ -120,3 +120,69 @@ def test_an_update_of_a_column_no_view_reads_keeps_no_history(conn: Conn) -> Non
 def test_an_undeclared_table_is_refused(conn: Conn) -> None:
     with pytest.raises(psycopg.errors.RaiseException, match="not declared"):
         conn.execute("CALL versioning_build('audit_log')")
+
+
+def test_a_table_added_by_one_call_is_versioned(db_url: str) -> None:
+    """versioning_add_table gives a new table everything 0007 wrote by hand per table."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE trial_labels (id bigint PRIMARY KEY, name text NOT NULL, "
+            "colour text, secret text NOT NULL DEFAULT '')"
+        )
+        conn.execute("INSERT INTO trial_labels (id, name, colour) VALUES (1, 'urgent', 'red')")
+        conn.execute(
+            "CALL versioning_add_table('trial_labels', ARRAY['id', 'name', 'colour'], "
+            "one_version_per_id => true)"
+        )
+        assert _columns(conn, "trial_labels_history") == [
+            "id",
+            "name",
+            "colour",
+            "row_version",
+            "superseded_by",
+        ]
+        declared = conn.execute(
+            "SELECT one_version_per_id FROM versioned_tables WHERE name = 'trial_labels'"
+        ).fetchall()
+        assert declared == [(True,)]
+        indexes = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'trial_labels_history' "
+            "ORDER BY indexname"
+        ).fetchall()
+        assert indexes == [
+            ("trial_labels_history_key_idx",),
+            ("trial_labels_history_superseded_idx",),
+        ]
+        # A row from before the call is a version every snapshot sees.
+        snapshot = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
+        assert snapshot is not None
+        conn.execute("UPDATE trial_labels SET name = 'later' WHERE id = 1")
+        conn.execute("UPDATE trial_labels SET secret = 'no view reads this' WHERE id = 1")
+        assert conn.execute("SELECT name FROM trial_labels_history").fetchall() == [("urgent",)]
+        as_of = "SELECT id, name, colour FROM trial_labels_as_of(%s::pg_snapshot)"
+        assert conn.execute(as_of, (snapshot[0],)).fetchall() == [(1, "urgent", "red")]
+        now = "SELECT name FROM trial_labels_as_of(pg_current_snapshot())"
+        assert conn.execute(now).fetchall() == [("later",)]
+        conn.execute("DELETE FROM trial_labels WHERE id = 1")
+        assert conn.execute(as_of, (snapshot[0],)).fetchall() == [(1, "urgent", "red")]
+        assert conn.execute(now).fetchall() == []
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute("TRUNCATE trial_labels")
+        enabled = conn.execute(
+            "SELECT tgname, tgenabled FROM pg_trigger "
+            "WHERE tgrelid = 'trial_labels'::regclass ORDER BY tgname"
+        ).fetchall()
+        assert enabled == [
+            ("trial_labels_keep_version", "A"),
+            ("trial_labels_refuse_truncate", "A"),
+        ]
+        # What the call built is what the declaration builds.
+        before = _definition(conn, "trial_labels_as_of")
+        conn.execute("CALL versioning_build('trial_labels')")
+        assert _definition(conn, "trial_labels_as_of") == before
+
+
+def test_a_table_is_added_only_with_the_columns_it_has(conn: Conn) -> None:
+    conn.execute("CREATE TABLE trial_marks (id bigint PRIMARY KEY, name text)")
+    with pytest.raises(psycopg.errors.RaiseException, match="has no column colour"):
+        conn.execute("CALL versioning_add_table('trial_marks', ARRAY['id', 'colour'])")

@@ -19,6 +19,7 @@ from tests.support.web import make_user
 from tests.support.workers import export_row
 from ticketexport import db
 from ticketexport.exports import formats, maintenance, service
+from ticketexport.exports.frozen import FrozenRequest
 from ticketexport.exports.worker import plan_export
 from ticketexport.views import compiler, registry
 from ticketexport.views.model import ListRequest, ResolvedView, parse_definition
@@ -223,8 +224,9 @@ async def test_pruning_keeps_what_waiting_exports_need_and_history_bounded(
                 sizes.append(_history(writer, "tickets") + _history(writer, "users"))
             assert max(sizes) == len(changed) + 1, sizes
             export = export_row(seeded_url, requested.export_id)
-            plan = plan_export(export["request"], export["as_of"], export["as_of_snapshot"])
-            reference = plan_export(export["request"], export["as_of"], None)
+            recorded = FrozenRequest.from_json(export["request"])
+            plan = plan_export(recorded, export["as_of"], export["as_of_snapshot"])
+            reference = plan_export(recorded, export["as_of"], None)
             assert (
                 writer.execute(plan.select).fetchall()
                 == frozen.execute(reference.select).fetchall()
@@ -234,3 +236,79 @@ async def test_pruning_keeps_what_waiting_exports_need_and_history_bounded(
             await service.cancel_export(services, actor, requested.export_id, client_ip=None)
             await maintenance.run_maintenance(services)
             assert sum(_history(writer, t) for t in db.VERSIONED_TABLES) == 0
+
+
+def _columns_read(conn: psycopg.Connection[Any], statement: sql.Composable) -> set[tuple[str, str]]:
+    """(table, column) for every column `statement` reads, as PostgreSQL's own dependency
+    records of a view made of it say: no parsing of SQL text here."""
+    with conn.transaction(force_rollback=True):
+        conn.execute(sql.SQL("CREATE TEMP VIEW columns_read AS {}").format(statement))
+        rows = conn.execute(
+            "SELECT DISTINCT c.relname, a.attname "
+            "FROM pg_depend d "
+            "JOIN pg_rewrite r ON r.oid = d.objid "
+            "JOIN pg_class c ON c.oid = d.refobjid "
+            "JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "
+            "WHERE r.ev_class = 'pg_temp.columns_read'::regclass AND d.refobjsubid > 0 "
+            "  AND c.relkind IN ('r', 'p')"
+        ).fetchall()
+    return {(str(table), str(column)) for table, column in rows}
+
+
+def test_every_column_a_view_reads_is_versioned_and_returned_as_of(seeded_url: str) -> None:
+    """Every built-in view in every sort, every condition, every column shown and searched:
+    each table column the export's statements read is kept in its table's history and
+    returned by its as-of function, so an export as of a snapshot reads it as it was."""
+    actor = actor_for(seeded_url)
+    every_column = list(registry.COLUMNS)
+    chunks = view_data.column_chunks(every_column, registry.MAX_COLUMNS)
+    sortable = sorted(registry.SORTABLE_COLUMNS)
+    read: set[tuple[str, str]] = set()
+    with psycopg.connect(seeded_url) as conn:
+
+        def note(view: ResolvedView, params: dict[str, str]) -> None:
+            request = parse_list_request(params)
+            plain = compiler.compile_export(view, request, actor, NOW, "UTC", snapshot=None)
+            read.update(_columns_read(conn, formats.CSV.select(plain.rows)))
+            read.update(_columns_read(conn, plain.count))
+
+        for key in registry.BUILTIN_VIEWS:
+            for sort in registry.SORTS:
+                note(builtin_view(key), {"view": key, "sort": sort, "q": "a"})
+        for number, condition in enumerate(_every_condition(actor.id)):
+            definition = parse_definition(
+                {
+                    "name": "every",
+                    "conditions_and": [condition],
+                    "conditions_or": [],
+                    "columns": chunks[number % len(chunks)],
+                    "sort": [{"column": sortable[number % len(sortable)], "direction": "asc"}],
+                }
+            )
+            view = ResolvedView(
+                key="1", name="every", definition=definition, saved_view_id=1, builtin=None
+            )
+            note(view, {"view": "1", "q": "a"})
+        tables = {table for table, _ in read}
+        assert "tickets" in tables
+        assert ("tickets", "title") in read
+        assert tables <= set(db.VERSIONED_TABLES), tables - set(db.VERSIONED_TABLES)
+        for table in sorted(tables):
+            cur = conn.execute(
+                sql.SQL("SELECT * FROM {}(pg_current_snapshot()) LIMIT 0").format(
+                    sql.Identifier(f"{table}_as_of")
+                )
+            )
+            assert cur.description is not None
+            returned = {column.name for column in cur.description}
+            history = {
+                str(row[0])
+                for row in conn.execute(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
+                    "AND attnum > 0 AND NOT attisdropped",
+                    (f"{table}_history",),
+                )
+            }
+            needed = {column for name, column in read if name == table}
+            assert needed <= history, (table, needed - history)
+            assert needed <= returned, (table, needed - returned)

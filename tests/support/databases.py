@@ -7,10 +7,12 @@ import dataclasses
 import datetime as dt
 import secrets
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
 
 from ticketexport import seed
 
@@ -95,3 +97,27 @@ class SeededTemplates:
         for name in self._names.values():
             drop_database(self.server, name)
         self._names.clear()
+
+
+def export_row(url: str, export_id: str) -> dict[str, Any]:
+    """An export's row with its file's key, digest and size, read by plain SQL (the tests'
+    and the benchmarks' view of it, independent of ticketexport.exports.store)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        cur.execute(
+            "SELECT e.*, m.object_key, m.sha256, m.size_bytes FROM export_jobs e "
+            "LEFT JOIN media_items m ON m.id = e.media_item_id WHERE e.id = %s",
+            (export_id,),
+        )
+        row = cur.fetchone()
+    assert row is not None, export_id
+    return row
+
+
+def reachable(url: str, timeout: int = 2) -> bool:
+    """Whether a server answers at `url` within `timeout` seconds."""
+    try:
+        with psycopg.connect(url, connect_timeout=timeout):
+            return True
+    except psycopg.Error:
+        return False

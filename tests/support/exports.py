@@ -29,6 +29,7 @@ from ticketexport import seed
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.permissions import Permission
 from ticketexport.exports import formats
+from ticketexport.exports.frozen import FrozenRequest
 from ticketexport.exports.worker import plan_export
 from ticketexport.views import service as view_service
 from ticketexport.views.model import ListRequest
@@ -319,7 +320,7 @@ def csv_in_transaction(
     Without `snapshot`, by plain statements: inside a REPEATABLE READ transaction opened at
     the click this is what the export must contain, decided by PostgreSQL's own MVCC rather
     than by versions. With it, by the export's own as-of statements."""
-    plan = plan_export(frozen, as_of, snapshot)
+    plan = plan_export(FrozenRequest.from_json(frozen), as_of, snapshot)
     with conn.cursor() as cur:
         counted = cur.execute(plan.count).fetchone()
         assert counted is not None

@@ -22,6 +22,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests.support.databases import Seeding
+from tests.support.databases import export_row as export_row
 from tests.support.services import actor_for, services_for
 from ticketexport.domain.actor import Actor
 from ticketexport.exports import service
@@ -199,19 +200,6 @@ async def _cancel(url: str, user: Actor, export_id: str) -> None:
 
 def cancel_export(url: str, export_id: str) -> None:
     run_async(_cancel(url, actor_for(url), export_id))
-
-
-def export_row(url: str, export_id: str) -> dict[str, Any]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        cur.execute(
-            "SELECT e.*, m.object_key, m.sha256, m.size_bytes FROM export_jobs e "
-            "LEFT JOIN media_items m ON m.id = e.media_item_id WHERE e.id = %s",
-            (export_id,),
-        )
-        row = cur.fetchone()
-    assert row is not None
-    return row
 
 
 def wait_for(

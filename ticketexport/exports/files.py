@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from ticketexport import audit, events
-from ticketexport.db import q
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.errors import Unavailable
+from ticketexport.exports import store
 from ticketexport.exports.service import FileGone
+from ticketexport.exports.store import Export, ExportFile
 from ticketexport.storage import ObjectMissing, StorageError
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class Download:
     """Who asks for which export's file, and which bytes of it."""
 
     user: Actor
-    export: Mapping[str, Any]
+    export: Export
     start: int
     end: int
     client_ip: str | None
@@ -77,8 +78,15 @@ class Download:
         return max(0, self.end - self.start + 1)
 
     @property
+    def file(self) -> ExportFile:
+        """The completed export's file (a Download is made only for one that has it)."""
+        file = self.export.file
+        assert file is not None
+        return file
+
+    @property
     def key(self) -> str:
-        return str(self.export["object_key"])
+        return self.file.object_key
 
 
 async def check(services: Services, download: Download, *, record: bool = True) -> None:
@@ -95,12 +103,12 @@ async def check(services: Services, download: Download, *, record: bool = True) 
         log.warning("file store unreachable for a download (%s)", exc)
         await _failed(services, download, UNAVAILABLE, record=record)
         raise StoreUnavailable() from None
-    recorded = int(download.export["size_bytes"])
+    recorded = download.file.size_bytes
     if stored != recorded:
         if record:
             await _lost(services, download, SIZE_MISMATCH, {"stored_size": stored})
         raise FileGone()
-    if recorded == 0 and hashlib.sha256().hexdigest() != download.export["sha256"]:
+    if recorded == 0 and hashlib.sha256().hexdigest() != download.file.sha256:
         # Nothing to stream, so the hash is checked here, before the status line.
         if record:
             await _lost(services, download, DIGEST_MISMATCH, {})
@@ -111,7 +119,7 @@ async def open_body(services: Services, download: Download) -> AsyncGenerator[by
     """The bytes to send, once check() passed. The first block is read here, before the
     status line (FileGone or StoreUnavailable as in check()); the iterator's own failures
     are Interrupted."""
-    if int(download.export["size_bytes"]) == 0:
+    if download.file.size_bytes == 0:
         return _empty()
     reader = services.storage.read(download.key, download.start, download.end)
     try:
@@ -164,14 +172,14 @@ async def _body(
         log.warning(
             "the file store failed during a download (%s)",
             exc,
-            extra={"export_id": str(download.export["id"]), "bytes_sent": sent},
+            extra={"export_id": download.export.id, "bytes_sent": sent},
         )
         await _failed(services, download, INTERRUPTED, {"bytes_sent": sent})
         raise Interrupted from exc
     finally:
         await _close(reader)
     complete = sent + len(held) == download.length
-    if verify and (not complete or digest.hexdigest() != download.export["sha256"]):
+    if verify and (not complete or digest.hexdigest() != download.file.sha256):
         await _lost(services, download, DIGEST_MISMATCH, {"bytes_sent": sent})
         raise Interrupted
     if not complete:
@@ -209,16 +217,14 @@ async def _lost(
 ) -> None:
     """The stored object is not the recorded file: marked on its media item, so every later
     download answers 410, announced to open status pages, and audited."""
-    export_id = str(download.export["id"])
+    export_id = download.export.id
     log.error(
         "an export's stored file differs from its record (%s); it is never served again",
         reason,
         extra={"export_id": export_id, "object_key": download.key, **details},
     )
     async with services.pool.connection() as conn, conn.transaction():
-        await conn.execute(
-            q("media_item_lost"), {"id": download.export["media_item_id"], "reason": reason}
-        )
+        await store.file_lost(conn, download.file.media_item_id, reason)
         await _audit(conn, download, reason, details)
         await events.publish(conn, export_id)
 
@@ -235,7 +241,7 @@ async def _audit(
         actor_id=download.user.id,
         actor_email=download.user.email,
         client_ip=download.client_ip,
-        export_id=str(download.export["id"]),
+        export_id=download.export.id,
         details={
             "reason": reason,
             "range": f"{download.start}-{download.end}" if download.ranged else None,

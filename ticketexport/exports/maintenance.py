@@ -11,12 +11,13 @@ import procrastinate
 import procrastinate.exceptions
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 
 from ticketexport import audit, events, jobqueue
 from ticketexport.db import VERSIONED_TABLES, q
 from ticketexport.domain import exports as rules
 from ticketexport.domain.exports import MAX_ATTEMPTS, copy_application_name
+from ticketexport.exports import store
+from ticketexport.exports.store import Attempt
 from ticketexport.standby import stop_standby_reads
 from ticketexport.storage import PROBE_PREFIX, StorageError, marker, probe_is_stale
 
@@ -68,22 +69,18 @@ async def _rescue(services: Services, report: Report) -> None:
     """
     rescued: list[str] = []
     async with services.pool.connection() as conn, conn.transaction():
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(
-            q("maintenance_stuck_running"),
-            {"heartbeat": heartbeat_timeout(services), "stall": services.settings.stall_seconds},
+        stuck = await store.stuck_running(
+            conn, heartbeat_s=heartbeat_timeout(services), stall_s=services.settings.stall_seconds
         )
-        for export in await cur.fetchall():
-            export_id = str(export["id"])
+        for export, reason in stuck:
             # Whatever the old attempt is still doing in the database, it stops now.
-            await cur.execute(
-                q("export_cancel_backends"), {"app": copy_application_name(export_id)}
+            await conn.execute(
+                q("export_cancel_backends"), {"app": copy_application_name(export.id)}
             )
-            reason = export["reason"]
             await _requeue_or_fail(
-                services, conn, export, report, requeue="export_requeue", reason=reason, code=reason
+                services, conn, export, report, lost_job=False, reason=reason, code=reason
             )
-            rescued.append(export_id)
+            rescued.append(export.id)
     for export_id in rescued:
         await stop_standby_reads(services, export_id)
 
@@ -91,46 +88,41 @@ async def _rescue(services: Services, report: Report) -> None:
 async def _requeue_or_fail(
     services: Services,
     conn: psycopg.AsyncConnection[Any],
-    export: Mapping[str, Any],
+    export: Attempt,
     report: Report,
     *,
-    requeue: str,
+    lost_job: bool,
     reason: str,
     code: str,
     details: Mapping[str, Any] | None = None,
 ) -> None:
-    """A new attempt on a new job for an export whose attempt was lost (`requeue` names the
-    guarded update), or, its attempts used up, its failure with `code`; audited in the
-    requester's name and announced, in the caller's transaction.
+    """A new attempt on a new job for an export whose attempt was lost (running, or still
+    queued when its job was lost: `lost_job`), or, its attempts used up, its failure with
+    `code`; audited in the requester's name and announced, in the caller's transaction.
 
     A new job rather than procrastinate's retry of the old one: an attempt is owned by its
     job id, so a worker that was only frozen and wakes up holding the old job finds the
     export no longer its own instead of running it a second time.
     """
-    export_id = str(export["id"])
-    attempt = int(export["attempt"])
+    export_id = export.id
+    attempt = export.attempt
     if attempt < MAX_ATTEMPTS:
-        await conn.execute(q(requeue), {"id": export_id, "attempt": attempt})
+        if lost_job:
+            await store.requeue_lost_job(conn, export_id, attempt)
+        else:
+            await store.requeue(conn, export_id)
         job_id = await jobqueue.defer_export(services.jobs, conn, export_id)
-        await conn.execute(q("export_set_job_id"), {"id": export_id, "job_id": job_id})
+        await store.set_job(conn, export_id, job_id)
         action = "export.requeued"
         recorded: dict[str, Any] = {
             "reason": reason,
             "attempt": attempt + 1,
-            "rows_done": export["rows_done"],
+            "rows_done": export.rows_done,
             "procrastinate_job_id": job_id,
         }
         report.requeued += 1
     else:
-        await conn.execute(
-            q("export_fail"),
-            {
-                "id": export_id,
-                "attempt": attempt,
-                "code": code,
-                "message": rules.safe_message(code),
-            },
-        )
+        await store.fail(conn, export_id, attempt, code)
         action = "export.failed"
         recorded = {"error_code": code, "attempt": attempt}
         if reason != code:
@@ -149,24 +141,19 @@ async def _requeue_or_fail(
 async def _expire_unfinished(services: Services, report: Report) -> None:
     code = "expired_before_completion"
     async with services.pool.connection() as conn, conn.transaction():
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(
-            q("maintenance_expire_unfinished"), {"code": code, "message": rules.safe_message(code)}
-        )
-        for export in await cur.fetchall():
-            export_id = str(export["id"])
-            await cur.execute(
-                q("export_cancel_backends"), {"app": copy_application_name(export_id)}
+        for export in await store.expire_unfinished(conn, code):
+            await conn.execute(
+                q("export_cancel_backends"), {"app": copy_application_name(export.id)}
             )
-            if export["procrastinate_job_id"] is not None:
-                await jobqueue.abort_job(services.jobs, conn, export["procrastinate_job_id"])
+            if export.procrastinate_job_id is not None:
+                await jobqueue.abort_job(services.jobs, conn, export.procrastinate_job_id)
             await audit.record_for_requester(
                 conn,
                 "export.failed",
-                export_id=export_id,
-                details={"error_code": code, "attempt": export["attempt"], "by": "maintenance"},
+                export_id=export.id,
+                details={"error_code": code, "attempt": export.attempt, "by": "maintenance"},
             )
-            await events.publish(conn, export_id)
+            await events.publish(conn, export.id)
             report.failed += 1
 
 
@@ -185,32 +172,28 @@ async def _expire_completed(services: Services, report: Report) -> None:
     failed: list[str] = []
     while True:
         async with services.pool.connection() as conn, conn.transaction():
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(q("maintenance_claim_expired"), {"skip": failed})
-            export = await cur.fetchone()
+            export = await store.claim_expired(conn, failed)
             if export is None:
                 return
-            export_id = str(export["id"])
+            export_id = export.id
             try:
-                await services.storage.delete(export["object_key"])
+                await services.storage.delete(export.object_key)
             except (StorageError, OSError):
                 log.exception(
                     "could not delete an expired export file; retrying on the next run",
-                    extra={"export_id": export_id, "object_key": export["object_key"]},
+                    extra={"export_id": export_id, "object_key": export.object_key},
                 )
-                await cur.execute(q("export_cleanup_failed"), {"id": export_id})
+                await store.cleanup_failed(conn, export_id)
                 failed.append(export_id)
                 report.cleanup_failures += 1
                 continue
-            await cur.execute(q("media_item_expire"), {"id": export["media_item_id"]})
-            await cur.execute(q("export_expire"), {"id": export_id})
-            if await cur.fetchone() is None:
+            if not await store.expire(conn, export):
                 continue
             await audit.record_for_requester(
                 conn,
                 "export.expired",
                 export_id=export_id,
-                details={"object_key": export["object_key"], "by": "maintenance"},
+                details={"object_key": export.object_key, "by": "maintenance"},
             )
             await events.publish(conn, export_id)
         report.expired += 1
@@ -239,8 +222,7 @@ async def _rescue_lost_jobs(services: Services, report: Report) -> None:
     # The exports first, their jobs second: a new export's job commits with it, so every
     # export read here has its job in the listing below unless that job is really gone.
     async with services.pool.connection() as conn:
-        cur = await conn.execute(q("maintenance_queued_exports"))
-        queued = [(str(row[0]), row[1]) for row in await cur.fetchall()]
+        queued = await store.queued(conn)
     live = await jobqueue.live_export_jobs(app) if queued else set()
     for export_id, job_id in queued:
         if job_id in live and job_id not in stalled:
@@ -259,10 +241,8 @@ async def _rescue_queued(
     """Re-queue (or fail) one queued export whose job looked lost, once its row is locked
     and the job checked again: a worker claiming it right now holds the lock and wins."""
     async with services.pool.connection() as conn, conn.transaction():
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(q("maintenance_lock_queued"), {"id": export_id})
-        export = await cur.fetchone()
-        if export is None or export["procrastinate_job_id"] != job_id:
+        export = await store.lock_queued(conn, export_id)
+        if export is None or export.procrastinate_job_id != job_id:
             return
         status = None if job_id is None else await jobqueue.job_status(services.jobs, job_id)
         if status == procrastinate.jobs.Status.DOING and job_id in stalled:
@@ -276,7 +256,7 @@ async def _rescue_queued(
             conn,
             export,
             report,
-            requeue="export_requeue_lost_job",
+            lost_job=True,
             reason=reason,
             code=code,
             details={
@@ -292,10 +272,9 @@ async def _retire_stalled(
     if not stalled:
         return
     async with services.pool.connection() as conn:
-        cur = await conn.execute(q("maintenance_jobs_of_unfinished"), {"ids": sorted(stalled)})
         # A running export's attempt may outlive its worker's procrastinate heartbeat; a
         # queued one whose rescue waited for a claim's lock is looked at again next time.
-        held = {int(row[0]) for row in await cur.fetchall()}
+        held = await store.jobs_of_unfinished(conn, sorted(stalled))
     for job_id, job in sorted(stalled.items()):
         if job_id in held or not await jobqueue.retire_job(services.jobs, job_id):
             continue
@@ -367,19 +346,12 @@ async def _sweep_storage(services: Services, report: Report) -> None:
     }
     if not owners:
         return
-    ours = sorted(owners)
     async with services.pool.connection() as conn:
-        cur = await conn.execute(
-            q("maintenance_keys_kept"),
-            {
-                "keys": ours,
-                "ids": [owners[key][0] for key in ours],
-                "attempts": [owners[key][1] for key in ours],
-            },
-        )
-        kept = {str(key): (recorded, running) for key, recorded, running in await cur.fetchall()}
+        kept = await store.keys_kept(conn, owners)
 
-    orphans = {key for key in objects if key in owners and not any(kept[key])}
+    orphans = {
+        key for key in objects if key in owners and not (kept[key].recorded or kept[key].running)
+    }
     for key in sorted(orphans):
         try:
             await storage.delete(key)
@@ -389,7 +361,7 @@ async def _sweep_storage(services: Services, report: Report) -> None:
             log.exception("could not remove an orphan export file", extra={"object_key": key})
     # An unfinished upload of no running attempt goes too; aborting it never touches a
     # complete object under the same key (a recorded file stays).
-    for key in sorted(k for k in set(uploads) - orphans if k in owners and not kept[k][1]):
+    for key in sorted(k for k in set(uploads) - orphans if k in owners and not kept[k].running):
         try:
             await storage.abort_uploads(key)
             report.orphans_removed += 1
@@ -401,11 +373,7 @@ async def _prune_export_jobs(services: Services, report: Report) -> None:
     """procrastinate's rows of exports that finished more than a retention period ago."""
     keep = services.settings.retention_hours * 3600
     async with services.pool.connection() as conn:
-        cur = await conn.execute(
-            q("maintenance_prune_export_jobs"),
-            {"queue": jobqueue.EXPORT_QUEUE, "keep_seconds": keep},
-        )
-        report.jobs_pruned += max(cur.rowcount, 0)
+        report.jobs_pruned += await store.prune_finished_jobs(conn, jobqueue.EXPORT_QUEUE, keep)
 
 
 async def run_periodic(services: Services, app: procrastinate.App) -> None:
@@ -442,11 +410,7 @@ async def _prune_history(services: Services, report: Report) -> None:
     while exports wait keeps history bounded, whatever long transactions run elsewhere.
     """
     async with services.pool.connection() as conn, conn.transaction():
-        await conn.execute(q("history_horizon_lock"))
-        cur = await conn.execute(q("history_horizon"))
-        row = await cur.fetchone()
-    assert row is not None
-    horizon, snapshots = row
+        horizon, snapshots = await store.history_horizon(conn)
     for table in VERSIONED_TABLES:
         statement = q("history_prune").format(history=sql.Identifier(f"{table}_history"))
         async with services.pool.connection() as conn:

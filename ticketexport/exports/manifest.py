@@ -4,11 +4,11 @@ a CSV on the Web (CSVW) table description so CSVW tools read the file typed."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from typing import Any
 
 from ticketexport.exports import formats
-from ticketexport.exports.frozen import FrozenRequest, MalformedRequest
+from ticketexport.exports.frozen import FrozenRequest
+from ticketexport.exports.store import Export
 from ticketexport.views import model as view_model
 from ticketexport.views.columns import CHANGE, COLUMNS, Column
 
@@ -87,15 +87,19 @@ def _instant(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def build(export: Mapping[str, Any]) -> dict[str, Any]:
-    """The manifest of a completed export row (service.export_get's shape)."""
-    try:
-        frozen = FrozenRequest.from_json(export["request"])
-        columns = columns_of(frozen)
-    except (MalformedRequest, view_model.ViewInputError, KeyError):
-        # A request this code did not write: said as it is, with no columns claimed.
-        frozen, columns = None, ()
-    export_format = formats.recorded(frozen.format if frozen else None).key
+def build(export: Export) -> dict[str, Any]:
+    """The manifest of a completed export (its file recorded)."""
+    if export.file is None:
+        raise ValueError("an export without a file has no manifest")
+    frozen = export.frozen
+    columns: tuple[Column, ...] = ()
+    if frozen is not None:
+        try:
+            columns = columns_of(frozen)
+        except (view_model.ViewInputError, KeyError):
+            # A view definition this code did not write: no columns claimed.
+            columns = ()
+    export_format = formats.recorded(export.format).key
     request: dict[str, Any] | None = None
     if frozen is not None:
         request = {
@@ -110,17 +114,17 @@ def build(export: Mapping[str, Any]) -> dict[str, Any]:
             "since": frozen.since.export_id if frozen.since else None,
         }
     manifest: dict[str, Any] = {
-        "export_id": str(export["id"]),
+        "export_id": export.id,
         "view": frozen.view.key if frozen else None,
         "request": request,
         "format": export_format,
-        "file_name": export["file_name"],
-        "bytes": int(export["size_bytes"]),
-        "sha256": export["sha256"],
-        "rows": int(export["rows_done"]),
-        "as_of": _instant(export["as_of"]),
-        "requested_at": _instant(export["requested_at"]),
-        "completed_at": _instant(export["finished_at"]),
+        "file_name": export.file.name,
+        "bytes": export.file.size_bytes,
+        "sha256": export.file.sha256,
+        "rows": export.rows_done,
+        "as_of": _instant(export.as_of),
+        "requested_at": _instant(export.requested_at),
+        "completed_at": _instant(export.finished_at),
         # The earlier export a file of changes is measured from.
         "since": frozen.since.export_id if frozen and frozen.since else None,
         "columns": [
@@ -129,5 +133,5 @@ def build(export: Mapping[str, Any]) -> dict[str, Any]:
         ],
     }
     if export_format == "csv":
-        manifest["csvw"] = csvw(export["file_name"], columns)
+        manifest["csvw"] = csvw(export.file.name, columns)
     return manifest

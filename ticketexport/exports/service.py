@@ -9,16 +9,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
 from ticketexport import audit, events, jobqueue
 from ticketexport.db import q
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.errors import Conflict, Denied, Gone, NotFound, TooMany
 from ticketexport.domain.exports import Status, copy_application_name
-from ticketexport.exports import formats, manifest
+from ticketexport.exports import formats, manifest, store
 from ticketexport.exports.frozen import FrozenActor, FrozenRequest, FrozenView, Requester, Since
+from ticketexport.exports.store import Export, ExportState
 from ticketexport.standby import stop_standby_reads
 from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
@@ -139,9 +138,9 @@ async def _audit(
     )
 
 
-def may_see(user: Actor, export: Mapping[str, Any]) -> bool:
+def may_see(user: Actor, export: ExportState) -> bool:
     """Its requester, and admins with the export permission."""
-    return export["requester_id"] == user.id or user.may_download
+    return export.requester_id == user.id or user.may_download
 
 
 def may_list_everyones(user: Actor) -> bool:
@@ -156,27 +155,17 @@ async def list_exports(
     before_time: dt.datetime | None,
     before_id: str | None,
     limit: int,
-) -> list[dict[str, Any]]:
+) -> list[Export]:
     """Up to `limit` exports requested before the cursor, newest first: one requester's, or
     everyone's (None; the caller checks may_list_everyones)."""
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(
-        q("export_list"),
-        {
-            "user_id": requester_id,
-            "before_time": before_time,
-            "before_id": before_id,
-            "limit": limit,
-        },
+    return await store.page(
+        conn, requester_id=requester_id, before_time=before_time, before_id=before_id, limit=limit
     )
-    return await cur.fetchall()
 
 
 async def running_count(conn: psycopg.AsyncConnection[Any], user_id: int) -> int:
     """The user's queued and running exports (one indexed count)."""
-    cur = await conn.execute(q("export_running_count"), {"user_id": user_id})
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    return await store.running_count(conn, user_id)
 
 
 async def workers_seen(conn: psycopg.AsyncConnection[Any], seconds: float) -> bool:
@@ -228,53 +217,35 @@ async def _insert_and_defer(
     client_ip: str | None,
 ) -> Requested:
     """Insert the export row and its procrastinate job in the caller's transaction."""
-    fingerprint = frozen.fingerprint()
     # Serialise one user's requests so two identical clicks cannot both insert.
-    await conn.execute(q("export_request_lock"), {"user_id": user.id})
+    await store.lock_requests(conn, user.id)
     if retry_of is None:
-        cur = await conn.execute(
-            q("export_find_duplicate"),
-            {
-                "user_id": user.id,
-                "fingerprint": fingerprint,
-                "seconds": DOUBLE_SUBMIT_SECONDS,
-            },
+        existing = await store.find_duplicate(
+            conn, user.id, frozen.fingerprint(), DOUBLE_SUBMIT_SECONDS
         )
-        existing = await cur.fetchone()
         if existing is not None:
             await _audit(
                 conn,
                 "export.deduplicated",
                 user,
                 client_ip=client_ip,
-                export_id=str(existing[0]),
+                export_id=existing,
                 details={**_request_details(frozen), "within_s": DOUBLE_SUBMIT_SECONDS},
             )
-            return Requested(export_id=str(existing[0]), deduplicated=True)
+            return Requested(export_id=existing, deduplicated=True)
     limit = services.settings.max_active_exports_per_user
-    if limit:
-        # Counted under the same lock: two racing clicks cannot both take the last place.
-        cur = await conn.execute(q("export_running_count"), {"user_id": user.id})
-        active = await cur.fetchone()
-        if active is not None and int(active[0]) >= limit:
-            raise TooManyExports(limit)
-    await conn.execute(q("history_horizon_share"))
-    cur = await conn.execute(
-        q("export_insert"),
-        {
-            "requester_id": user.id,
-            "request": Jsonb(frozen.to_json()),
-            "view_name": frozen.view.name,
-            "fingerprint": fingerprint,
-            "retention": dt.timedelta(hours=services.settings.retention_hours),
-            "retry_of": retry_of,
-        },
+    # Counted under the same lock: two racing clicks cannot both take the last place.
+    if limit and await store.running_count(conn, user.id) >= limit:
+        raise TooManyExports(limit)
+    export_id = await store.insert(
+        conn,
+        requester_id=user.id,
+        frozen=frozen,
+        retention=dt.timedelta(hours=services.settings.retention_hours),
+        retry_of=retry_of,
     )
-    row = await cur.fetchone()
-    assert row is not None
-    export_id = str(row[0])
     job_id = await jobqueue.defer_export(services.jobs, conn, export_id)
-    await conn.execute(q("export_set_job_id"), {"id": export_id, "job_id": job_id})
+    await store.set_job(conn, export_id, job_id)
     await _audit(
         conn,
         "export.retried" if retry_of else "export.requested",
@@ -356,20 +327,9 @@ async def request_export(
         raise
 
 
-async def load_export(conn: psycopg.AsyncConnection[Any], export_id: str) -> dict[str, Any] | None:
-    try:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(q("export_get"), {"id": export_id})
-        return await cur.fetchone()
-    except psycopg.errors.InvalidTextRepresentation:
-        return None
-
-
-async def visible_export(
-    conn: psycopg.AsyncConnection[Any], user: Actor, export_id: str
-) -> dict[str, Any]:
-    """The export row if the user may see it; ExportNotFound otherwise (no existence leak)."""
-    export = await load_export(conn, export_id)
+async def visible_export(conn: psycopg.AsyncConnection[Any], user: Actor, export_id: str) -> Export:
+    """The export if the user may see it; ExportNotFound otherwise (no existence leak)."""
+    export = await store.get(conn, export_id)
     if export is None or not may_see(user, export):
         raise ExportNotFound()
     return export
@@ -392,9 +352,9 @@ async def retry_export(
     try:
         async with services.pool.connection() as conn, conn.transaction():
             original = await visible_export(conn, user, export_id)
-            if original["status"] not in (Status.FAILED, Status.CANCELLED):
+            if original.status not in (Status.FAILED, Status.CANCELLED):
                 raise ExportConflict("Only failed or cancelled exports can be retried.")
-            recorded = FrozenRequest.read(original["request"])
+            recorded = original.frozen
             if recorded is None:
                 raise ExportConflict("This export's request cannot be repeated.")
             frozen = recorded.with_requester(Requester.of(user, await _roles(conn, user.id)))
@@ -413,8 +373,8 @@ async def request_changes(
     the changes since that export's click. Only that export's requester may ask: its rows
     depend on who asked."""
     async with services.pool.connection() as conn:
-        base = await load_export(conn, export_id)
-    if base is None or base["requester_id"] != user.id:
+        found = await store.get(conn, export_id)
+    if found is None or found.requester_id != user.id:
         await _deny(services, user, "changes", "not_found", client_ip, export_id)
         raise ExportNotFound()
     if not user.may_export:
@@ -427,9 +387,7 @@ async def request_changes(
             # base's row versions (it finds the new export's `since`), and pruning that ran
             # before judged the base by an earlier instant than this request does.
             await conn.execute(q("history_horizon_share"))
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(q("export_changes_base"), {"id": export_id})
-            base = await cur.fetchone()
+            base = await store.changes_base(conn, export_id)
             if base is None or base["requester_id"] != user.id:
                 raise ExportNotFound()
             if base["status"] == Status.EXPIRED or base["expired"]:
@@ -476,13 +434,12 @@ async def cancel_export(
     async with services.pool.connection() as conn:
         async with conn.transaction():
             export = await visible_export(conn, user, export_id)
-            cur = await conn.execute(q("export_cancel"), {"id": export_id})
-            if await cur.fetchone() is None:
+            if not await store.cancel(conn, export_id):
                 raise ExportConflict("This export has already finished.")
-            if export["procrastinate_job_id"] is not None:
+            if export.procrastinate_job_id is not None:
                 # A waiting job is cancelled; a running one's worker is told at commit and
                 # cancels its task.
-                await jobqueue.abort_job(services.jobs, conn, export["procrastinate_job_id"])
+                await jobqueue.abort_job(services.jobs, conn, export.procrastinate_job_id)
             await _audit(
                 conn,
                 "export.cancelled",
@@ -490,9 +447,9 @@ async def cancel_export(
                 client_ip=client_ip,
                 export_id=export_id,
                 details={
-                    "previous_status": export["status"],
-                    "rows_done": export["rows_done"],
-                    "attempt": export["attempt"],
+                    "previous_status": export.status.value,
+                    "rows_done": export.rows_done,
+                    "attempt": export.attempt,
                 },
             )
             await events.publish(conn, export_id)
@@ -509,8 +466,8 @@ async def authorize_download(
     auto: bool,
     client_ip: str | None,
     head: bool = False,
-) -> dict[str, Any] | None:
-    """The export row when the user may download its file now, checked at this moment.
+) -> Export | None:
+    """The export when the user may download its file now, checked at this moment.
 
     None means the automatic download already happened (another tab or browser): nothing
     to send. Raises ExportNotFound, ExportDenied, ExportGone or ExportNotReady; refusals
@@ -533,19 +490,15 @@ async def authorize_download(
         assert now is not None
         if expired(export, now[0]):
             raise ExportGone()
-        if export["status"] != Status.COMPLETED or export["object_key"] is None:
+        if export.status != Status.COMPLETED or export.file is None:
             raise ExportNotReady()
-        if export["file_lost_at"] is not None:
+        if export.file_lost_at is not None:
             raise FileGone()
         if auto and head:
-            if export["auto_downloaded_at"] is not None or export["requester_id"] != user.id:
+            if export.auto_downloaded_at is not None or export.requester_id != user.id:
                 return None
-        elif auto:
-            cur = await conn.execute(
-                q("export_claim_auto_download"), {"id": export_id, "user_id": user.id}
-            )
-            if await cur.fetchone() is None:
-                return None
+        elif auto and not await store.claim_auto_download(conn, export_id, user.id):
+            return None
     return export
 
 
@@ -568,22 +521,24 @@ async def record_download(
         )
 
 
-def expired(export: Mapping[str, Any], now: dt.datetime) -> bool:
-    return bool(export["expires_at"] <= now) or export["status"] == Status.EXPIRED
+def expired(export: ExportState, now: dt.datetime) -> bool:
+    return export.expires_at <= now or export.status == Status.EXPIRED
 
 
 async def list_own_exports(
     conn: psycopg.AsyncConnection[Any], user: Actor, *, after: str | None, limit: int
-) -> list[dict[str, Any]]:
+) -> list[Export]:
     """Up to `limit` of the user's exports, newest first, after export `after` (one of theirs:
     ExportNotFound otherwise, so a page cannot start from anyone else's export)."""
+    before_time = before_id = None
     if after is not None:
-        cur = await conn.execute(q("export_api_position"), {"id": after, "user_id": user.id})
-        if await cur.fetchone() is None:
+        position = await store.get(conn, after)
+        if position is None or position.requester_id != user.id:
             raise ExportNotFound()
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(q("export_api_list"), {"user_id": user.id, "after": after, "limit": limit})
-    return await cur.fetchall()
+        before_time, before_id = position.requested_at, position.id
+    return await store.page(
+        conn, requester_id=user.id, before_time=before_time, before_id=before_id, limit=limit
+    )
 
 
 async def export_manifest(

@@ -10,7 +10,7 @@ import logging
 import tempfile
 import time
 import zoneinfo
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import IO, TYPE_CHECKING, Any
 
 import psycopg
@@ -23,7 +23,7 @@ from ticketexport.domain import exports as rules
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.exports import MAX_ATTEMPTS, Stage, Status, copy_application_name
 from ticketexport.domain.permissions import Permission
-from ticketexport.exports import formats
+from ticketexport.exports import formats, store
 from ticketexport.exports.copyreader import CopyReader
 from ticketexport.exports.failures import (
     FILE_TOO_LARGE,
@@ -33,6 +33,7 @@ from ticketexport.exports.failures import (
     Transient,
 )
 from ticketexport.exports.frozen import FrozenRequest
+from ticketexport.exports.store import Export, NewFile
 from ticketexport.storage import StorageError, StorageLimitExceeded
 from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
@@ -95,12 +96,11 @@ def view_of(frozen: FrozenRequest) -> tuple[view_service.ResolvedView, view_serv
     return resolved, request
 
 
-def plan_export(stored: Any, as_of: dt.datetime, snapshot: str | None) -> ExportPlan:
+def plan_export(frozen: FrozenRequest, as_of: dt.datetime, snapshot: str | None) -> ExportPlan:
     """The export's SELECT, its row count and its file name, as the frozen request stored in
     its row says, reading the data as of the click's snapshot. A request with `since` is a
     file of the changes since that earlier click (compiler.compile_changes)."""
     try:
-        frozen = FrozenRequest.from_json(stored)
         fmt = formats.get(frozen.format)
         resolved, request = view_of(frozen)
         actor = frozen.actor.actor()
@@ -176,76 +176,63 @@ class ExportRun:
 
     # --- row updates ----------------------------------------------------------------
 
-    async def _update(self, name: str, **params: Any) -> dict[str, Any] | None:
-        """Run a guarded update (only while this attempt owns the row) and announce it."""
+    async def _update(self, change: Callable[[store.Conn], Awaitable[bool]]) -> bool:
+        """Run a guarded update (it changes the row only while this attempt owns it) and
+        announce it."""
         async with self.services.pool.connection() as conn, conn.transaction():
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(q(name), {"id": self.export_id, "attempt": self.attempt, **params})
-            row: dict[str, Any] | None = await cur.fetchone()
-            if row is not None:
+            changed = await change(conn)
+            if changed:
                 await events.publish(conn, self.export_id)
-            return row
+            return changed
 
-    async def _claim(self) -> dict[str, Any] | None:
+    async def _claim(self) -> Export | None:
         """queued → running (after a crash: running → queued → running, attempt + 1)."""
         async with self.services.pool.connection() as conn, conn.transaction():
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(q("export_lock"), {"id": self.export_id})
-            export = await cur.fetchone()
-            if export is None or export["status"] not in (Status.QUEUED, Status.RUNNING):
+            now = await store.lock(conn, self.export_id)
+            export = None if now is None else await store.get(conn, self.export_id)
+            if export is None or now is None or not export.active:
                 return None
-            if self.job_id is not None and export["procrastinate_job_id"] not in (
-                None,
-                self.job_id,
-            ):
+            if self.job_id is not None and export.procrastinate_job_id not in (None, self.job_id):
                 # Maintenance handed this export to a newer job; this one is stale.
                 return None
-            if export["status"] == Status.RUNNING:
-                if export["attempt"] >= MAX_ATTEMPTS:
-                    self._adopt(export)
+            attempt = export.attempt
+            if export.status == Status.RUNNING:
+                if attempt >= MAX_ATTEMPTS:
+                    self._adopt(export, attempt)
                     await self._record_failure(conn, "worker_lost")
                     return None
                 # A previous try of this job died mid-way: that attempt is over.
-                await cur.execute(q("export_requeue"), {"id": self.export_id})
-                export["attempt"] += 1
-            if export["expires_at"] <= export["db_now"]:
-                self._adopt(export)
-                await self._record_failure(
-                    conn, "expired_before_completion", query="export_fail_unclaimed"
-                )
+                await store.requeue(conn, self.export_id)
+                attempt += 1
+            if export.expires_at <= now:
+                self._adopt(export, attempt)
+                await self._record_failure(conn, "expired_before_completion", unclaimed=True)
                 return None
-            await cur.execute(q("export_start"), {"id": self.export_id, "job_id": self.job_id})
-            started: dict[str, Any] | None = await cur.fetchone()
-            assert started is not None
+            started = await store.start(conn, self.export_id, self.job_id)
+            assert started
             await events.publish(conn, self.export_id)
-            return started
+            return await store.get(conn, self.export_id)
 
-    def _adopt(self, export: Mapping[str, Any]) -> None:
+    def _adopt(self, export: Export, attempt: int) -> None:
         """Take the claimed row's attempt and format for the updates, logs and audit rows."""
-        self.attempt = int(export["attempt"])
+        self.attempt = attempt
         self.log_extra["attempt"] = self.attempt
-        frozen = FrozenRequest.read(export["request"])
-        self.format_key = (frozen and frozen.format) or formats.DEFAULT_FORMAT
+        self.format_key = (export.frozen and export.frozen.format) or formats.DEFAULT_FORMAT
 
     async def _record_failure(
         self,
         conn: psycopg.AsyncConnection[Any],
         code: str,
         *,
-        query: str = "export_fail",
+        unclaimed: bool = False,
         duration_s: float | None = None,
     ) -> None:
         """Fail the export with `code` (if this attempt still may) and audit it."""
-        cur = await conn.execute(
-            q(query),
-            {
-                "id": self.export_id,
-                "attempt": self.attempt,
-                "code": code,
-                "message": rules.safe_message(code),
-            },
-        )
-        if await cur.fetchone() is None:
+        if unclaimed:
+            failed = await store.fail_unclaimed(conn, self.export_id, code)
+        else:
+            failed = await store.fail(conn, self.export_id, self.attempt, code)
+        if not failed:
             return
         details: dict[str, Any] = {
             "error_code": code,
@@ -268,13 +255,16 @@ class ExportRun:
         if export is None:
             log.info("export has nothing to do", extra={**self.log_extra, "event": "nothing_to_do"})
             return
-        self._adopt(export)
+        self._adopt(export, export.attempt)
         log.info("export started", extra={**self.log_extra, "event": "started"})
         heartbeat = asyncio.create_task(self._heartbeat(asyncio.current_task()))
         key: str | None = None
         try:
-            await self._check_requester(export["request"])
-            plan = plan_export(export["request"], export["as_of"], export["as_of_snapshot"])
+            frozen = export.frozen
+            if frozen is None:
+                raise ExportFailed("view_unavailable", "the stored request is malformed")
+            await self._check_requester(frozen)
+            plan = plan_export(frozen, export.as_of, export.as_of_snapshot)
             key = rules.object_key(self.export_id, self.attempt, plan.file_name)
             await self._copy_to_storage(plan, key, export)
         except Superseded:
@@ -298,7 +288,7 @@ class ExportRun:
                     extra={**self.log_extra, "event": "standby_conflict"},
                 )
                 with contextlib.suppress(psycopg.Error, OSError):
-                    await self._update_quiet("export_standby_conflict")
+                    await self._update_quiet(store.standby_conflict)
             if not await self._still_ours():
                 # A cancel or a maintenance rescue cut our statement short: not an outage,
                 # and a procrastinate retry of this job would only find nothing to do.
@@ -343,10 +333,7 @@ class ExportRun:
                     extra={**self.log_extra, "event": "heartbeat_stuck"},
                 )
 
-    async def _check_requester(self, stored: Any) -> None:
-        frozen = FrozenRequest.read(stored)
-        if frozen is None:
-            raise ExportFailed("view_unavailable", "the stored request is malformed")
+    async def _check_requester(self, frozen: FrozenRequest) -> None:
         async with self.services.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(q("user_access"), {"user_id": frozen.requester.id})
@@ -374,7 +361,7 @@ class ExportRun:
         except psycopg.OperationalError as exc:
             raise Transient("database_unavailable", exc) from exc
 
-    async def _reader(self, export: Mapping[str, Any]) -> tuple[str, psycopg.Connection[Any]]:
+    async def _reader(self, export: Export) -> tuple[str, psycopg.Connection[Any]]:
         """The database this attempt reads from, and the one connection its count and its
         COPY both run on.
 
@@ -390,10 +377,9 @@ class ExportRun:
         """
         settings = self.services.settings
         primary = self.services.database_url
-        skip, fallback = standby.skip_standby(
-            settings, export.get("as_of_lsn"), export["standby_conflicts"]
-        )
-        if skip or settings.export_database_url is None:
+        skip, fallback = standby.skip_standby(settings, export.as_of_lsn, export.standby_conflicts)
+        lsn = export.as_of_lsn
+        if skip or settings.export_database_url is None or lsn is None:
             return await self._read_on(primary, "primary", fallback)
         deadline = time.monotonic() + settings.standby_max_lag_seconds
         try:
@@ -408,7 +394,7 @@ class ExportRun:
             reason = await standby.replay_not_reached(
                 self.services,
                 conn,
-                export["as_of_lsn"],
+                lsn,
                 deadline,
                 waiting=lambda: self._stage(Stage.COUNTING),
             )
@@ -433,10 +419,13 @@ class ExportRun:
         return source, await self._connect(url, blocking=True)
 
     async def _record_reader(self, source: str, fallback: str | None) -> None:
-        if await self._update("export_read_from", source=source, fallback=fallback) is None:
+        attempt = self.attempt
+        if not await self._update(
+            lambda conn: store.read_from(conn, self.export_id, attempt, source, fallback)
+        ):
             raise Superseded
 
-    async def _copy_to_storage(self, plan: ExportPlan, key: str, export: Mapping[str, Any]) -> None:
+    async def _copy_to_storage(self, plan: ExportPlan, key: str, export: Export) -> None:
         storage = self.services.storage
         await self._stage(Stage.COUNTING)
         source, conn = await self._reader(export)
@@ -452,7 +441,10 @@ class ExportRun:
                 except psycopg.OperationalError as exc:
                     raise Transient("database_unavailable", exc) from exc
                 self.total = int(counted[0])
-            if await self._update("export_counted", total=self.total) is None:
+            total, attempt = self.total, self.attempt
+            if not await self._update(
+                lambda conn: store.counted(conn, self.export_id, attempt, total)
+            ):
                 raise Superseded
             limit = plan.format.max_rows
             if limit is not None and self.total > limit:
@@ -558,11 +550,13 @@ class ExportRun:
         await self._progress()
 
     async def _progress(self) -> None:
-        if await self._update("export_progress", rows=self.rows) is None:
+        attempt, rows = self.attempt, self.rows
+        if not await self._update(lambda conn: store.progress(conn, self.export_id, attempt, rows)):
             raise Superseded
 
     async def _stage(self, stage: Stage) -> None:
-        if await self._update("export_stage", stage=stage.value) is None:
+        attempt = self.attempt
+        if not await self._update(lambda conn: store.stage(conn, self.export_id, attempt, stage)):
             raise Superseded
 
     async def _heartbeat(self, main: asyncio.Task[Any] | None) -> None:
@@ -571,7 +565,7 @@ class ExportRun:
         while True:
             await asyncio.sleep(interval)
             try:
-                alive = await self._update_quiet("export_heartbeat")
+                alive = await self._update_quiet(store.heartbeat)
             except (psycopg.Error, OSError):
                 log.warning(
                     "heartbeat failed", extra={**self.log_extra, "event": "heartbeat_failed"}
@@ -593,14 +587,16 @@ class ExportRun:
         """Whether this attempt still owns the row; True when the database cannot say."""
         try:
             # Waits for a cancel or rescue in flight to commit, then sees its outcome.
-            return await self._update_quiet("export_heartbeat")
+            return await self._update_quiet(store.heartbeat)
         except (psycopg.Error, OSError):
             return True
 
-    async def _update_quiet(self, name: str) -> bool:
+    async def _update_quiet(
+        self, change: Callable[[store.Conn, str, int], Awaitable[bool]]
+    ) -> bool:
+        """A guarded update of this attempt's, announced to no one."""
         async with self.services.pool.connection() as conn:
-            cur = await conn.execute(q(name), {"id": self.export_id, "attempt": self.attempt})
-            return await cur.fetchone() is not None
+            return await change(conn, self.export_id, self.attempt)
 
     async def _complete(self, plan: ExportPlan, key: str, size: int, sha256: str) -> None:
         try:
@@ -615,26 +611,15 @@ class ExportRun:
 
     async def _record_completion(self, plan: ExportPlan, key: str, size: int, sha256: str) -> None:
         async with self.services.pool.connection() as conn, conn.transaction():
-            cur = conn.cursor(row_factory=dict_row)
-            await cur.execute(
-                q("media_item_insert"),
-                {
-                    "file_name": plan.file_name,
-                    "size": size,
-                    "content_type": plan.format.content_type,
-                    "backend": self.services.storage.backend,
-                    "key": key,
-                    "sha256": sha256,
-                },
+            stored = NewFile(
+                name=plan.file_name,
+                size=size,
+                content_type=plan.format.content_type,
+                backend=self.services.storage.backend,
+                object_key=key,
+                sha256=sha256,
             )
-            media = await cur.fetchone()
-            assert media is not None
-            await cur.execute(
-                q("export_complete"),
-                {"id": self.export_id, "attempt": self.attempt, "media_id": media["id"]},
-            )
-            done = await cur.fetchone()
-            if done is None:
+            if not await store.complete(conn, self.export_id, self.attempt, stored):
                 # Cancelled while storing, or the retention ended first: roll back the
                 # media row, then drop the file.
                 raise _Refused
@@ -682,8 +667,7 @@ class ExportRun:
         if self.completing:
             try:
                 async with self.services.pool.connection() as conn:
-                    cur = await conn.execute(q("media_item_recorded"), {"key": key})
-                    recorded = await cur.fetchone() is not None
+                    recorded = await store.file_recorded(conn, key)
             except (psycopg.Error, OSError):
                 # Cannot tell: keep the file. Maintenance removes it once the database
                 # answers again if no export records it (and this attempt no longer runs).

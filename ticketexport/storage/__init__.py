@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import re
 import time
 import uuid
@@ -47,6 +48,21 @@ class StoredObject:
     key: str
     size: int
     sha256: str
+
+
+class Tally:
+    """What a write has taken so far: the size and SHA-256 its StoredObject reports."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._digest = hashlib.sha256()
+
+    def add(self, chunk: bytes) -> None:
+        self._digest.update(chunk)
+        self.size += len(chunk)
+
+    def stored(self, key: str) -> StoredObject:
+        return StoredObject(key=key, size=self.size, sha256=self._digest.hexdigest())
 
 
 class Storage(Protocol):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Any
@@ -15,16 +14,10 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, ContentSettings
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
-from ticketexport.storage import (
-    PART_SIZE,
-    ObjectMissing,
-    RemoteStore,
-    StorageConfigError,
-    StorageError,
-    StorageLimitExceeded,
-    StoredObject,
-    write_failure,
-)
+# The errors by the package's name: what a caller catches is storage.StorageError, whichever
+# backend raised it.
+from ticketexport import storage
+from ticketexport.storage import PART_SIZE, RemoteStore, StoredObject, Tally, write_failure
 
 # Azure's own limit on the committed blocks of one block blob.
 MAX_BLOCKS = 50_000
@@ -38,11 +31,11 @@ RETRIES = 1
 _ERRORS = (AzureError, aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
-def _not_found(key: str, exc: ResourceNotFoundError) -> StorageError:
+def _not_found(key: str, exc: ResourceNotFoundError) -> storage.StorageError:
     """A missing blob, or (a store that cannot serve anything) a missing container."""
     if str(getattr(exc, "error_code", "") or "") == "ContainerNotFound":
-        return StorageError(f"{key}: the container does not exist")
-    return ObjectMissing(f"object {key!r} is missing")
+        return storage.StorageError(f"{key}: the container does not exist")
+    return storage.ObjectMissing(f"object {key!r} is missing")
 
 
 def _block_id(number: int) -> str:
@@ -60,7 +53,7 @@ def _credentials(environ: Mapping[str, str]) -> dict[str, Any]:
         f"https://{account}.blob.core.windows.net" if account else None
     )
     if url is None:
-        raise StorageConfigError(
+        raise storage.StorageConfigError(
             "azure:// needs AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT "
             "(or AZURE_STORAGE_ACCOUNT_URL) with AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN"
         )
@@ -70,7 +63,7 @@ def _credentials(environ: Mapping[str, str]) -> dict[str, Any]:
         return {"account_url": url, "credential": {"account_name": account, "account_key": key}}
     if sas:
         return {"account_url": url, "credential": sas.lstrip("?")}
-    raise StorageConfigError(
+    raise storage.StorageConfigError(
         "azure:// needs AZURE_STORAGE_KEY (with AZURE_STORAGE_ACCOUNT) or AZURE_STORAGE_SAS_TOKEN"
     )
 
@@ -125,7 +118,7 @@ class AzureStorage(RemoteStore):
             else:
                 service = BlobServiceClient(**arguments, **options)
         except ValueError as exc:
-            raise StorageConfigError(f"Azure credentials: {exc}") from None
+            raise storage.StorageConfigError(f"Azure credentials: {exc}") from None
         self._service = service
         self._container = service.get_container_client(self.container_name)
 
@@ -133,8 +126,7 @@ class AzureStorage(RemoteStore):
         self, key: str, chunks: AsyncIterable[bytes], *, content_type: str
     ) -> StoredObject:
         full = self._key(key)
-        digest = hashlib.sha256()
-        size = 0
+        taken = Tally()
         blocks: list[BlobBlock] = []
         buffer = bytearray()
         try:
@@ -143,7 +135,7 @@ class AzureStorage(RemoteStore):
             async def stage() -> None:
                 nonlocal buffer
                 if len(blocks) >= self.max_blocks:
-                    raise StorageLimitExceeded(
+                    raise storage.StorageLimitExceeded(
                         f"{key}: more than {self.max_blocks} blocks of {self.part_size} bytes"
                     )
                 block = _block_id(len(blocks) + 1)
@@ -152,8 +144,7 @@ class AzureStorage(RemoteStore):
                 buffer = bytearray()
 
             async for chunk in chunks:
-                digest.update(chunk)
-                size += len(chunk)
+                taken.add(chunk)
                 buffer += chunk
                 if len(buffer) >= self.part_size:
                     await stage()
@@ -170,7 +161,7 @@ class AzureStorage(RemoteStore):
             if failure is None:
                 raise
             raise failure from exc
-        return StoredObject(key=key, size=size, sha256=digest.hexdigest())
+        return taken.stored(key)
 
     async def _undo(self, key: str) -> None:
         """Discard staged blocks, and the blob in case the commit landed after all."""
@@ -179,7 +170,7 @@ class AzureStorage(RemoteStore):
             with contextlib.suppress(ResourceNotFoundError):
                 await blob.delete_blob()
             await self.abort_uploads(key)
-        except (*_ERRORS, StorageError):
+        except (*_ERRORS, storage.StorageError):
             # The store is unreachable: maintenance discards what is left once it answers.
             return
 
@@ -191,12 +182,12 @@ class AzureStorage(RemoteStore):
         except ResourceNotFoundError as exc:
             raise _not_found(key, exc) from None
         except _ERRORS as exc:
-            raise StorageError(f"{key}: {type(exc).__name__}: {exc}") from exc
+            raise storage.StorageError(f"{key}: {type(exc).__name__}: {exc}") from exc
         try:
             async for data in downloader.chunks():
                 yield data
         except _ERRORS as exc:
-            raise StorageError(f"{key}: {type(exc).__name__}: {exc}") from exc
+            raise storage.StorageError(f"{key}: {type(exc).__name__}: {exc}") from exc
 
     async def size(self, key: str) -> int:
         blob = (await self._client()).get_blob_client(self._key(key))
@@ -205,7 +196,7 @@ class AzureStorage(RemoteStore):
         except ResourceNotFoundError as exc:
             raise _not_found(key, exc) from None
         except _ERRORS as exc:
-            raise StorageError(f"{key}: {type(exc).__name__}: {exc}") from exc
+            raise storage.StorageError(f"{key}: {type(exc).__name__}: {exc}") from exc
         return int(properties.size)
 
     async def exists(self, key: str) -> bool:
@@ -213,7 +204,7 @@ class AzureStorage(RemoteStore):
         try:
             return bool(await blob.exists())
         except _ERRORS as exc:
-            raise StorageError(f"{key}: {type(exc).__name__}: {exc}") from exc
+            raise storage.StorageError(f"{key}: {type(exc).__name__}: {exc}") from exc
 
     async def delete(self, key: str) -> None:
         blob = (await self._client()).get_blob_client(self._key(key))
@@ -222,7 +213,7 @@ class AzureStorage(RemoteStore):
         except ResourceNotFoundError:
             pass
         except _ERRORS as exc:
-            raise StorageError(f"{key}: {type(exc).__name__}: {exc}") from exc
+            raise storage.StorageError(f"{key}: {type(exc).__name__}: {exc}") from exc
         await self.abort_uploads(key)
 
     async def abort_uploads(self, key: str) -> None:
@@ -240,7 +231,7 @@ class AzureStorage(RemoteStore):
         except ResourceNotFoundError:
             return
         except _ERRORS as exc:
-            raise StorageError(f"{key}: {type(exc).__name__}: {exc}") from exc
+            raise storage.StorageError(f"{key}: {type(exc).__name__}: {exc}") from exc
 
     async def _names(self, prefix: str, *, uncommitted: bool) -> set[str]:
         container = await self._client()
@@ -252,7 +243,7 @@ class AzureStorage(RemoteStore):
             ):
                 names.add(str(item.name)[len(self.prefix) :])
         except _ERRORS as exc:
-            raise StorageError(f"listing blobs: {type(exc).__name__}: {exc}") from exc
+            raise storage.StorageError(f"listing blobs: {type(exc).__name__}: {exc}") from exc
         return names
 
     async def list_keys(self, prefix: str = "") -> list[str]:
@@ -269,7 +260,7 @@ class AzureStorage(RemoteStore):
         try:
             await container.get_container_properties()
         except _ERRORS as exc:
-            raise StorageError(f"{type(exc).__name__}: {exc}") from exc
+            raise storage.StorageError(f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
         if self._service is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
@@ -15,6 +14,7 @@ from ticketexport.storage import (
     StorageError,
     StorageLimitExceeded,
     StoredObject,
+    Tally,
     check_key,
 )
 
@@ -69,8 +69,7 @@ class LocalStorage:
     ) -> StoredObject:
         final = self._path(key)
         temp = final.with_name(f"{final.name}.{uuid.uuid4().hex}{_PART_SUFFIX}")
-        digest = hashlib.sha256()
-        size = 0
+        taken = Tally()
         try:
             await asyncio.to_thread(self._make_dirs, final.parent)
             fd = await asyncio.to_thread(self._open_temp, temp)
@@ -78,8 +77,7 @@ class LocalStorage:
                 # A file needs no parts: each block the caller hands over is written as it
                 # comes, so this backend holds nothing beyond the block in hand.
                 async for chunk in chunks:
-                    digest.update(chunk)
-                    size += len(chunk)
+                    taken.add(chunk)
                     await asyncio.to_thread(_write_all, fd, chunk)
                 await asyncio.to_thread(os.fsync, fd)
             finally:
@@ -97,7 +95,7 @@ class LocalStorage:
             # Cancelled or failed: never leave a partial file behind.
             temp.unlink(missing_ok=True)
             raise
-        return StoredObject(key=key, size=size, sha256=digest.hexdigest())
+        return taken.stored(key)
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         path = self._path(key)

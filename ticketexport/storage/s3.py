@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
@@ -22,6 +21,7 @@ from ticketexport.storage import (
     StorageError,
     StorageLimitExceeded,
     StoredObject,
+    Tally,
     write_failure,
 )
 
@@ -115,8 +115,7 @@ class S3Storage(RemoteStore):
         self, key: str, chunks: AsyncIterable[bytes], *, content_type: str
     ) -> StoredObject:
         full = self._key(key)
-        digest = hashlib.sha256()
-        size = 0
+        taken = Tally()
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
         # The one part in memory: sent as soon as it reaches part_size.
@@ -124,8 +123,7 @@ class S3Storage(RemoteStore):
         try:
             s3 = await self._s3()
             async for chunk in chunks:
-                digest.update(chunk)
-                size += len(chunk)
+                taken.add(chunk)
                 buffer += chunk
                 if len(buffer) < self.part_size:
                     continue
@@ -158,7 +156,7 @@ class S3Storage(RemoteStore):
             if failure is None:
                 raise
             raise failure from exc
-        return StoredObject(key=key, size=size, sha256=digest.hexdigest())
+        return taken.stored(key)
 
     async def _send_part(
         self,

@@ -7,10 +7,11 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import re
 import zoneinfo
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from multidict import MultiDictProxy
@@ -134,6 +135,55 @@ def _acting(request: web.Request, user: Actor) -> ActingUser:
     return ActingUser(user, client_ip(request))
 
 
+_T = TypeVar("_T")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shown:
+    """What a form's page shows again after a post: the values posted, the error, its status."""
+
+    form: Mapping[str, Any] | None = None
+    error: str | None = None
+    status: int = 200
+
+    @classmethod
+    def invalid(cls, exc: Invalid) -> _Shown:
+        return cls(error=str(exc), status=400)
+
+    @classmethod
+    def refused(cls, values: Mapping[str, Any], exc: AccountError) -> _Shown:
+        return cls(form=values, error=str(exc), status=_status_for(exc))
+
+
+# The page before any post.
+_FIRST = _Shown()
+
+
+async def _carry_out(request: web.Request, plan: accounts.Plan[_T]) -> _T:
+    """An account plan carried out on a connection of the pool, in one transaction."""
+    async with pool_of(request).connection() as conn:
+        return await accounts.run_async(conn, plan)
+
+
+def _user_form(form: MultiDictProxy[Any], *, with_active: bool) -> dict[str, Any]:
+    """A user's posted fields, in the order their errors are reported."""
+    values: dict[str, Any] = {
+        "name": _text(form, "name", required=True),
+        "email": _text(form, "email", required=True),
+        "admin": _flag(form, "admin"),
+    }
+    if with_active:
+        values["active"] = _flag(form, "active")
+    values["roles"] = _names(form, "roles")
+    return values
+
+
+def _check_identity(values: Mapping[str, Any]) -> None:
+    """The address and the name as the account rules take them (AccountError if not)."""
+    accounts.normalize_email(values["email"])
+    accounts.split_name(values["name"])
+
+
 def _status_for(error: AccountError) -> int:
     return 403 if isinstance(error, AccountDenied) else 400
 
@@ -161,10 +211,7 @@ def _decode_after(token: str) -> str:
 async def _users_page(
     request: web.Request,
     user: Actor,
-    *,
-    form: Mapping[str, Any] | None = None,
-    error: str | None = None,
-    status: int = 200,
+    shown: _Shown = _FIRST,
 ) -> web.Response:
     _only(request.query, {"q", "page"})
     search = _single(request, "q").strip()
@@ -187,11 +234,11 @@ async def _users_page(
             "roles": roles,
             "search": search,
             "next_url": next_url,
-            "form": form or {"name": "", "email": "", "admin": False, "roles": []},
-            "error": error,
+            "form": shown.form or {"name": "", "email": "", "admin": False, "roles": []},
+            "error": shown.error,
             "may_set_admin": user.has(Permission.ADMINISTRATORS),
         },
-        status=status,
+        status=shown.status,
     )
 
 
@@ -204,35 +251,23 @@ async def users_post(request: web.Request) -> web.StreamResponse:
     user = _require(request, Permission.USERS)
     form = await request.post()
     try:
-        values: dict[str, Any] = {
-            "name": _text(form, "name", required=True),
-            "email": _text(form, "email", required=True),
-            "admin": _flag(form, "admin"),
-            "roles": _names(form, "roles"),
-        }
+        values = _user_form(form, with_active=False)
         password = _text(form, "password", required=True)
     except Invalid as exc:
-        return await _users_page(request, user, error=str(exc), status=400)
+        return await _users_page(request, user, _Shown.invalid(exc))
     try:
-        accounts.normalize_email(values["email"])
-        accounts.split_name(values["name"])
-        hashed = await _hash(request, password)
-        async with pool_of(request).connection() as conn:
-            new_id = await accounts.run_async(
-                conn,
-                accounts.add_user_plan(
-                    values["email"],
-                    name=values["name"],
-                    password_hash=hashed,
-                    admin=values["admin"],
-                    roles=values["roles"],
-                    by=_acting(request, user),
-                ),
-            )
-    except AccountError as exc:
-        return await _users_page(
-            request, user, form=values, error=str(exc), status=_status_for(exc)
+        _check_identity(values)
+        plan = accounts.add_user_plan(
+            values["email"],
+            name=values["name"],
+            password_hash=await _hash(request, password),
+            admin=values["admin"],
+            roles=values["roles"],
+            by=_acting(request, user),
         )
+        new_id = await _carry_out(request, plan)
+    except AccountError as exc:
+        return await _users_page(request, user, _Shown.refused(values, exc))
     raise web.HTTPSeeOther(f"/admin/users/{new_id}")
 
 
@@ -243,10 +278,7 @@ def _user_id(request: web.Request) -> int:
 async def _user_page(
     request: web.Request,
     user: Actor,
-    *,
-    form: Mapping[str, Any] | None = None,
-    error: str | None = None,
-    status: int = 200,
+    shown: _Shown = _FIRST,
 ) -> web.Response:
     _only(request.query, {"saved"})
     async with pool_of(request).connection() as conn:
@@ -254,7 +286,7 @@ async def _user_page(
         roles = await accounts.list_roles(conn)
     if target is None:
         raise PageError(404)
-    shown = form or {
+    values = shown.form or {
         "name": target.name,
         "email": target.email,
         "admin": target.admin,
@@ -267,13 +299,13 @@ async def _user_page(
         {
             "target": target,
             "roles": roles,
-            "form": shown,
-            "error": error,
-            "saved": request.query.get("saved") == "1" and error is None,
+            "form": values,
+            "error": shown.error,
+            "saved": request.query.get("saved") == "1" and shown.error is None,
             "may_set_admin": user.has(Permission.ADMINISTRATORS),
             "is_self": target.id == user.id,
         },
-        status=status,
+        status=shown.status,
     )
 
 
@@ -287,43 +319,34 @@ async def user_post(request: web.Request) -> web.StreamResponse:
     user_id = _user_id(request)
     form = await request.post()
     try:
-        values: dict[str, Any] = {
-            "name": _text(form, "name", required=True),
-            "email": _text(form, "email", required=True),
-            "admin": _flag(form, "admin"),
-            "active": _flag(form, "active"),
-            "roles": _names(form, "roles"),
-        }
+        values = _user_form(form, with_active=True)
         password = _text(form, "password")
     except Invalid as exc:
-        return await _user_page(request, user, error=str(exc), status=400)
+        return await _user_page(request, user, _Shown.invalid(exc))
     # Without the Administrators permission the form has no admin checkbox: an absent one
     # then means "leave it", while a posted 1 is a request the rules refuse or allow.
     admin: bool | None = values["admin"]
     if not user.has(Permission.ADMINISTRATORS) and not values["admin"]:
         admin = None
     try:
-        accounts.normalize_email(values["email"])
-        accounts.split_name(values["name"])
+        _check_identity(values)
         hashed = await _hash(request, password) if password else None
         async with pool_of(request).connection() as conn:
             if await accounts.get_user(conn, user_id) is None:
                 raise PageError(404)
-            await accounts.run_async(
-                conn,
-                accounts.update_user_plan(
-                    user_id,
-                    name=values["name"],
-                    email=values["email"],
-                    password_hash=hashed,
-                    admin=admin,
-                    active=values["active"],
-                    roles=values["roles"],
-                    by=_acting(request, user),
-                ),
-            )
+        plan = accounts.update_user_plan(
+            user_id,
+            name=values["name"],
+            email=values["email"],
+            password_hash=hashed,
+            admin=admin,
+            active=values["active"],
+            roles=values["roles"],
+            by=_acting(request, user),
+        )
+        await _carry_out(request, plan)
     except AccountError as exc:
-        return await _user_page(request, user, form=values, error=str(exc), status=_status_for(exc))
+        return await _user_page(request, user, _Shown.refused(values, exc))
     raise web.HTTPSeeOther(f"/admin/users/{user_id}?saved=1")
 
 
@@ -332,10 +355,7 @@ async def user_post(request: web.Request) -> web.StreamResponse:
 
 async def _roles_page(
     request: web.Request,
-    *,
-    form: Mapping[str, Any] | None = None,
-    error: str | None = None,
-    status: int = 200,
+    shown: _Shown = _FIRST,
 ) -> web.Response:
     _only(request.query, set())
     async with pool_of(request).connection() as conn:
@@ -346,10 +366,10 @@ async def _roles_page(
         {
             "roles": roles,
             "choices": PERMISSION_CHOICES,
-            "form": form or {"dev_name": "", "label": "", "permissions": []},
-            "error": error,
+            "form": shown.form or {"dev_name": "", "label": "", "permissions": []},
+            "error": shown.error,
         },
-        status=status,
+        status=shown.status,
     )
 
 
@@ -369,29 +389,21 @@ async def roles_post(request: web.Request) -> web.StreamResponse:
         }
         permissions = _permissions(values["permissions"])
     except Invalid as exc:
-        return await _roles_page(request, error=str(exc), status=400)
+        return await _roles_page(request, _Shown.invalid(exc))
     try:
-        async with pool_of(request).connection() as conn:
-            await accounts.run_async(
-                conn,
-                accounts.add_role_plan(
-                    values["dev_name"],
-                    label=values["label"],
-                    permissions=permissions,
-                    by=_acting(request, user),
-                ),
-            )
+        by = _acting(request, user)
+        plan = accounts.add_role_plan(
+            values["dev_name"], label=values["label"], permissions=permissions, by=by
+        )
+        await _carry_out(request, plan)
     except AccountError as exc:
-        return await _roles_page(request, form=values, error=str(exc), status=_status_for(exc))
+        return await _roles_page(request, _Shown.refused(values, exc))
     raise web.HTTPSeeOther(f"/admin/roles/{values['dev_name']}")
 
 
 async def _role_page(
     request: web.Request,
-    *,
-    form: Mapping[str, Any] | None = None,
-    error: str | None = None,
-    status: int = 200,
+    shown: _Shown = _FIRST,
 ) -> web.Response:
     _only(request.query, {"saved"})
     name = request.match_info["dev_name"]
@@ -406,11 +418,11 @@ async def _role_page(
         {
             "role": role,
             "choices": PERMISSION_CHOICES,
-            "form": form or {"label": role.label, "permissions": role.permission_names},
-            "error": error,
-            "saved": request.query.get("saved") == "1" and error is None,
+            "form": shown.form or {"label": role.label, "permissions": role.permission_names},
+            "error": shown.error,
+            "saved": request.query.get("saved") == "1" and shown.error is None,
         },
-        status=status,
+        status=shown.status,
     )
 
 
@@ -430,19 +442,17 @@ async def role_post(request: web.Request) -> web.StreamResponse:
         }
         permissions = _permissions(values["permissions"])
     except Invalid as exc:
-        return await _role_page(request, error=str(exc), status=400)
+        return await _role_page(request, _Shown.invalid(exc))
     try:
-        async with pool_of(request).connection() as conn:
-            await accounts.run_async(
-                conn,
-                accounts.update_role_plan(
-                    name, label=values["label"], permissions=permissions, by=_acting(request, user)
-                ),
-            )
+        by = _acting(request, user)
+        await _carry_out(
+            request,
+            accounts.update_role_plan(name, label=values["label"], permissions=permissions, by=by),
+        )
     except AccountError as exc:
         if not isinstance(exc, AccountDenied) and str(exc).startswith("unknown role"):
             raise PageError(404) from None
-        return await _role_page(request, form=values, error=str(exc), status=_status_for(exc))
+        return await _role_page(request, _Shown.refused(values, exc))
     raise web.HTTPSeeOther(f"/admin/roles/{name}?saved=1")
 
 

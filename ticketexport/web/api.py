@@ -27,8 +27,9 @@ from ticketexport.domain.errors import (
     TooSlow,
     Unavailable,
 )
+from ticketexport.domain.exports import Status
 from ticketexport.exports import formats, service
-from ticketexport.exports.frozen import FrozenRequest
+from ticketexport.exports.store import Export
 from ticketexport.views import registry, saved
 from ticketexport.views import service as view_service
 from ticketexport.web import downloads, export_events, openapi
@@ -216,22 +217,22 @@ def _instant(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def export_object(export: Mapping[str, Any], *, may_download: bool) -> dict[str, Any]:
-    """The API's export object, from an export row (service.export_get's shape)."""
+def export_object(export: Export, *, may_download: bool) -> dict[str, Any]:
+    """The API's export object, from the typed Export."""
     payload = export_events.event_payload(
         export, can_download=may_download, now=export_events.now(), download_url=file_url
     )
-    frozen = FrozenRequest.read(export["request"])
+    frozen = export.frozen
     return {
         **{key: value for key, value in payload.items() if key != "download_url"},
-        "format": formats.recorded(frozen.format if frozen else None).key,
+        "format": formats.recorded(export.format).key,
         "view": frozen.view.key if frozen else None,
-        "requested_at": _instant(export["requested_at"]),
-        "as_of": _instant(export["as_of"]),
-        "completed_at": _instant(export["finished_at"])
-        if export["status"] in ("completed", "expired")
+        "requested_at": _instant(export.requested_at),
+        "as_of": _instant(export.as_of),
+        "completed_at": _instant(export.finished_at)
+        if export.status in (Status.COMPLETED, Status.EXPIRED)
         else None,
-        "expires_at": _instant(export["expires_at"]),
+        "expires_at": _instant(export.expires_at),
         # The earlier export a file of changes is measured from.
         "since": frozen.since.export_id if frozen and frozen.since else None,
         # Schedules are not in this API yet: no export here is a schedule's run.
@@ -431,7 +432,7 @@ async def export_list(request: web.Request) -> web.StreamResponse:
     return _json(
         {
             "items": [export_object(row, may_download=may_download) for row in rows],
-            "next": _cursor(str(rows[-1]["id"])) if more and rows else None,
+            "next": _cursor(rows[-1].id) if more and rows else None,
         }
     )
 

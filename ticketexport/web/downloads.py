@@ -87,14 +87,17 @@ async def send_file(
     if export is None:
         # Another tab or browser already downloaded it automatically: do nothing.
         return web.Response(status=204, headers={"Cache-Control": "no-store"})
-    size = int(export["size_bytes"])
+    file = export.file
+    # authorize_download hands on only a completed export with its file.
+    assert file is not None
+    size = file.size_bytes
     try:
         byte_range = parse_range(request.headers.get("Range"), size)
     except ValueError:
         return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
     if byte_range is not None and request.headers.get("If-Range") not in (
         None,
-        f'"{export["sha256"]}"',
+        f'"{file.sha256}"',
     ):
         byte_range = None
     start, end = byte_range if byte_range is not None else (0, size - 1)
@@ -112,10 +115,10 @@ async def send_file(
         status=206 if byte_range is not None else 200,
         headers={
             # The stored media item says what the file is; the format chose it at export time.
-            "Content-Type": export["content_type"],
-            "Content-Disposition": content_disposition(export["file_name"]),
+            "Content-Type": file.content_type,
+            "Content-Disposition": content_disposition(file.name),
             "Accept-Ranges": "bytes",
-            "ETag": f'"{export["sha256"]}"',
+            "ETag": f'"{file.sha256}"',
             "Cache-Control": "no-store",
             "Content-Length": str(max(0, end - start + 1)),
         },

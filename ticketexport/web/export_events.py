@@ -16,6 +16,7 @@ from ticketexport.domain.actor import Actor
 from ticketexport.domain.errors import TooMany
 from ticketexport.domain.exports import Status
 from ticketexport.exports import service
+from ticketexport.exports.store import ExportState
 from ticketexport.web.downloads import export_id_of
 from ticketexport.web.keys import SESSION, USER, pool_of, services_of
 
@@ -37,7 +38,7 @@ DownloadUrl = Callable[[str], str]
 
 
 def event_payload(
-    export: Mapping[str, Any],
+    export: ExportState,
     *,
     can_download: bool,
     now: dt.datetime,
@@ -45,27 +46,27 @@ def event_payload(
 ) -> dict[str, Any]:
     """The brief's event JSON: {id, status, stage, attempt, rows, total, percent, error,
     download_url}."""
-    status = export["status"]
-    if status == Status.COMPLETED and service.expired(export, now):
+    status = export.status.value
+    if export.status == Status.COMPLETED and service.expired(export, now):
         status = Status.EXPIRED.value
     error = None
-    if export.get("error_code"):
+    if export.error_code:
         error = {
-            "code": export["error_code"],
-            "message": export.get("error_message") or rules.safe_message(export["error_code"]),
+            "code": export.error_code,
+            "message": export.error_message or rules.safe_message(export.error_code),
         }
     url = None
     # A file found missing or changed is never offered again (the download answers 410).
-    if status == Status.COMPLETED and can_download and export.get("file_lost_at") is None:
-        url = download_url(str(export["id"]))
+    if status == Status.COMPLETED and can_download and export.file_lost_at is None:
+        url = download_url(export.id)
     return {
-        "id": str(export["id"]),
+        "id": export.id,
         "status": status,
-        "stage": export["stage"],
-        "attempt": export["attempt"],
-        "rows": export["rows_done"],
-        "total": export["rows_total"],
-        "percent": rules.percent(export["rows_done"], export["rows_total"]),
+        "stage": None if export.stage is None else export.stage.value,
+        "attempt": export.attempt,
+        "rows": export.rows_done,
+        "total": export.rows_total,
+        "percent": rules.percent(export.rows_done, export.rows_total),
         "error": error,
         "download_url": url,
     }
@@ -133,7 +134,7 @@ async def stream_events(
             last_sent = stream.last_event_id
             last_payload: dict[str, Any] | None = None
             viewer: Actor | None = user
-            state: Mapping[str, Any] | None = export
+            state: ExportState | None = export
             while True:
                 if state is not None:
                     if subscription.viewer is not None:
@@ -156,7 +157,8 @@ async def stream_events(
                     last_payload = payload
                     if payload["status"] not in ACTIVE:
                         break
-                state = await subscription.next(within=GONE_CHECK_SECONDS)
+                row = await subscription.next(within=GONE_CHECK_SECONDS)
+                state = None if row is None else ExportState.from_row(row)
                 if subscription.closed or _client_gone(request, stream):
                     break
     return stream

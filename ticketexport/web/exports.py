@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import urllib.parse
@@ -17,6 +18,7 @@ from ticketexport.domain.exports import Status
 from ticketexport.domain.permissions import Permission
 from ticketexport.exports import formats, service
 from ticketexport.exports.frozen import FrozenRequest
+from ticketexport.exports.store import Export, ExportState
 from ticketexport.views import registry
 from ticketexport.views import service as view_service
 from ticketexport.web import downloads, export_events, times
@@ -103,16 +105,16 @@ async def export_list(request: web.Request) -> web.StreamResponse:
             {
                 "row": row,
                 "payload": payload,
-                "format": formats.recorded(row["format"]),
-                "active": row["status"] in (Status.QUEUED, Status.RUNNING),
-                "own": row["requester_id"] == user.id,
+                "format": formats.recorded(row.format),
+                "active": row.active,
+                "own": row.requester_id == user.id,
                 "changes": may_export_changes(user, row, now),
             }
         )
     next_url = None
     if more and rows:
         last = rows[-1]
-        cursor = f"{last['requested_at'].isoformat()}_{last['id']}"
+        cursor = f"{last.requested_at.isoformat()}_{last.id}"
         params = {"before": cursor, **({"all": "1"} if everyone else {})}
         next_url = "/staff/exports?" + urllib.parse.urlencode(params)
     return render(
@@ -137,13 +139,13 @@ def duration(seconds: float) -> str:
     return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
-def timing(export: Mapping[str, Any], payload: Mapping[str, Any], now: dt.datetime) -> list[str]:
+def timing(export: Export, payload: Mapping[str, Any], now: dt.datetime) -> list[str]:
     """Elapsed time and, while running, the estimate of what is left (first paint)."""
-    started = export.get("started_at")
+    started = export.started_at
     if started is None:
         return ["", ""]
     active = payload["status"] in (Status.QUEUED, Status.RUNNING)
-    end = now if active else (export.get("finished_at") or now)
+    end = now if active else (export.finished_at or now)
     elapsed = (end - started).total_seconds()
     percent = payload["percent"]
     eta = ""
@@ -155,13 +157,13 @@ def timing(export: Mapping[str, Any], payload: Mapping[str, Any], now: dt.dateti
 # --- status page ----------------------------------------------------------------------
 
 
-def may_export_changes(user: Actor, export: Mapping[str, Any], now: dt.datetime) -> bool:
+def may_export_changes(user: Actor, export: ExportState, now: dt.datetime) -> bool:
     """Whether to offer "Export changes since this one": to its requester while it is
     completed and unexpired (the server checks again on the click)."""
     return bool(
-        export["requester_id"] == user.id
+        export.requester_id == user.id
         and user.has(Permission.IMPORT_EXPORT_TICKETS)
-        and export["status"] == Status.COMPLETED
+        and export.status == Status.COMPLETED
         and not service.expired(export, now)
     )
 
@@ -195,19 +197,19 @@ async def export_status(request: web.Request) -> web.StreamResponse:
     async with pool_of(request).connection() as conn:
         export = await service.visible_export(conn, user, export_id)
         worker_seen = True
-        if export["status"] == Status.QUEUED:
+        if export.status == Status.QUEUED:
             worker_seen = await service.workers_seen(conn, settings.worker_seen_seconds)
     allowed = user.may_download
     now = export_events.now()
-    frozen = FrozenRequest.read(export["request"])
+    frozen = export.frozen
     payload = event_payload(export, can_download=allowed, now=now)
     tz = zoneinfo.ZoneInfo(settings.timezone)
-    file_lost = export["file_lost_at"] is not None
+    file_lost = export.file_lost_at is not None
     auto = (
-        export["requester_id"] == user.id
+        export.requester_id == user.id
         and allowed
         and not file_lost
-        and export["auto_downloaded_at"] is None
+        and export.auto_downloaded_at is None
         and payload["status"] in (Status.QUEUED, Status.RUNNING, Status.COMPLETED)
     )
     context = {
@@ -216,7 +218,7 @@ async def export_status(request: web.Request) -> web.StreamResponse:
         "payload_json": json.dumps(payload),
         "summary": describe_request(frozen),
         "format": formats.recorded(frozen.format if frozen else None),
-        "elapsed_from": export["started_at"].isoformat() if export["started_at"] else "",
+        "elapsed_from": export.started_at.isoformat() if export.started_at else "",
         "timing": timing(export, payload, now),
         "can_download": allowed,
         "download_denied": service.DOWNLOAD_DENIED,
@@ -232,12 +234,14 @@ async def export_status(request: web.Request) -> web.StreamResponse:
         # export is among the ones the navigation counts.
         "timezone": settings.timezone,
         "zone_names": json.dumps(times.zone_names(tz, now)),
-        "own": export["requester_id"] == user.id,
+        "own": export.requester_id == user.id,
         "since": frozen.since if frozen else None,
         # On the page (hidden) while the export may still complete, so the live page
         # shows it when it does.
-        "can_export_changes": may_export_changes(user, {**export, "status": Status.COMPLETED}, now)
-        and export["status"] in (Status.QUEUED, Status.RUNNING, Status.COMPLETED),
+        "can_export_changes": may_export_changes(
+            user, dataclasses.replace(export, status=Status.COMPLETED), now
+        )
+        and export.status in (Status.QUEUED, Status.RUNNING, Status.COMPLETED),
     }
     return render(request, "export.html", context)
 
