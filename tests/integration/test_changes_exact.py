@@ -195,8 +195,9 @@ def changes_file(
         as_of=before.as_of,
         snapshot=before.snapshot,
     )
-    stored = dataclasses.replace(frozen, since=since, format=fmt).to_json()
-    plan = plan_export(stored, after.as_of, after.snapshot)
+    plan = plan_export(
+        dataclasses.replace(frozen, since=since, format=fmt), after.as_of, after.snapshot
+    )
     with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
         counted = cur.execute(plan.count).fetchone()
         assert counted is not None
