@@ -91,8 +91,7 @@ def _check_changes(path: Path, changed: int) -> None:
     kinds = [r[0] for r in rows[1:]]
     if rows[0][:2] != ["Change", "Ticket ID"] or kinds != ["upsert"] * changed:
         raise SystemExit(
-            f"the file of changes is not {changed} upserts: {len(kinds)} rows, "
-            f"{sorted(set(kinds))}"
+            f"the file of changes is not {changed} upserts: {len(kinds)} rows, {sorted(set(kinds))}"
         )
 
 

@@ -554,10 +554,9 @@ VALUES (%(requester_id)s, now(), now(), pg_current_snapshot(), pg_current_wal_in
 RETURNING id, requested_at;
 
 -- name: export_changes_base
--- The export whose changes since are asked for, with whether its retention is over by the
--- clock (read under the history lock, see request_changes); held until the request commits.
-SELECT id, requester_id, status, request, as_of, as_of_snapshot::text AS as_of_snapshot,
-       expires_at <= clock_timestamp() AS expired
+-- Holds the export whose changes since are asked for (until the request commits), and
+-- says whether its retention is over by the clock (read under the history lock).
+SELECT expires_at <= clock_timestamp() AS expired
 FROM export_jobs
 WHERE id = %(id)s::uuid
 FOR SHARE;

@@ -195,9 +195,9 @@ def changes_file(
         as_of=before.as_of,
         snapshot=before.snapshot,
     )
-    plan = plan_export(
-        dataclasses.replace(frozen, since=since, format=fmt), after.as_of, after.snapshot
-    )
+    changes = dataclasses.replace(frozen, since=since, format=fmt)
+    # The request as its row stores it and the worker reads it back.
+    plan = plan_export(FrozenRequest.from_json(changes.to_json()), after.as_of, after.snapshot)
     with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
         counted = cur.execute(plan.count).fetchone()
         assert counted is not None

@@ -382,38 +382,34 @@ async def request_changes(
         raise ExportDenied("Exporting requires the Import / Export Tickets permission.")
     try:
         async with services.pool.connection() as conn, conn.transaction():
-            # Before the base is judged unexpired: history pruning waits for this request,
-            # and once the request holds the lock, pruning that starts later keeps the
-            # base's row versions (it finds the new export's `since`), and pruning that ran
-            # before judged the base by an earlier instant than this request does.
-            await conn.execute(q("history_horizon_share"))
-            base = await store.changes_base(conn, export_id)
-            if base is None or base["requester_id"] != user.id:
+            expired = await store.lock_as_base(conn, export_id)
+            base = await store.get(conn, export_id)
+            if expired is None or base is None or base.requester_id != user.id:
                 raise ExportNotFound()
-            if base["status"] == Status.EXPIRED or base["expired"]:
+            if base.status == Status.EXPIRED or expired:
                 raise ExportConflict(
                     "This export has expired, so the changes since it can no longer be "
                     "worked out. Export the view again for a full file."
                 )
-            if base["status"] != Status.COMPLETED:
+            if base.status != Status.COMPLETED:
                 raise ExportConflict(
                     "Changes can only be exported since an export that has completed; this "
-                    f"one is {base['status']}."
+                    f"one is {base.status}."
                 )
-            recorded = FrozenRequest.read(base["request"])
-            if recorded is None or base["as_of_snapshot"] is None:
+            if base.frozen is None or base.as_of_snapshot is None:
                 raise ExportConflict(
                     "This export was made before the changes since an export could be "
                     "worked out. Export the view again for a full file."
                 )
-            since = Since(
-                export_id=str(base["id"]),
-                as_of=base["as_of"],
-                snapshot=str(base["as_of_snapshot"]),
-            )
-            frozen = recorded.changes_since(since, Requester.of(user, await _roles(conn, user.id)))
+            since = Since(export_id=base.id, as_of=base.as_of, snapshot=str(base.as_of_snapshot))
+            requester = Requester.of(user, await _roles(conn, user.id))
             return await _insert_and_defer(
-                services, conn, user=user, frozen=frozen, retry_of=None, client_ip=client_ip
+                services,
+                conn,
+                user=user,
+                frozen=base.frozen.changes_since(since, requester),
+                retry_of=None,
+                client_ip=client_ip,
             )
     except ExportConflict as exc:
         await _deny(services, user, "changes", f"conflict: {exc}"[:200], client_ip, export_id)

@@ -252,15 +252,6 @@ async def page(
     return [Export.from_row(row) for row in await cur.fetchall()]
 
 
-async def changes_base(conn: Conn, export_id: str) -> dict[str, Any] | None:
-    """The export whose changes since are asked for (id, requester, status, request, click
-    and snapshot, whether its retention is over by the clock), share-locked until the
-    caller's transaction ends; None when there is none."""
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(q("export_changes_base"), {"id": export_id})
-    return await cur.fetchone()
-
-
 async def running_count(conn: Conn, user_id: int) -> int:
     """The user's queued and running exports (one indexed count)."""
     row = await _one(conn, "export_running_count", {"user_id": user_id})
@@ -311,6 +302,21 @@ async def insert(
     )
     assert row is not None
     return str(row[0])
+
+
+async def lock_as_base(conn: Conn, export_id: str) -> bool | None:
+    """Hold an export (to the end of the transaction) as the base of changes since it:
+    whether its retention is over by the clock now, None when there is no such export.
+
+    The history lock comes first: pruning waits for this request, so pruning that starts
+    later finds the new export's `since` and keeps the base's row versions, and pruning
+    that ran before judged the base's expiry by an earlier instant than this."""
+    await conn.execute(q("history_horizon_share"))
+    try:
+        row = await _one(conn, "export_changes_base", {"id": export_id})
+    except psycopg.errors.InvalidTextRepresentation:
+        return None
+    return None if row is None else bool(row[0])
 
 
 async def set_job(conn: Conn, export_id: str, job_id: int) -> None:

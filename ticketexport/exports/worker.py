@@ -441,7 +441,8 @@ class ExportRun:
                 except psycopg.OperationalError as exc:
                     raise Transient("database_unavailable", exc) from exc
                 self.total = int(counted[0])
-            total, attempt = self.total, self.attempt
+            total = self.total
+            attempt = self.attempt
             if not await self._update(
                 lambda conn: store.counted(conn, self.export_id, attempt, total)
             ):

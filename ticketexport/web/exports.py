@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import urllib.parse
@@ -18,7 +17,7 @@ from ticketexport.domain.exports import Status
 from ticketexport.domain.permissions import Permission
 from ticketexport.exports import formats, service
 from ticketexport.exports.frozen import FrozenRequest
-from ticketexport.exports.store import Export, ExportState
+from ticketexport.exports.store import Export
 from ticketexport.views import registry
 from ticketexport.views import service as view_service
 from ticketexport.web import downloads, export_events, times
@@ -157,13 +156,17 @@ def timing(export: Export, payload: Mapping[str, Any], now: dt.datetime) -> list
 # --- status page ----------------------------------------------------------------------
 
 
-def may_export_changes(user: Actor, export: ExportState, now: dt.datetime) -> bool:
+def may_export_changes(
+    user: Actor, export: Export, now: dt.datetime, *, once_completed: bool = False
+) -> bool:
     """Whether to offer "Export changes since this one": to its requester while it is
-    completed and unexpired (the server checks again on the click)."""
+    completed and unexpired (the server checks again on the click); `once_completed` also
+    while it is queued or running, for a live page to show once it completes."""
+    statuses = (Status.QUEUED, Status.RUNNING, Status.COMPLETED) if once_completed else ()
     return bool(
         export.requester_id == user.id
         and user.has(Permission.IMPORT_EXPORT_TICKETS)
-        and export.status == Status.COMPLETED
+        and export.status in (*statuses, Status.COMPLETED)
         and not service.expired(export, now)
     )
 
@@ -235,13 +238,10 @@ async def export_status(request: web.Request) -> web.StreamResponse:
         "timezone": settings.timezone,
         "zone_names": json.dumps(times.zone_names(tz, now)),
         "own": export.requester_id == user.id,
-        "since": frozen.since if frozen else None,
+        "since": export.frozen.since if export.frozen else None,
         # On the page (hidden) while the export may still complete, so the live page
         # shows it when it does.
-        "can_export_changes": may_export_changes(
-            user, dataclasses.replace(export, status=Status.COMPLETED), now
-        )
-        and export.status in (Status.QUEUED, Status.RUNNING, Status.COMPLETED),
+        "can_export_changes": may_export_changes(user, export, now, once_completed=True),
     }
     return render(request, "export.html", context)
 
