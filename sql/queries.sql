@@ -345,7 +345,20 @@ SELECT 'session', s.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, s.expire
                  WHERE ur.user_id = u.id), 0)
 FROM web_sessions s
 JOIN users u ON u.id = s.user_id
-WHERE s.id = ANY(%(sessions)s::text[]);
+WHERE s.id = ANY(%(sessions)s::text[])
+UNION ALL
+-- An API token's streams watch as 'token:<id>': live while it is neither revoked nor expired
+-- (never idle: its last_seen_at is now) and its owner active, with the owner's rights now.
+SELECT 'session', 'token:' || t.id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       t.expires_at, NULL, now(), now(), u.id, u.is_active, u.is_admin,
+       COALESCE((SELECT bit_or(r.permissions)
+                 FROM user_roles ur JOIN roles r ON r.id = ur.role_id
+                 WHERE ur.user_id = u.id), 0)
+FROM api_tokens t
+JOIN users u ON u.id = t.owner_id
+WHERE t.revoked_at IS NULL
+  AND t.id = ANY(ARRAY(SELECT substr(w, 7)::bigint FROM unnest(%(sessions)s::text[]) AS w
+                       WHERE w ~ '^token:[0-9]{1,18}$'));
 
 -- name: event_publish
 -- Announces a change to an export; delivered to listeners when the transaction commits.
@@ -364,6 +377,59 @@ SELECT u.id, u.email, %(action)s, e.id, %(details)s
 FROM export_jobs e
 JOIN users u ON u.id = e.requester_id
 WHERE e.id = %(export_id)s::uuid;
+
+-- API tokens (ticketexport.tokens) ---------------------------------------------------
+
+-- name: token_insert
+-- A new API token of one owner; the secret only as its SHA-256.
+INSERT INTO api_tokens (owner_id, name, scopes, secret_sha256, expires_at)
+VALUES (%(owner_id)s, %(name)s, %(scopes)s::text[], %(digest)s,
+        now() + make_interval(days => %(days)s))
+RETURNING id, expires_at;
+
+-- name: token_list
+-- Tokens newest first: one owner's, or everyone's (owner_id NULL), with the owner's e-mail.
+SELECT t.id, t.owner_id, u.email AS owner_email, t.name, t.scopes, t.created_at,
+       t.expires_at, t.last_used_at, t.revoked_at, t.expires_at <= now() AS expired
+FROM api_tokens t
+JOIN users u ON u.id = t.owner_id
+WHERE %(owner_id)s::bigint IS NULL OR t.owner_id = %(owner_id)s::bigint
+ORDER BY t.created_at DESC, t.id DESC
+LIMIT %(limit)s;
+
+-- name: token_get
+-- One token's owner and state, locked for a revocation.
+SELECT id, owner_id, name, scopes, revoked_at FROM api_tokens WHERE id = %(id)s FOR UPDATE;
+
+-- name: token_revoke
+-- Revokes a token (once); no row when it already was.
+UPDATE api_tokens SET revoked_at = now(), revoked_by = %(by)s
+WHERE id = %(id)s AND revoked_at IS NULL
+RETURNING id;
+
+-- name: token_use
+-- One API request's token: known, not revoked, not expired, its owner active; counts the
+-- request in the token's one-minute window (a new window once the last one has ended) and
+-- returns the owner with the permissions they hold now. `at` is the window's clock (NULL:
+-- the database's now).
+UPDATE api_tokens t
+SET last_used_at = now(),
+    window_started_at = CASE
+        WHEN t.window_started_at IS NULL OR t.window_started_at <= w.at - interval '1 minute'
+             OR t.window_started_at > w.at
+        THEN w.at ELSE t.window_started_at END,
+    window_requests = CASE
+        WHEN t.window_started_at IS NULL OR t.window_started_at <= w.at - interval '1 minute'
+             OR t.window_started_at > w.at
+        THEN 1 ELSE LEAST(t.window_requests, 1000000000) + 1 END
+FROM users u, (SELECT COALESCE(%(at)s::timestamptz, now()) AS at) AS w
+WHERE t.secret_sha256 = %(digest)s AND t.revoked_at IS NULL AND t.expires_at > now()
+  AND u.id = t.owner_id AND u.is_active
+RETURNING t.id, t.name, t.scopes, t.window_started_at, t.window_requests, w.at,
+          u.id AS owner_id, u.email, u.first_name, u.last_name, u.is_admin,
+          COALESCE((SELECT bit_or(r.permissions)
+                    FROM user_roles ur JOIN roles r ON r.id = ur.role_id
+                    WHERE ur.user_id = u.id), 0) AS permissions;
 
 -- Views: saved views and the list page's lookups -------------------------------------
 

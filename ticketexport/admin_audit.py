@@ -291,6 +291,8 @@ ACTIONS = frozenset(
         "schedule.resumed",
         "schedule.run_requested",
         "schedule.tick_skipped",
+        "token.created",
+        "token.revoked",
         "user.created",
         "user.updated",
     }

@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import contextvars
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from ticketexport.db import q
+
+# The API token a request authenticated with: every row written while it is set names the
+# token (details.token_id), whatever use case writes it.
+_TOKEN: contextvars.ContextVar[int | None] = contextvars.ContextVar("audit_token", default=None)
+
+
+@contextlib.contextmanager
+def via_token(token_id: int) -> Iterator[None]:
+    """Within this block, audit rows say they were done with this API token."""
+    reset = _TOKEN.set(token_id)
+    try:
+        yield
+    finally:
+        _TOKEN.reset(reset)
+
+
+def _details(details: Mapping[str, Any] | None) -> dict[str, Any]:
+    found = dict(details or {})
+    token_id = _TOKEN.get()
+    if token_id is not None:
+        found.setdefault("token_id", token_id)
+    return found
 
 
 async def record(
@@ -30,7 +54,7 @@ async def record(
             "action": action,
             "client_ip": client_ip,
             "export_id": export_id,
-            "details": Jsonb(dict(details or {})),
+            "details": Jsonb(_details(details)),
         },
     )
 

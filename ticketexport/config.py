@@ -163,6 +163,9 @@ class Settings:
     # Limits that keep one client or user from degrading the service for everyone.
     max_active_exports_per_user: int = 3
     max_streams_per_session: int = 20
+    # Requests one API token may make in a minute, counted in the database so that every web
+    # process shares the count (0 = unlimited).
+    api_requests_per_minute: int = 120
     login_window_seconds: float = 900.0
     web_statement_timeout_ms: int = 5000
     metrics_token: str | None = None
@@ -231,6 +234,7 @@ class Settings:
             ),
             max_active_exports_per_user=_int(env, "TICKETEXPORT_MAX_ACTIVE_EXPORTS_PER_USER", 3),
             max_streams_per_session=_int(env, "TICKETEXPORT_MAX_STREAMS_PER_SESSION", 20),
+            api_requests_per_minute=_int(env, "TICKETEXPORT_API_REQUESTS_PER_MINUTE", 120),
             login_window_seconds=_number(
                 env, "TICKETEXPORT_LOGIN_WINDOW_SECONDS", 900.0, minimum=1
             ),

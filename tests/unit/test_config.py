@@ -34,6 +34,7 @@ def test_defaults() -> None:
     assert s.standby_max_lag_seconds == 30.0
     assert s.max_active_exports_per_user == 3
     assert s.max_streams_per_session == 20
+    assert s.api_requests_per_minute == 120
     assert s.login_window_seconds == 900.0
     assert s.web_statement_timeout_ms == 5000
     assert s.metrics_token is None
@@ -62,6 +63,7 @@ def test_every_setting_is_read() -> None:
             "TICKETEXPORT_STANDBY_MAX_LAG_SECONDS": "12.5",
             "TICKETEXPORT_MAX_ACTIVE_EXPORTS_PER_USER": "0",
             "TICKETEXPORT_MAX_STREAMS_PER_SESSION": "5",
+            "TICKETEXPORT_API_REQUESTS_PER_MINUTE": "7",
             "TICKETEXPORT_LOGIN_WINDOW_SECONDS": "60",
             "TICKETEXPORT_WEB_STATEMENT_TIMEOUT_MS": "250",
             "TICKETEXPORT_METRICS_TOKEN": " s3cret-token-for-prometheus ",
@@ -89,6 +91,7 @@ def test_every_setting_is_read() -> None:
         standby_max_lag_seconds=12.5,
         max_active_exports_per_user=0,
         max_streams_per_session=5,
+        api_requests_per_minute=7,
         login_window_seconds=60.0,
         web_statement_timeout_ms=250,
         metrics_token="s3cret-token-for-prometheus",

@@ -15,7 +15,7 @@ from ticketexport.db import q
 from ticketexport.domain.actor import Actor
 from ticketexport.domain.errors import Conflict, Denied, Gone, NotFound, TooMany
 from ticketexport.domain.exports import Status, copy_application_name
-from ticketexport.exports import formats, store
+from ticketexport.exports import formats, manifest, store
 from ticketexport.exports.frozen import FrozenActor, FrozenRequest, FrozenView, Requester, Since
 from ticketexport.exports.store import Export, ExportState
 from ticketexport.standby import stop_standby_reads
@@ -41,10 +41,12 @@ __all__ = [
     "cancel_export",
     "copy_application_name",
     "expired",
+    "export_manifest",
     "fail_unstarted",
     "frozen_request",
     "insert_scheduled_run",
     "list_exports",
+    "list_own_exports",
     "may_list_everyones",
     "may_see",
     "record_download",
@@ -595,3 +597,31 @@ async def record_download(
 
 def expired(export: ExportState, now: dt.datetime) -> bool:
     return export.expires_at <= now or export.status == Status.EXPIRED
+
+
+async def list_own_exports(
+    conn: psycopg.AsyncConnection[Any], user: Actor, *, after: str | None, limit: int
+) -> list[Export]:
+    """Up to `limit` of the user's exports, newest first, after export `after` (one of theirs:
+    ExportNotFound otherwise, so a page cannot start from anyone else's export)."""
+    before_time = before_id = None
+    if after is not None:
+        position = await store.get(conn, after)
+        if position is None or position.requester_id != user.id:
+            raise ExportNotFound()
+        before_time, before_id = position.requested_at, position.id
+    return await store.page(
+        conn, requester_id=user.id, before_time=before_time, before_id=before_id, limit=limit
+    )
+
+
+async def export_manifest(
+    services: Services, user: Actor, export_id: str, *, client_ip: str | None
+) -> dict[str, Any]:
+    """The manifest of a completed export, for those who may download its file now (the
+    same checks and audited refusals as the download)."""
+    export = await authorize_download(
+        services, user, export_id, auto=False, client_ip=client_ip, head=True
+    )
+    assert export is not None  # never None unless an automatic download is asked for
+    return manifest.build(export)

@@ -22,6 +22,7 @@ from ticketexport.paths import ROOT
 from ticketexport.services import Services
 from ticketexport.web import (
     admin,
+    api,
     auth,
     exports,
     ops,
@@ -30,6 +31,7 @@ from ticketexport.web import (
     schedules,
     tickets,
     times,
+    tokens,
 )
 from ticketexport.web.keys import (
     LOGIN_GATE,
@@ -131,6 +133,8 @@ def init_app(services: Services) -> web.Application:
     schedules.add_routes(app)
     ops.add_routes(app)
     admin.add_routes(app)
+    tokens.add_routes(app)
+    api.add_routes(app)
     router.add_static("/static/", STATIC_DIR, name="static", append_version=True)
     return app
 

@@ -9,6 +9,7 @@ import uuid
 
 from aiohttp import web
 
+from ticketexport.domain.actor import Actor
 from ticketexport.exports import files, service
 from ticketexport.web.keys import USER, services_of
 from ticketexport.web.render import PageError
@@ -68,11 +69,17 @@ async def export_download(request: web.Request) -> web.StreamResponse:
     answers with the headers GET would send: no body, no download audit row, no use of the
     automatic download; a refusal is audited as for GET.
     """
-    export_id = export_id_of(request)
+    return await send_file(
+        request, request[USER], export_id_of(request), auto=request.query.get("auto") == "1"
+    )
+
+
+async def send_file(
+    request: web.Request, user: Actor, export_id: str, *, auto: bool = False
+) -> web.StreamResponse:
+    """The export's file for `user`, checked now: the browser download and the API's."""
     services = services_of(request)
-    user = request[USER]
     ip = client_ip(request)
-    auto = request.query.get("auto") == "1"
     head = request.method == "HEAD"
     export = await service.authorize_download(
         services, user, export_id, auto=auto, client_ip=ip, head=head

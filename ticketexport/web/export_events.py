@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +29,21 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def event_payload(export: ExportState, *, can_download: bool, now: dt.datetime) -> dict[str, Any]:
+def page_download_url(export_id: str) -> str:
+    return f"/staff/exports/{export_id}/download"
+
+
+# Where an export's file is downloaded, given its id: the pages' URL or the API's.
+DownloadUrl = Callable[[str], str]
+
+
+def event_payload(
+    export: ExportState,
+    *,
+    can_download: bool,
+    now: dt.datetime,
+    download_url: DownloadUrl = page_download_url,
+) -> dict[str, Any]:
     """The brief's event JSON: {id, status, stage, attempt, rows, total, percent, error,
     download_url}."""
     status = export.status.value
@@ -41,10 +55,10 @@ def event_payload(export: ExportState, *, can_download: bool, now: dt.datetime) 
             "code": export.error_code,
             "message": export.error_message or rules.safe_message(export.error_code),
         }
-    download_url = None
+    url = None
     # A file found missing or changed is never offered again (the download answers 410).
     if status == Status.COMPLETED and can_download and export.file_lost_at is None:
-        download_url = f"/staff/exports/{export.id}/download"
+        url = download_url(export.id)
     return {
         "id": export.id,
         "status": status,
@@ -54,7 +68,7 @@ def event_payload(export: ExportState, *, can_download: bool, now: dt.datetime) 
         "total": export.rows_total,
         "percent": rules.percent(export.rows_done, export.rows_total),
         "error": error,
-        "download_url": download_url,
+        "download_url": url,
     }
 
 
@@ -68,12 +82,26 @@ class TooManyStreams(TooMany):
 
     def __init__(self, limit: int) -> None:
         super().__init__(
-            f"This session already has {limit} live status streams open; close some pages "
-            "and try again."
+            f"This session (or API token) already has {limit} live status streams open; "
+            "close some and try again."
         )
 
 
 async def export_events(request: web.Request) -> web.StreamResponse:
+    """GET /staff/exports/{id}/events: the stream of the signed-in session."""
+    return await stream_events(
+        request, request[USER], export_id_of(request), watcher=request[SESSION].id
+    )
+
+
+async def stream_events(
+    request: web.Request,
+    user: Actor,
+    export_id: str,
+    *,
+    watcher: str,
+    download_url: DownloadUrl = page_download_url,
+) -> web.StreamResponse:
     """Server-sent events: the current state, then every change, until a terminal state.
 
     A waiting stream holds no database connection: the hub's one LISTEN connection wakes
@@ -82,20 +110,19 @@ async def export_events(request: web.Request) -> web.StreamResponse:
     of them once per keep-alive interval), and the stream ends, with nothing more sent,
     once the session is over, the user inactive or the export no longer theirs to see.
     `download_url` is decided by the user's permission as read with each state.
+    `watcher` names the session (or API token) the stream belongs to: its streams are
+    counted against the limit, and it is what the hub reads again with every state.
     """
-    export_id = export_id_of(request)
-    user = request[USER]
-    session = request[SESSION]
     services = services_of(request)
     hub = services.hub
     assert hub is not None  # a web process always has its hub
     settings = services.settings
     limit = settings.max_streams_per_session
     # Counted and taken with no await in between: two racing requests cannot both pass.
-    if limit and hub.session_streams(session.id) >= limit:
+    if limit and hub.session_streams(watcher) >= limit:
         raise TooManyStreams(limit)
     # Subscribe before reading, so a change between the two is not missed.
-    with hub.subscribe(export_id, session.id) as subscription:
+    with hub.subscribe(export_id, watcher) as subscription:
         async with pool_of(request).connection() as conn:
             export = await service.visible_export(conn, user, export_id)
         stream = EventSourceResponse(sep="\n", ping_interval=settings.keepalive_seconds)
@@ -114,7 +141,12 @@ async def export_events(request: web.Request) -> web.StreamResponse:
                         viewer = signin.current_actor(user, subscription.viewer)
                     if viewer is None or not service.may_see(viewer, state):
                         break
-                    payload = event_payload(state, can_download=viewer.may_download, now=now())
+                    payload = event_payload(
+                        state,
+                        can_download=viewer.may_download,
+                        now=now(),
+                        download_url=download_url,
+                    )
                     ident = event_id(payload)
                     # A reconnecting client that saw this state is not sent it again; a
                     # change of permission alone (download_url) is sent.

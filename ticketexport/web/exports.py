@@ -273,6 +273,16 @@ async def export_cancel(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/staff/exports/{export_id}")
 
 
+async def export_manifest(request: web.Request) -> web.StreamResponse:
+    """GET /staff/exports/{id}/manifest: what the file holds, for those who may download it."""
+    found = await service.export_manifest(
+        services_of(request), request[USER], export_id_of(request), client_ip=client_ip(request)
+    )
+    response = web.json_response(found)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def add_routes(app: web.Application) -> None:
     uid = r"{id:[0-9a-fA-F-]{36}}"
     router = app.router
@@ -284,3 +294,4 @@ def add_routes(app: web.Application) -> None:
     router.add_post(f"/staff/exports/{uid}/cancel", export_cancel)
     router.add_post(f"/staff/exports/{uid}/changes", export_changes)
     router.add_get(f"/staff/exports/{uid}/download", downloads.export_download)
+    router.add_get(f"/staff/exports/{uid}/manifest", export_manifest)

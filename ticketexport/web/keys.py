@@ -13,6 +13,7 @@ from aiohttp import web
 from ticketexport.config import Settings
 from ticketexport.domain.actor import Actor
 from ticketexport.services import Services
+from ticketexport.tokens import Caller
 from ticketexport.web.health import HealthChecks
 from ticketexport.web.signin_gate import SignInGate
 
@@ -65,6 +66,8 @@ HEALTH = web.AppKey("health", HealthChecks)
 USER = web.RequestKey("user", Actor)
 SESSION = web.RequestKey("session", Session)
 REQUEST_ID = web.RequestKey("request_id", str)
+# The API token an /api/ request authenticated with, and its owner as they are now.
+API_CALLER = web.RequestKey("api_caller", Caller)
 # Cookies to set or clear on whatever response the request ends with (error pages too).
 COOKIES = web.RequestKey("cookies", list)
 # The signed-in user's queued and running exports, counted once per page for the navigation.

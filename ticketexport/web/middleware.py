@@ -26,7 +26,7 @@ from ticketexport.domain.errors import (
     Unavailable,
 )
 from ticketexport.exports import service
-from ticketexport.web import auth
+from ticketexport.web import api, auth
 from ticketexport.web.keys import (
     REQUEST_ID,
     RUNNING_EXPORTS,
@@ -108,6 +108,8 @@ def status_for(error: DomainError) -> int:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Expected failures become 4xx pages; anything unexpected stays a logged 500."""
+    if api.is_api(request):
+        return await handler(request)  # api_middleware answers in JSON
     try:
         response = await handler(request)
     except PageError as exc:
@@ -136,12 +138,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 def _is_stream_or_download(path: str) -> bool:
-    return path.endswith(("/download", "/events"))
+    return path.endswith(("/download", "/events", "/manifest"))
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Load the signed-in user; keep anonymous requests out of staff pages and POSTs."""
+    """Load the signed-in user; keep anonymous requests out of staff pages and POSTs.
+
+    Never for the API: it authenticates by bearer token alone, so a session cookie that a
+    browser attaches by itself can never act there."""
+    if api.is_api(request):
+        return await handler(request)
     signed_in = await auth.load_user(request)
     if signed_in is not None:
         request[USER], request[SESSION] = signed_in
@@ -178,8 +185,11 @@ async def _read_form(request: web.Request) -> Any:
 
 @web.middleware
 async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every state-changing request carries the session's (or login form's) token."""
-    if request.method not in _SAFE_METHODS:
+    """Every state-changing request carries the session's (or login form's) token.
+
+    The API's requests carry a bearer token instead, which no other site can make a
+    browser send; they never act as a session (auth_middleware), so they need none."""
+    if request.method not in _SAFE_METHODS and not api.is_api(request):
         form = await _read_form(request)
         sent = form.get("csrf_token")
         if not isinstance(sent, str):
@@ -206,7 +216,7 @@ def _renders_page(request: web.Request) -> bool:
         return False
     path = request.path
     return (path == "/" or path.startswith(("/staff", "/admin"))) and not path.endswith(
-        ("/events", "/download", ".csv")
+        ("/events", "/download", "/manifest", ".csv")
     )
 
 
@@ -236,6 +246,7 @@ def all_middlewares() -> list[Any]:
     # Outermost first; the navigation count runs once the user is known and the form checked.
     return [
         request_id_middleware,
+        api.api_middleware,
         error_middleware,
         auth_middleware,
         csrf_middleware,
