@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from ticketexport.db import q
+
+if TYPE_CHECKING:
+    from ticketexport.domain.actor import Actor
 
 # The API token a request authenticated with: every row written while it is set names the
 # token (details.token_id), whatever use case writes it.
@@ -56,6 +59,27 @@ async def record(
             "export_id": export_id,
             "details": Jsonb(_details(details)),
         },
+    )
+
+
+async def record_by(
+    conn: psycopg.AsyncConnection[Any],
+    action: str,
+    user: Actor,
+    *,
+    client_ip: str | None,
+    export_id: str | None = None,
+    details: Mapping[str, Any],
+) -> None:
+    """An audit row for something this user did, on the caller's connection."""
+    await record(
+        conn,
+        action,
+        actor_id=user.id,
+        actor_email=user.email,
+        client_ip=client_ip,
+        export_id=export_id,
+        details=details,
     )
 
 

@@ -119,27 +119,6 @@ class Requested:
     deduplicated: bool
 
 
-async def _audit(
-    conn: psycopg.AsyncConnection[Any],
-    action: str,
-    user: Actor,
-    *,
-    client_ip: str | None,
-    export_id: str | None,
-    details: Mapping[str, Any],
-) -> None:
-    """An audit row for something this user did, on the caller's connection."""
-    await audit.record(
-        conn,
-        action,
-        actor_id=user.id,
-        actor_email=user.email,
-        client_ip=client_ip,
-        export_id=export_id,
-        details=details,
-    )
-
-
 def may_see(user: Actor, export: ExportState) -> bool:
     """Its requester, and admins with the export permission."""
     return export.requester_id == user.id or user.may_download
@@ -226,7 +205,7 @@ async def _insert_and_defer(
             conn, user.id, frozen.fingerprint(), DOUBLE_SUBMIT_SECONDS
         )
         if existing is not None:
-            await _audit(
+            await audit.record_by(
                 conn,
                 "export.deduplicated",
                 user,
@@ -248,7 +227,7 @@ async def _insert_and_defer(
     )
     job_id = await jobqueue.defer_export(services.jobs, conn, export_id)
     await store.set_job(conn, export_id, job_id)
-    await _audit(
+    await audit.record_by(
         conn,
         "export.retried" if retry_of else "export.requested",
         user,
@@ -302,7 +281,7 @@ async def insert_scheduled_run(
             conn, "export.requested", export_id=export_id, details=details
         )
     else:
-        await _audit(
+        await audit.record_by(
             conn,
             "export.requested",
             actor,
@@ -357,7 +336,9 @@ async def _deny(
     else:
         kind, details = "export.denied", {"action": action, "reason": reason}
     async with services.pool.connection() as conn:
-        await _audit(conn, kind, user, client_ip=client_ip, export_id=export_id, details=details)
+        await audit.record_by(
+            conn, kind, user, client_ip=client_ip, export_id=export_id, details=details
+        )
 
 
 async def request_export(
@@ -514,7 +495,7 @@ async def cancel_export(
                 # A waiting job is cancelled; a running one's worker is told at commit and
                 # cancels its task.
                 await jobqueue.abort_job(services.jobs, conn, export.procrastinate_job_id)
-            await _audit(
+            await audit.record_by(
                 conn,
                 "export.cancelled",
                 user,
@@ -585,7 +566,7 @@ async def record_download(
     details: Mapping[str, Any],
 ) -> None:
     async with services.pool.connection() as conn:
-        await _audit(
+        await audit.record_by(
             conn,
             "export.downloaded",
             user,

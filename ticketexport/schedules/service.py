@@ -143,30 +143,12 @@ def owner_may_run(owner: Actor | None, active: bool, destination: str | None) ->
     return destination is None or owner.is_admin
 
 
-async def _audit(
-    conn: psycopg.AsyncConnection[Any],
-    action: str,
-    user: Actor,
-    *,
-    client_ip: str | None,
-    details: Mapping[str, Any],
-) -> None:
-    await audit.record(
-        conn,
-        action,
-        actor_id=user.id,
-        actor_email=user.email,
-        client_ip=client_ip,
-        details=details,
-    )
-
-
 async def _deny(
     services: Services, user: Actor, action: str, reason: str, client_ip: str | None, **more: Any
 ) -> None:
     """An audit row for a refusal, on its own connection: it must outlive the request."""
     async with services.pool.connection() as conn:
-        await _audit(
+        await audit.record_by(
             conn,
             "schedule.denied",
             user,
@@ -259,7 +241,7 @@ async def create_schedule(
             row = await cur.fetchone()
             assert row is not None
             schedule_id = int(row[0])
-            await _audit(
+            await audit.record_by(
                 conn,
                 "schedule.created",
                 user,
@@ -380,7 +362,7 @@ async def change_schedule(
                 await conn.execute(q("schedule_delete"), {"id": schedule_id})
             else:
                 raise ValueError(action)
-            await _audit(
+            await audit.record_by(
                 conn,
                 f"schedule.{'deleted' if action == 'delete' else action + 'd'}"
                 if action != "run"
