@@ -24,7 +24,7 @@ from ticketexport.web import downloads, export_events, times
 from ticketexport.web.downloads import export_id_of
 from ticketexport.web.export_events import event_payload
 from ticketexport.web.keys import USER, pool_of, services_of, settings_of
-from ticketexport.web.render import PageError, render
+from ticketexport.web.render import PageError, posted_fields, render
 from ticketexport.web.security import client_ip
 
 PAGE_SIZE = 25
@@ -35,19 +35,7 @@ PAGE_SIZE = 25
 
 async def export_post(request: web.Request) -> web.StreamResponse:
     """POST /staff/tickets/export: the list's fields plus csrf_token → 303 to the status page."""
-    form = await request.post()
-    params: dict[str, str] = {}
-    for key in form:
-        if key == "csrf_token":
-            continue
-        values = form.getall(key)
-        if len(values) > 1:
-            raise PageError(400, f"the field {key[:40]!r} is given more than once")
-        value = values[0]
-        if not isinstance(value, str):
-            raise PageError(400, f"the field {key[:40]!r} must be text")
-        if value != "":
-            params[key] = value
+    params = await posted_fields(request)
     params.pop("page", None)  # an export is the whole view, not one page
     export_format = formats.get(params.pop("format", None))
     list_request = view_service.parse_list_request(params)

@@ -89,3 +89,21 @@ def error_page(
         },
         status=status,
     )
+
+
+async def posted_fields(request: web.Request) -> dict[str, str]:
+    """The posted fields, each once and as text (csrf_token is the middleware's)."""
+    form = await request.post()
+    fields: dict[str, str] = {}
+    for key in form:
+        if key == "csrf_token":
+            continue
+        values = form.getall(key)
+        if len(values) > 1:
+            raise PageError(400, f"the field {key[:40]!r} is given more than once")
+        value = values[0]
+        if not isinstance(value, str):
+            raise PageError(400, f"the field {key[:40]!r} must be text")
+        if value != "":
+            fields[key] = value
+    return fields

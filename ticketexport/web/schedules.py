@@ -10,7 +10,7 @@ from ticketexport.schedules import service
 from ticketexport.views import service as view_service
 from ticketexport.web.exports import describe_request
 from ticketexport.web.keys import USER, pool_of, services_of, settings_of
-from ticketexport.web.render import PageError, render
+from ticketexport.web.render import PageError, posted_fields, render
 from ticketexport.web.security import client_ip
 
 # The creation form's own fields; every other one is the list page's.
@@ -30,27 +30,9 @@ ACTIONS = ("pause", "resume", "run", "delete")
 _MAX_ID = 2**63 - 1
 
 
-async def _form(request: web.Request) -> dict[str, str]:
-    """The posted fields, each once and as text (csrf_token is the middleware's)."""
-    form = await request.post()
-    fields: dict[str, str] = {}
-    for key in form:
-        if key == "csrf_token":
-            continue
-        values = form.getall(key)
-        if len(values) > 1:
-            raise PageError(400, f"the field {key[:40]!r} is given more than once")
-        value = values[0]
-        if not isinstance(value, str):
-            raise PageError(400, f"the field {key[:40]!r} must be text")
-        if value != "":
-            fields[key] = value
-    return fields
-
-
 async def schedule_create(request: web.Request) -> web.StreamResponse:
     """POST /staff/schedules: the list's fields + format + the schedule's → 303 to it."""
-    fields = await _form(request)
+    fields = await posted_fields(request)
     own = {key: fields.pop(key) for key in SCHEDULE_FIELDS if key in fields}
     fields.pop("page", None)
     export_format = formats.get(fields.pop("format", None))
