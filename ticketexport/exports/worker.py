@@ -35,7 +35,6 @@ from ticketexport.exports.failures import (
 from ticketexport.exports.frozen import FrozenRequest
 from ticketexport.exports.store import Export, NewFile
 from ticketexport.storage import StorageError, StorageLimitExceeded
-from ticketexport.views import conditions
 from ticketexport.views import model as view_model
 from ticketexport.views import service as view_service
 from ticketexport.views.compiler import compile_changes, compile_export
@@ -113,15 +112,9 @@ async def search_matches(
         actor = frozen.actor.actor()
     except (KeyError, TypeError, ValueError):
         return None
-    found = conditions.search_lookups(
-        resolved, request, actor, now=as_of, tz=frozen.timezone, snapshot=snapshot
+    return await view_service.search_matches(
+        conn, resolved, request, actor, now=as_of, tz=frozen.timezone, snapshot=snapshot
     )
-    if found is None:
-        return None
-    statement, params, keys = found
-    row = await (await conn.execute(statement, params, prepare=False)).fetchone()
-    assert row is not None  # a SELECT of arrays has one row
-    return {key: [int(i) for i in ids] for key, ids in zip(keys, row, strict=True)}
 
 
 def plan_export(

@@ -227,7 +227,7 @@ async def list_page(
         raise ViewTooSlow() from None
 
 
-async def _search_matches(
+async def search_matches(
     conn: psycopg.AsyncConnection[Any],
     view: ResolvedView,
     request: ListRequest,
@@ -235,10 +235,12 @@ async def _search_matches(
     *,
     now: datetime.datetime,
     tz: str,
+    snapshot: str | None = None,
 ) -> dict[str, list[int]] | None:
     """The ids of the lookup rows (status, priority, people, team) the search term finds,
-    by visible column (conditions.search_lookups); None when there is nothing to find."""
-    found = conditions.search_lookups(view, request, actor, now=now, tz=tz)
+    by visible column (conditions.search_lookups), as of `snapshot` when one is given (an
+    export's click); None when there is nothing to find."""
+    found = conditions.search_lookups(view, request, actor, now=now, tz=tz, snapshot=snapshot)
     if found is None:
         return None
     statement, params, keys = found
@@ -261,7 +263,7 @@ async def _list_page(
     if request.page is not None:
         shape = compiler.compile_list(view, request, actor, now=now, tz=tz)
         after = cursor.decode(request.page, shape.signature, shape.key_kinds)
-    matches = await _search_matches(conn, view, request, actor, now=now, tz=tz)
+    matches = await search_matches(conn, view, request, actor, now=now, tz=tz)
     # A search's statements are planned for their own values every time: a plan kept for
     # another term would not know which indexes pay off.
     prepare = False if request.q else None
