@@ -10,7 +10,7 @@ import logging
 import tempfile
 import time
 import zoneinfo
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 import psycopg
@@ -179,6 +179,16 @@ class _Spool:
     file: IO[bytes]
     marks: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     rows: int = 0
+
+
+async def _spooled_blocks(spool: _Spool) -> AsyncGenerator[tuple[bytes, int], None]:
+    """The spooled blocks as they were read, each with the rows read by its end."""
+    await asyncio.to_thread(spool.file.seek, 0)
+    start = 0
+    for end, rows in spool.marks:
+        block = await asyncio.to_thread(spool.file.read, end - start)
+        start = end
+        yield block, rows
 
 
 class _Refused(Exception):
@@ -559,16 +569,8 @@ class ExportRun:
             header_lines=plan.format.header_lines,
             max_rows_per_s=self.services.settings.export_max_rows_per_s,
         )
-        last_progress = time.monotonic()
-        async for block, rows in reader.blocks():
-            self.rows = rows
-            if block:
-                yield block
-            now = time.monotonic()
-            if now - last_progress >= PROGRESS_INTERVAL:
-                last_progress = now
-                await self._progress()
-        await self._progress()
+        async for block in self._counted(reader.blocks()):
+            yield block
 
     async def _spool(self, conn: psycopg.Connection[Any], plan: ExportPlan) -> _Spool:
         """The COPY's output in a temporary file, its rows counted on the way.
@@ -602,12 +604,16 @@ class ExportRun:
 
     async def _replay(self, spool: _Spool) -> AsyncGenerator[bytes, None]:
         """The spooled COPY output, block by block as it was read; progress on the way."""
-        await asyncio.to_thread(spool.file.seek, 0)
-        start = 0
+        async for block in self._counted(_spooled_blocks(spool)):
+            yield block
+
+    async def _counted(
+        self, blocks: AsyncIterator[tuple[bytes, int]]
+    ) -> AsyncGenerator[bytes, None]:
+        """The blocks, each with the rows read so far: those are counted, and progress is
+        reported at most every PROGRESS_INTERVAL and once at the end."""
         last_progress = time.monotonic()
-        for end, rows in spool.marks:
-            block = await asyncio.to_thread(spool.file.read, end - start)
-            start = end
+        async for block, rows in blocks:
             self.rows = rows
             if block:
                 yield block
