@@ -390,28 +390,23 @@ def compile_changes(
     first by ticket id, then upserts in the view's order: the sort keys lead with whether
     the row is an upsert, then a delete's ticket id, then F2's own keys.
     """
-    before = compile_list(
-        view,
-        request,
-        actor,
-        now=since_as_of,
-        tz=tz,
-        inline=True,
-        snapshot=since_snapshot,
-        typed=typed,
-        ordered=False,
-    )
-    after = compile_list(
-        view,
-        request,
-        actor,
-        now=as_of,
-        tz=tz,
-        inline=True,
-        snapshot=snapshot,
-        typed=typed,
-        ordered=False,
-    )
+
+    def frame(now: datetime.datetime, at: str) -> Compiled:
+        """The request's rows, unordered, as of one click's time and snapshot."""
+        return compile_list(
+            view,
+            request,
+            actor,
+            now=now,
+            tz=tz,
+            inline=True,
+            snapshot=at,
+            typed=typed,
+            ordered=False,
+        )
+
+    before = frame(since_as_of, since_snapshot)
+    after = frame(as_of, snapshot)
 
     def old(name: str) -> sql.Composable:
         return sql.SQL("o.{}").format(sql.Identifier(name))
