@@ -33,12 +33,19 @@ PAGE_SIZE = 25
 # --- request --------------------------------------------------------------------------
 
 
+def requested_view(
+    fields: dict[str, str],
+) -> tuple[view_service.ListRequest, formats.ExportFormat]:
+    """The list request and the file format a posted form names, taken out of `fields`. Its
+    page is dropped: an export is the whole view, not one page."""
+    fields.pop("page", None)
+    export_format = formats.get(fields.pop("format", None))
+    return view_service.parse_list_request(fields), export_format
+
+
 async def export_post(request: web.Request) -> web.StreamResponse:
     """POST /staff/tickets/export: the list's fields plus csrf_token → 303 to the status page."""
-    params = await posted_fields(request)
-    params.pop("page", None)  # an export is the whole view, not one page
-    export_format = formats.get(params.pop("format", None))
-    list_request = view_service.parse_list_request(params)
+    list_request, export_format = requested_view(await posted_fields(request))
     requested = await service.request_export(
         services_of(request),
         request[USER],

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ticketexport.exports import formats
 from ticketexport.exports.frozen import FrozenRequest
 from ticketexport.schedules import service
-from ticketexport.views import service as view_service
-from ticketexport.web.exports import describe_request
+from ticketexport.web.exports import describe_request, requested_view
 from ticketexport.web.keys import USER, pool_of, services_of, settings_of
 from ticketexport.web.render import PageError, posted_fields, render
 from ticketexport.web.security import client_ip
@@ -34,9 +32,7 @@ async def schedule_create(request: web.Request) -> web.StreamResponse:
     """POST /staff/schedules: the list's fields + format + the schedule's → 303 to it."""
     fields = await posted_fields(request)
     own = {key: fields.pop(key) for key in SCHEDULE_FIELDS if key in fields}
-    fields.pop("page", None)
-    export_format = formats.get(fields.pop("format", None))
-    list_request = view_service.parse_list_request(fields)
+    list_request, export_format = requested_view(fields)
     schedule_id = await service.create_schedule(
         services_of(request),
         request[USER],
