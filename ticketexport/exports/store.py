@@ -287,6 +287,35 @@ async def find_duplicate(conn: Conn, user_id: int, fingerprint: str, seconds: in
     return None if row is None else str(row[0])
 
 
+async def _insert(
+    conn: Conn,
+    statement: str,
+    *,
+    requester_id: int,
+    frozen: FrozenRequest,
+    retention: dt.timedelta,
+    **more: Any,
+) -> str:
+    """A new queued export by the named statement, its id."""
+    # Maintenance's pruning of row versions waits for requests in flight (the shared lock
+    # is held to commit), so it never removes a version this snapshot can see.
+    await conn.execute(q("history_horizon_share"))
+    row = await _one(
+        conn,
+        statement,
+        {
+            "requester_id": requester_id,
+            "request": Jsonb(frozen.to_json()),
+            "view_name": frozen.view.name,
+            "fingerprint": frozen.fingerprint(),
+            "retention": retention,
+            **more,
+        },
+    )
+    assert row is not None
+    return str(row[0])
+
+
 async def insert(
     conn: Conn,
     *,
@@ -296,23 +325,14 @@ async def insert(
     retry_of: str | None,
 ) -> str:
     """A new queued export as of this transaction's start and this statement's snapshot."""
-    # Maintenance's pruning of row versions waits for requests in flight (the shared lock
-    # is held to commit), so it never removes a version this snapshot can see.
-    await conn.execute(q("history_horizon_share"))
-    row = await _one(
+    return await _insert(
         conn,
         "export_insert",
-        {
-            "requester_id": requester_id,
-            "request": Jsonb(frozen.to_json()),
-            "view_name": frozen.view.name,
-            "fingerprint": frozen.fingerprint(),
-            "retention": retention,
-            "retry_of": retry_of,
-        },
+        requester_id=requester_id,
+        frozen=frozen,
+        retention=retention,
+        retry_of=retry_of,
     )
-    assert row is not None
-    return str(row[0])
 
 
 async def insert_scheduled(
@@ -328,24 +348,17 @@ async def insert_scheduled(
 ) -> str:
     """A schedule's run, as `insert` makes an export, recorded with its schedule and tick
     (a unique index refuses a second run of one tick)."""
-    await conn.execute(q("history_horizon_share"))
-    row = await _one(
+    return await _insert(
         conn,
         "export_insert_scheduled",
-        {
-            "requester_id": requester_id,
-            "request": Jsonb(frozen.to_json()),
-            "view_name": frozen.view.name,
-            "fingerprint": frozen.fingerprint(),
-            "retention": retention,
-            "schedule_id": schedule_id,
-            "tick": tick,
-            "delivery": "pending" if deliver else None,
-            "notify": "pending" if notify else None,
-        },
+        requester_id=requester_id,
+        frozen=frozen,
+        retention=retention,
+        schedule_id=schedule_id,
+        tick=tick,
+        delivery="pending" if deliver else None,
+        notify="pending" if notify else None,
     )
-    assert row is not None
-    return str(row[0])
 
 
 async def lock_as_base(conn: Conn, export_id: str) -> bool | None:
