@@ -143,6 +143,23 @@ def owner_may_run(owner: Actor | None, active: bool, destination: str | None) ->
     return destination is None or owner.is_admin
 
 
+async def owner_now(
+    conn: psycopg.AsyncConnection[Any], schedule: Mapping[str, Any]
+) -> tuple[Actor | None, bool]:
+    """The schedule's owner with their rights as they are now (None: no such user), and
+    whether those rights allow the schedule to run (owner_may_run)."""
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(q("user_access"), {"user_id": schedule["owner_id"]})
+    access = await cur.fetchone()
+    owner = (
+        Actor(id=access["id"], is_admin=access["is_admin"], permissions=access["permissions"])
+        if access
+        else None
+    )
+    active = bool(access and access["is_active"])
+    return owner, owner_may_run(owner, active, schedule["destination"])
+
+
 async def _deny(
     services: Services, user: Actor, action: str, reason: str, client_ip: str | None, **more: Any
 ) -> None:
@@ -398,15 +415,8 @@ async def _run_now(
     and the clicker's too."""
     if not user.may_export:
         raise ScheduleDenied("Running a schedule requires the Import / Export Tickets permission.")
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(q("user_access"), {"user_id": row["owner_id"]})
-    access = await cur.fetchone()
-    owner = (
-        Actor(id=access["id"], is_admin=access["is_admin"], permissions=access["permissions"])
-        if access
-        else None
-    )
-    if not owner_may_run(owner, bool(access and access["is_active"]), row["destination"]):
+    owner, allowed = await owner_now(conn, row)
+    if not allowed:
         raise Conflict("The schedule's owner no longer has the rights this schedule needs.")
     if await store.active_run(conn, int(row["id"])) is not None:
         raise Conflict("This schedule's previous run is still queued or running.")

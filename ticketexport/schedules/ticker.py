@@ -14,11 +14,10 @@ from psycopg.rows import dict_row
 from ticketexport import audit
 from ticketexport.db import q
 from ticketexport.domain import cadence as cadences
-from ticketexport.domain.actor import Actor
 from ticketexport.exports import service as exports
 from ticketexport.exports import store
 from ticketexport.exports.frozen import FrozenRequest, MalformedRequest, Requester
-from ticketexport.schedules.service import cadence_of, owner_may_run, run_request
+from ticketexport.schedules.service import cadence_of, owner_now, run_request
 
 if TYPE_CHECKING:
     from ticketexport.services import Services
@@ -119,15 +118,7 @@ async def _take(
             },
         )
         return Taken(schedule_id, tick, "skipped", None)
-    dict_cur = conn.cursor(row_factory=dict_row)
-    await dict_cur.execute(q("user_access"), {"user_id": schedule["owner_id"]})
-    access = await dict_cur.fetchone()
-    owner = (
-        Actor(id=access["id"], is_admin=access["is_admin"], permissions=access["permissions"])
-        if access
-        else None
-    )
-    allowed = owner_may_run(owner, bool(access and access["is_active"]), schedule["destination"])
+    owner, allowed = await owner_now(conn, schedule)
     cur = await conn.execute(q("user_role_names"), {"user_id": schedule["owner_id"]})
     roles = [str(r[0]) for r in await cur.fetchall()]
     if owner is not None:
