@@ -9,8 +9,8 @@ import logging
 import smtplib
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import psycopg
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from ticketexport.services import Services
 
 log = logging.getLogger(__name__)
+
+_Claimed = TypeVar("_Claimed")
 
 ATTEMPTS = 3
 # Seconds before the second and the third attempt.
@@ -140,15 +142,29 @@ async def deliver_pending(services: Services) -> int:
     """Deliver every completed run waiting for it; the number delivered or given up on.
     Each run's row stays locked while its copy is made: a worker lost mid-way leaves it
     pending for the next one."""
+
+    async def deliver(conn: psycopg.AsyncConnection[Any], run: store.Delivery) -> None:
+        await _deliver_one(services, conn, run)
+
+    return await _each_claimed(services, store.claim_delivery, deliver)
+
+
+async def _each_claimed(
+    services: Services,
+    claim: Callable[[psycopg.AsyncConnection[Any]], Awaitable[_Claimed | None]],
+    handle: Callable[[psycopg.AsyncConnection[Any], _Claimed], Awaitable[None]],
+) -> int:
+    """Claim runs one at a time, each handled in the transaction that holds its lock, until
+    none is left (runs with nothing to deliver or nobody to tell dropped first); how many."""
     done = 0
     async with services.pool.connection() as conn:
         await store.drop_undeliverable(conn)
         while True:
             async with conn.transaction():
-                claimed = await store.claim_delivery(conn)
+                claimed = await claim(conn)
                 if claimed is None:
                     break
-                await _deliver_one(services, conn, claimed)
+                await handle(conn, claimed)
                 done += 1
     return done
 
@@ -211,28 +227,22 @@ async def _copy(services: Services, url: str, run: store.Delivery) -> None:
 async def notify_pending(services: Services) -> int:
     """Send the owner's message for every ended run that asked for one."""
     settings = services.settings
-    sent = 0
-    async with services.pool.connection() as conn:
-        await store.drop_undeliverable(conn)
-        while True:
-            async with conn.transaction():
-                run = await store.claim_notice(conn)
-                if run is None:
-                    break
-                status = "failed"
-                if settings.mail_enabled:
-                    try:
-                        await asyncio.to_thread(send_mail, settings, run)
-                        status = "sent"
-                    except (OSError, smtplib.SMTPException) as exc:
-                        log.warning(
-                            "could not send a schedule message: %s",
-                            exc,
-                            extra={"export_id": run.id, "event": "mail_failed"},
-                        )
-                await store.record_notice(conn, run.id, status)
-                sent += 1
-    return sent
+
+    async def notify(conn: psycopg.AsyncConnection[Any], run: store.RunEnded) -> None:
+        status = "failed"
+        if settings.mail_enabled:
+            try:
+                await asyncio.to_thread(send_mail, settings, run)
+                status = "sent"
+            except (OSError, smtplib.SMTPException) as exc:
+                log.warning(
+                    "could not send a schedule message: %s",
+                    exc,
+                    extra={"export_id": run.id, "event": "mail_failed"},
+                )
+        await store.record_notice(conn, run.id, status)
+
+    return await _each_claimed(services, store.claim_notice, notify)
 
 
 def message_for(settings: Settings, run: store.RunEnded) -> email.message.EmailMessage:
