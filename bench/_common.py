@@ -569,6 +569,33 @@ class Watcher:
         return {e: self.seen.get(e, {}) for e in export_ids}
 
 
+def run_export(
+    url: str,
+    home: Path,
+    watcher: Watcher,
+    export_id: str,
+    env: dict[str, str] | None = None,
+) -> tuple[dict[str, float], float, dict[str, Any]]:
+    """One queued export run on a worker of its own, stopped once it ended: the states'
+    marks (Watcher), the worker's peak RSS in MiB, and the export's row; SystemExit when the
+    worker exits early or the export does not complete."""
+    worker = start_worker(url, home, env=env)
+
+    def alive() -> None:
+        if worker.poll() is not None:
+            raise SystemExit(f"the worker exited with status {worker.returncode}")
+
+    try:
+        marks = watcher.wait([export_id], alive=alive)[export_id]
+        rss = peak_rss_mib(worker.pid)
+    finally:
+        stop(worker)
+    row = export_row(url, export_id)
+    if row["status"] != "completed":
+        raise SystemExit(f"export {export_id} ended {row['status']} ({row['error_code']})")
+    return marks, rss, row
+
+
 def export_row(url: str, export_id: str) -> dict[str, Any]:
     """An export's row with its file: the test harness's (tests/support/databases.py)."""
     if str(ROOT) not in sys.path:

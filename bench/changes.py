@@ -60,20 +60,7 @@ def _post(server: c.Web, path: str, fields: dict[str, str]) -> str:
 
 
 def _run(url: str, home: Path, watcher: c.Watcher, export_id: str) -> dict[str, Any]:
-    worker = c.start_worker(url, home)
-
-    def alive() -> None:
-        if worker.poll() is not None:
-            raise SystemExit(f"the worker exited with status {worker.returncode}")
-
-    try:
-        marks = watcher.wait([export_id], alive=alive)[export_id]
-        rss = c.peak_rss_mib(worker.pid)
-    finally:
-        c.stop(worker)
-    row = c.export_row(url, export_id)
-    if row["status"] != "completed":
-        raise SystemExit(f"export {export_id} ended {row['status']} ({row['error_code']})")
+    marks, rss, row = c.run_export(url, home, watcher, export_id)
     path = home / "exports" / row["object_key"]
     return {
         "whole": marks["completed"] - marks["running"],

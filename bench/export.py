@@ -62,20 +62,7 @@ def one_case(
             out = tmp / "psql.csv"
 
             def ours(export_id: str = export_id) -> dict[str, Any]:
-                worker = c.start_worker(url, home)
-
-                def alive() -> None:
-                    if worker.poll() is not None:
-                        raise SystemExit(f"the worker exited with status {worker.returncode}")
-
-                try:
-                    marks = watcher.wait([export_id], alive=alive)[export_id]
-                    rss = c.peak_rss_mib(worker.pid)
-                finally:
-                    c.stop(worker)
-                row = c.export_row(url, export_id)
-                if row["status"] != "completed":
-                    raise SystemExit(f"export {export_id} ended {row['status']}")
+                marks, rss, row = c.run_export(url, home, watcher, export_id)
                 end_stream = marks.get("storing", marks["completed"])
                 return {
                     "whole": marks["completed"] - marks["running"],

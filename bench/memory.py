@@ -92,21 +92,10 @@ def export_rss(
     """(peak RSS MiB, seconds running → completed, rows) of one export on a fresh worker."""
     watcher = c.Watcher(url)
     export_id, _ = c.click(server, "all")
-    worker = c.start_worker(url, home, env=env)
-
-    def alive() -> None:
-        if worker.poll() is not None:
-            raise SystemExit(f"the worker exited with status {worker.returncode}")
-
     try:
-        marks = watcher.wait([export_id], alive=alive)[export_id]
-        rss = c.peak_rss_mib(worker.pid)
+        marks, rss, row = c.run_export(url, home, watcher, export_id, env=env)
     finally:
-        c.stop(worker)
         watcher.close()
-    row = c.export_row(url, export_id)
-    if row["status"] != "completed":
-        raise SystemExit(f"export {export_id} ended {row['status']}: {row['error_code']}")
     _delete(env, row["object_key"])
     return rss, marks["completed"] - marks["running"], int(row["rows_done"])
 
