@@ -475,17 +475,16 @@ async def _sign_in(base: str, proc: subprocess.Popen[bytes]) -> tuple[str, str]:
     return cookie, match.group(1)
 
 
-def click(server: Web, view: str = "all", export_format: str = "csv") -> tuple[str, float]:
-    """POST /staff/tickets/export as the browser's form does; (export id, monotonic time of
-    the POST)."""
+def post_form(server: Web, path: str, fields: dict[str, str]) -> tuple[str, float]:
+    """A form POST as the browser sends it (with the session's csrf_token); the id the 303
+    names, and the monotonic time of the POST."""
+    import urllib.error
     import urllib.parse
     import urllib.request
 
-    body = urllib.parse.urlencode(
-        {"view": view, "format": export_format, "csrf_token": server.csrf}
-    ).encode()
+    body = urllib.parse.urlencode({**fields, "csrf_token": server.csrf}).encode()
     request = urllib.request.Request(  # noqa: S310 - the bench's own http:// server
-        f"{server.base}/staff/tickets/export",
+        f"{server.base}{path}",
         data=body,
         headers={"Cookie": server.cookie, "Content-Type": "application/x-www-form-urlencoded"},
     )
@@ -500,11 +499,15 @@ def click(server: Web, view: str = "all", export_format: str = "csv") -> tuple[s
         opener.open(request, timeout=60)
     except urllib.error.HTTPError as exc:  # the 303 surfaces as an "error" without redirects
         if exc.code != 303:
-            raise SystemExit(f"the export click answered {exc.code}") from exc
-        location = exc.headers["Location"]
-    else:
-        raise SystemExit("the export click did not redirect")
-    return location.rstrip("/").rsplit("/", 1)[-1], at
+            raise SystemExit(f"POST {path} answered {exc.code}") from exc
+        return str(exc.headers["Location"]).rstrip("/").rsplit("/", 1)[-1], at
+    raise SystemExit(f"POST {path} did not redirect")
+
+
+def click(server: Web, view: str = "all", export_format: str = "csv") -> tuple[str, float]:
+    """POST /staff/tickets/export as the browser's form does; (export id, monotonic time of
+    the POST)."""
+    return post_form(server, "/staff/tickets/export", {"view": view, "format": export_format})
 
 
 # --- following an export --------------------------------------------------------------

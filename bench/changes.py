@@ -27,36 +27,11 @@ import io
 import statistics
 import sys
 import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import _common as c
 import psycopg
-
-
-def _post(server: c.Web, path: str, fields: dict[str, str]) -> str:
-    """A form POST as the browser sends it; the id the 303 names."""
-    body = urllib.parse.urlencode({**fields, "csrf_token": server.csrf}).encode()
-    request = urllib.request.Request(  # noqa: S310 - the bench's own http:// server
-        f"{server.base}{path}",
-        data=body,
-        headers={"Cookie": server.cookie, "Content-Type": "application/x-www-form-urlencoded"},
-    )
-
-    class _NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    try:
-        urllib.request.build_opener(_NoRedirect).open(request, timeout=60)
-    except urllib.error.HTTPError as exc:  # the 303 surfaces as an "error" without redirects
-        if exc.code != 303:
-            raise SystemExit(f"POST {path} answered {exc.code}") from exc
-        return str(exc.headers["Location"]).rstrip("/").rsplit("/", 1)[-1]
-    raise SystemExit(f"POST {path} did not redirect")
 
 
 def _run(url: str, home: Path, watcher: c.Watcher, export_id: str) -> dict[str, Any]:
@@ -103,7 +78,7 @@ def one_share(
     counting: dict[str, list[float]] = {"changes": [], "full": []}
 
     def changes(_: int) -> float:
-        export_id = _post(server, f"/staff/exports/{base}/changes", {})
+        export_id, _ = c.post_form(server, f"/staff/exports/{base}/changes", {})
         done = _run(url, home, watcher, export_id)
         _check_changes(done["path"], changed)
         done["path"].unlink(missing_ok=True)

@@ -26,39 +26,16 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import _common as c
 import psycopg
 
 
-def _post(server: c.Web, path: str) -> str:
-    body = urllib.parse.urlencode({"csrf_token": server.csrf}).encode()
-    request = urllib.request.Request(  # noqa: S310 - the bench's own http:// server
-        f"{server.base}{path}",
-        data=body,
-        headers={"Cookie": server.cookie, "Content-Type": "application/x-www-form-urlencoded"},
-    )
-
-    class _NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: object, **kwargs: object) -> None:
-            return None
-
-    try:
-        urllib.request.build_opener(_NoRedirect).open(request, timeout=60)
-    except urllib.error.HTTPError as exc:
-        if exc.code != 303:
-            raise SystemExit(f"POST {path} answered {exc.code}") from exc
-        return str(exc.headers["Location"]).rstrip("/").rsplit("/", 1)[-1]
-    raise SystemExit(f"POST {path} did not redirect")
-
-
 def queue(url: str, server: c.Web, count: int) -> list[str]:
     first, _ = c.click(server, "all")
-    _post(server, f"/staff/exports/{first}/cancel")
-    return [_post(server, f"/staff/exports/{first}/retry") for _ in range(count)]
+    c.post_form(server, f"/staff/exports/{first}/cancel", {})
+    return [c.post_form(server, f"/staff/exports/{first}/retry", {})[0] for _ in range(count)]
 
 
 def _cpu_seconds(pid: int) -> float:
