@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -307,12 +308,7 @@ async def visible_schedule(
     conn: psycopg.AsyncConnection[Any], user: Actor, schedule_id: int
 ) -> dict[str, Any]:
     """The schedule row if the user may see it; ScheduleNotFound otherwise."""
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(q("schedule_get"), {"id": schedule_id})
-    row = await cur.fetchone()
-    if row is None or not may_see(user, row):
-        raise ScheduleNotFound()
-    return row
+    return await _visible_row(conn, user, q("schedule_get"), schedule_id)
 
 
 async def recent_runs(
@@ -328,15 +324,18 @@ async def recent_runs(
 
 
 async def _locked_visible(
-    services: Services,
-    conn: psycopg.AsyncConnection[Any],
-    user: Actor,
-    schedule_id: int,
-    action: str,
-    client_ip: str | None,
+    conn: psycopg.AsyncConnection[Any], user: Actor, schedule_id: int
+) -> dict[str, Any]:
+    """The schedule row, locked to the end of the transaction, if the user may see it;
+    ScheduleNotFound otherwise."""
+    return await _visible_row(conn, user, q("schedule_lock"), schedule_id)
+
+
+async def _visible_row(
+    conn: psycopg.AsyncConnection[Any], user: Actor, statement: sql.SQL, schedule_id: int
 ) -> dict[str, Any]:
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(q("schedule_lock"), {"id": schedule_id})
+    await cur.execute(statement, {"id": schedule_id})
     row = await cur.fetchone()
     if row is None or not may_see(user, row):
         raise ScheduleNotFound()
@@ -349,7 +348,7 @@ async def change_schedule(
     """pause, resume, run (one run now) or delete; the run's export id for `run`."""
     try:
         async with services.pool.connection() as conn, conn.transaction():
-            row = await _locked_visible(services, conn, user, schedule_id, action, client_ip)
+            row = await _locked_visible(conn, user, schedule_id)
             export_id: str | None = None
             if action == "pause":
                 cur = await conn.execute(
