@@ -287,10 +287,10 @@ def write(conn: Conn, kind: str, draw: Callable[[Any], Any], near: datetime.date
             (f"{word}{n}", draw(st.integers(1, 30))),
         )
     elif kind == "team_name":
-        conn.execute(
-            "UPDATE teams SET name = %s WHERE id = %s",
-            (f"{word} team {n}", draw(st.integers(1, 5))),
-        )
+        # Team names are unique: the id ending each one keeps two teams' names apart, and
+        # none of the data set's names ends that way.
+        team = draw(st.integers(1, 5))
+        conn.execute("UPDATE teams SET name = %s WHERE id = %s", (f"{word} team {n}-{team}", team))
     elif kind == "assignee":
         conn.execute(
             "UPDATE tickets SET assignee_id = %s WHERE id = %s",
