@@ -425,7 +425,11 @@ def changing_db(server_url: str, template_db: str) -> Iterator[str]:
         yield url
 
 
-def run_property(url: str, hypothesis_seed: int, examples: int) -> None:
+def run_property(url: str, hypothesis_seed: int, examples: int, *, coverage: bool) -> None:
+    """Random writes between two clicks, checked against the reference; with `coverage`,
+    also that every kind of write began an example whose file held changes (asked of the
+    fixed seed only: whether a random seed's examples reach a kind that shows in few views,
+    a snooze, is chance, and a check of chance fails at random)."""
     covered: set[str] = set()
     changed_examples = 0
 
@@ -492,6 +496,9 @@ def run_property(url: str, hypothesis_seed: int, examples: int) -> None:
         example()
 
     search(KINDS, examples, 0)
+    assert changed_examples > 0
+    if not coverage:
+        return
     # Each kind of write must have been the first write of an example whose file held
     # changes; a kind the search left out gets short searches of its own, a few in turn
     # when needed, as some writes (a snooze) show in only some of the views.
@@ -502,17 +509,16 @@ def run_property(url: str, hypothesis_seed: int, examples: int) -> None:
                 break
             round_ += 1
             search((kind,), 3, round_)
-    assert changed_examples > 0
     missing = sorted(set(KINDS) - covered)
     assert not missing, f"no example whose file held changes began with: {missing}"
 
 
 def test_changes_are_exact_fixed_seed(changing_db: str) -> None:
-    run_property(changing_db, FIXED_SEED, EXAMPLES)
+    run_property(changing_db, FIXED_SEED, EXAMPLES, coverage=True)
 
 
 def test_changes_are_exact_rotating_seed(changing_db: str) -> None:
-    run_property(changing_db, ROTATING_SEED, EXAMPLES)
+    run_property(changing_db, ROTATING_SEED, EXAMPLES, coverage=False)
 
 
 def test_every_format_holds_the_same_changes(changing_db: str) -> None:
