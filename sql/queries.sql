@@ -1465,6 +1465,16 @@ ORDER BY requested_at DESC, id DESC
 LIMIT 1
 FOR SHARE;
 
+-- name: schedule_latest_file
+-- A schedule's latest completed run whose file is there to serve: not expired, not lost.
+SELECT e.id
+FROM export_jobs e
+JOIN media_items m ON m.id = e.media_item_id
+WHERE e.schedule_id = %(schedule_id)s AND e.status = 'completed'
+  AND e.expires_at > now() AND m.lost_at IS NULL
+ORDER BY e.requested_at DESC, e.id DESC
+LIMIT 1;
+
 -- name: schedule_runs
 -- A schedule's recent runs, newest first.
 SELECT e.id, e.status, e.schedule_tick, e.requested_at, e.finished_at, e.rows_total,

@@ -17,9 +17,19 @@ import pytest
 import pytest_asyncio
 from psycopg.rows import dict_row
 
-from tests.support.api import ALL_SCOPES, api, bearer, error_of, make_token, run_worker
+from tests.support.api import (
+    ALL_SCOPES,
+    api,
+    bearer,
+    error_of,
+    make_schedule,
+    make_token,
+    run_schedules,
+    run_worker,
+)
 from tests.support.web import Web, csrf_in, insert_tickets, make_user, running
 from ticketexport import tokens
+from ticketexport.exports.worker import ExportRun
 
 EXPORT = 512
 ADMIN = "api.admin@example.com"
@@ -554,3 +564,112 @@ async def test_changes_since_an_earlier_export(web: Web, db_url: str) -> None:
         r for r in audit_rows(db_url, "export.requested") if r["details"].get("since") == base
     ]
     assert [r["details"]["token_id"] for r in requested] == [token_id]
+
+
+# --- a schedule's latest file --------------------------------------------------------------
+
+
+async def test_a_schedules_latest_file_follows_its_completed_runs(web: Web, db_url: str) -> None:
+    token_id, secret = await make_token(web, ADMIN)
+    schedule_id, tick = await make_schedule(web, ADMIN)
+    latest = f"/schedules/{schedule_id}/latest"
+    # No run yet: a clear 404.
+    assert await error_of(await api(web, "GET", latest, secret), 404) == "no_completed_run"
+    (first,) = (await run_schedules(web, tick)).values()
+    got = await api(web, "GET", latest, secret)
+    assert got.status == 200, await got.text()
+    assert got.headers["Content-Location"] == f"/api/v1/exports/{first}"
+    body = await got.read()
+    # The same bytes and headers as the export's own file.
+    direct = await api(web, "GET", f"/exports/{first}/file", secret)
+    assert direct.status == 200
+    assert await direct.read() == body
+    for header in ("Content-Type", "Content-Disposition", "ETag", "Accept-Ranges"):
+        assert got.headers[header] == direct.headers[header], header
+    assert body.decode("utf-8-sig").count("\n") == 31  # the header and 30 tickets
+    part = await api(web, "GET", latest, secret, headers={"Range": "bytes=0-9"})
+    assert part.status == 206
+    assert part.headers["Content-Range"] == f"bytes 0-9/{len(body)}"
+    assert part.headers["Content-Location"] == f"/api/v1/exports/{first}"
+    assert await part.read() == body[:10]
+    # The run's export object names its schedule; an export of a click names none.
+    run = await (await api(web, "GET", f"/exports/{first}", secret)).json()
+    assert run["schedule_id"] == schedule_id
+    clicked = await api(web, "POST", "/exports", secret, json={"view": "all"})
+    assert (await clicked.json())["schedule_id"] is None
+    listed = await (await api(web, "GET", "/exports", secret)).json()
+    by_id = {item["id"]: item["schedule_id"] for item in listed["items"]}
+    assert by_id[first] == schedule_id
+    # A newer run, still queued, changes nothing; once completed, latest follows it.
+    runs = await run_schedules(web, tick + dt.timedelta(minutes=5), finish=False)
+    later = runs[schedule_id]
+    again = await api(web, "GET", latest, secret)
+    assert again.headers["Content-Location"] == f"/api/v1/exports/{first}"
+    await again.read()
+    await ExportRun(web.services, later, None).run()
+    newer = await api(web, "GET", latest, secret)
+    assert newer.status == 200
+    assert newer.headers["Content-Location"] == f"/api/v1/exports/{later}"
+    assert len(await newer.read()) > 0
+    # The newest run's file expires: latest is the newest completed run still there.
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "UPDATE export_jobs SET expires_at = requested_at + interval '1 millisecond' "
+            "WHERE id = %s",
+            (later,),
+        )
+    fallback = await api(web, "GET", latest, secret)
+    assert fallback.headers["Content-Location"] == f"/api/v1/exports/{first}"
+    await fallback.read()
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "UPDATE export_jobs SET expires_at = requested_at + interval '1 millisecond' "
+            "WHERE schedule_id = %s",
+            (schedule_id,),
+        )
+    assert await error_of(await api(web, "GET", latest, secret), 404) == "no_completed_run"
+    # Every download through latest is audited as a download, with the token.
+    downloads = [r for r in audit_rows(db_url, "export.downloaded") if r["export_id"] == later]
+    assert len(downloads) == 1
+    assert downloads[0]["details"]["token_id"] == token_id
+
+
+async def test_a_schedules_latest_file_needs_the_owners_rights_now(web: Web, db_url: str) -> None:
+    token_id, admin = await make_token(web, ADMIN)
+    _, staff = await make_token(web, STAFF)
+    _, other = await make_token(web, OTHER)
+    staff_schedule, tick = await make_schedule(web, STAFF)
+    admin_schedule, _ = await make_schedule(web, ADMIN)
+    assert set(await run_schedules(web, tick)) == {staff_schedule, admin_schedule}
+    # Someone else's schedule is not there for a user who is not an admin with 512.
+    refused = await api(web, "GET", f"/schedules/{admin_schedule}/latest", other)
+    assert await error_of(refused, 404) == "not_found"
+    denied = audit_rows(db_url, "schedule.denied")
+    assert [(r["actor_email"], r["details"]["schedule_id"]) for r in denied] == [
+        (OTHER, admin_schedule)
+    ]
+    assert "token_id" in denied[0]["details"]
+    # Its owner sees the schedule but may not download (not an admin): 404, as for the file.
+    own = await api(web, "GET", f"/schedules/{staff_schedule}/latest", staff)
+    assert await error_of(own, 404) == "not_found"
+    # An admin with 512 sees and downloads everyone's.
+    seen = await api(web, "GET", f"/schedules/{staff_schedule}/latest", admin)
+    assert seen.status == 200
+    await seen.read()
+    # A token without exports:read: 403 before anything is looked up.
+    for scope in ("views:read", "exports:write"):
+        _, scoped = await make_token(web, ADMIN, (scope,))
+        response = await api(web, "GET", f"/schedules/{admin_schedule}/latest", scoped)
+        assert await error_of(response, 403) == "insufficient_scope"
+    # The admin loses admin: their own schedule's latest is 404 now, and the refusal audited.
+    with psycopg.connect(db_url) as conn:
+        conn.execute("UPDATE users SET is_admin = false WHERE email = %s", (ADMIN,))
+    lost = await api(web, "GET", f"/schedules/{admin_schedule}/latest", admin)
+    assert await error_of(lost, 404) == "not_found"
+    gone = await api(web, "GET", f"/schedules/{staff_schedule}/latest", admin)
+    assert await error_of(gone, 404) == "not_found"
+    download_denied = [
+        r for r in audit_rows(db_url, "export.download_denied") if r["actor_email"] == ADMIN
+    ]
+    assert download_denied
+    assert all(r["details"]["token_id"] == token_id for r in download_denied)

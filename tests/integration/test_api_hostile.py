@@ -153,6 +153,33 @@ async def test_forged_ids_and_action_bodies(web: Web, secret: str, db_url: str) 
         assert await error_of(response, 400) == "invalid_parameter", path
 
 
+async def test_forged_schedule_ids(web: Web, secret: str) -> None:
+    for schedule_id in (
+        "0",
+        "-1",
+        "1.5",
+        "abc",
+        "123456",
+        "9223372036854775807",
+        "9223372036854775808",
+        "99999999999999999999",
+        "1' OR '1'='1",
+        "%00",
+        "%2e%2e",
+        "\u0661",
+        "x" * 64,
+    ):
+        response = await api(web, "GET", f"/schedules/{schedule_id}/latest", secret)
+        assert await error_of(response, 404) == "not_found", schedule_id
+    too_long = await api(web, "GET", f"/schedules/{'1' * 65}/latest", secret)
+    assert await error_of(too_long, 404) == "not_found"
+    response = await api(web, "GET", "/schedules/1/latest?debug=1", secret)
+    assert await error_of(response, 400) == "invalid_parameter"
+    for method in ("POST", "DELETE"):
+        response = await api(web, method, "/schedules/1/latest", secret)
+        assert await error_of(response, 405) == "method_not_allowed"
+
+
 async def test_forged_cursors_and_limits(web: Web, secret: str) -> None:
     for view in ("all", "open", "closed"):
         assert (await api(web, "POST", "/exports", secret, json={"view": view})).status == 202

@@ -41,6 +41,8 @@ Conn = psycopg.Connection[Any]
 FIXED_SEED = 20261206
 ROTATING_SEED = int(os.environ.get("TICKETEXPORT_CHANGES_SEED") or secrets.randbits(32))
 EXAMPLES = int(os.environ.get("TICKETEXPORT_CHANGES_EXAMPLES") or 25)
+# Short searches (3 examples each) given at most to a kind of write the examples left out.
+KIND_SEARCHES = 5
 TICKETS = 120
 ACTOR_ID = view_data.ACTOR_ID
 # The next local midnight after the data set's "now", in its zone: clicks on either side
@@ -287,10 +289,10 @@ def write(conn: Conn, kind: str, draw: Callable[[Any], Any], near: datetime.date
             (f"{word}{n}", draw(st.integers(1, 30))),
         )
     elif kind == "team_name":
-        conn.execute(
-            "UPDATE teams SET name = %s WHERE id = %s",
-            (f"{word} team {n}", draw(st.integers(1, 5))),
-        )
+        # Team names are unique: the id ending each one keeps two teams' names apart, and
+        # none of the data set's names ends that way.
+        team = draw(st.integers(1, 5))
+        conn.execute("UPDATE teams SET name = %s WHERE id = %s", (f"{word} team {n}-{team}", team))
     elif kind == "assignee":
         conn.execute(
             "UPDATE tickets SET assignee_id = %s WHERE id = %s",
@@ -423,7 +425,11 @@ def changing_db(server_url: str, template_db: str) -> Iterator[str]:
         yield url
 
 
-def run_property(url: str, hypothesis_seed: int, examples: int) -> None:
+def run_property(url: str, hypothesis_seed: int, examples: int, *, coverage: bool) -> None:
+    """Random writes between two clicks, checked against the reference; with `coverage`,
+    also that every kind of write began an example whose file held changes (asked of the
+    fixed seed only: whether a random seed's examples reach a kind that shows in few views,
+    a snooze, is chance, and a check of chance fails at random)."""
     covered: set[str] = set()
     changed_examples = 0
 
@@ -490,21 +496,29 @@ def run_property(url: str, hypothesis_seed: int, examples: int) -> None:
         example()
 
     search(KINDS, examples, 0)
-    # Each kind of write must have been the first write of an example whose file held
-    # changes; a kind the search left out gets a short search of its own.
-    for round_, kind in enumerate(sorted(set(KINDS) - covered), start=1):
-        search((kind,), 3, round_)
     assert changed_examples > 0
+    if not coverage:
+        return
+    # Each kind of write must have been the first write of an example whose file held
+    # changes; a kind the search left out gets short searches of its own, a few in turn
+    # when needed, as some writes (a snooze) show in only some of the views.
+    round_ = 0
+    for kind in sorted(set(KINDS) - covered):
+        for _ in range(KIND_SEARCHES):
+            if kind in covered:
+                break
+            round_ += 1
+            search((kind,), 3, round_)
     missing = sorted(set(KINDS) - covered)
     assert not missing, f"no example whose file held changes began with: {missing}"
 
 
 def test_changes_are_exact_fixed_seed(changing_db: str) -> None:
-    run_property(changing_db, FIXED_SEED, EXAMPLES)
+    run_property(changing_db, FIXED_SEED, EXAMPLES, coverage=True)
 
 
 def test_changes_are_exact_rotating_seed(changing_db: str) -> None:
-    run_property(changing_db, ROTATING_SEED, EXAMPLES)
+    run_property(changing_db, ROTATING_SEED, EXAMPLES, coverage=False)
 
 
 def test_every_format_holds_the_same_changes(changing_db: str) -> None:

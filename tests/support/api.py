@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -9,6 +10,7 @@ from tests.support.services import actor_for, services_for
 from tests.support.web import Web
 from ticketexport import tokens
 from ticketexport.exports.worker import ExportRun
+from ticketexport.schedules.ticker import run_due
 from ticketexport.tokens import TokenRequest
 
 ALL_SCOPES = tokens.SCOPES
@@ -63,3 +65,43 @@ async def run_worker(db_url: str, export_id: str) -> None:
             row = await cur.fetchone()
         assert row is not None
         await ExportRun(services, export_id, row[0]).run()
+
+
+async def make_schedule(web: Web, email: str) -> tuple[int, dt.datetime]:
+    """A schedule of `email` (every five minutes, the view "all"), made on the schedules page
+    with that user logged in; its id and first tick."""
+    assert (await web.login(email)).status == 303
+    token = await web.csrf("/staff/tickets")
+    response = await web.client.post(
+        "/staff/schedules",
+        data={
+            "csrf_token": token,
+            "view": "all",
+            "name": "Nightly for BI",
+            "cadence": "every",
+            "every_minutes": "5",
+        },
+        allow_redirects=False,
+    )
+    assert response.status == 303, await response.text()
+    match = re.fullmatch(r"/staff/schedules/([0-9]+)", response.headers["Location"])
+    assert match, response.headers["Location"]
+    schedule_id = int(match.group(1))
+    async with web.pool.connection() as conn:
+        cur = await conn.execute("SELECT next_tick FROM schedules WHERE id = %s", (schedule_id,))
+        row = await cur.fetchone()
+    assert row is not None
+    return schedule_id, row[0]
+
+
+async def run_schedules(web: Web, tick: dt.datetime, *, finish: bool = True) -> dict[int, str]:
+    """The ticker at `tick`: each schedule's run made then (by schedule id), run to its end
+    by a worker unless `finish` is false."""
+    runs: dict[int, str] = {}
+    for taken in await run_due(web.services, tick):
+        assert taken.outcome == "run", taken
+        assert taken.export_id is not None
+        runs[taken.schedule_id] = taken.export_id
+        if finish:
+            await ExportRun(web.services, taken.export_id, None).run()
+    return runs

@@ -677,6 +677,12 @@ async def active_run(conn: Conn, schedule_id: int) -> str | None:
     return None if row is None else str(row[0])
 
 
+async def schedule_latest_file(conn: Conn, schedule_id: int) -> str | None:
+    """The schedule's latest completed run with its file still there, if any."""
+    row = await _one(conn, "schedule_latest_file", {"schedule_id": schedule_id})
+    return None if row is None else str(row[0])
+
+
 async def schedule_runs(conn: Conn, schedule_id: int, limit: int) -> list[ScheduleRun]:
     """A schedule's recent runs, newest first."""
     cur = conn.cursor(row_factory=dict_row)

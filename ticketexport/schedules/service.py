@@ -48,6 +48,12 @@ class ScheduleNotFound(NotFound):
     default_message = "That schedule does not exist or you cannot see it."
 
 
+class NoCompletedRun(NotFound):
+    """The schedule has no completed run whose file is still there (HTTP 404)."""
+
+    default_message = "This schedule has no completed run with a file to download yet."
+
+
 class ScheduleDenied(Denied):
     """The user may not do this (HTTP 403)."""
 
@@ -309,6 +315,26 @@ async def visible_schedule(
 ) -> dict[str, Any]:
     """The schedule row if the user may see it; ScheduleNotFound otherwise."""
     return await _visible_row(conn, user, q("schedule_get"), schedule_id)
+
+
+async def latest_file(
+    services: Services, user: Actor, schedule_id: int, *, client_ip: str | None
+) -> str:
+    """The export id of the schedule's latest completed run whose file is still there, for
+    a user who may see the schedule. ScheduleNotFound (audited, as a refused download is)
+    or NoCompletedRun otherwise; the download's own rights are the file's to check."""
+    async with services.pool.connection() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(q("schedule_get"), {"id": schedule_id})
+        row = await cur.fetchone()
+        visible = row is not None and may_see(user, row)
+        found = await store.schedule_latest_file(conn, schedule_id) if visible else None
+    if not visible:
+        await _deny(services, user, "latest", "not_found", client_ip, schedule_id=schedule_id)
+        raise ScheduleNotFound()
+    if found is None:
+        raise NoCompletedRun()
+    return found
 
 
 async def recent_runs(

@@ -30,6 +30,7 @@ from ticketexport.domain.errors import (
 from ticketexport.domain.exports import Status
 from ticketexport.exports import formats, service
 from ticketexport.exports.store import Export
+from ticketexport.schedules import service as schedules
 from ticketexport.views import registry, saved
 from ticketexport.views import service as view_service
 from ticketexport.web import downloads, export_events, openapi
@@ -50,6 +51,7 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
 _OPEN = frozenset({f"{PREFIX}/openapi.json"})
 _FILTERS = registry.FILTER_PARAMS
+_MAX_BIGINT = 2**63 - 1
 _EXPORT_FIELDS = frozenset({"view", "q", "sort", "filters", "format"})
 
 
@@ -235,8 +237,8 @@ def export_object(export: Export, *, may_download: bool) -> dict[str, Any]:
         "expires_at": _instant(export.expires_at),
         # The earlier export a file of changes is measured from.
         "since": frozen.since.export_id if frozen and frozen.since else None,
-        # Schedules are not in this API yet: no export here is a schedule's run.
-        "schedule_id": None,
+        # The schedule this export is a run of (None: not a run, or its schedule is gone).
+        "schedule_id": export.schedule_id,
         "download_url": payload["download_url"],
     }
 
@@ -517,6 +519,41 @@ async def export_changes(request: web.Request) -> web.StreamResponse:
     return await _export_response(request, requested.export_id, status=202, location=True)
 
 
+def _schedule_id(request: web.Request) -> int:
+    """The schedule id in the path; anything but a positive bigint is simply not found."""
+    raw = request.match_info["id"]
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19):
+        raise _not_found()
+    value = int(raw)
+    if not 0 < value <= _MAX_BIGINT:
+        raise _not_found()
+    return value
+
+
+async def schedule_latest(request: web.Request) -> web.StreamResponse:
+    """GET schedules/{id}/latest: the latest completed run's file, served and checked as
+    GET exports/{id}/file, with Content-Location naming that export."""
+    caller = _caller(request, "exports:read")
+    _no_query(request)
+    schedule_id = _schedule_id(request)
+    try:
+        export_id = await schedules.latest_file(
+            services_of(request), caller.actor, schedule_id, client_ip=client_ip(request)
+        )
+    except schedules.NoCompletedRun as exc:
+        raise ApiError(404, "no_completed_run", exc.message) from None
+    try:
+        return await downloads.send_file(
+            request,
+            caller.actor,
+            export_id,
+            headers={"Content-Location": f"{PREFIX}/exports/{export_id}"},
+        )
+    except Denied:
+        # As for exports/{id}/file: what the owner may not download now is not there.
+        raise _not_found() from None
+
+
 async def openapi_document(request: web.Request) -> web.StreamResponse:
     _no_query(request)
     return web.json_response(openapi.DOCUMENT)
@@ -536,3 +573,4 @@ def add_routes(app: web.Application) -> None:
     router.add_post(f"{PREFIX}/exports/{uid}/cancel", export_cancel)
     router.add_post(f"{PREFIX}/exports/{uid}/retry", export_retry)
     router.add_post(f"{PREFIX}/exports/{uid}/changes", export_changes)
+    router.add_get(f"{PREFIX}/schedules/{uid}/latest", schedule_latest)

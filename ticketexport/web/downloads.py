@@ -6,6 +6,7 @@ import contextlib
 import re
 import urllib.parse
 import uuid
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -75,9 +76,16 @@ async def export_download(request: web.Request) -> web.StreamResponse:
 
 
 async def send_file(
-    request: web.Request, user: Actor, export_id: str, *, auto: bool = False
+    request: web.Request,
+    user: Actor,
+    export_id: str,
+    *,
+    auto: bool = False,
+    headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
-    """The export's file for `user`, checked now: the browser download and the API's."""
+    """The export's file for `user`, checked now: the browser download and the API's.
+    `headers` are added to the file's answer (a full or partial file, or 416)."""
+    more = dict(headers or {})
     services = services_of(request)
     ip = client_ip(request)
     head = request.method == "HEAD"
@@ -94,7 +102,7 @@ async def send_file(
     try:
         byte_range = parse_range(request.headers.get("Range"), size)
     except ValueError:
-        return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+        return web.Response(status=416, headers={"Content-Range": f"bytes */{size}", **more})
     if byte_range is not None and request.headers.get("If-Range") not in (
         None,
         f'"{file.sha256}"',
@@ -121,6 +129,7 @@ async def send_file(
             "ETag": f'"{file.sha256}"',
             "Cache-Control": "no-store",
             "Content-Length": str(max(0, end - start + 1)),
+            **more,
         },
     )
     if byte_range is not None:

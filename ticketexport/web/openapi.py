@@ -180,6 +180,45 @@ DOCUMENT: dict[str, Any] = {
                 ],
             )
         },
+        "/schedules/{id}/latest": {
+            "get": _operation(
+                "The file of the schedule's latest completed run whose file is still there, "
+                "as GET /exports/{id}/file serves it (byte ranges, the same download rights); "
+                "Content-Location names that export. 404 when the owner may not see the "
+                "schedule (its owner, or an administrator with the export permission) or "
+                "it has no such run yet (error code no_completed_run).",
+                "exports:read",
+                {
+                    "200": {
+                        "description": "The whole file.",
+                        "headers": {"Content-Location": _LOCATION},
+                        "content": {kind: {} for kind in _FILE_TYPES},
+                    },
+                    "206": {
+                        "description": "The byte range asked for.",
+                        "headers": {"Content-Location": _LOCATION},
+                        "content": {kind: {} for kind in _FILE_TYPES},
+                    },
+                    "416": {"description": "The byte range is outside the file."},
+                },
+                operation_id="getScheduleLatestFile",
+                parameters=[
+                    {
+                        "name": "id",
+                        "in": "path",
+                        "required": True,
+                        "description": "The schedule's id.",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                    },
+                    {
+                        "name": "Range",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    },
+                ],
+            )
+        },
         "/exports/{id}/events": {
             "get": _operation(
                 "Server-sent events: `event: export` with the state "
@@ -393,8 +432,9 @@ DOCUMENT: dict[str, Any] = {
                         "from; null for a full export.",
                     },
                     "schedule_id": {
-                        "type": ["string", "integer", "null"],
-                        "description": "The schedule that ran it (none yet).",
+                        "type": ["integer", "null"],
+                        "description": "The schedule this export is a run of; null when it "
+                        "is not one, or its schedule was deleted.",
                     },
                     "download_url": {
                         "type": ["string", "null"],
