@@ -187,7 +187,7 @@ def test_stalled_export_is_requeued_and_completes_once_unblocked(
     assert row["attempt"] == 2
     assert row["sha256"] == reference_export.sha256
     # The rescue's cancel of the stalled count is not taken for an outage and retried.
-    assert "will retry" not in workers.outputs()
+    assert "will retry" not in workers.whole_output()
     assert_settled(seeded_url, export_id, home, workers)
 
 

@@ -201,7 +201,7 @@ def test_past_the_lag_limit_the_primary_gives_the_same_file(
     assert (row["read_from"], row["standby_fallback"]) == ("primary", "lagging")
     assert _stored(home, row) == expected
     assert row["rows_total"] == total == TICKETS
-    assert "standby_fallback" in workers.outputs()
+    assert "standby_fallback" in workers.whole_output()
 
 
 def _active_copy(url: str, export_id: str) -> bool:

@@ -157,7 +157,13 @@ class Workers:
                 worker.proc.wait(timeout=5)
 
     def outputs(self) -> str:
+        """The end of each worker's output, for a failure message."""
         return "\n".join(f"--- {w.name} ---\n{w.output()[-4000:]}" for w in self.started)
+
+    def whole_output(self) -> str:
+        """Everything every worker wrote, for checks on what they said: the periodic jobs'
+        lines soon push any one line out of the end that outputs() shows."""
+        return "\n".join(w.output() for w in self.started)
 
 
 # --- exports ------------------------------------------------------------------------------
