@@ -250,11 +250,18 @@ class EventHub:
     async def _resync(self, export_ids: list[str]) -> None:
         if not export_ids:
             return
+        # The subscriptions this read answers for, taken with their sessions before it: one
+        # that arrives while the query runs has no session row in its answer, and must not
+        # be ended for that (it read its own state after subscribing; the next recheck or
+        # notification covers it).
+        watching = {
+            export_id: list(self._subscribers.get(export_id, ())) for export_id in export_ids
+        }
         sessions = sorted(
             {
                 sub.session_id
-                for export_id in export_ids
-                for sub in self._subscribers.get(export_id, ())
+                for subs in watching.values()
+                for sub in subs
                 if sub.session_id is not None
             }
         )
@@ -264,9 +271,12 @@ class EventHub:
             except (psycopg.Error, OSError):
                 log.exception("could not read export states for subscribers")
                 return
-            for export_id in export_ids:
+            for export_id, subs in watching.items():
                 state = snapshot.states.get(export_id)
-                for sub in list(self._subscribers.get(export_id, ())):
+                current = self._subscribers.get(export_id, set())
+                for sub in subs:
+                    if sub not in current:
+                        continue  # its stream ended meanwhile
                     viewer = None
                     if sub.session_id is not None:
                         # No row: signed out, expired, or the user is gone.

@@ -250,3 +250,43 @@ async def test_no_query_without_subscribers(db_url: str, pool: AsyncConnectionPo
         assert fetch.calls == []
     finally:
         await hub.stop()
+
+
+async def test_a_subscription_made_while_a_recheck_reads_is_not_ended(
+    db_url: str, conn: psycopg.Connection[Any], requester: int, pool: AsyncConnectionPool[Any]
+) -> None:
+    """A stream opened while a recheck's query runs has no session row in that answer (its
+    session was not asked about): it is left for the next read, not ended."""
+    export_id = _export(conn, requester)
+    first, second = _session(conn, requester), _session(conn, requester)
+    inner = events.pool_fetcher(pool)
+    late: list[events.Subscription] = []
+    hub: events.EventHub
+
+    async def fetch(ids: Sequence[str], sessions: Sequence[str]) -> events.Snapshot:
+        if not late:
+            # The second session's stream subscribes while this read is under way.
+            late.append(hub.subscribe(export_id, second))
+        return await inner(ids, sessions)
+
+    hub = events.EventHub(db_url, fetch)
+    await hub.start()
+    try:
+        early = hub.subscribe(export_id, first)
+        await _progress(db_url, export_id, 7)
+        state = await early.next(within=5)
+        assert state is not None
+        assert state["rows_done"] == 7
+        assert len(late) == 1
+        assert not late[0].closed, "a stream that subscribed during the read was ended"
+        # The next read asks about its session too, and it gets the state.
+        await _progress(db_url, export_id, 8)
+        state = await late[0].next(within=5)
+        assert state is not None
+        assert state["rows_done"] == 8
+        assert late[0].viewer is not None
+        assert late[0].viewer["user_id"] == requester
+    finally:
+        for sub in (early, *late):
+            sub.__exit__()
+        await hub.stop()
