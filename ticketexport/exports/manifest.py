@@ -10,7 +10,8 @@ from ticketexport.exports import formats
 from ticketexport.exports.frozen import FrozenRequest
 from ticketexport.exports.store import Export
 from ticketexport.views import model as view_model
-from ticketexport.views.columns import CHANGE, COLUMNS, Column
+from ticketexport.views.columns import COLUMNS, Column
+from ticketexport.views.compiler import changes_columns
 
 CSVW_CONTEXT = "http://www.w3.org/ns/csvw"
 # The CSV's timestamps, YYYY-MM-DDTHH:MM:SS±HH:MM, in CSVW's date format pattern.
@@ -45,11 +46,9 @@ def columns_of(frozen: FrozenRequest) -> tuple[Column, ...]:
     """The file's columns, in order: the frozen view definition's; a file of changes puts
     Change, and Ticket ID when the view lacks it, before them."""
     definition = view_model.parse_definition(frozen.view.definition)
-    columns = tuple(COLUMNS[key] for key in definition.columns)
     if frozen.since is None:
-        return columns
-    ticket_id = () if "id" in definition.columns else (COLUMNS["id"],)
-    return (CHANGE, *ticket_id, *columns)
+        return tuple(COLUMNS[key] for key in definition.columns)
+    return changes_columns(definition.columns)
 
 
 def csvw(file_name: str, columns: tuple[Column, ...]) -> dict[str, Any]:

@@ -39,7 +39,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from psycopg import sql
@@ -367,6 +367,13 @@ def compile_export(
     return CompiledExport(rows=rows, count=count)
 
 
+def changes_columns(keys: Sequence[str]) -> tuple[registry.Column, ...]:
+    """A file of changes' columns, in order: Change, then Ticket ID when the view's columns
+    lack it, then the view's columns."""
+    ticket_id = () if "id" in keys else (COLUMNS["id"],)
+    return (CHANGE, *ticket_id, *(COLUMNS[key] for key in keys))
+
+
 def compile_changes(
     view: ResolvedView,
     request: ListRequest,
@@ -418,17 +425,15 @@ def compile_changes(
     shown: list[sql.Composable] = [
         sql.SQL("(CASE WHEN n.ticket_id IS NULL THEN 'delete' ELSE 'upsert' END)")
     ]
-    columns: list[registry.Column] = [CHANGE]
+    columns = list(changes_columns(view.definition.columns))
     if "id" not in view.definition.columns:
         shown.append(ticket_id if typed else sql.SQL("{}::text").format(ticket_id))
-        columns.append(COLUMNS["id"])
     for i, key in enumerate(view.definition.columns):
         cell = f"c{i}"
         # A delete row's only other cell is its ticket id, wherever the view shows it.
         shown.append(
             sql.SQL("COALESCE({}, {})").format(new(cell), old(cell)) if key == "id" else new(cell)
         )
-        columns.append(COLUMNS[key])
     cells = [f"c{i}" for i in range(len(after.columns))]
     joined = sql.SQL(
         "({before}) AS o FULL JOIN ({after}) AS n ON n.ticket_id = o.ticket_id "
