@@ -497,6 +497,11 @@ SELECT set_config('statement_timeout',
 -- 10M tickets). The count keeps them: a common term's count reads many pages, in parallel.
 SELECT set_config('max_parallel_workers_per_gather', '0', true);
 
+-- name: views_top_id_band
+-- The id band (0024_search_bands.sql) of the newest ticket, NULL without tickets: where a
+-- searched count starts (views/compiler.py, compile_count). One probe of the primary key.
+SELECT ticketexport_id_band(max(id)) FROM tickets;
+
 -- name: views_statuses
 -- Ticket statuses for filters and the editor, in their display order.
 SELECT developer_name, label, status_type FROM ticket_statuses ORDER BY sort_order, id;

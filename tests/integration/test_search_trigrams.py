@@ -17,7 +17,7 @@ from tests.support.databases import scratch_database
 from tests.support.reference_views import fold
 from ticketexport.domain.actor import Actor
 from ticketexport.exports import formats
-from ticketexport.views import compiler, conditions
+from ticketexport.views import compiler, conditions, registry, service
 from ticketexport.views.columns import COLUMNS, SEARCHABLE_COLUMNS
 from ticketexport.views.model import ListRequest, ResolvedView, parse_definition
 from ticketexport.views.service import list_page, parse_list_request
@@ -328,3 +328,100 @@ async def test_the_list_page_finds_lookup_matches_first(db_url: str) -> None:
             )
             assert sorted(page.ticket_ids) == found, query
             assert page.count == len(found), query
+
+
+# Ticket ids in several id bands (conditions.ID_BAND_BITS), past the newest bands a count
+# reads one by one (BANDS_COUNTED) and on both sides of band edges.
+BAND = 1 << conditions.ID_BAND_BITS
+BANDED_IDS = [
+    1,
+    BAND - 1,
+    BAND,
+    3 * BAND + 7,
+    17 * BAND,
+    18 * BAND + 1,
+    25 * BAND,
+    26 * BAND - 1,
+    26 * BAND,
+]
+
+
+async def test_a_count_band_by_band_finds_what_one_scan_finds(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A searched list page counts band by band, newest first, and stops at the cap: the
+    same count as one statement over every ticket, whatever the band a ticket is in,
+    including tickets newer than the band the count started from."""
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as aconn:
+        for n, ticket_id in enumerate(BANDED_IDS):
+            await aconn.execute(
+                "INSERT INTO tickets (id, title, status_id, priority_id, created_at, updated_at) "
+                "VALUES (%s, %s, 1, 1, %s, %s)",
+                (ticket_id, "Printer jam" if n % 3 else "VPN drops", NOW, NOW),
+            )
+        top = await aconn.execute("SELECT ticketexport_id_band(max(id)) FROM tickets")
+        assert await top.fetchone() == (26,)
+        view = _view(["id", "title"])
+        # "1048": the id digits of BAND - 1 and BAND (1048575, 1048576).
+        cases = {"printer": 6, "vpn": 3, "jam": 6, "nothing-here": 0, "1048": 2}
+        for query, expected in cases.items():
+            request = parse_list_request({"q": query})
+            # From the newest band, from older ones (tickets added since it was read), and
+            # from the oldest: every ticket is counted once.
+            for top_band in (26, 25, 9, 0):
+                for cap in (registry.COUNT_CAP, 2):
+                    statement, params = compiler.compile_count(
+                        view, request, ME, now=NOW, tz="UTC", top_band=top_band, cap=cap
+                    )
+                    row = await (await aconn.execute(statement, params)).fetchone()
+                    assert row == (min(expected, cap + 1),), (query, top_band, cap)
+            # The list page, whether it expects few rows (one statement) or many (bands).
+            for least in (service.BANDED_COUNT_MIN_ROWS, 0):
+                monkeypatch.setattr(service, "BANDED_COUNT_MIN_ROWS", least)
+                page = await list_page(
+                    aconn, parse_list_request({"view": "all", "q": query}), ME, now=NOW, tz="UTC"
+                )
+                assert page.count == expected, (query, least)
+                assert len(page.ticket_ids) == expected, (query, least)
+
+
+async def test_a_band_of_the_count_is_an_index_condition(db_url: str) -> None:
+    """Each band's part of the count can read an index by its band: the condition as the
+    compiler writes it matches the indexes' expression and btree_gin's operator (bigint =
+    bigint; an int4 literal would leave it a filter on every ticket of every band)."""
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as aconn:
+        # 20,000 tickets in each of four bands, one in 5,000 holding the term.
+        await aconn.execute(
+            "INSERT INTO tickets (id, title, status_id, priority_id, created_at, updated_at) "
+            "SELECT b * %(band)s + n, CASE WHEN n %% 5000 = 0 THEN 'Printer jam' "
+            "ELSE 'VPN drops ' || n END, 1, 1, %(now)s, %(now)s "
+            "FROM generate_series(0, 3) b, generate_series(1, 20000) n",
+            {"band": BAND, "now": NOW},
+        )
+        await aconn.execute("ANALYZE tickets")
+        view = _view(["id", "title"])
+        request = parse_list_request({"q": "printer"})
+        statement, params = compiler.compile_count(view, request, ME, now=NOW, tz="UTC", top_band=3)
+        async with aconn.transaction():
+            # Bitmap scans only, so each band's part names the index it reads.
+            await aconn.execute("SET LOCAL enable_seqscan = off")
+            await aconn.execute("SET LOCAL enable_indexscan = off")
+            row = await (
+                await aconn.execute(
+                    psycopg.sql.SQL("EXPLAIN (FORMAT JSON) {}").format(statement), params
+                )
+            ).fetchone()
+        assert row is not None
+        conds: list[str] = []
+
+        def walk(node: dict[str, Any]) -> None:
+            if "Index Cond" in node:
+                conds.append(node["Index Cond"])
+            for child in node.get("Plans", []):
+                walk(child)
+
+        walk(row[0][0]["Plan"])
+        for band in range(4):
+            assert any(f"(id >> 20) = '{band}'::bigint" in c for c in conds), (band, conds)
+        counted = await (await aconn.execute(statement, params)).fetchone()
+        assert counted == (16,)

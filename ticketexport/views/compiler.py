@@ -55,7 +55,7 @@ from ticketexport.views.columns import (
     person,
     text_keys,
 )
-from ticketexport.views.conditions import followed_open, where_clause
+from ticketexport.views.conditions import TRIGRAM_TERM, followed_open, id_bands, where_clause
 from ticketexport.views.model import ListRequest, ResolvedView, SortLevel
 from ticketexport.views.ordering import bind_key, keyset_after, sort_keys, sort_levels
 from ticketexport.views.scope import Binder, Context
@@ -305,16 +305,60 @@ def compile_count(
     tz: str,
     cap: int = registry.COUNT_CAP,
     search_matches: Mapping[str, list[int]] | None = None,
+    top_band: int | None = None,
 ) -> tuple[sql.Composed, dict[str, Any]]:
-    """Counts the view's rows, stopping at cap + 1 so a huge view stays cheap."""
+    """Counts the view's rows, stopping at cap + 1 so a huge view stays cheap.
+
+    With `top_band` (the id band of the newest ticket) a search of a trigram-long term is
+    counted band by band, newest first (conditions.id_bands): the trigram indexes answer
+    one band at a time, and the count stops within the band where it reaches the cap
+    instead of gathering every ticket that holds a common term first.
+    """
+    rows, params = _counted_rows(view, request, actor, now, tz, search_matches, top_band)
+    statement = sql.SQL("SELECT count(*) FROM ({rows} LIMIT {cap}) AS limited").format(
+        rows=rows, cap=sql.Literal(cap + 1)
+    )
+    return statement, params
+
+
+def compile_count_estimate(
+    view: ResolvedView,
+    request: ListRequest,
+    actor: Actor,
+    *,
+    now: datetime.datetime,
+    tz: str,
+    search_matches: Mapping[str, list[int]] | None = None,
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """EXPLAIN (FORMAT JSON) of the view's rows, uncapped and unbanded: the planner's
+    estimate of how many there are (its top node's "Plan Rows"), without reading them."""
+    rows, params = _counted_rows(view, request, actor, now, tz, search_matches, None)
+    return sql.SQL("EXPLAIN (FORMAT JSON) {}").format(rows), params
+
+
+def _counted_rows(
+    view: ResolvedView,
+    request: ListRequest,
+    actor: Actor,
+    now: datetime.datetime,
+    tz: str,
+    search_matches: Mapping[str, list[int]] | None,
+    top_band: int | None,
+) -> tuple[sql.Composable, dict[str, Any]]:
     ctx = Context(Binder(), now, tz, actor)
     ctx.search_matches = search_matches
     where = where_clause(view, request, ctx)
     src = _from(ctx.joins, ctx)
-    statement = sql.SQL(
-        "SELECT count(*) FROM (SELECT 1 FROM {src} WHERE {where} LIMIT {cap}) AS limited"
-    ).format(src=src, where=where, cap=sql.Literal(cap + 1))
-    return statement, ctx.bind.params
+    if top_band is None or len(request.q) < TRIGRAM_TERM:
+        rows = sql.SQL("SELECT 1 FROM {src} WHERE {where}").format(src=src, where=where)
+        return rows, ctx.bind.params
+    banded = sql.SQL(" UNION ALL ").join(
+        sql.SQL("(SELECT 1 FROM {src} WHERE {band} AND {where})").format(
+            src=src, band=band, where=where
+        )
+        for band in id_bands(top_band)
+    )
+    return banded, ctx.bind.params
 
 
 @dataclasses.dataclass(frozen=True)

@@ -413,6 +413,32 @@ def search_lookups(
     return sql.SQL("SELECT {}").format(sql.SQL(", ").join(arrays)), ctx.bind.params, keys
 
 
+# Ticket ids in bands of 2**ID_BAND_BITS; the trigram indexes hold each ticket's band
+# before its text (sql/migrations/0024_search_bands.sql, ticketexport_id_band), so a scan
+# can be confined to one band. A capped count reads the newest BANDS_COUNTED bands one by
+# one, then the older tickets as a whole.
+ID_BAND_BITS = 20
+BANDS_COUNTED = 16
+
+
+def id_bands(top_band: int) -> list[sql.Composable]:
+    """Conditions on the tickets `t` that split every ticket id into disjoint parts, newest
+    first: ids above `top_band` (tickets added since it was read), then each band from
+    `top_band` down, at most BANDS_COUNTED of them, then every older id. The band's call
+    is written as the indexes' expression, so the planner matches it."""
+    newest = range(top_band, max(top_band - BANDS_COUNTED, -1), -1)
+
+    def ids(condition: str, bound: int) -> sql.Composable:
+        return sql.SQL(condition).format(sql.Literal(bound))
+
+    return [
+        ids("t.id >= {}::bigint", (top_band + 1) << ID_BAND_BITS),
+        # bigint on both sides: btree_gin's operators for the band are bigint = bigint.
+        *(ids("ticketexport_id_band(t.id) = {}::bigint", band) for band in newest),
+        ids("t.id < {}::bigint", newest[-1] << ID_BAND_BITS),
+    ]
+
+
 def followed_open(ctx: Context) -> sql.Composable:
     """The "following" view's rule as a condition on the tickets `t`: the ticket's id is
     among those the acting user follows with the ticket open, read from the index of open
