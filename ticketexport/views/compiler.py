@@ -55,7 +55,7 @@ from ticketexport.views.columns import (
     person,
     text_keys,
 )
-from ticketexport.views.conditions import TRIGRAM_TERM, followed_open, id_bands, where_clause
+from ticketexport.views.conditions import followed_open, id_bands, where_clause
 from ticketexport.views.model import ListRequest, ResolvedView, SortLevel
 from ticketexport.views.ordering import bind_key, keyset_after, sort_keys, sort_levels
 from ticketexport.views.scope import Binder, Context
@@ -309,10 +309,12 @@ def compile_count(
 ) -> tuple[sql.Composed, dict[str, Any]]:
     """Counts the view's rows, stopping at cap + 1 so a huge view stays cheap.
 
-    With `top_band` (the id band of the newest ticket) a search of a trigram-long term is
-    counted band by band, newest first (conditions.id_bands): the trigram indexes answer
-    one band at a time, and the count stops within the band where it reaches the cap
-    instead of gathering every ticket that holds a common term first.
+    With `top_band` (the id band of the newest ticket) the rows are counted band by band,
+    newest first (conditions.id_bands): the trigram indexes answer a search one band at a
+    time, and the count stops within the band where it reaches the cap instead of
+    gathering every ticket that holds a common term first. The bands split the ids
+    without overlap, so the count is the same either way; whether they pay off is the
+    caller's choice (views/service.py).
     """
     rows, params = _counted_rows(view, request, actor, now, tz, search_matches, top_band)
     statement = sql.SQL("SELECT count(*) FROM ({rows} LIMIT {cap}) AS limited").format(
@@ -349,7 +351,7 @@ def _counted_rows(
     ctx.search_matches = search_matches
     where = where_clause(view, request, ctx)
     src = _from(ctx.joins, ctx)
-    if top_band is None or len(request.q) < TRIGRAM_TERM:
+    if top_band is None:
         rows = sql.SQL("SELECT 1 FROM {src} WHERE {where}").format(src=src, where=where)
         return rows, ctx.bind.params
     banded = sql.SQL(" UNION ALL ").join(

@@ -265,9 +265,10 @@ async def _count(
     now: datetime.datetime,
     tz: str,
     matches: dict[str, list[int]] | None,
+    prepare: bool | None,
 ) -> int:
-    """The view's capped count; a search's statement is planned for its own values every
-    time (a plan kept for another term would not know which indexes pay off)."""
+    """The view's capped count: band by band for a trigram-long search the planner expects
+    to find many rows in, else one statement."""
     top_band = None
     if len(request.q) >= conditions.TRIGRAM_TERM:
         band_row = await (await conn.execute(q("views_top_id_band"))).fetchone()
@@ -283,9 +284,7 @@ async def _count(
     statement, params = compiler.compile_count(
         view, request, actor, now=now, tz=tz, search_matches=matches, top_band=top_band
     )
-    row = await (
-        await conn.execute(statement, params, prepare=False if request.q else None)
-    ).fetchone()
+    row = await (await conn.execute(statement, params, prepare=prepare)).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -307,7 +306,9 @@ async def _list_page(
     # A search's statements are planned for their own values every time: a plan kept for
     # another term would not know which indexes pay off.
     prepare = False if request.q else None
-    count = await _count(conn, view, request, actor, now=now, tz=tz, matches=matches)
+    count = await _count(
+        conn, view, request, actor, now=now, tz=tz, matches=matches, prepare=prepare
+    )
     if len(request.q) >= conditions.TRIGRAM_TERM:
         await conn.execute(q("list_page_serial_local"))
     compiled = compiler.compile_list(
