@@ -497,6 +497,15 @@ SELECT set_config('statement_timeout',
 -- 10M tickets). The count keeps them: a common term's count reads many pages, in parallel.
 SELECT set_config('max_parallel_workers_per_gather', '0', true);
 
+-- name: views_rule_ids
+-- The lookup rows the built-in views' rules name (views/scope.py, RuleIds), read before a
+-- searched list page so its statements carry them as values: the open statuses, the
+-- closed ones and the acting user's teams.
+SELECT ARRAY(SELECT s.id FROM ticket_statuses s WHERE s.status_type = 'open' ORDER BY s.id),
+       ARRAY(SELECT s.id FROM ticket_statuses s WHERE s.status_type = 'closed' ORDER BY s.id),
+       ARRAY(SELECT m.team_id FROM team_memberships m WHERE m.user_id = %(user_id)s
+             ORDER BY m.team_id);
+
 -- name: views_top_id_band
 -- The id band (0024_search_bands.sql) of the newest ticket, NULL without tickets: where a
 -- searched count starts (views/compiler.py, compile_count). One probe of the primary key.

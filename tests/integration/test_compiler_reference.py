@@ -22,12 +22,13 @@ from tests.support.databases import drop_database, scratch_database, with_dbname
 from ticketexport import db
 from ticketexport.domain.actor import Actor
 from ticketexport.exports import formats
-from ticketexport.views import compiler, cursor, registry
+from ticketexport.views import compiler, conditions, cursor, registry
 from ticketexport.views.model import (
     ResolvedView,
     definition_to_json,
     parse_definition,
 )
+from ticketexport.views.scope import RuleIds
 from ticketexport.views.service import builtin_view, parse_list_request
 
 ACTOR = Actor(view_data.ACTOR_ID, is_admin=False, permissions=0)
@@ -311,6 +312,53 @@ def test_builtin_views_every_sort_and_snooze_filter(
             )
             sizes.add(len(rows))
     assert max(sizes) > 0
+
+
+@pytest.mark.parametrize("builtin", list(registry.BUILTIN_VIEWS))
+def test_builtin_views_searched_count_given_the_rules_lookups(
+    dataset: psycopg.Connection[Any],
+    reference: reference_views.Evaluator,
+    pools: dict[str, list[str]],
+    builtin: str,
+) -> None:
+    """A searched count given the rules' lookups as values (the open and closed statuses,
+    the user's teams: what a list page hands its count for a trigram-long term) counts the
+    reference's rows, as the count that reads them in its own statement does."""
+    row = dataset.execute(db.q("views_rule_ids"), {"user_id": ACTOR.id}).fetchone()
+    assert row is not None
+    rule_ids = RuleIds(open=tuple(row[0]), closed=tuple(row[1]), teams=tuple(row[2]))
+    # The data gives every rule something to tell apart.
+    assert rule_ids.open
+    assert rule_ids.closed
+    assert rule_ids.teams
+    view = builtin_view(builtin)
+    terms = [t for t in pools["search"] if len(t) >= conditions.TRIGRAM_TERM][::5]
+    counts = set()
+    for term in terms:
+        request = parse_list_request({"view": builtin, "q": term})
+        expected = reference.run(
+            builtin=builtin,
+            definition=definition_to_json(view.definition),
+            filters=request.filters,
+            q=request.q,
+            sort=request.sort,
+        )
+        for known in (rule_ids, None):
+            for cap in (registry.COUNT_CAP, 3):
+                statement, params = compiler.compile_count(
+                    view,
+                    request,
+                    ACTOR,
+                    now=view_data.NOW,
+                    tz=view_data.TZ,
+                    cap=cap,
+                    rule_ids=known,
+                )
+                counted = dataset.execute(statement, params).fetchone()
+                assert counted == (min(len(expected), cap + 1),), (term, known, cap)
+        counts.add(len(expected))
+    # Terms that some rows hold and some do not, or the agreement proves little.
+    assert len(counts) > 1, counts
 
 
 def test_every_column_sorts_both_ways(

@@ -58,7 +58,7 @@ from ticketexport.views.columns import (
 from ticketexport.views.conditions import followed_open, id_bands, where_clause
 from ticketexport.views.model import ListRequest, ResolvedView, SortLevel
 from ticketexport.views.ordering import bind_key, keyset_after, sort_keys, sort_levels
-from ticketexport.views.scope import Binder, Context
+from ticketexport.views.scope import Binder, Context, RuleIds
 from ticketexport.views.select_list import display, typed_value
 
 
@@ -305,6 +305,7 @@ def compile_count(
     tz: str,
     cap: int = registry.COUNT_CAP,
     search_matches: Mapping[str, list[int]] | None = None,
+    rule_ids: RuleIds | None = None,
     top_band: int | None = None,
 ) -> tuple[sql.Composed, dict[str, Any]]:
     """Counts the view's rows, stopping at cap + 1 so a huge view stays cheap.
@@ -315,8 +316,11 @@ def compile_count(
     gathering every ticket that holds a common term first. The bands split the ids
     without overlap, so the count is the same either way; whether they pay off is the
     caller's choice (views/service.py).
+
+    `rule_ids` gives the built-in views' rules their lookups as values (scope.RuleIds)
+    instead of reading them in the statement; the count is the same either way.
     """
-    rows, params = _counted_rows(view, request, actor, now, tz, search_matches, top_band)
+    rows, params = _counted_rows(view, request, actor, now, tz, search_matches, rule_ids, top_band)
     statement = sql.SQL("SELECT count(*) FROM ({rows} LIMIT {cap}) AS limited").format(
         rows=rows, cap=sql.Literal(cap + 1)
     )
@@ -331,10 +335,11 @@ def compile_count_estimate(
     now: datetime.datetime,
     tz: str,
     search_matches: Mapping[str, list[int]] | None = None,
+    rule_ids: RuleIds | None = None,
 ) -> tuple[sql.Composed, dict[str, Any]]:
     """EXPLAIN (FORMAT JSON) of the view's rows, uncapped and unbanded: the planner's
     estimate of how many there are (its top node's "Plan Rows"), without reading them."""
-    rows, params = _counted_rows(view, request, actor, now, tz, search_matches, None)
+    rows, params = _counted_rows(view, request, actor, now, tz, search_matches, rule_ids, None)
     return sql.SQL("EXPLAIN (FORMAT JSON) {}").format(rows), params
 
 
@@ -345,10 +350,12 @@ def _counted_rows(
     now: datetime.datetime,
     tz: str,
     search_matches: Mapping[str, list[int]] | None,
+    rule_ids: RuleIds | None,
     top_band: int | None,
 ) -> tuple[sql.Composable, dict[str, Any]]:
     ctx = Context(Binder(), now, tz, actor)
     ctx.search_matches = search_matches
+    ctx.rule_ids = rule_ids
     where = where_clause(view, request, ctx)
     src = _from(ctx.joins, ctx)
     if top_band is None:

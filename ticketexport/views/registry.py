@@ -123,6 +123,8 @@ class RuleScope(columns.Scope, Protocol):
 
     def followed_open(self, alias: str) -> sql.Composable: ...
 
+    def my_teams(self) -> sql.Composable: ...
+
 
 # A built-in view's rule: its conditions, given the scope and the acting user's id.
 Rule = Callable[[RuleScope, sql.Composable], list[sql.Composable]]
@@ -148,10 +150,7 @@ class BuiltinView:
 
 
 def _team_tickets(scope: RuleScope, me: sql.Composable) -> list[sql.Composable]:
-    teams = sql.SQL(
-        "(t.team_id = ANY (ARRAY(SELECT m.team_id FROM {} m WHERE m.user_id = {})))"
-    ).format(scope.table("team_memberships"), me)
-    return [teams, scope.open_()]
+    return [sql.SQL("(t.team_id = ANY ({}))").format(scope.my_teams()), scope.open_()]
 
 
 def _following(scope: RuleScope, me: sql.Composable) -> list[sql.Composable]:

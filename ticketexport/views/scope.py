@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -12,12 +13,15 @@ from psycopg import sql
 from ticketexport.db import VERSIONED_TABLES
 from ticketexport.domain.actor import Actor
 
-Cast = Literal["text", "bigint", "bigint[]", "text[]", "timestamptz", "date", "integer"]
+Cast = Literal[
+    "text", "bigint", "bigint[]", "smallint[]", "text[]", "timestamptz", "date", "integer"
+]
 
 _CASTS: dict[Cast, sql.SQL] = {
     "text": sql.SQL("::text"),
     "bigint": sql.SQL("::bigint"),
     "bigint[]": sql.SQL("::bigint[]"),
+    "smallint[]": sql.SQL("::smallint[]"),
     "text[]": sql.SQL("::text[]"),
     "timestamptz": sql.SQL("::timestamptz"),
     "date": sql.SQL("::date"),
@@ -46,6 +50,17 @@ class Binder:
         return sql.Composed([sql.Placeholder(name), _CASTS[cast]])
 
 
+@dataclasses.dataclass(frozen=True)
+class RuleIds:
+    """The lookup rows the built-in views' rules name, read beforehand: the ids of the open
+    and of the closed statuses, and of the acting user's teams (queries.sql,
+    views_rule_ids)."""
+
+    open: tuple[int, ...]
+    closed: tuple[int, ...]
+    teams: tuple[int, ...]
+
+
 class Context:
     """Everything one compilation needs: the binder, the evaluation instant, zone, actor."""
 
@@ -70,6 +85,9 @@ class Context:
         self.joins: set[str] = set()
         # The search's lookup matches, found beforehand (see search_lookups), by column.
         self.search_matches: Mapping[str, list[int]] | None = None
+        # The rules' lookups, read beforehand (a list page's search); None reads them in
+        # the statement itself. Never used as of a snapshot, whose lookups are versions.
+        self.rule_ids: RuleIds | None = None
 
     def table(self, name: str) -> sql.Composable:
         """The relation a table is read through. Every table the compiled SQL reads is named
@@ -113,6 +131,14 @@ class Context:
     def closed_(self) -> sql.Composable:
         return is_closed(self)
 
+    def my_teams(self) -> sql.Composable:
+        """The ids of the acting user's teams, as an array."""
+        if self.rule_ids is not None and self.snapshot is None:
+            return self.bind(list(self.rule_ids.teams), "bigint[]")
+        return sql.SQL("ARRAY(SELECT m.team_id FROM {} m WHERE m.user_id = {})").format(
+            self.table("team_memberships"), self.bind(self.actor.id, "bigint")
+        )
+
     def followed_open(self, alias: str) -> sql.Composable:
         """A condition on a ticket_followers row (as `alias`) that every row of a followed
         open ticket meets: its `ticket_open` flag (sql/migrations/0018_followers_open.sql),
@@ -128,7 +154,10 @@ class Context:
 
 # Lookups become arrays of ids evaluated once (an InitPlan), so the ticket indexes that
 # lead with status_id, team_id or id can use them as index conditions whatever the
-# planner's row estimates for the tiny lookup tables.
+# planner's row estimates for the tiny lookup tables. A searched list page reads the
+# rules' lookups beforehand instead (RuleIds): it plans for its own values each time, and
+# given the ids the planner knows how many tickets they hold, so it can weigh a view's
+# own indexes against the search's.
 def lookup_where(
     ctx: Context, key: str, table: str, column: str, value: sql.Composable
 ) -> sql.Composable:
@@ -142,9 +171,19 @@ def status_where(ctx: Context, column: str, value: sql.Composable) -> sql.Compos
     return lookup_where(ctx, "status_id", "ticket_statuses", column, value)
 
 
+def _known_statuses(ctx: Context, ids: tuple[int, ...]) -> sql.Composable:
+    # The statuses' own type (smallint): the title's trigram index holds status_id through
+    # btree_gin, whose operators compare a smallint with a smallint only.
+    return sql.SQL("(t.status_id = ANY ({}))").format(ctx.bind(list(ids), "smallint[]"))
+
+
 def is_open(ctx: Context) -> sql.Composable:
+    if ctx.rule_ids is not None and ctx.snapshot is None:
+        return _known_statuses(ctx, ctx.rule_ids.open)
     return status_where(ctx, "status_type", sql.Literal("open"))
 
 
 def is_closed(ctx: Context) -> sql.Composable:
+    if ctx.rule_ids is not None and ctx.snapshot is None:
+        return _known_statuses(ctx, ctx.rule_ids.closed)
     return status_where(ctx, "status_type", sql.Literal("closed"))
