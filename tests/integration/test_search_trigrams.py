@@ -425,3 +425,91 @@ async def test_a_band_of_the_count_is_an_index_condition(db_url: str) -> None:
             assert any(f"(id >> 20) = '{band}'::bigint" in c for c in conds), (band, conds)
         counted = await (await aconn.execute(statement, params)).fetchone()
         assert counted == (16,)
+
+
+async def test_an_owners_searched_count_reads_the_title_index_by_scope_keys(db_url: str) -> None:
+    """A searched count of a team's open tickets, given the rules' lookups (what a list
+    page's count has), can read the title's trigram index by the view's scope keys
+    (0026_search_scope.sql): the compiler writes the index's own expression. The count is
+    the view's, as the list page and the view's own conditions give it."""
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as aconn:
+        await aconn.execute(
+            "INSERT INTO users (id, email, first_name, last_name, password_hash) "
+            "VALUES (1, 'me@example.test', 'Me', '', 'x')"
+        )
+        await aconn.execute("INSERT INTO teams (id, name) VALUES (1, 'Mine'), (2, 'Theirs')")
+        await aconn.execute("INSERT INTO team_memberships (team_id, user_id) VALUES (1, 1)")
+        # 40,000 tickets: half in each team, one in 23 open, one in 29 holding the term.
+        await aconn.execute(
+            "INSERT INTO tickets (id, title, status_id, priority_id, team_id, created_at, "
+            "updated_at) "
+            "SELECT n, CASE WHEN n %% 29 = 0 THEN 'Printer jam ' || n ELSE 'VPN drops ' || n "
+            "END, CASE WHEN n %% 23 = 0 THEN (SELECT min(id) FROM ticket_statuses "
+            "WHERE status_type = 'open') ELSE (SELECT min(id) FROM ticket_statuses WHERE "
+            "status_type = 'closed') END, 1, 1 + n %% 2, %(now)s, %(now)s "
+            "FROM generate_series(1, 40000) n",
+            {"now": NOW},
+        )
+        await aconn.execute("ANALYZE tickets")
+        view = service.builtin_view("team-tickets")
+        request = parse_list_request({"view": "team-tickets", "q": "printer"})
+        rule_ids = await service._rule_ids(aconn, ME)
+        assert rule_ids.teams == (1,)
+        matches = await service.search_matches(aconn, view, request, ME, now=NOW, tz="UTC")
+        statement, params = compiler.compile_count(
+            view, request, ME, now=NOW, tz="UTC", search_matches=matches, rule_ids=rule_ids
+        )
+        async with aconn.transaction():
+            # What a searched page sets (list_page_settings_local): no sequential scans.
+            await aconn.execute("SET LOCAL enable_seqscan = off")
+            row = await (
+                await aconn.execute(
+                    psycopg.sql.SQL("EXPLAIN (FORMAT JSON) {}").format(statement), params
+                )
+            ).fetchone()
+        assert row is not None
+        scans: list[tuple[str, str]] = []
+
+        def walk(node: dict[str, Any]) -> None:
+            if "Index Cond" in node:
+                scans.append((node.get("Index Name", ""), node["Index Cond"]))
+            for child in node.get("Plans", []):
+                walk(child)
+
+        walk(row[0][0]["Plan"])
+        keys = [2 << 56 | 1 << 16 | status for status in rule_ids.open]
+        written = "'{" + ",".join(str(k) for k in keys) + "}'::bigint[]"
+        assert any(name == "tickets_search_title_idx" and written in c for name, c in scans), scans
+        counted = await (await aconn.execute(statement, params)).fetchone()
+        page = await list_page(aconn, request, ME, now=NOW, tz="UTC")
+        # One in 23 * 29 * 2: open, holding the term, in the user's team (1).
+        assert counted == (page.count,) == (40000 // (23 * 29 * 2),)
+
+
+def test_scope_keys_are_given_only_for_ids_that_fit(conn: psycopg.Connection[Any]) -> None:
+    """The compiler's scope keys are the function's for ids that fit, and a ticket whose
+    owner's id does not fit has no key the compiler could write: two keys are equal only
+    for the same owner and status."""
+    limit = 1 << 40
+    cases = [(1, 1, 1, 1), (32767, limit - 1, 0, 5), (0, None, None, 7)]
+    for status, team, assignee, creator in cases:
+        keys = conn.execute(
+            "SELECT ticketexport_scope_keys(%s::smallint, %s, %s, %s)",
+            (status, team, assignee, creator),
+        ).fetchone()
+        assert keys is not None
+        expected = []
+        for tag, owner in ((2, team), (3, assignee), (4, creator)):
+            if owner is not None:
+                expected.append(tag << 56 | owner << 16 | status)
+        if team is None and assignee is None:
+            expected.append(5 << 56 | status)
+        assert keys[0] == expected, (status, team, assignee, creator)
+    # Out of range: no key, so no collision with another owner's (2**41 + 7 would shift
+    # into the tag of team 7's keys).
+    row = conn.execute(
+        "SELECT ticketexport_scope_keys(1::smallint, %s, -1, %s), "
+        "ticketexport_scope_keys(-1::smallint, 7, 7, 7)",
+        ((1 << 41) + 7, limit),
+    ).fetchone()
+    assert row == ([], [])

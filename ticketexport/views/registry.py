@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Protocol
+from typing import Literal, Protocol
 
 from psycopg import sql
 
@@ -114,6 +114,11 @@ PRESETS: tuple[str, ...] = (
 RELATIVE_UNITS: tuple[str, ...] = ("hours", "days", "months")
 
 
+# What a built-in view selects its open tickets by (RuleScope.owned_open): the ticket's
+# team, assignee or creator, or having neither assignee nor team.
+Owner = Literal["team", "assignee", "creator", "unassigned"]
+
+
 class RuleScope(columns.Scope, Protocol):
     """What a built-in view's rule is written with, beside a column's Scope."""
 
@@ -124,6 +129,8 @@ class RuleScope(columns.Scope, Protocol):
     def followed_open(self, alias: str) -> sql.Composable: ...
 
     def my_teams(self) -> sql.Composable: ...
+
+    def owned_open(self, owner: Owner, condition: sql.Composable) -> sql.Composable: ...
 
 
 # A built-in view's rule: its conditions, given the scope and the acting user's id.
@@ -150,7 +157,7 @@ class BuiltinView:
 
 
 def _team_tickets(scope: RuleScope, me: sql.Composable) -> list[sql.Composable]:
-    return [sql.SQL("(t.team_id = ANY ({}))").format(scope.my_teams()), scope.open_()]
+    return [scope.owned_open("team", sql.SQL("(t.team_id = ANY ({}))").format(scope.my_teams()))]
 
 
 def _following(scope: RuleScope, me: sql.Composable) -> list[sql.Composable]:
@@ -175,21 +182,23 @@ BUILTINS: dict[str, BuiltinView] = {
         BuiltinView(
             "unassigned",
             "Unassigned",
-            lambda s, me: [sql.SQL("(t.assignee_id IS NULL AND t.team_id IS NULL)"), s.open_()],
+            lambda s, me: [
+                s.owned_open("unassigned", sql.SQL("(t.assignee_id IS NULL AND t.team_id IS NULL)"))
+            ],
             not_snoozed=True,
             statuses="open",
         ),
         BuiltinView(
             "my-tickets",
             "My tickets",
-            lambda s, me: [sql.SQL("(t.assignee_id = {})").format(me), s.open_()],
+            lambda s, me: [s.owned_open("assignee", sql.SQL("(t.assignee_id = {})").format(me))],
             not_snoozed=True,
             statuses="open",
         ),
         BuiltinView(
             "created-by-me",
             "Created by me",
-            lambda s, me: [sql.SQL("(t.created_by_id = {})").format(me), s.open_()],
+            lambda s, me: [s.owned_open("creator", sql.SQL("(t.created_by_id = {})").format(me))],
             not_snoozed=True,
             statuses="open",
         ),
