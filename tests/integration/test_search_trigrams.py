@@ -20,6 +20,8 @@ from ticketexport.exports import formats
 from ticketexport.views import compiler, conditions, registry, service
 from ticketexport.views.columns import COLUMNS, SEARCHABLE_COLUMNS
 from ticketexport.views.model import ListRequest, ResolvedView, parse_definition
+from ticketexport.views.registry import Owner
+from ticketexport.views.scope import Binder, Context, RuleIds
 from ticketexport.views.service import list_page, parse_list_request
 
 NOW = datetime.datetime(2026, 7, 1, 12, tzinfo=datetime.UTC)
@@ -487,23 +489,33 @@ async def test_an_owners_searched_count_reads_the_title_index_by_scope_keys(db_u
 
 
 def test_scope_keys_are_given_only_for_ids_that_fit(conn: psycopg.Connection[Any]) -> None:
-    """The compiler's scope keys are the function's for ids that fit, and a ticket whose
-    owner's id does not fit has no key the compiler could write: two keys are equal only
-    for the same owner and status."""
+    """The compiler's scope keys (scope.Context) are the function's for ids that fit, and
+    a ticket whose owner's id does not fit has no key the compiler could write: two keys
+    are equal only for the same owner and status."""
     limit = 1 << 40
-    cases = [(1, 1, 1, 1), (32767, limit - 1, 0, 5), (0, None, None, 7)]
+    cases = [(1, 1, 1, 1), (32767, limit - 1, 0, 5), (0, None, None, 7), (3, None, 4, 4)]
     for status, team, assignee, creator in cases:
         keys = conn.execute(
             "SELECT ticketexport_scope_keys(%s::smallint, %s, %s, %s)",
             (status, team, assignee, creator),
         ).fetchone()
         assert keys is not None
-        expected = []
-        for tag, owner in ((2, team), (3, assignee), (4, creator)):
-            if owner is not None:
-                expected.append(tag << 56 | owner << 16 | status)
-        if team is None and assignee is None:
-            expected.append(5 << 56 | status)
+        # What the compiler writes for a user who is the ticket's owner of each kind.
+        expected: list[int] = []
+        owners: list[tuple[Owner, int | None]] = [
+            ("team", team),
+            ("assignee", assignee),
+            ("creator", creator),
+            ("unassigned", 0 if team is None and assignee is None else None),
+        ]
+        for owner, owner_id in owners:
+            if owner_id is None:
+                continue
+            ctx = Context(Binder(), NOW, "UTC", Actor(owner_id, is_admin=False, permissions=0))
+            ctx.rule_ids = RuleIds(open=(status,), closed=(), teams=(owner_id,))
+            written = ctx._scope_keys(owner)
+            assert written is not None, (owner, owner_id)
+            expected.extend(written)
         assert keys[0] == expected, (status, team, assignee, creator)
     # Out of range: no key, so no collision with another owner's (2**41 + 7 would shift
     # into the tag of team 7's keys).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 
 import pytest
 
@@ -13,6 +14,16 @@ from ticketexport.views.service import builtin_view, parse_list_request
 
 NOW = datetime.datetime(2026, 7, 1, 12, tzinfo=datetime.UTC)
 IDS = RuleIds(open=(1, 2), closed=(5,), teams=(3, 4))
+
+
+SCOPE = "ticketexport_scope_keys(t.status_id, t.team_id, t.assignee_id, t.created_by_id)"
+
+
+def _bound(text: str, params: dict[str, object], before: str, after: str) -> list[object]:
+    """The values bound where `before` %(pN)s `after` stands in the statement: the compiler
+    builds every view's rule, so the parameters hold other views' values as well."""
+    pattern = re.escape(before) + r"%\((p\d+)\)s" + re.escape(after)
+    return [params[name] for name in re.findall(pattern, text)]
 
 
 def _count(view: str, actor: Actor, rule_ids: RuleIds | None) -> tuple[str, dict[str, object]]:
@@ -38,8 +49,8 @@ def _count(view: str, actor: Actor, rule_ids: RuleIds | None) -> tuple[str, dict
 )
 def test_an_owners_view_is_its_scope_keys(view: str, keys: list[int]) -> None:
     text, params = _count(view, Actor(9, is_admin=False, permissions=0), IDS)
-    assert "ticketexport_scope_keys(t.status_id, t.team_id, t.assignee_id, t.created_by_id)" in text
-    assert keys in params.values()
+    assert _bound(text, params, f"({SCOPE} && ", "::bigint[])") == [keys]
+    assert "t.status_id = ANY" not in text
     # Without the lookups, the rule reads them in the statement as before.
     text, _ = _count(view, Actor(9, is_admin=False, permissions=0), None)
     assert "ticketexport_scope_keys" not in text
@@ -58,11 +69,19 @@ def test_ids_out_of_the_keys_range_keep_the_rule(actor_id: int, ids: RuleIds) ->
     """An owner or status id the keys cannot hold (the function gives such a ticket no
     key) leaves the view's own conditions, with the lookups as values."""
     actor = Actor(actor_id, is_admin=False, permissions=0)
+    owners = {
+        "team-tickets": ("(t.team_id = ANY (", "::bigint[]))", list(ids.teams)),
+        "my-tickets": ("(t.assignee_id = ", "::bigint)", actor_id),
+        "created-by-me": ("(t.created_by_id = ", "::bigint)", actor_id),
+    }
     views = ["team-tickets"] if actor_id == 9 else ["my-tickets", "created-by-me"]
     for view in views:
         text, params = _count(view, actor, ids)
         assert "ticketexport_scope_keys" not in text, view
-        assert list(ids.open) in params.values(), view
+        before, after, value = owners[view]
+        assert _bound(text, params, before, after) == [value], view
+        opened = _bound(text, params, "(t.status_id = ANY (", "::smallint[]))")
+        assert opened == [list(ids.open)], view
 
 
 def test_views_of_no_owner_never_use_scope_keys() -> None:

@@ -143,13 +143,15 @@ class Context:
         """The open tickets `condition` selects, `owner` saying what it selects them by.
 
         Given the rules' lookups (a searched count), this is one condition on the ticket's
-        scope keys (0026_search_scope.sql), which mean the same: the title's trigram index
-        holds them, so a scan of it finds the term among the view's own tickets alone
-        (6,387 of 338,456 candidates for `team-tickets` "printer" at 10M). Otherwise, or
-        where an id is out of the keys' range, the condition and the open statuses."""
+        scope keys (0026_search_scope.sql) in place of `condition`, so `condition` must be
+        exactly the owner's (the user's teams, the user as assignee or creator, no assignee
+        and no team). The title's trigram index holds the keys, so a scan of it finds the
+        term among the view's own tickets alone (6,387 of 338,456 candidates for
+        `team-tickets` "printer" at 10M). Otherwise, or where an id is out of the keys'
+        range, the condition and the open statuses."""
         keys = self._scope_keys(owner)
         if keys is None:
-            return sql.SQL("{} AND {}").format(condition, self.open_())
+            return sql.SQL("({} AND {})").format(condition, self.open_())
         return sql.SQL(
             "(ticketexport_scope_keys(t.status_id, t.team_id, t.assignee_id, t.created_by_id)"
             " && {})"
@@ -214,7 +216,7 @@ def status_where(ctx: Context, column: str, value: sql.Composable) -> sql.Compos
 
 def _known_statuses(ctx: Context, ids: tuple[int, ...]) -> sql.Composable:
     # The statuses' own type (smallint): the title's trigram index holds status_id through
-    # btree_gin, whose operators compare a smallint with a smallint only.
+    # btree_gin, whose operators on PostgreSQL 15 compare a smallint with a smallint only.
     return sql.SQL("(t.status_id = ANY ({}))").format(ctx.bind(list(ids), "smallint[]"))
 
 

@@ -300,7 +300,9 @@ async def _count(
             view, request, actor, now=now, tz=tz, search_matches=matches
         )
         return await _counted(conn, statement, params, prepare)
-    rule_ids = await _rule_ids(conn, actor)
+    # Only a built-in view's rule with a status type names lookups (scope.RuleIds).
+    builtin = registry.BUILTINS.get(view.builtin) if view.builtin is not None else None
+    rule_ids = await _rule_ids(conn, actor) if builtin and builtin.statuses else None
     band_row = await (await conn.execute(q("views_top_id_band"))).fetchone()
     top = None if band_row is None else band_row[0]
     if top is not None and int(top) > 0:
