@@ -24,6 +24,7 @@ from ticketexport.domain.actor import Actor
 from ticketexport.exports import formats
 from ticketexport.views import compiler, conditions, cursor, registry
 from ticketexport.views.model import (
+    ListRequest,
     ResolvedView,
     definition_to_json,
     parse_definition,
@@ -323,7 +324,8 @@ def test_builtin_views_searched_count_given_the_rules_lookups(
 ) -> None:
     """A searched count given the rules' lookups as values (the open and closed statuses,
     the user's teams: what a list page hands its count for a trigram-long term) counts the
-    reference's rows, as the count that reads them in its own statement does."""
+    reference's rows, as the count that reads them in its own statement does; with the
+    search's lookup matches found beforehand as well (as a list page finds them), or not."""
     row = dataset.execute(db.q("views_rule_ids"), {"user_id": ACTOR.id}).fetchone()
     assert row is not None
     rule_ids = RuleIds(open=tuple(row[0]), closed=tuple(row[1]), teams=tuple(row[2]))
@@ -334,6 +336,7 @@ def test_builtin_views_searched_count_given_the_rules_lookups(
     view = builtin_view(builtin)
     terms = [t for t in pools["search"] if len(t) >= conditions.TRIGRAM_TERM][::5]
     counts = set()
+    contacts_found = 0
     for term in terms:
         request = parse_list_request({"view": builtin, "q": term})
         expected = reference.run(
@@ -343,22 +346,41 @@ def test_builtin_views_searched_count_given_the_rules_lookups(
             q=request.q,
             sort=request.sort,
         )
+        found = _search_matches(dataset, view, request)
         for known in (rule_ids, None):
-            for cap in (registry.COUNT_CAP, 3):
-                statement, params = compiler.compile_count(
-                    view,
-                    request,
-                    ACTOR,
-                    now=view_data.NOW,
-                    tz=view_data.TZ,
-                    cap=cap,
-                    rule_ids=known,
-                )
-                counted = dataset.execute(statement, params).fetchone()
-                assert counted == (min(len(expected), cap + 1),), (term, known, cap)
+            for matches in (found, None):
+                for cap in (registry.COUNT_CAP, 3):
+                    statement, params = compiler.compile_count(
+                        view,
+                        request,
+                        ACTOR,
+                        now=view_data.NOW,
+                        tz=view_data.TZ,
+                        cap=cap,
+                        rule_ids=known,
+                        search_matches=matches,
+                    )
+                    counted = dataset.execute(statement, params).fetchone()
+                    assert counted == (min(len(expected), cap + 1),), (term, known, matches, cap)
         counts.add(len(expected))
+        contacts_found += bool(found and found.get("contact"))
     # Terms that some rows hold and some do not, or the agreement proves little.
     assert len(counts) > 1, counts
+    # Some terms are contacts' names: the team's search reads those through its own index.
+    assert contacts_found > 0
+
+
+def _search_matches(
+    conn: psycopg.Connection[Any], view: ResolvedView, request: ListRequest
+) -> dict[str, list[int]] | None:
+    """The search's lookup matches by column, found as a list page finds them."""
+    found = conditions.search_lookups(view, request, ACTOR, now=view_data.NOW, tz=view_data.TZ)
+    if found is None:
+        return None
+    statement, params, keys = found
+    row = conn.execute(statement, params).fetchone()
+    assert row is not None  # a SELECT of arrays has one row
+    return {key: list(ids) for key, ids in zip(keys, row, strict=True)}
 
 
 def test_every_column_sorts_both_ways(

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from ticketexport.domain.actor import Actor
-from ticketexport.views import compiler
+from ticketexport.views import compiler, registry
 from ticketexport.views.scope import RuleIds
 from ticketexport.views.service import builtin_view, parse_list_request
 
@@ -26,7 +26,12 @@ def _bound(text: str, params: dict[str, object], before: str, after: str) -> lis
     return [params[name] for name in re.findall(pattern, text)]
 
 
-def _count(view: str, actor: Actor, rule_ids: RuleIds | None) -> tuple[str, dict[str, object]]:
+def _count(
+    view: str,
+    actor: Actor,
+    rule_ids: RuleIds | None,
+    matches: dict[str, list[int]] | None = None,
+) -> tuple[str, dict[str, object]]:
     statement, params = compiler.compile_count(
         builtin_view(view),
         parse_list_request({"view": view, "q": "printer"}),
@@ -34,6 +39,7 @@ def _count(view: str, actor: Actor, rule_ids: RuleIds | None) -> tuple[str, dict
         now=NOW,
         tz="UTC",
         rule_ids=rule_ids,
+        search_matches=matches,
     )
     return statement.as_string(None), params
 
@@ -49,6 +55,9 @@ def _count(view: str, actor: Actor, rule_ids: RuleIds | None) -> tuple[str, dict
 )
 def test_an_owners_view_is_its_scope_keys(view: str, keys: list[int]) -> None:
     text, params = _count(view, Actor(9, is_admin=False, permissions=0), IDS)
+    if view == "team-tickets":
+        # Read one searched column at a time: the title's part is the keys alone.
+        (text,) = [part for part in _parts(text) if "LIKE" in part and "t.title" in part]
     assert _bound(text, params, f"({SCOPE} && ", "::bigint[])") == [keys]
     assert "t.status_id = ANY" not in text
     # Without the lookups, the rule reads them in the statement as before.
@@ -88,3 +97,57 @@ def test_views_of_no_owner_never_use_scope_keys() -> None:
     for view in ("all", "open", "following", "overdue", "snoozed", "closed", "recently-closed"):
         text, _ = _count(view, Actor(9, is_admin=False, permissions=0), IDS)
         assert "ticketexport_scope_keys" not in text, view
+
+
+# The search's lookup matches, as a list page finds them: contacts 11 and 12 hold the term.
+MATCHES: dict[str, list[int]] = {
+    "status": [],
+    "priority": [],
+    "assignee": [7],
+    "team": [],
+    "contact": [11, 12],
+}
+COUNTED_BY_PARTS = "SELECT 1 FROM ((SELECT t.id FROM"
+
+
+def _parts(text: str) -> list[str]:
+    """The parts of a count read one searched column at a time, one per column."""
+    assert text.startswith(f"SELECT count(*) FROM ({COUNTED_BY_PARTS}"), text[:80]
+    return text.split(") UNION (")
+
+
+def test_a_teams_search_is_counted_one_column_at_a_time() -> None:
+    """Given the lookups, the team's view counts each searched column's tickets apart (the
+    title's by the scope keys, each other column's by the teams and the open statuses as
+    values, which tickets_team_status_contact_idx holds with the contact), and every
+    ticket found once (UNION)."""
+    text, params = _count("team-tickets", Actor(9, is_admin=False, permissions=0), IDS, MATCHES)
+    parts = _parts(text)
+    # The default columns' searched ones: id, title, status, priority, assignee, team, contact.
+    assert len(parts) == 7
+    (contact,) = [part for part in parts if 't."contact_id" = ANY (' in part]
+    assert _bound(contact, params, 't."contact_id" = ANY (', "::bigint[])") == [[11, 12]]
+    assert _bound(contact, params, "(t.team_id = ANY (", "::bigint[]))") == [[3, 4]]
+    assert _bound(contact, params, "(t.status_id = ANY (", "::smallint[]))") == [[1, 2]]
+    assert SCOPE not in contact
+    assert sum(SCOPE in part for part in parts) == 1
+    # Every part keeps the rest of the rule.
+    assert all("t.snoozed_until IS NULL OR" in part for part in parts)
+
+
+@pytest.mark.parametrize(
+    ("view", "actor_id", "ids"),
+    [
+        *((view, 9, IDS) for view in registry.BUILTIN_VIEWS if view != "team-tickets"),
+        ("team-tickets", 9, None),
+        ("team-tickets", 9, RuleIds(open=(1,), closed=(5,), teams=(-3,))),
+    ],
+)
+def test_other_counts_are_one_condition(view: str, actor_id: int, ids: RuleIds | None) -> None:
+    """Every other view (a smaller owner's too), and the team's without the lookups or with
+    a team the keys cannot hold, is one statement of ORed columns: another view's owner
+    never shapes its count."""
+    text, params = _count(view, Actor(actor_id, is_admin=False, permissions=0), ids, MATCHES)
+    assert COUNTED_BY_PARTS not in text, view
+    assert " UNION " not in text, view
+    assert _bound(text, params, 't."contact_id" = ANY (', "::bigint[])") == [[11, 12]], view

@@ -55,7 +55,15 @@ from ticketexport.views.columns import (
     person,
     text_keys,
 )
-from ticketexport.views.conditions import followed_open, id_bands, where_clause
+from ticketexport.views.conditions import (
+    OWNERS_BY_COLUMN,
+    SCOPED_SEARCH_COLUMN,
+    TRIGRAM_TERM,
+    followed_open,
+    id_bands,
+    searched_columns,
+    where_clause,
+)
 from ticketexport.views.model import ListRequest, ResolvedView, SortLevel
 from ticketexport.views.ordering import bind_key, keyset_after, sort_keys, sort_levels
 from ticketexport.views.scope import Binder, Context, RuleIds
@@ -320,7 +328,9 @@ def compile_count(
     `rule_ids` gives the built-in views' rules their lookups as values (scope.RuleIds)
     instead of reading them in the statement; the count is the same either way.
     """
-    rows, params = _counted_rows(view, request, actor, now, tz, search_matches, rule_ids, top_band)
+    rows, params, _ = _counted_rows(
+        view, request, actor, now, tz, search_matches, rule_ids, top_band
+    )
     statement = sql.SQL("SELECT count(*) FROM ({rows} LIMIT {cap}) AS limited").format(
         rows=rows, cap=sql.Literal(cap + 1)
     )
@@ -336,11 +346,15 @@ def compile_count_estimate(
     tz: str,
     search_matches: Mapping[str, list[int]] | None = None,
     rule_ids: RuleIds | None = None,
-) -> tuple[sql.Composed, dict[str, Any]]:
+) -> tuple[sql.Composed, dict[str, Any], bool]:
     """EXPLAIN (FORMAT JSON) of the view's rows, uncapped and unbanded: the planner's
-    estimate of how many there are (its top node's "Plan Rows"), without reading them."""
-    rows, params = _counted_rows(view, request, actor, now, tz, search_matches, rule_ids, None)
-    return sql.SQL("EXPLAIN (FORMAT JSON) {}").format(rows), params
+    estimate of how many there are (its top node's "Plan Rows"), without reading them.
+    The flag says the count given the same values reads the rows one searched column at
+    a time (an owner's view given the rules' lookups, see _counted_rows)."""
+    rows, params, by_column = _counted_rows(
+        view, request, actor, now, tz, search_matches, rule_ids, None
+    )
+    return sql.SQL("EXPLAIN (FORMAT JSON) {}").format(rows), params, by_column
 
 
 def _counted_rows(
@@ -352,22 +366,53 @@ def _counted_rows(
     search_matches: Mapping[str, list[int]] | None,
     rule_ids: RuleIds | None,
     top_band: int | None,
-) -> tuple[sql.Composable, dict[str, Any]]:
-    ctx = Context(Binder(), now, tz, actor)
-    ctx.search_matches = search_matches
-    ctx.rule_ids = rule_ids
+) -> tuple[sql.Composable, dict[str, Any], bool]:
+    """The rows a count counts, their values, and whether they are read one searched
+    column at a time (see below)."""
+    binder = Binder()
+
+    def context(*, scope_keys: bool = True) -> Context:
+        ctx = Context(binder, now, tz, actor)
+        ctx.search_matches = search_matches
+        ctx.rule_ids = rule_ids
+        ctx.scope_keys = scope_keys
+        return ctx
+
+    ctx = context()
     where = where_clause(view, request, ctx)
     src = _from(ctx.joins, ctx)
-    if top_band is None:
-        rows = sql.SQL("SELECT 1 FROM {src} WHERE {where}").format(src=src, where=where)
-        return rows, ctx.bind.params
-    banded = sql.SQL(" UNION ALL ").join(
-        sql.SQL("(SELECT 1 FROM {src} WHERE {band} AND {where})").format(
-            src=src, band=band, where=where
+    if top_band is not None:
+        banded = sql.SQL(" UNION ALL ").join(
+            sql.SQL("(SELECT 1 FROM {src} WHERE {band} AND {where})").format(
+                src=src, band=band, where=where
+            )
+            for band in id_bands(top_band)
         )
-        for band in id_bands(top_band)
-    )
-    return banded, ctx.bind.params
+        return banded, binder.params, False
+    columns = searched_columns(view.definition.columns)
+    if ctx.owned not in OWNERS_BY_COLUMN or len(request.q) < TRIGRAM_TERM or not columns:
+        rows = sql.SQL("SELECT 1 FROM {src} WHERE {where}").format(src=src, where=where)
+        return rows, binder.params, False
+    # A team's view (its rule written as scope keys) is read one searched column at a
+    # time, and the tickets found are counted once each. Each part is planned on its own,
+    # so each reads an index that holds its column with the team (OWNERS_BY_COLUMN): the
+    # title's part with the scope keys, the others with the team's condition (the team's
+    # open tickets of 2,033 contacts in 80 ms at 10M). ORed in one statement, the planner
+    # read the team's open tickets whole by their scope keys and checked each one for
+    # every column (team-tickets "ren": 113,000 tickets read, 3.6 s). A smaller owner's
+    # open tickets are read whole faster than column by column (unassigned "Müller": 37
+    # against 103 ms), so its count stays one statement.
+    parts = []
+    for column in columns:
+        part = context(scope_keys=column == SCOPED_SEARCH_COLUMN)
+        part_where = where_clause(view, request, part, search_column=column)
+        parts.append(
+            sql.SQL("(SELECT t.id FROM {src} WHERE {where})").format(
+                src=_from(part.joins, part), where=part_where
+            )
+        )
+    rows = sql.SQL("SELECT 1 FROM ({}) AS found").format(sql.SQL(" UNION ").join(parts))
+    return rows, binder.params, True
 
 
 @dataclasses.dataclass(frozen=True)

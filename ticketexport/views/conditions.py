@@ -255,7 +255,16 @@ def _builtin_rule(key: str, ctx: Context) -> list[sql.Composable]:
     me = ctx.bind(ctx.actor.id, "bigint")
     # Every view's rule is built, in declaration order, so the placeholders they bind keep
     # their numbers whichever view is compiled.
-    rules = {k: builtin.rule(ctx, me) for k, builtin in registry.BUILTINS.items()}
+    # Each rule that is an owner's scope keys records its owner (Context.owned); only the
+    # compiled view's own record may stay, or another view's owner would shape its search.
+    rules: dict[str, list[sql.Composable]] = {}
+    owned = None
+    for k, builtin in registry.BUILTINS.items():
+        ctx.owned = None
+        rules[k] = builtin.rule(ctx, me)
+        if k == key:
+            owned = ctx.owned
+    ctx.owned = owned
     return rules[key]
 
 
@@ -314,6 +323,22 @@ def _search_pattern(q: str, ctx: Context) -> sql.Composable:
     return lowered(ctx.bind(f"%{escaped}%", "text"))
 
 
+# The column whose trigram index holds the owners' scope keys (0026_search_scope.sql).
+SCOPED_SEARCH_COLUMN = "title"
+
+# Owners whose open tickets are too many to read whole for a search, and whose tickets an
+# index holds with each searched column of the default columns: a team's, by the title's
+# trigram index (the scope keys), tickets_team_status_contact_idx (0027_team_contact.sql)
+# for the contact and the status, and the team's assignee and priority indexes. A count
+# of such an owner's view is read one searched column at a time (compiler._counted_rows).
+OWNERS_BY_COLUMN: frozenset[registry.Owner] = frozenset({"team"})
+
+
+def searched_columns(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns a search looks in: the visible searchable ones."""
+    return tuple(c for c in columns if COLUMNS[c].searchable)
+
+
 def search_predicate(q: str, columns: tuple[str, ...], ctx: Context) -> sql.Composable:
     """The search box's condition: the folded query inside the folded displayed text of
     one of the view's visible searchable columns (nothing matches without one).
@@ -325,7 +350,7 @@ def search_predicate(q: str, columns: tuple[str, ...], ctx: Context) -> sql.Comp
     text holds it: a ticket without one shows '', which holds no query. Shorter queries
     hold no trigram to look up and are searched row by row.
     """
-    searchable = [c for c in columns if COLUMNS[c].searchable]
+    searchable = searched_columns(columns)
     if not searchable:
         return sql.SQL("false")
     if len(q) < TRIGRAM_TERM:
@@ -460,10 +485,16 @@ def followed_open(ctx: Context) -> sql.Composable:
 
 
 def where_clause(
-    view: ResolvedView, request: ListRequest, ctx: Context, *, rule: bool = True
+    view: ResolvedView,
+    request: ListRequest,
+    ctx: Context,
+    *,
+    rule: bool = True,
+    search_column: str | None = None,
 ) -> sql.Composable:
     """The view's conditions; `rule=False` leaves out the built-in view's own rule (for a
-    caller that reads only the tickets the rule selects)."""
+    caller that reads only the tickets the rule selects); `search_column` searches that
+    one of the view's searched columns alone (for a caller that reads each apart)."""
     d = view.definition
     parts: list[sql.Composable] = []
     if view.builtin is not None and rule:
@@ -477,7 +508,8 @@ def where_clause(
         )
     parts.extend(_filters(view, request.filters, ctx))
     if request.q:
-        parts.append(search_predicate(request.q, d.columns, ctx))
+        searched = d.columns if search_column is None else (search_column,)
+        parts.append(search_predicate(request.q, searched, ctx))
     if not parts:
         return sql.SQL("true")
     return sql.SQL(" AND ").join(parts)

@@ -96,6 +96,12 @@ class Context:
         # The rules' lookups, read beforehand (a list page's search); None reads them in
         # the statement itself. Never used as of a snapshot, whose lookups are versions.
         self.rule_ids: RuleIds | None = None
+        # False writes an owner's rule as its condition even given the lookups: only the
+        # title's index holds the scope keys, so a count read one search column at a time
+        # writes them beside the title's part alone (compiler._counted_rows).
+        self.scope_keys = True
+        # The owner whose rule was written as scope keys (owned_open), if any.
+        self.owned: Owner | None = None
 
     def table(self, name: str) -> sql.Composable:
         """The relation a table is read through. Every table the compiled SQL reads is named
@@ -152,13 +158,14 @@ class Context:
         keys = self._scope_keys(owner)
         if keys is None:
             return sql.SQL("({} AND {})").format(condition, self.open_())
+        self.owned = owner
         return sql.SQL(
             "(ticketexport_scope_keys(t.status_id, t.team_id, t.assignee_id, t.created_by_id)"
             " && {})"
         ).format(self.bind(keys, "bigint[]"))
 
     def _scope_keys(self, owner: Owner) -> list[int] | None:
-        if self.rule_ids is None or self.snapshot is not None:
+        if self.rule_ids is None or self.snapshot is not None or not self.scope_keys:
             return None
         owners = {
             "team": self.rule_ids.teams,
