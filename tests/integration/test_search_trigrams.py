@@ -332,6 +332,53 @@ async def test_the_list_page_finds_lookup_matches_first(db_url: str) -> None:
             assert page.count == len(found), query
 
 
+async def test_a_status_of_the_other_type_finds_nothing_in_a_view_of_one_type(
+    db_url: str,
+) -> None:
+    """A view whose rule keeps one status type (open, closed) finds a term naming a status
+    of the other type only where another column holds it; the page of no rows is empty."""
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as aconn:
+        labels = dict(
+            await (await aconn.execute("SELECT id, lower(label) FROM ticket_statuses")).fetchall()
+        )
+        types = dict(
+            await (await aconn.execute("SELECT id, status_type FROM ticket_statuses")).fetchall()
+        )
+        # Two open and two closed statuses, each naming one ticket's status and another
+        # one's title (of the other type).
+        opened = [i for i in sorted(types) if types[i] == "open"][:2]
+        closed = [i for i in sorted(types) if types[i] == "closed"][:2]
+        rows = [
+            (1, "x", opened[0]),
+            (2, f"about {labels[opened[0]]}", closed[0]),
+            (3, "x", closed[1]),
+            (4, f"about {labels[closed[1]]}", opened[1]),
+        ]
+        for ticket_id, title, status in rows:
+            await aconn.execute(
+                "INSERT INTO tickets (id, title, status_id, priority_id, created_at, updated_at) "
+                "VALUES (%s, %s, %s, 1, %s, %s)",
+                (ticket_id, title, status, NOW, NOW),
+            )
+        cases = {
+            ("open", labels[opened[0]]): [1],
+            ("closed", labels[opened[0]]): [2],
+            ("all", labels[opened[0]]): [1, 2],
+            ("open", labels[closed[1]]): [4],
+            ("closed", labels[closed[1]]): [3],
+            ("recently-closed", labels[opened[0]]): [],
+            ("overdue", labels[closed[1]]): [],
+        }
+        for (view, query), found in cases.items():
+            page = await list_page(
+                aconn, parse_list_request({"view": view, "q": query}), ME, now=NOW, tz="UTC"
+            )
+            assert sorted(page.ticket_ids) == found, (view, query)
+            assert page.count == len(found), (view, query)
+            assert len(page.rows) == len(found), (view, query)
+            assert page.next_cursor is None
+
+
 # Ticket ids in several id bands (conditions.ID_BAND_BITS), past the newest bands a count
 # reads one by one (BANDS_COUNTED) and on both sides of band edges.
 BAND = 1 << conditions.ID_BAND_BITS

@@ -151,3 +151,19 @@ def test_other_counts_are_one_condition(view: str, actor_id: int, ids: RuleIds |
     assert COUNTED_BY_PARTS not in text, view
     assert " UNION " not in text, view
     assert _bound(text, params, 't."contact_id" = ANY (', "::bigint[])") == [[11, 12]], view
+
+
+def test_each_lookups_matches_are_bound_as_its_columns_type() -> None:
+    """The status's and the priority's matches are smallint[], the columns' type: btree_gin's
+    operators on PostgreSQL 15 compare a smallint with a smallint only, so a bigint[] would
+    leave the title's and the lookups' indexes unable to read a band's part by them."""
+    matches = {"status": [3], "priority": [1], "assignee": [7], "team": [4], "contact": [11]}
+    text, params = _count("all", Actor(9, is_admin=False, permissions=0), None, matches)
+    for key, cast, ids in (
+        ("status_id", "smallint[]", [3]),
+        ("priority_id", "smallint[]", [1]),
+        ("assignee_id", "bigint[]", [7]),
+        ("team_id", "bigint[]", [4]),
+        ("contact_id", "bigint[]", [11]),
+    ):
+        assert _bound(text, params, f't."{key}" = ANY (', f"::{cast})") == [ids], key

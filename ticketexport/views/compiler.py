@@ -379,7 +379,15 @@ def _counted_rows(
         return ctx
 
     ctx = context()
-    where = where_clause(view, request, ctx)
+    # A searched count of the followed open tickets reads them by their ids, as the page
+    # does (conditions.followed_open): a term that names a status or a priority matches
+    # hundreds of thousands of tickets, and the planner, guessing few of them, read those
+    # and checked each one against the followed ones ("pending" at 10M: 190,069 read,
+    # 550 ms, against the user's 10,515 followed tickets).
+    followed = view.builtin == "following" and len(request.q) >= TRIGRAM_TERM
+    where = where_clause(view, request, ctx, rule=not followed)
+    if followed:
+        where = sql.SQL("{} AND {}").format(followed_open(ctx), where)
     src = _from(ctx.joins, ctx)
     if top_band is not None:
         banded = sql.SQL(" UNION ALL ").join(
