@@ -119,14 +119,20 @@ def _parts(text: str) -> list[str]:
 def test_a_teams_search_is_counted_one_column_at_a_time() -> None:
     """Given the lookups, the team's view counts each searched column's tickets apart (the
     title's by the scope keys, each other column's by the teams and the open statuses as
-    values, which tickets_team_status_contact_idx holds with the contact), and every
+    values; the contacts' one contact at a time, which tickets_team_status_contact_idx
+    holds after the team and the status), each part stopping past the cap, and every
     ticket found once (UNION)."""
     text, params = _count("team-tickets", Actor(9, is_admin=False, permissions=0), IDS, MATCHES)
     parts = _parts(text)
     # The default columns' searched ones: id, title, status, priority, assignee, team, contact.
     assert len(parts) == 7
-    (contact,) = [part for part in parts if 't."contact_id" = ANY (' in part]
-    assert _bound(contact, params, 't."contact_id" = ANY (', "::bigint[])") == [[11, 12]]
+    assert all(part.rstrip(")").endswith(" LIMIT 10001") for part in parts[:-1])
+    assert parts[-1].endswith(" LIMIT 10001)) AS found LIMIT 10001) AS limited")
+    (contact,) = [part for part in parts if 't."contact_id" = m.id AND ' in part]
+    assert _bound(contact, params, "unnest(", "::bigint[]) AS m(id) CROSS JOIN LATERAL") == [
+        [11, 12]
+    ]
+    assert "OFFSET 0" in contact
     assert _bound(contact, params, "(t.team_id = ANY (", "::bigint[]))") == [[3, 4]]
     assert _bound(contact, params, "(t.status_id = ANY (", "::smallint[]))") == [[1, 2]]
     assert SCOPE not in contact

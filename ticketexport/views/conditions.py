@@ -333,6 +333,12 @@ SCOPED_SEARCH_COLUMN = "title"
 # of such an owner's view is read one searched column at a time (compiler._counted_rows).
 OWNERS_BY_COLUMN: frozenset[registry.Owner] = frozenset({"team"})
 
+# Of those columns, the ones whose part is read one matched id at a time, as (owner,
+# column): many matched ids, each with few of the owner's tickets, in an index that holds
+# the column after the owner and the status (a team's contacts:
+# tickets_team_status_contact_idx, 0027_team_contact.sql).
+OWNER_PROBED_COLUMNS: frozenset[tuple[registry.Owner, str]] = frozenset({("team", "contact")})
+
 
 def searched_columns(columns: tuple[str, ...]) -> tuple[str, ...]:
     """The columns a search looks in: the visible searchable ones."""
