@@ -3,7 +3,7 @@
 -- "ren" every ticket of three agents. A searched count past the cap is read band by band
 -- (0024_search_bands.sql), and those parts had no index with the band: each band read
 -- every such ticket from the table to check its band ("ren" in `closed` at 10M: 347,218
--- tickets read, 1.2 s; "urgent" in `overdue`, 310 ms).
+-- tickets read, 1.2 s; "urgent" in `overdue`, 310 ms with the machine busy).
 --
 -- One GIN index holds each ticket's band with its status, priority, assignee and team
 -- (btree_gin, 0016_search_status_trigrams.sql), so a band's part is one scan of it given

@@ -351,7 +351,7 @@ def compile_count_estimate(
     """EXPLAIN (FORMAT JSON) of the view's rows, uncapped and unbanded: the planner's
     estimate of how many there are (its top node's "Plan Rows"), without reading them.
     The flag says the count given the same values reads the rows one searched column at
-    a time (an owner's view given the rules' lookups, see _counted_rows)."""
+    a time (a team's view given the rules' lookups, see _counted_rows)."""
     rows, params, by_column = _counted_rows(
         view, request, actor, now, tz, search_matches, rule_ids, None, None
     )
@@ -409,7 +409,7 @@ def _counted_rows(
     # so each reads an index that holds its column with the team (OWNERS_BY_COLUMN): the
     # title's part with the scope keys, the others with the team's condition (the team's
     # open tickets of 2,033 contacts in 80 ms at 10M). ORed in one statement, the planner
-    # read the team's open tickets whole by their scope keys and checked each one for
+    # can read the team's open tickets whole by their scope keys and check each one for
     # every column (team-tickets "ren": 113,000 tickets read, 3.6 s). A smaller owner's
     # open tickets are read whole faster than column by column (unassigned "Müller": 37
     # against 103 ms), so its count stays one statement.
