@@ -215,13 +215,17 @@ def _active_copy(url: str, export_id: str) -> bool:
 
 
 def _bulk(pair: ReplicatedPair, primary: str) -> None:
-    """Enough rows that the standby is still sending a COPY's output well after it starts
-    (loopback socket buffers hold megabytes), replayed on the standby."""
+    """Enough rows that the standby is still sending a COPY's output well after it starts,
+    replayed on the standby. Loopback socket buffers grow to tens of megabytes (a receive
+    buffer of up to 32 MB, net.ipv4.tcp_rmem, on this machine), and the export's columns
+    show the title: 150,000 titles of about 470 characters are some 70 MB, so at a fifth
+    read the standby has more left to send than the buffers hold. With short titles (7 MB
+    in all) the whole output could sit in the buffers before the check below."""
     with psycopg.connect(primary, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO tickets (title, description, status_id, priority_id) "
-            "SELECT 'Bulk ' || g, repeat('padding ', 20), 1 + g % 6, 1 + g % 4 "
-            "FROM generate_series(1, 100000) AS g"
+            "SELECT 'Bulk ' || g || repeat(' padding', 58), 'x', 1 + g % 6, 1 + g % 4 "
+            "FROM generate_series(1, 150000) AS g"
         )
     pair.wait_replayed()
 
