@@ -303,20 +303,18 @@ async def _count(
             view, request, actor, now=now, tz=tz, search_matches=matches
         )
         return await _counted(conn, statement, params, prepare)
-    band_row = await (await conn.execute(q("views_top_id_band"))).fetchone()
+    estimate, params, by_column = compiler.compile_count_estimate(
+        view, request, actor, now=now, tz=tz, search_matches=matches, rule_ids=rule_ids
+    )
+    # A count read one searched column at a time stops each column's part at the cap
+    # (compiler._counted_rows), so it needs no bands: neither the newest band nor the
+    # estimate is read for it.
+    band_row = None if by_column else await (await conn.execute(q("views_top_id_band"))).fetchone()
     top = None if band_row is None else band_row[0]
     if top is not None and int(top) > 0:
-        estimate, params, by_column = compiler.compile_count_estimate(
-            view, request, actor, now=now, tz=tz, search_matches=matches, rule_ids=rule_ids
-        )
-        # A count read one searched column at a time stops each column's part at the cap
-        # (compiler._counted_rows), so it needs no bands.
-        plan = (
-            None
-            if by_column
-            else await (await conn.execute(estimate, params, prepare=False)).fetchone()
-        )
-        if plan is not None and float(plan[0][0]["Plan"]["Plan Rows"]) >= BANDED_COUNT_MIN_ROWS:
+        plan = await (await conn.execute(estimate, params, prepare=False)).fetchone()
+        assert plan is not None  # EXPLAIN gives one row
+        if float(plan[0][0]["Plan"]["Plan Rows"]) >= BANDED_COUNT_MIN_ROWS:
             statement, params = compiler.compile_count(
                 view, request, actor, now=now, tz=tz, search_matches=matches, top_band=int(top)
             )
